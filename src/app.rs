@@ -1,0 +1,222 @@
+//! Application state, the router with its middleware, and the server's life cycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::JwtKeys;
+use crate::config::ServeConfig;
+use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
+use crate::pii::PiiCipher;
+use crate::{customers, db, openapi, ops, retry};
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub jwt: Arc<JwtKeys>,
+    pub pii: Arc<PiiCipher>,
+    pub statement_timeout: Duration,
+}
+
+/// Limits the HTTP layer enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API's routes and their documentation, without middleware or state.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(customers::router())
+        .merge(ops::router())
+}
+
+/// The OpenAPI document for every route; what `/openapi.json` serves and `openapi/openapi.json`
+/// holds.
+pub fn openapi_document() -> OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The complete application: routes, Swagger UI, and the middleware stack.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let (api, spec) = api_routes().split_for_parts();
+    let spec_json: Arc<str> = openapi::to_json(&spec).into();
+
+    api.layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || serve_spec(spec_json.clone())),
+        )
+        .merge(
+            SwaggerUi::new("/docs").config(
+                utoipa_swagger_ui::Config::new(["/openapi.json"]).persist_authorization(true),
+            ),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn(render_problems))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_response(on_response)
+                .on_request(())
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(
+            X_REQUEST_ID.clone(),
+            MakeRequestUuidV7,
+        ))
+}
+
+async fn serve_spec(json: Arc<str>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json.to_string(),
+    )
+        .into_response()
+}
+
+/// Request ids are UUIDv7 unless the client sent one.
+#[derive(Clone, Copy)]
+struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// One span per request: method, route template (never the raw path, which holds ids, nor the
+/// query, which can hold personal data), request id.
+fn make_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+fn on_response(response: &Response, latency: Duration, _: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "response"
+    );
+}
+
+/// Gives every error response a problem+json body: renders the [`Problem`] a handler attached,
+/// with the request path as `instance`, and replaces the empty bodies axum and tower produce
+/// for unknown routes, wrong methods, oversized bodies and timeouts.
+pub async fn render_problems(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let attached = response.extensions_mut().remove::<Problem>();
+    let already_rendered = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct == PROBLEM_JSON);
+    if attached.is_none() && already_rendered {
+        return response;
+    }
+    let mut problem = attached.unwrap_or_else(|| Problem::for_status(status));
+    problem.instance = Some(path);
+    let (content_type, body) = problem_body(&problem);
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, content_type);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Builds the state and serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+pub async fn serve(config: ServeConfig) -> crate::CliResult {
+    let pool = db::connect_pool(&config.pool);
+    let state = AppState {
+        pool: pool.clone(),
+        jwt: Arc::new(JwtKeys::new(config.jwt_secret.clone())),
+        pii: Arc::new(PiiCipher::new(&config.pii)),
+        statement_timeout: config.pool.statement_timeout,
+    };
+    let limits = HttpLimits {
+        body_limit_bytes: config.http.body_limit_bytes,
+        request_timeout: config.http.request_timeout,
+    };
+    let maintenance = tokio::spawn(ops::maintenance::run(pool.clone()));
+    let listener = TcpListener::bind(config.http.listen_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router(state, limits))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    maintenance.abort();
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,212 @@
+//! Bearer tokens to callers, and which caller may do what.
+
+pub mod jwt;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub use jwt::{Claims, JwtKeys, TokenError};
+
+/// The role a token grants. The database role to switch to comes from this enum, never from the
+/// token's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Customer,
+    Staff,
+    Analyst,
+    Etl,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Customer,
+        Role::Staff,
+        Role::Analyst,
+        Role::Etl,
+        Role::Admin,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Staff => "staff",
+            Self::Analyst => "analyst",
+            Self::Etl => "etl",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The PostgreSQL role a request of this caller runs as (see migrations/0001_roles.sql).
+    pub fn db_role(self) -> &'static str {
+        match self {
+            Self::Customer => "lakehouse_app_user",
+            Self::Staff => "lakehouse_staff",
+            Self::Analyst => "lakehouse_analyst",
+            Self::Etl => "lakehouse_etl_user",
+            Self::Admin => "lakehouse_admin_api",
+        }
+    }
+
+    /// Whether this role sees personal identifiers (the ID number) in clear.
+    pub fn sees_clear_pii(self) -> bool {
+        matches!(self, Self::Customer | Self::Staff | Self::Admin)
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject; becomes `app.actor` in the database.
+    pub actor: String,
+    pub role: Role,
+    /// Set exactly when `role` is [`Role::Customer`].
+    pub customer_id: Option<Uuid>,
+}
+
+impl Caller {
+    /// Checks the claims of a verified token: known role, a customer id for customers, and a
+    /// subject that is safe to record.
+    pub fn from_claims(claims: Claims) -> Result<Self, ApiError> {
+        let role = Role::parse(&claims.role).ok_or(ApiError::Unauthorized("unknown role"))?;
+        let customer_id = match role {
+            Role::Customer => Some(
+                claims
+                    .customer_id
+                    .ok_or(ApiError::Unauthorized("customer token without customer_id"))?,
+            ),
+            _ => None,
+        };
+        if !is_valid_actor(&claims.sub) {
+            return Err(ApiError::Unauthorized("unusable subject"));
+        }
+        Ok(Self {
+            actor: claims.sub,
+            role,
+            customer_id,
+        })
+    }
+}
+
+/// Subjects are user names or service accounts: short, printable, no quotes or spaces.
+fn is_valid_actor(sub: &str) -> bool {
+    (1..=128).contains(&sub.len())
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@:+-".contains(&b))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("no Authorization header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized(
+                "Authorization is not a bearer token",
+            ))?;
+        let now = chrono::Utc::now().timestamp();
+        let claims = state
+            .jwt
+            .verify(token.trim(), now)
+            .map_err(|e| ApiError::Unauthorized(e.reason()))?;
+        Caller::from_claims(claims)
+    }
+}
+
+/// Which roles may use a route. Implemented by zero-sized markers, so the permission is part of
+/// the handler's signature: `RequestTx<StaffOnly>`.
+pub trait Access: Send + Sync + 'static {
+    fn permits(role: Role) -> bool;
+}
+
+macro_rules! access {
+    ($(#[$doc:meta])* $name:ident: $($role:ident)|+) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+        impl Access for $name {
+            fn permits(role: Role) -> bool {
+                matches!(role, $(Role::$role)|+)
+            }
+        }
+    };
+}
+
+access!(
+    /// Any authenticated caller; row-level security decides what they see.
+    AnyCaller: Customer | Staff | Analyst | Etl | Admin
+);
+access!(
+    /// Branch staff and administrators.
+    StaffOnly: Staff | Admin
+);
+access!(
+    /// Those who create customers: staff, administrators and the ETL pipeline.
+    CustomerWriters: Staff | Admin | Etl
+);
+access!(
+    /// Customers acting for themselves.
+    CustomerOnly: Customer
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(role: &str, customer_id: Option<Uuid>) -> Claims {
+        Claims {
+            sub: "someone".into(),
+            role: role.into(),
+            customer_id,
+            exp: i64::MAX,
+            iat: None,
+        }
+    }
+
+    #[test]
+    fn every_role_round_trips_through_its_name() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("superuser"), None);
+    }
+
+    #[test]
+    fn a_customer_token_needs_a_customer_id() {
+        assert!(Caller::from_claims(claims("customer", None)).is_err());
+        let id = Uuid::now_v7();
+        let caller = Caller::from_claims(claims("customer", Some(id))).unwrap();
+        assert_eq!(caller.customer_id, Some(id));
+    }
+
+    #[test]
+    fn staff_tokens_never_carry_a_customer_scope() {
+        let caller = Caller::from_claims(claims("staff", Some(Uuid::now_v7()))).unwrap();
+        assert_eq!(caller.customer_id, None);
+    }
+
+    #[test]
+    fn subjects_with_quotes_or_spaces_are_refused() {
+        for sub in ["", "a b", "o'brien", "x\"y", &"a".repeat(129)] {
+            let mut c = claims("staff", None);
+            c.sub = sub.into();
+            assert!(Caller::from_claims(c).is_err(), "{sub:?} accepted");
+        }
+    }
+}

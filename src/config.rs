@@ -1,0 +1,363 @@
+//! Settings from the environment. Each command reads only what it needs, and a missing or
+//! malformed value becomes one [`ConfigError`] line naming the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sqlx::postgres::PgConnectOptions;
+
+/// Bytes that must not be printed: `Debug` shows only their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret([{} bytes])", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where settings come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment; empty values count as unset.
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Source for [(&str, &str); N] {
+    fn get(&self, key: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+fn required(src: &dyn Source, key: &str) -> Result<String, ConfigError> {
+    src.get(key)
+        .ok_or_else(|| ConfigError(format!("{key} is not set (see .env.example)")))
+}
+
+fn parsed<T: std::str::FromStr>(
+    src: &dyn Source,
+    key: &str,
+    default: T,
+    what: &str,
+) -> Result<T, ConfigError> {
+    match src.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{key}={v:?} is not {what}"))),
+    }
+}
+
+fn millis(src: &dyn Source, key: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+    let ms: u64 = parsed(src, key, default_ms, "a whole number of milliseconds")?;
+    if ms == 0 {
+        return Err(ConfigError(format!("{key} must be greater than zero")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn database_url(src: &dyn Source, key: &str) -> Result<PgConnectOptions, ConfigError> {
+    let url = required(src, key)?;
+    url.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key} is not a postgres:// URL (postgres://user:password@host:port/database)"
+        ))
+    })
+}
+
+/// A base64 key of exactly `len` bytes (`openssl rand -base64 32` makes one).
+fn key_bytes(src: &dyn Source, key: &str, len: usize) -> Result<Secret, ConfigError> {
+    let text = required(src, key)?;
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| ConfigError(format!("{key} is not valid base64")))?;
+    if bytes.len() != len {
+        return Err(ConfigError(format!(
+            "{key} must decode to {len} bytes, got {} (make one with: openssl rand -base64 {len})",
+            bytes.len()
+        )));
+    }
+    Ok(Secret(bytes))
+}
+
+/// The owner connection: migrations and seeding (`DATABASE_URL`).
+#[derive(Clone)]
+pub struct OwnerDb {
+    pub connect: PgConnectOptions,
+}
+
+impl OwnerDb {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            connect: database_url(src, "DATABASE_URL")?,
+        })
+    }
+}
+
+/// The password of the service's login role, `lakehouse_authenticator` (created by the
+/// migrations; `migrate` sets this password on it).
+#[derive(Debug, Clone)]
+pub struct AppDbLogin {
+    pub password: Secret,
+}
+
+impl AppDbLogin {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let password = required(src, "APP_DB_PASSWORD")?;
+        if password.len() < 16 {
+            return Err(ConfigError(
+                "APP_DB_PASSWORD must be at least 16 characters".into(),
+            ));
+        }
+        if !password.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError(
+                "APP_DB_PASSWORD must be printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Self {
+            password: Secret(password.into_bytes()),
+        })
+    }
+}
+
+/// The service pool: where it connects (`APP_DATABASE_URL`, else `DATABASE_URL`'s server) and
+/// how it behaves. It always logs in as `lakehouse_authenticator` with [`AppDbLogin`]'s
+/// password, whatever user a URL names.
+#[derive(Clone)]
+pub struct PoolConfig {
+    pub connect: PgConnectOptions,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl PoolConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let login = AppDbLogin::from_source(src)?;
+        let server = if src.get("APP_DATABASE_URL").is_some() {
+            database_url(src, "APP_DATABASE_URL")?
+        } else {
+            database_url(src, "DATABASE_URL").map_err(|_| {
+                ConfigError("set APP_DATABASE_URL or DATABASE_URL (see .env.example)".into())
+            })?
+        };
+        let password = String::from_utf8_lossy(login.password.expose()).into_owned();
+        let max_connections = parsed(src, "DB_POOL_SIZE", 8u32, "a number of connections")?;
+        if !(1..=1000).contains(&max_connections) {
+            return Err(ConfigError(
+                "DB_POOL_SIZE must be between 1 and 1000".into(),
+            ));
+        }
+        Ok(Self {
+            connect: server
+                .username(crate::db::AUTHENTICATOR_ROLE)
+                .password(&password)
+                .application_name("lakehouse-api"),
+            max_connections,
+            acquire_timeout: millis(src, "DB_ACQUIRE_TIMEOUT_MS", 2_000)?,
+            statement_timeout: millis(src, "STATEMENT_TIMEOUT_MS", 5_000)?,
+        })
+    }
+}
+
+impl fmt::Debug for PoolConfig {
+    /// Leaves out the connect options, which hold the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolConfig")
+            .field("host", &self.connect.get_host())
+            .field("port", &self.connect.get_port())
+            .field("database", &self.connect.get_database())
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// Keys for the ID-number column: AES-256-GCM encryption and the HMAC-SHA256 look-up hash.
+#[derive(Debug, Clone)]
+pub struct PiiKeys {
+    pub encryption: Secret,
+    pub hash: Secret,
+}
+
+impl PiiKeys {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            encryption: key_bytes(src, "PII_ENCRYPTION_KEY", 32)?,
+            hash: key_bytes(src, "PII_HASH_KEY", 32)?,
+        })
+    }
+}
+
+/// The token secret (`JWT_SECRET`), at least 32 bytes.
+pub fn jwt_secret(src: &dyn Source) -> Result<Secret, ConfigError> {
+    let secret = required(src, "JWT_SECRET")?;
+    if secret.len() < 32 {
+        return Err(ConfigError(
+            "JWT_SECRET must be at least 32 characters".into(),
+        ));
+    }
+    Ok(Secret(secret.into_bytes()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The HTTP side: address, limits, log format.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen_addr: SocketAddr,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl HttpConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let log_format = match src.get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "LOG_FORMAT={other:?} is not \"text\" or \"json\""
+                )))
+            }
+        };
+        Ok(Self {
+            listen_addr: parsed(
+                src,
+                "LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+                "a host:port address",
+            )?,
+            request_timeout: millis(src, "REQUEST_TIMEOUT_MS", 10_000)?,
+            body_limit_bytes: parsed(src, "BODY_LIMIT_BYTES", 1_048_576usize, "a byte count")?,
+            log_format,
+        })
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub http: HttpConfig,
+    pub pool: PoolConfig,
+    pub jwt_secret: Secret,
+    pub pii: PiiKeys,
+}
+
+impl ServeConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http: HttpConfig::from_source(src)?,
+            pool: PoolConfig::from_source(src)?,
+            jwt_secret: jwt_secret(src)?,
+            pii: PiiKeys::from_source(src)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn full() -> [(&'static str, &'static str); 5] {
+        [
+            ("DATABASE_URL", "postgres://owner:pw@db:5432/lakehouse"),
+            ("APP_DB_PASSWORD", "a-long-enough-password"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("PII_ENCRYPTION_KEY", KEY),
+            ("PII_HASH_KEY", KEY),
+        ]
+    }
+
+    #[test]
+    fn a_complete_environment_gives_defaults_for_the_rest() {
+        let config = ServeConfig::from_source(&full()).unwrap();
+        assert_eq!(config.http.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.pool.max_connections, 8);
+        assert_eq!(
+            config.pool.connect.get_username(),
+            "lakehouse_authenticator"
+        );
+        assert_eq!(config.http.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn each_missing_secret_is_named() {
+        for missing in [
+            "APP_DB_PASSWORD",
+            "JWT_SECRET",
+            "PII_ENCRYPTION_KEY",
+            "PII_HASH_KEY",
+        ] {
+            let mut env = full();
+            for pair in env.iter_mut().filter(|(k, _)| *k == missing) {
+                *pair = ("UNRELATED", "");
+            }
+            let err = ServeConfig::from_source(&env).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_named_with_the_variable() {
+        let mut env = full();
+        env[3] = ("PII_ENCRYPTION_KEY", "c2hvcnQ=");
+        let err = ServeConfig::from_source(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("PII_ENCRYPTION_KEY must decode to 32 bytes"),
+            "{err}"
+        );
+
+        let bad_addr = [("LISTEN_ADDR", "localhost")];
+        let err = HttpConfig::from_source(&bad_addr).unwrap_err().to_string();
+        assert!(err.contains("LISTEN_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new(b"hunter2hunter2".to_vec());
+        assert_eq!(format!("{secret:?}"), "Secret([14 bytes])");
+    }
+}

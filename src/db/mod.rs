@@ -1,0 +1,72 @@
+//! The connection pool, migrations, the request transaction and partition upkeep.
+
+pub mod errors;
+mod request_tx;
+mod scram;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::config::{PoolConfig, Secret};
+use crate::CliResult;
+
+pub use request_tx::{begin_statement, RequestTx};
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The login role of the service's pool (created by the first migration).
+pub const AUTHENTICATOR_ROLE: &str = "lakehouse_authenticator";
+
+/// Opens the service's pool. Connections are made lazily, so the service starts (and answers
+/// `/health/live`) while the database is still coming up.
+pub fn connect_pool(config: &PoolConfig) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .acquire_timeout(config.acquire_timeout)
+        // Every request begins with a round trip anyway; a dead connection fails that and is
+        // discarded, so a ping before each acquire would only add latency.
+        .test_before_acquire(false)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(config.connect.clone())
+}
+
+/// Applies pending migrations as the owner, gives the authenticator its login password, and
+/// creates the partitions the near future needs.
+pub async fn migrate(owner: &PgConnectOptions, app_password: Option<&Secret>) -> CliResult {
+    let mut conn = PgConnection::connect_with(owner).await?;
+    MIGRATOR.run(&mut conn).await?;
+    if let Some(password) = app_password {
+        let verifier = scram::verifier(password.expose());
+        // A SCRAM verifier, not the password, goes into the statement (and so into any log).
+        let statement = format!("ALTER ROLE {AUTHENTICATOR_ROLE} WITH LOGIN PASSWORD '{verifier}'");
+        sqlx::raw_sql(&statement).execute(&mut conn).await?;
+    }
+    ensure_partitions(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Creates the partitions for the window around today (see `core.ensure_partitions_around`).
+pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT core.ensure_partitions_around(now())")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether the database has every migration this binary knows, and no failed one.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let (applied, failed): (Option<i64>, bool) = sqlx::query_as(
+        "SELECT max(version) FILTER (WHERE success), coalesce(bool_or(NOT success), false) \
+         FROM _sqlx_migrations",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(!failed && applied == Some(latest))
+}

@@ -1,0 +1,121 @@
+//! The per-request transaction: born switched to the caller's database role.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::Method;
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::app::AppState;
+use crate::auth::{Access, AnyCaller, Caller};
+use crate::error::ApiError;
+
+/// A transaction already running as the caller's database role, with the caller's customer id,
+/// actor and statement timeout set, all transaction-locally. Handlers touch data only through
+/// this. [`RequestTx::commit`] ends it; dropping it (an early `?`) rolls it back.
+///
+/// `A` names the roles allowed to make the request; others get 403 before a connection is taken.
+pub struct RequestTx<A = AnyCaller> {
+    caller: Caller,
+    tx: Transaction<'static, Postgres>,
+    _access: PhantomData<A>,
+}
+
+impl<A> RequestTx<A> {
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub async fn commit(self) -> Result<(), ApiError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl<A> Deref for RequestTx<A> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl<A> DerefMut for RequestTx<A> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// The statement that opens every request transaction, in one round trip: `BEGIN` and the four
+/// settings travel as one simple-protocol message. The values are not bind parameters (the simple
+/// protocol has none), so each is either ours (the role name comes from [`crate::auth::Role`], the
+/// timeout is a number) or validated to a safe alphabet before it gets here (a UUID, and the actor,
+/// see `auth::is_valid_actor`); `quote` is a second line of defence.
+pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u128) -> String {
+    let customer = caller
+        .customer_id
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED{}; SELECT set_config('role', {}, true), \
+         set_config('app.current_customer_id', {}, true), set_config('app.actor', {}, true), \
+         set_config('statement_timeout', '{}', true)",
+        if read_only { ", READ ONLY" } else { "" },
+        quote(caller.role.db_role()),
+        quote(&customer),
+        quote(&caller.actor),
+        statement_timeout_ms,
+    )
+}
+
+/// A SQL string literal (standard_conforming_strings is on in every supported PostgreSQL).
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''").replace('\0', ""))
+}
+
+impl<A: Access> FromRequestParts<AppState> for RequestTx<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !A::permits(caller.role) {
+            return Err(ApiError::Forbidden);
+        }
+        // Reads run READ ONLY: a bug cannot write through a GET, and PostgreSQL can skip work.
+        let read_only = matches!(parts.method, Method::GET | Method::HEAD);
+        let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
+        let tx = state.pool.begin_with(begin).await?;
+        Ok(Self {
+            caller,
+            tx,
+            _access: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use uuid::Uuid;
+
+    #[test]
+    fn the_begin_statement_sets_everything_transaction_locally() {
+        let id = Uuid::nil();
+        let caller = Caller {
+            actor: "mobile:o'hara".into(),
+            role: Role::Customer,
+            customer_id: Some(id),
+        };
+        let sql = begin_statement(&caller, true, 5000);
+        assert_eq!(
+            sql,
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; SELECT set_config('role', \
+             'lakehouse_app_user', true), set_config('app.current_customer_id', \
+             '00000000-0000-0000-0000-000000000000', true), set_config('app.actor', \
+             'mobile:o''hara', true), set_config('statement_timeout', '5000', true)"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The OpenAPI document's frame: info, tags, the bearer scheme and the shared error responses.
+//! Paths and schemas come from the handlers themselves (`utoipa_axum::routes!`).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "lakehouse-api",
+        description = "Transactional REST API over the PostgreSQL core of a consumer-lending \
+                       business. Every request runs in one transaction as the caller's database \
+                       role; row-level security keeps each customer to their own rows.\n\n\
+                       Authorize with a bearer token (`lakehouse-api token --role staff`). Money \
+                       is a decimal string with at most two decimals; times are RFC 3339. Errors \
+                       are `application/problem+json` (RFC 9457).",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "customers", description = "Customer master data, KYC decisions"),
+        (name = "ops", description = "Health probes")
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256 token with claims sub, role (customer|staff|analyst|etl|admin), \
+                         customer_id (customers only) and exp",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The frame every route is merged into.
+pub fn base() -> OpenApiDoc {
+    ApiDoc::openapi()
+}
+
+/// The document as committed in `openapi/openapi.json`: pretty JSON with a final newline.
+pub fn to_json(doc: &OpenApiDoc) -> String {
+    let mut json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+    json.push('\n');
+    json
+}

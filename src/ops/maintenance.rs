@@ -1,0 +1,26 @@
+//! Periodic upkeep the service does for itself: partitions for the coming months.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::db;
+
+const PERIOD: Duration = Duration::from_secs(3600);
+
+/// Runs forever: once at start-up, then hourly. Failures are logged and retried next round, so a
+/// database that is down at start-up does not stop the service.
+pub async fn run(pool: PgPool) {
+    let mut ticker = tokio::time::interval(PERIOD);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = ensure_partitions(&pool).await {
+            tracing::warn!(%error, "partition upkeep failed; retrying in an hour");
+        }
+    }
+}
+
+async fn ensure_partitions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    db::ensure_partitions(&mut conn).await
+}

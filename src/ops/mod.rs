@@ -1,0 +1,59 @@
+//! Health probes and background upkeep.
+
+pub mod maintenance;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::db;
+use crate::error::{responses, ApiError};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` when the probe passes.
+    pub status: &'static str,
+}
+
+/// The process is up. Touches nothing else.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "ops",
+    operation_id = "live",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+async fn live() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers and has every migration this binary expects.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "ops",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Health),
+        responses::Common
+    )
+)]
+async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if db::migrations_current(&state.pool).await? {
+        Ok(Json(Health { status: "ok" }))
+    } else {
+        Err(ApiError::Unavailable {
+            retry_after_secs: 5,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! A throwaway PostgreSQL cluster from the installed binaries, for `lakehouse-api dev` and the
+//! tests when `DATABASE_URL` is unset.
+//!
+//! `initdb` refuses to run as root, so as root the cluster is created and run as the `postgres`
+//! OS user (through `runuser`). The cluster listens on 127.0.0.1 on a free port, accepts
+//! password logins (SCRAM) over TCP, and is removed when it is dropped or, if this process dies
+//! first, by a small watchdog that outlives it.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::OsRng;
+
+use crate::CliResult;
+
+pub struct TempCluster {
+    root: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+    port: u16,
+    password: String,
+}
+
+impl TempCluster {
+    /// Creates and starts a cluster; blocks until it accepts connections.
+    pub fn start() -> CliResult<Self> {
+        let bin = find_bin_dir()?;
+        let as_postgres = is_root();
+        let root = std::env::temp_dir().join(format!(
+            "lakehouse-pg-{}-{:08x}",
+            std::process::id(),
+            OsRng.next_u32()
+        ));
+        fs::create_dir_all(&root)?;
+        let mut password_bytes = [0u8; 18];
+        OsRng.fill_bytes(&mut password_bytes);
+        let password: String = password_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(root.join("pwfile"), &password)?;
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&root)
+                .status()?;
+            if !status.success() {
+                return Err("could not hand the cluster directory to the postgres OS user".into());
+            }
+        }
+        let mut cluster = Self {
+            root,
+            bin,
+            as_postgres,
+            port: 0,
+            password,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data_dir(),
+                "-U",
+                "postgres",
+                &format!("--pwfile={}", cluster.root.join("pwfile").display()),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        )?;
+        // A freshly probed port can be taken before the server binds it; try a few.
+        let mut last_error = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.run("pg_ctl", &cluster.start_args()) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| "the cluster did not start".into()))
+    }
+
+    fn data_dir(&self) -> String {
+        self.root.join("data").display().to_string()
+    }
+
+    fn start_args(&self) -> Vec<String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.root.display()
+        );
+        [
+            "-D",
+            &self.data_dir(),
+            "-l",
+            &self.root.join("server.log").display().to_string(),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &options,
+            "start",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// A URL for the superuser `postgres`, on `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// Removes the cluster when the process `pid` exits, even if it is killed: a detached shell
+    /// polls for the process and then stops the server and deletes its files.
+    pub fn remove_when_process_exits(&self, pid: u32) -> CliResult {
+        let pg_ctl = self.command_line("pg_ctl");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {pg_ctl} -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
+            self.data_dir(),
+            self.root.display()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(())
+    }
+
+    fn command_line(&self, tool: &str) -> String {
+        let path = self.bin.join(tool).display().to_string();
+        if self.as_postgres {
+            format!("runuser -u postgres -- '{path}'")
+        } else {
+            format!("'{path}'")
+        }
+    }
+
+    fn run<S: AsRef<str>>(&self, tool: &str, args: &[S]) -> CliResult {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        command.args(args.iter().map(AsRef::as_ref));
+        let output = command.stdin(Stdio::null()).output()?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let log = fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+            Err(format!(
+                "{tool} failed: {}{}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout),
+                log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            )
+            .into())
+        }
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self.run("pg_ctl", &["-D", &self.data_dir(), "-m", "fast", "stop"]);
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> CliResult<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// `PG_BIN_DIR`, else Debian's `/usr/lib/postgresql/<version>/bin` (15 first, then the newest),
+/// else the directory of `initdb` on `PATH`.
+fn find_bin_dir() -> CliResult<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").exists() && dir.join("pg_ctl").exists();
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR").map(PathBuf::from) {
+        return if has_tools(&dir) {
+            Ok(dir)
+        } else {
+            Err(format!("PG_BIN_DIR={} has no initdb and pg_ctl", dir.display()).into())
+        };
+    }
+    let preferred = PathBuf::from("/usr/lib/postgresql/15/bin");
+    if has_tools(&preferred) {
+        return Ok(preferred);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_tools(dir))
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Ok(dir);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| has_tools(dir))
+        .ok_or_else(|| {
+            "no PostgreSQL binaries found: install PostgreSQL 15 (initdb, pg_ctl), set PG_BIN_DIR, \
+             or set DATABASE_URL to a running server"
+                .into()
+        })
+}

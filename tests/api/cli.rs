@@ -1,0 +1,251 @@
+//! The binary as a user runs it: `dev` (the README's first command), `serve`'s configuration
+//! checks, `token`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lakehouse_api::auth::JwtKeys;
+use lakehouse_api::config::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lakehouse-api");
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear();
+    for key in ["PATH", "HOME", "TMPDIR", "PG_BIN_DIR"] {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// Sends raw HTTP/1.1 bytes and returns (status, body text).
+async fn http(addr: &str, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    http(addr, request.as_bytes())
+        .await
+        .unwrap_or((0, String::new()))
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+#[tokio::test]
+async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_cleans_up() {
+    // With DATABASE_URL set, `dev` uses that server; give it a database of its own there.
+    let external = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let _db = match external {
+        Some(_) => Some(TestApp::spawn().await),
+        None => None,
+    };
+    let addr = free_addr();
+    let mut command = command();
+    command.arg("dev").env("LISTEN_ADDR", &addr);
+    if let (Some(app), Some(url)) = (&_db, &external) {
+        // The same server and credentials, the test's own database.
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let server = &base[..base.rfind('/').unwrap_or(base.len())];
+        let sep = if query.is_empty() { "" } else { "?" };
+        command.env(
+            "DATABASE_URL",
+            format!("{server}/{}{sep}{query}", app.database),
+        );
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let tokens = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let role = words.next()?.to_owned();
+                let token = words.last()?.to_owned();
+                token.contains('.').then_some((role, token))
+            })
+            .take(5)
+            .collect::<Vec<_>>()
+    });
+
+    let started = Instant::now();
+    while get(&addr, "/health/ready", None).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "dev never became ready"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("dev exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tokens = tokens.join().unwrap();
+    let roles: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["customer", "staff", "analyst", "etl", "admin"]);
+    let staff = &tokens[1].1;
+
+    let (status, page) = get(&addr, "/docs/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("swagger-ui"));
+    let (status, customers) = get(&addr, "/v1/customers", Some(staff)).await;
+    assert_eq!(status, 200);
+    for code in ["CUST001", "CUST002", "CUST003"] {
+        assert!(
+            customers.contains(code),
+            "lab customer {code} missing: {customers}"
+        );
+    }
+    let (status, me) = get(&addr, "/v1/me", Some(&tokens[0].1)).await;
+    assert_eq!(status, 200);
+    assert!(me.contains("CUST001"));
+
+    // A request in flight when SIGTERM arrives still gets its answer.
+    let body = r#"{"customer_code":"CUST777","full_name":"Late Arrival","id_number":"777777777"}"#;
+    let head = format!(
+        "POST /v1/customers HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {staff}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    terminate(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let response = String::from_utf8_lossy(&raw);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "dev did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    let prefix = format!("lakehouse-pg-{}-", child.id());
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .count();
+    assert_eq!(leftovers, 0, "the throwaway cluster was removed");
+}
+
+fn run(command: &mut Command) -> (bool, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_refuses_a_missing_or_malformed_setting_with_one_clear_line() {
+    let (ok, _, stderr) = run(command().arg("serve"));
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: configuration error: APP_DB_PASSWORD"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = run(command()
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://owner@localhost/db")
+        .env("APP_DB_PASSWORD", "a-long-enough-password")
+        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("PII_ENCRYPTION_KEY", "dG9vIHNob3J0")
+        .env("PII_HASH_KEY", KEY));
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("PII_ENCRYPTION_KEY must decode to 32 bytes"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = run(command().arg("serve").env("LOG_FORMAT", "xml"));
+    assert!(!ok);
+    assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
+}
+
+#[test]
+fn token_prints_a_token_the_service_accepts() {
+    let secret = "a-secret-for-the-token-command-0123456789";
+    let customer = Uuid::now_v7();
+    let (ok, stdout, stderr) = run(command()
+        .args([
+            "token",
+            "--role",
+            "customer",
+            "--customer-id",
+            &customer.to_string(),
+            "--ttl",
+            "5m",
+        ])
+        .env("JWT_SECRET", secret));
+    assert!(ok, "{stderr}");
+    let keys = JwtKeys::new(Secret::new(secret.as_bytes().to_vec()));
+    let now = chrono::Utc::now().timestamp();
+    let claims = keys.verify(stdout.trim(), now).expect("the token verifies");
+    assert_eq!(claims.role, "customer");
+    assert_eq!(claims.customer_id, Some(customer));
+    assert!((claims.exp - now - 300).abs() <= 2);
+
+    for args in [
+        &["token", "--role", "customer"][..],
+        &["token", "--role", "root"][..],
+    ] {
+        let (ok, stdout, _) = run(command().args(args).env("JWT_SECRET", secret));
+        assert!(!ok && stdout.is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,405 @@
+//! The test harness: one PostgreSQL server per test run, one database per test, and a `TestApp`
+//! that sends requests through the real router (every middleware included).
+//!
+//! Without `DATABASE_URL` the first test starts a throwaway cluster from the installed PostgreSQL
+//! binaries, migrates a template database once, and every test then gets a copy of it
+//! (`CREATE DATABASE … TEMPLATE`, milliseconds). A watchdog removes the cluster when the test
+//! process exits. With `DATABASE_URL`, that server is used the same way and each test drops its
+//! database when it ends.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use lakehouse_api::app::{self, AppState, HttpLimits};
+use lakehouse_api::auth::{Claims, JwtKeys};
+use lakehouse_api::config::{PiiKeys, Secret};
+use lakehouse_api::db;
+use lakehouse_api::pg_cluster::TempCluster;
+use lakehouse_api::pii::PiiCipher;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123456789";
+const DEFAULT_APP_PASSWORD: &str = "test-app-password-0123456789";
+
+/// The server every test of this run uses.
+struct Server {
+    /// Owner (superuser) connect options, database unset.
+    admin: PgConnectOptions,
+    template: String,
+    app_password: String,
+    /// Whether tests drop their databases (on a server we did not create).
+    external: bool,
+    _cluster: Option<TempCluster>,
+}
+
+static SERVER: OnceLock<Result<Arc<Server>, String>> = OnceLock::new();
+
+fn server() -> Arc<Server> {
+    let server = SERVER.get_or_init(|| {
+        // Set up on a thread with its own runtime: the tests' runtimes come and go.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(start_server())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .map_err(|_| "server setup panicked".to_string())
+        .and_then(|r| r)
+        .map(Arc::new)
+    });
+    match server {
+        Ok(server) => server.clone(),
+        Err(e) => panic!("test database server unavailable: {e}"),
+    }
+}
+
+async fn start_server() -> lakehouse_api::CliResult<Server> {
+    let (url, cluster, external) =
+        match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => (url, None, true),
+            None => {
+                let cluster = TempCluster::start()?;
+                cluster.remove_when_process_exits(std::process::id())?;
+                (cluster.url("postgres"), Some(cluster), false)
+            }
+        };
+    let admin: PgConnectOptions = url.parse()?;
+    let admin = admin.disable_statement_logging();
+    let app_password = std::env::var("APP_DB_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_APP_PASSWORD.into());
+    let template = format!("lakehouse_template_{}", Uuid::now_v7().simple());
+    let mut conn = PgConnection::connect_with(&admin).await?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {template}"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    db::migrate(
+        &admin.clone().database(&template),
+        Some(&Secret::new(app_password.clone().into_bytes())),
+    )
+    .await?;
+    Ok(Server {
+        admin,
+        template,
+        app_password,
+        external,
+        _cluster: cluster,
+    })
+}
+
+pub fn pii_keys() -> PiiKeys {
+    PiiKeys {
+        encryption: Secret::new(vec![0x42; 32]),
+        hash: Secret::new(vec![0x24; 32]),
+    }
+}
+
+/// Knobs a test may turn.
+#[derive(Clone, Copy)]
+pub struct Options {
+    pub pool_size: u32,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub router: Router,
+    /// The service's own pool (as lakehouse_authenticator).
+    pub pool: PgPool,
+    /// The owner, for checks below the API.
+    pub owner: PgPool,
+    pub database: String,
+    pub keys: JwtKeys,
+    pub cipher: PiiCipher,
+    server: Arc<Server>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let server = server();
+        let database = format!("lakehouse_test_{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect_with(&server.admin)
+            .await
+            .expect("connect as owner");
+        sqlx::raw_sql(&format!(
+            "CREATE DATABASE {database} TEMPLATE {}",
+            server.template
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+        admin.close().await.ok();
+
+        let owner_options = server.admin.clone().database(&database);
+        let owner = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(owner_options.clone())
+            .await
+            .expect("owner pool");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(
+                owner_options
+                    .username(db::AUTHENTICATOR_ROLE)
+                    .password(&server.app_password),
+            );
+        let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+        let cipher = PiiCipher::new(&pii_keys());
+        let state = AppState {
+            pool: pool.clone(),
+            jwt: Arc::new(keys.clone()),
+            pii: Arc::new(cipher.clone()),
+            statement_timeout: Duration::from_secs(5),
+        };
+        let router = app::router(
+            state,
+            HttpLimits {
+                body_limit_bytes: options.body_limit_bytes,
+                request_timeout: options.request_timeout,
+            },
+        );
+        Self {
+            router,
+            pool,
+            owner,
+            database,
+            keys,
+            cipher,
+            server,
+        }
+    }
+
+    pub fn token(&self, role: &str, customer_id: Option<Uuid>) -> String {
+        self.keys.sign(&Claims {
+            sub: format!("test-{role}"),
+            role: role.into(),
+            customer_id,
+            exp: chrono::Utc::now().timestamp() + 600,
+            iat: None,
+        })
+    }
+
+    pub fn staff(&self) -> String {
+        self.token("staff", None)
+    }
+
+    pub fn customer(&self, id: Uuid) -> String {
+        self.token("customer", Some(id))
+    }
+
+    /// Sends a request through the whole router.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        send_via(&self.router, request).await
+    }
+
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> axum::http::request::Builder {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> TestResponse {
+        self.send(
+            self.request(Method::GET, path, Some(token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> TestResponse {
+        self.json_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn json_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+        extra_headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut builder = self
+            .request(method, path, Some(token))
+            .header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in extra_headers {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    /// Creates a customer as staff; returns the response body.
+    pub async fn create_customer(&self, code: &str, id_number: &str) -> Value {
+        let response = self
+            .json(
+                Method::POST,
+                "/v1/customers",
+                &self.staff(),
+                &customer_body(code, id_number),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
+        response.json()
+    }
+
+    /// Creates a customer and returns its id.
+    pub async fn customer_id(&self, code: &str, id_number: &str) -> Uuid {
+        let body = self.create_customer(code, id_number).await;
+        body["customer_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.owner)
+            .await
+            .expect("count query")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !self.server.external {
+            return; // the whole throwaway cluster goes when the run ends
+        }
+        let admin = self.server.admin.clone();
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                        let _ = sqlx::raw_sql(&format!(
+                            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+                        ))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Sends a request through `router` and reads the whole response.
+pub async fn send_via(router: &Router, request: Request<Body>) -> TestResponse {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("read the body");
+    TestResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn customer_body(code: &str, id_number: &str) -> Value {
+    json!({
+        "customer_code": code,
+        "full_name": format!("Customer {code}"),
+        "id_number": id_number,
+        "phone_number": "0901234567",
+        "email": format!("{}@example.com", code.to_lowercase()),
+        "date_of_birth": "1990-01-02",
+        "address": {"city": "Ho Chi Minh", "district": "District 1"},
+        "credit_score": 700
+    })
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json body with `status`, and returns it.
+    #[track_caller]
+    pub fn problem(&self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(
+            self.headers.get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static("application/problem+json")),
+            "body: {}",
+            self.text()
+        );
+        let body = self.json();
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        assert!(
+            body["type"].is_string() && body["title"].is_string(),
+            "{body}"
+        );
+        assert!(
+            body["detail"].is_string() && body["instance"].is_string(),
+            "{body}"
+        );
+        body
+    }
+}

@@ -1,0 +1,10 @@
+//! Black-box tests through the real router against a real PostgreSQL (see helpers.rs).
+
+mod auth;
+mod cli;
+mod customers;
+mod errors;
+mod helpers;
+mod openapi;
+mod ops;
+mod rls;

@@ -1,0 +1,82 @@
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use lakehouse_api::{app, openapi};
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+async fn fetch(app: &TestApp, path: &str) -> crate::helpers::TestResponse {
+    app.send(
+        app.request(Method::GET, path, None)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_committed_spec_is_exactly_what_the_service_serves() {
+    let app = TestApp::spawn().await;
+    let served = fetch(&app, "/openapi.json").await;
+    assert_eq!(served.status, StatusCode::OK);
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
+    assert!(
+        served.text() == committed,
+        "openapi/openapi.json is stale: run `cargo run -- openapi` and commit it"
+    );
+    assert_eq!(served.text(), openapi::to_json(&app::openapi_document()));
+}
+
+#[test]
+fn every_v1_operation_requires_a_bearer_token_and_documents_its_errors() {
+    let spec: Value = serde_json::from_str(&openapi::to_json(&app::openapi_document())).unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = op["responses"].as_object().unwrap();
+            if path.starts_with("/v1/") {
+                assert_eq!(
+                    op["security"][0]["bearer"],
+                    Value::Array(vec![]),
+                    "{method} {path}"
+                );
+                for status in ["401", "403", "503"] {
+                    let content = &responses[status]["content"]["application/problem+json"];
+                    assert!(content.is_object(), "{method} {path} lacks {status}");
+                }
+            }
+            assert!(op["operationId"].is_string(), "{method} {path}");
+        }
+    }
+    assert!(operations >= 8, "{operations}");
+}
+
+#[tokio::test]
+async fn swagger_ui_and_its_assets_are_served_without_network_access() {
+    let app = TestApp::spawn().await;
+    let page = fetch(&app, "/docs/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains("swagger-ui"), "{}", page.text());
+    assert!(
+        !page.text().contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+
+    let bundle = fetch(&app, "/docs/swagger-ui-bundle.js").await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(bundle.body.len() > 100_000, "the vendored bundle is served");
+
+    let init = fetch(&app, "/docs/swagger-initializer.js").await;
+    assert!(init.text().contains("/openapi.json"), "{}", init.text());
+
+    let redirect = fetch(&app, "/docs").await;
+    assert!(redirect.status.is_redirection());
+}
