@@ -97,3 +97,74 @@ fn backoff(attempt: u32) -> Duration {
     let jitter = u64::from(uuid::Uuid::now_v7().as_bytes()[15]) % base;
     Duration::from_millis(base / 2 + jitter / 2)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use tower::service_fn;
+
+    use super::*;
+
+    /// A service that fails transiently `failures` times, then answers 200 with the body it got.
+    fn flaky(
+        failures: u32,
+        calls: Arc<AtomicU32>,
+    ) -> Retry<
+        impl Service<Request, Response = Response, Error = Infallible, Future = impl Send> + Clone,
+    > {
+        let inner = service_fn(move |request: Request| {
+            let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if call <= failures {
+                    return Ok::<_, Infallible>(ApiError::Transient.into_response());
+                }
+                let body = axum::body::to_bytes(request.into_body(), 1024)
+                    .await
+                    .unwrap_or_default();
+                Ok((StatusCode::OK, body).into_response())
+            }
+        });
+        RetryLayer::new(3, 1024).layer(inner)
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_with_the_same_body() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let response = flaky(2, calls.clone())
+            .oneshot(Request::new(Body::from("payload")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"payload");
+    }
+
+    #[tokio::test]
+    async fn retries_give_up_with_503_and_retry_after() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let response = flaky(10, calls.clone())
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_before_the_service_runs() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let response = flaky(0, calls.clone())
+            .oneshot(Request::new(Body::from(vec![b'x'; 2048])))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+}

@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod customers;
+mod docs;
 mod errors;
 mod helpers;
 mod openapi;

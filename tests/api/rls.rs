@@ -284,3 +284,50 @@ fn sql_state(error: &sqlx::Error) -> String {
         other => format!("not a database error: {other}"),
     }
 }
+
+#[tokio::test]
+async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
+    use lakehouse_api::auth::{Caller, Role};
+    let app = TestApp::spawn_with(Options {
+        pool_size: 1,
+        ..Options::default()
+    })
+    .await;
+    let customer = Uuid::now_v7();
+    let caller = Caller {
+        actor: "mobile-user".into(),
+        role: Role::Customer,
+        customer_id: Some(customer),
+    };
+    let mut tx = app
+        .pool
+        .begin_with(lakehouse_api::db::begin_statement(&caller, true, 1234))
+        .await
+        .unwrap();
+    let inside: (String, String, String, String, String) = sqlx::query_as(
+        "SELECT current_user::text, current_setting('app.current_customer_id'), \
+         current_setting('app.actor'), current_setting('statement_timeout'), \
+         current_setting('transaction_read_only')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        inside,
+        (
+            "lakehouse_app_user".into(),
+            customer.to_string(),
+            "mobile-user".into(),
+            "1234ms".into(),
+            "on".into()
+        )
+    );
+    tx.commit().await.unwrap();
+
+    let after: (String, String) =
+        sqlx::query_as("SELECT current_user::text, current_setting('statement_timeout')")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(after, ("lakehouse_authenticator".into(), "0".into()));
+}

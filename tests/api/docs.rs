@@ -1,0 +1,48 @@
+//! The documentation keeps up with the code.
+
+use std::collections::BTreeSet;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Quoted UPPER_CASE names in `text`: the environment variables a source file reads.
+fn env_names(text: &str) -> BTreeSet<String> {
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() > 3
+                && s.contains('_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn env_example_documents_every_variable_the_code_reads() {
+    let example = read(".env.example");
+    let documented: BTreeSet<String> = example
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| !k.starts_with('#'))
+        .collect();
+    let mut read_by_code = BTreeSet::new();
+    for file in ["src/config.rs", "src/pg_cluster.rs", "src/main.rs"] {
+        read_by_code.extend(env_names(&read(file)));
+    }
+    read_by_code.insert("RUST_LOG".into());
+    let missing: Vec<_> = read_by_code.difference(&documented).collect();
+    assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+}
+
+#[test]
+fn the_readme_has_the_two_setup_commands_and_ci_runs_the_test_one() {
+    let readme = read("README.md");
+    assert!(readme.contains("```sh\ncargo run -- dev\n```"));
+    assert!(readme.contains("```sh\ncargo test\n```"));
+    let ci = read(".ci/run");
+    assert!(ci.lines().any(|l| l.trim() == "cargo test"), "{ci}");
+}
