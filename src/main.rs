@@ -1,6 +1,7 @@
 //! The command line: parse, load configuration, call into the library.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,7 +241,9 @@ async fn dev() -> CliResult {
 
     let config = ServeConfig::from_source(&src)?;
     let keys = Arc::new(JwtKeys::new(config.jwt_secret.clone()));
-    println!("\nTokens (valid 12 hours):");
+    // Printed with write! rather than println!, which would panic if stdout were closed.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\nTokens (valid 12 hours):");
     for role in Role::ALL {
         let customer = if role == Role::Customer {
             cust001
@@ -253,9 +256,10 @@ async fn dev() -> CliResult {
         } else {
             ""
         };
-        println!("  {:<8}{note} {token}", role.as_str());
+        let _ = writeln!(out, "  {:<8}{note} {token}", role.as_str());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "\nSwagger UI: http://{0}/docs   health: http://{0}/health/ready   Ctrl-C stops{1}\n",
         config.http.listen_addr,
         if cluster.is_some() {
@@ -264,6 +268,8 @@ async fn dev() -> CliResult {
             ""
         }
     );
+    let _ = out.flush();
+    drop(out);
     let served = app::serve(config).await;
     drop(cluster);
     served

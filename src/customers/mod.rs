@@ -251,12 +251,24 @@ async fn update_customer(
         });
     }
     let view = pii_view(tx.caller().role);
-    match repo::update(&mut tx, id, expected, &changes, view).await? {
+    let outcome = repo::update(&mut tx, id, expected, &changes, view).await?;
+    finish_conditional(tx, &state.pii, outcome, ApiError::PreconditionFailed).await
+}
+
+/// Commits a conditional write that matched and answers with the customer; otherwise 404, or
+/// `unmet` when the row exists but the condition failed.
+async fn finish_conditional<A>(
+    tx: RequestTx<A>,
+    cipher: &PiiCipher,
+    outcome: Conditional,
+    unmet: ApiError,
+) -> Result<Response, ApiError> {
+    match outcome {
         Conditional::Done(row) => {
             tx.commit().await?;
-            Ok(with_etag(StatusCode::OK, to_customer(*row, &state.pii)?))
+            Ok(with_etag(StatusCode::OK, to_customer(*row, cipher)?))
         }
-        Conditional::Stale => Err(ApiError::PreconditionFailed),
+        Conditional::Stale => Err(unmet),
         Conditional::Missing => Err(ApiError::NotFound),
     }
 }
@@ -292,16 +304,8 @@ async fn decide_kyc(
         view,
     )
     .await?;
-    match outcome {
-        Conditional::Done(row) => {
-            tx.commit().await?;
-            Ok(with_etag(StatusCode::OK, to_customer(*row, &state.pii)?))
-        }
-        Conditional::Stale => Err(ApiError::conflict(
-            "KYC for this customer is already decided",
-        )),
-        Conditional::Missing => Err(ApiError::NotFound),
-    }
+    let decided = ApiError::conflict("KYC for this customer is already decided");
+    finish_conditional(tx, &state.pii, outcome, decided).await
 }
 
 /// The calling customer (customer tokens only).

@@ -95,20 +95,18 @@ async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_clean
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let tokens = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                let role = words.next()?.to_owned();
-                let token = words.last()?.to_owned();
-                token.contains('.').then_some((role, token))
-            })
-            .take(5)
-            .collect::<Vec<_>>()
+    // Read the printed tokens, and keep draining stdout so the server never writes to a closed pipe.
+    let (sender, tokens) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut words = line.split_whitespace();
+            if let (Some(role), Some(token)) = (words.next(), words.last()) {
+                if token.matches('.').count() == 2 {
+                    let _ = sender.send((role.to_owned(), token.to_owned()));
+                }
+            }
+        }
     });
-
     let started = Instant::now();
     while get(&addr, "/health/ready", None).await.0 != 200 {
         assert!(
@@ -120,7 +118,7 @@ async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_clean
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let tokens = tokens.join().unwrap();
+    let tokens: Vec<(String, String)> = tokens.try_iter().collect();
     let roles: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(roles, ["customer", "staff", "analyst", "etl", "admin"]);
     let staff = &tokens[1].1;
