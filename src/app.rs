@@ -9,6 +9,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -24,17 +25,44 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::JwtKeys;
 use crate::config::ServeConfig;
+use crate::db::partitions::Partitions;
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
+use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
-use crate::{customers, db, openapi, ops, retry};
+use crate::{analytics, customers, db, events, loans, openapi, ops, products, retry};
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
 pub struct AppState {
+    /// Request transactions, as the service login.
     pub pool: PgPool,
     pub jwt: Arc<JwtKeys>,
     pub pii: Arc<PiiCipher>,
     pub statement_timeout: Duration,
+    /// On-demand partition creation, on a small pool of its own.
+    pub partitions: Arc<Partitions>,
+    /// The LISTEN connection behind the event stream.
+    pub events: Arc<EventHub>,
+}
+
+impl AppState {
+    /// The state for `pool`; the partition-maintenance pool and the LISTEN connection use the
+    /// same server and login.
+    pub fn new(pool: PgPool, jwt: JwtKeys, pii: PiiCipher, statement_timeout: Duration) -> Self {
+        let connect = (*pool.connect_options()).clone();
+        let maintenance = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(connect.clone());
+        Self {
+            pool,
+            jwt: Arc::new(jwt),
+            pii: Arc::new(pii),
+            statement_timeout,
+            partitions: Arc::new(Partitions::new(maintenance)),
+            events: EventHub::new(connect),
+        }
+    }
 }
 
 /// Limits the HTTP layer enforces.
@@ -50,6 +78,10 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(customers::router())
+        .merge(products::router())
+        .merge(loans::router())
+        .merge(analytics::router())
+        .merge(events::router())
         .merge(ops::router())
 }
 
@@ -176,12 +208,13 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
 /// Builds the state and serves until SIGTERM or SIGINT, then lets in-flight requests finish.
 pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let pool = db::connect_pool(&config.pool);
-    let state = AppState {
-        pool: pool.clone(),
-        jwt: Arc::new(JwtKeys::new(config.jwt_secret.clone())),
-        pii: Arc::new(PiiCipher::new(&config.pii)),
-        statement_timeout: config.pool.statement_timeout,
-    };
+    let state = AppState::new(
+        pool.clone(),
+        JwtKeys::new(config.jwt_secret.clone()),
+        PiiCipher::new(&config.pii),
+        config.pool.statement_timeout,
+    );
+    let events = state.events.clone();
     let limits = HttpLimits {
         body_limit_bytes: config.http.body_limit_bytes,
         request_timeout: config.http.request_timeout,
@@ -190,7 +223,11 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let listener = TcpListener::bind(config.http.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, router(state, limits))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams never end by themselves; end them so in-flight requests can finish.
+            events.shutdown();
+        })
         .await?;
     maintenance.abort();
     pool.close().await;

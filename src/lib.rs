@@ -3,18 +3,25 @@
 //! Every request runs in one transaction as the caller's database role (see [`db::RequestTx`]),
 //! so PostgreSQL's row-level security, not only this code, keeps each customer to their rows.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
+pub mod conditional;
 pub mod config;
 pub mod customers;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod loans;
+pub mod money;
 pub mod openapi;
 pub mod ops;
 pub mod pagination;
+pub mod payments;
 pub mod pg_cluster;
 pub mod pii;
+pub mod products;
 pub mod retry;
 pub mod seed;
 pub mod telemetry;

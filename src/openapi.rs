@@ -19,6 +19,10 @@ use utoipa::{Modify, OpenApi};
     ),
     tags(
         (name = "customers", description = "Customer master data, KYC decisions"),
+        (name = "products", description = "Loan products and their bounds"),
+        (name = "loans", description = "Applications, decisions, disbursement, schedules"),
+        (name = "events", description = "Loan status changes as Server-Sent Events"),
+        (name = "analytics", description = "Portfolio and risk views"),
         (name = "ops", description = "Health probes")
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),

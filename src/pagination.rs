@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -29,16 +30,26 @@ pub struct IdCursor {
 
 impl IdCursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        encode(self)
     }
 
     pub fn decode(text: &str) -> Result<Self, ApiError> {
-        URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| ApiError::BadRequest("cursor is not one this API issued".into()))
+        decode(text)
     }
+}
+
+/// An opaque cursor for any position type.
+pub fn encode<T: Serialize>(position: &T) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).unwrap_or_default())
+}
+
+/// Reads a cursor made by [`encode`]; anything else is 400.
+pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::BadRequest("cursor is not one this API issued".into()))
 }
 
 /// Turns `limit + 1` fetched rows into a page and the cursor of the next one: the extra row only
@@ -46,13 +57,12 @@ impl IdCursor {
 pub fn paginate<T>(
     mut rows: Vec<T>,
     limit: i64,
-    id_of: impl Fn(&T) -> Uuid,
+    cursor_of: impl Fn(&T) -> String,
 ) -> (Vec<T>, Option<String>) {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last()
-            .map(|last| IdCursor { after: id_of(last) }.encode())
+        rows.last().map(cursor_of)
     } else {
         None
     };
@@ -75,10 +85,11 @@ mod tests {
     #[test]
     fn the_extra_row_becomes_the_next_cursor() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let (data, next) = paginate(ids.clone(), 2, |id| *id);
+        let by_id = |id: &Uuid| IdCursor { after: *id }.encode();
+        let (data, next) = paginate(ids.clone(), 2, by_id);
         assert_eq!(data, ids[..2]);
         assert_eq!(IdCursor::decode(&next.unwrap()).unwrap().after, ids[1]);
-        assert!(paginate(ids, 3, |id| *id).1.is_none());
+        assert!(paginate(ids, 3, by_id).1.is_none());
     }
 
     #[test]

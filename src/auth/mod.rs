@@ -164,6 +164,18 @@ access!(
     /// Customers acting for themselves.
     CustomerOnly: Customer
 );
+access!(
+    /// Those who apply for and cancel loans: customers (their own), staff, administrators.
+    LoanApplicants: Customer | Staff | Admin
+);
+access!(
+    /// Those who read loans: customers (their own), staff, analysts, administrators.
+    LoanReaders: Customer | Staff | Analyst | Admin
+);
+access!(
+    /// Portfolio and risk views: staff, analysts, administrators.
+    RiskViewers: Staff | Analyst | Admin
+);
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ use self::model::{
 use self::repo::{Conditional, CustomerRow, ListFilter, PiiView};
 use crate::app::AppState;
 use crate::auth::{CustomerOnly, CustomerWriters, Role, StaffOnly};
+use crate::conditional::{etag, expected_version};
 use crate::db::errors::ResultExt;
 use crate::db::RequestTx;
 use crate::error::{responses, ApiError, FieldError};
@@ -73,10 +74,6 @@ fn to_customer(row: CustomerRow, cipher: &PiiCipher) -> Result<Customer, ApiErro
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
-}
-
-fn etag(version: i32) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 /// A customer with its `ETag`.
@@ -163,7 +160,12 @@ async fn list_customers(
     let view = pii_view(tx.caller().role);
     let rows = repo::list(&mut tx, &filter, view).await?;
     tx.commit().await?;
-    let (rows, next_cursor) = pagination::paginate(rows, limit, |r| r.customer_id);
+    let (rows, next_cursor) = pagination::paginate(rows, limit, |r| {
+        IdCursor {
+            after: r.customer_id,
+        }
+        .encode()
+    });
     let data = rows
         .into_iter()
         .map(|row| to_customer(row, &state.pii))
@@ -195,26 +197,6 @@ async fn get_customer(
         .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(with_etag(StatusCode::OK, to_customer(row, &state.pii)?))
-}
-
-/// The version an `If-Match` header names: `None` for `*` (any version).
-fn expected_version(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
-    let value = headers
-        .get(header::IF_MATCH)
-        .ok_or(ApiError::PreconditionRequired)?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::PreconditionFailed)?
-        .trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    text.strip_prefix("W/")
-        .unwrap_or(text)
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::PreconditionFailed)
 }
 
 /// Change a customer (staff). Send `If-Match` with the `ETag` you read: a stale one is 412.

@@ -1,6 +1,7 @@
 //! The connection pool, migrations, the request transaction and partition upkeep.
 
 pub mod errors;
+pub mod partitions;
 mod request_tx;
 mod scram;
 
@@ -13,7 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::config::{PoolConfig, Secret};
 use crate::CliResult;
 
-pub use request_tx::{begin_statement, RequestTx};
+pub use request_tx::{begin_read_only, begin_statement, RequestTx};
 
 /// The schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -70,6 +70,17 @@ pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u
     )
 }
 
+/// A read-only transaction as `caller`, outside any request (for work a response stream does
+/// after its handler returned).
+pub async fn begin_read_only(
+    pool: &sqlx::PgPool,
+    caller: &Caller,
+    statement_timeout_ms: u128,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(begin_statement(caller, true, statement_timeout_ms))
+        .await
+}
+
 /// A SQL string literal (standard_conforming_strings is on in every supported PostgreSQL).
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''").replace('\0', ""))

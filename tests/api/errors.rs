@@ -1,6 +1,5 @@
 //! Every kind of bad input and failure answers problem+json with its documented status.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -132,12 +131,12 @@ fn router_with_pool(app: &TestApp, connect: PgConnectOptions, size: u32) -> (axu
         .max_connections(size)
         .acquire_timeout(Duration::from_millis(300))
         .connect_lazy_with(connect);
-    let state = AppState {
-        pool: pool.clone(),
-        jwt: Arc::new(app.keys.clone()),
-        pii: Arc::new(app.cipher.clone()),
-        statement_timeout: Duration::from_secs(5),
-    };
+    let state = AppState::new(
+        pool.clone(),
+        app.keys.clone(),
+        app.cipher.clone(),
+        Duration::from_secs(5),
+    );
     let limits = HttpLimits {
         body_limit_bytes: 65536,
         request_timeout: Duration::from_secs(5),

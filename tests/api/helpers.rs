@@ -176,12 +176,12 @@ impl TestApp {
             );
         let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
         let cipher = PiiCipher::new(&pii_keys());
-        let state = AppState {
-            pool: pool.clone(),
-            jwt: Arc::new(keys.clone()),
-            pii: Arc::new(cipher.clone()),
-            statement_timeout: Duration::from_secs(5),
-        };
+        let state = AppState::new(
+            pool.clone(),
+            keys.clone(),
+            cipher.clone(),
+            Duration::from_secs(5),
+        );
         let router = app::router(
             state,
             HttpLimits {
@@ -291,6 +291,21 @@ impl TestApp {
     pub async fn customer_id(&self, code: &str, id_number: &str) -> Uuid {
         let body = self.create_customer(code, id_number).await;
         body["customer_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// The standard products (as the lab seed has them), once.
+    pub async fn ensure_products(&self) {
+        sqlx::raw_sql(
+            "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
+                 min_term_months, max_term_months, annual_interest_rate) VALUES \
+             ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250), \
+             ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150), \
+             ('ZERO_RATE', 'Staff interest-free loan', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0) \
+             ON CONFLICT (product_code) DO NOTHING",
+        )
+        .execute(&self.owner)
+        .await
+        .expect("insert products");
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

@@ -27,9 +27,11 @@ async fn as_customer(app: &TestApp, customer: Option<Uuid>) -> Transaction<'stat
 /// Inserts a loan for `customer` as the owner (loans arrive with their own issue; RLS is here now).
 async fn loan_for(app: &TestApp, customer: Uuid) -> Uuid {
     let id = Uuid::now_v7();
+    app.ensure_products().await;
     sqlx::query(
-        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_type, loan_amount, \
-         interest_rate, term_months) VALUES ($1, $2, $3, 'PERSONAL_LOAN', 1000000, 0.1, 12)",
+        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
+         loan_amount, interest_rate, term_months) \
+         VALUES ($1, $2, $3, 'PERSONAL_STD', 'PERSONAL_LOAN', 1000000, 0.1, 12)",
     )
     .bind(id)
     .bind(format!("LN-{}", id.simple()))
@@ -75,8 +77,9 @@ async fn with_customer_a_set_customer_b_cannot_be_selected_or_updated_in_sql() {
     // Writing a row for B is refused by the policy's WITH CHECK.
     let mut tx = as_customer(&app, Some(a)).await;
     let insert = sqlx::query(
-        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_type, loan_amount, \
-         interest_rate, term_months) VALUES ($1, 'LN-FORGED', $2, 'PERSONAL_LOAN', 1, 0.1, 12)",
+        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
+         loan_amount, interest_rate, term_months) \
+         VALUES ($1, 'LN-FORGED', $2, 'PERSONAL_STD', 'PERSONAL_LOAN', 1, 0.1, 12)",
     )
     .bind(Uuid::now_v7())
     .bind(b)

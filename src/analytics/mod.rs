@@ -1,0 +1,173 @@
+//! Read-only views over the core for staff and analysts: the seed guide's Lab 3 queries.
+
+use axum::Json;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::RiskViewers;
+use crate::db::RequestTx;
+use crate::error::{responses, ApiError};
+use crate::extract::{AppPath, AppQuery};
+use crate::pagination;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_portfolio))
+        .routes(routes!(list_high_risk_loans))
+}
+
+/// A customer's borrowing at a glance (Lab 3, step 1).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Portfolio {
+    pub customer_id: Uuid,
+    pub customer_code: String,
+    pub full_name: String,
+    pub total_loans: i64,
+    #[schema(value_type = String)]
+    pub total_borrowed: Decimal,
+    /// Mean annual rate over the customer's loans; null without loans.
+    #[schema(value_type = Option<String>)]
+    pub average_interest_rate: Option<Decimal>,
+    pub product_types: Vec<String>,
+}
+
+/// Totals over every loan of the customer (staff, analysts).
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}/portfolio",
+    tag = "analytics",
+    operation_id = "get_portfolio",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Customer id")),
+    responses((status = 200, description = "The portfolio", body = Portfolio), responses::Common, responses::NotFound)
+)]
+async fn get_portfolio(
+    mut tx: RequestTx<RiskViewers>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Portfolio>, ApiError> {
+    let portfolio: Option<Portfolio> = sqlx::query_as(
+        "SELECT c.customer_id, c.customer_code, c.full_name, count(l.loan_id) AS total_loans, \
+                coalesce(sum(l.loan_amount), 0)::numeric(17,2) AS total_borrowed, \
+                round(avg(l.interest_rate), 4) AS average_interest_rate, \
+                coalesce(array_agg(DISTINCT l.product_type ORDER BY l.product_type) \
+                         FILTER (WHERE l.product_type IS NOT NULL), '{}') AS product_types \
+         FROM core.customers c LEFT JOIN core.loans l ON l.customer_id = c.customer_id \
+         WHERE c.customer_id = $1 \
+         GROUP BY c.customer_id, c.customer_code, c.full_name",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    portfolio.map(Json).ok_or(ApiError::NotFound)
+}
+
+/// An approved or disbursed loan with its customer's risk category (Lab 3, step 2).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct HighRiskLoan {
+    pub loan_id: Uuid,
+    pub loan_number: String,
+    pub customer_id: Uuid,
+    pub customer_code: String,
+    #[schema(value_type = String)]
+    pub loan_amount: Decimal,
+    #[schema(value_type = String)]
+    pub interest_rate: Decimal,
+    pub credit_score: Option<i32>,
+    /// HIGH_RISK (< 600), MEDIUM_RISK (< 700), LOW_RISK, or UNRATED.
+    pub risk_category: String,
+    pub collateral_type: Option<String>,
+    /// As recorded in collateral_info.
+    pub collateral_value: Option<String>,
+    pub status: String,
+    pub application_date: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HighRiskLoanPage {
+    pub data: Vec<HighRiskLoan>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HighRiskQuery {
+    /// Only loans in this category.
+    pub risk_category: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RiskCursor {
+    score: i32,
+    id: Uuid,
+}
+
+/// Approved and disbursed loans, riskiest customers first (staff, analysts).
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/high-risk-loans",
+    tag = "analytics",
+    operation_id = "list_high_risk_loans",
+    security(("bearer" = [])),
+    params(HighRiskQuery),
+    responses((status = 200, description = "One page", body = HighRiskLoanPage), responses::Common)
+)]
+async fn list_high_risk_loans(
+    mut tx: RequestTx<RiskViewers>,
+    AppQuery(query): AppQuery<HighRiskQuery>,
+) -> Result<Json<HighRiskLoanPage>, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    let after: Option<RiskCursor> = query
+        .cursor
+        .as_deref()
+        .map(pagination::decode)
+        .transpose()?;
+    if let Some(category) = &query.risk_category {
+        if !["HIGH_RISK", "MEDIUM_RISK", "LOW_RISK", "UNRATED"].contains(&category.as_str()) {
+            return Err(ApiError::BadRequest(
+                "risk_category must be HIGH_RISK, MEDIUM_RISK, LOW_RISK or UNRATED".into(),
+            ));
+        }
+    }
+    // Unrated customers sort last, as a score above any real one.
+    let rows: Vec<HighRiskLoan> = sqlx::query_as(
+        "SELECT * FROM ( \
+           SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount, \
+                  l.interest_rate, c.credit_score, \
+                  CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
+                       WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
+                       WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END AS risk_category, \
+                  l.collateral_info->>'type' AS collateral_type, \
+                  l.collateral_info->>'value' AS collateral_value, l.status, l.application_date \
+           FROM core.loans l JOIN core.customers c ON c.customer_id = l.customer_id \
+           WHERE l.status IN ('APPROVED', 'DISBURSED') \
+             AND ($1::text IS NULL OR \
+                  CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
+                       WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
+                       WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END = $1) \
+             AND ($2::int IS NULL OR (coalesce(c.credit_score, 1000), l.loan_id) > ($2, $3)) \
+         ) risky ORDER BY coalesce(credit_score, 1000), loan_id LIMIT $4",
+    )
+    .bind(query.risk_category.as_deref())
+    .bind(after.as_ref().map(|c| c.score))
+    .bind(after.as_ref().map(|c| c.id))
+    .bind(limit + 1)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (data, next_cursor) = pagination::paginate(rows, limit, |r| {
+        pagination::encode(&RiskCursor {
+            score: r.credit_score.unwrap_or(1000),
+            id: r.loan_id,
+        })
+    });
+    Ok(Json(HighRiskLoanPage { data, next_cursor }))
+}

@@ -1,0 +1,213 @@
+//! `GET /v1/events/loans`: loan status changes as Server-Sent Events, for staff.
+//!
+//! Live events come from the process's LISTEN connection ([`hub`]); a client that reconnects
+//! with `Last-Event-ID` first gets what it missed from `metadata.outbox_events`, in order.
+
+pub mod hub;
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use sqlx::PgConnection;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::hub::{HubMessage, LoanEvent, CHANNEL};
+use crate::app::AppState;
+use crate::auth::{Caller, StaffOnly};
+use crate::db::{self, RequestTx};
+use crate::error::{responses, ApiError};
+use crate::extract::AppQuery;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream_loan_events))
+}
+
+/// Outbox rows replayed per query.
+const REPLAY_BATCH: i64 = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventStreamQuery {
+    /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
+    pub last_event_id: Option<i64>,
+}
+
+/// Events with an id above `after`, oldest first.
+async fn outbox_after(conn: &mut PgConnection, after: i64) -> Result<Vec<LoanEvent>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT event_id, (payload || jsonb_build_object('event_id', event_id))::text \
+         FROM metadata.outbox_events WHERE topic = $1 AND event_id > $2 \
+         ORDER BY event_id LIMIT $3",
+    )
+    .bind(CHANNEL)
+    .bind(after)
+    .bind(REPLAY_BATCH)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, json)| LoanEvent {
+            event_id,
+            json: json.into(),
+        })
+        .collect())
+}
+
+async fn latest_event_id(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(event_id), 0) FROM metadata.outbox_events WHERE topic = $1",
+    )
+    .bind(CHANNEL)
+    .fetch_one(conn)
+    .await
+}
+
+/// The state of one subscriber's stream.
+struct Feed {
+    state: AppState,
+    caller: Caller,
+    live: broadcast::Receiver<HubMessage>,
+    shutdown: watch::Receiver<bool>,
+    pending: VecDeque<LoanEvent>,
+    /// Ids already sent, so an event both replayed and received live goes out once.
+    sent: HashSet<i64>,
+    /// Replays start after this id.
+    replayed_to: i64,
+}
+
+impl Feed {
+    fn queue(&mut self, events: Vec<LoanEvent>) {
+        for event in events {
+            self.replayed_to = self.replayed_to.max(event.event_id);
+            if self.sent.insert(event.event_id) {
+                self.pending.push_back(event);
+            }
+        }
+    }
+
+    /// Reads the outbox past what was replayed; a failure is logged and retried at the next
+    /// resync rather than ending the stream.
+    async fn catch_up(&mut self) {
+        let timeout = self.state.statement_timeout.as_millis();
+        let result = async {
+            let mut tx = db::begin_read_only(&self.state.pool, &self.caller, timeout).await?;
+            self.replay(&mut tx).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "event replay failed");
+        }
+    }
+
+    /// Queues every outbox event past `replayed_to`, batch by batch.
+    async fn replay(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        loop {
+            let batch = outbox_after(conn, self.replayed_to).await?;
+            let complete = batch.len() < REPLAY_BATCH as usize;
+            self.queue(batch);
+            if complete {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<LoanEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let message = tokio::select! {
+                m = self.live.recv() => m,
+                _ = self.shutdown.changed() => return None,
+            };
+            match message {
+                Ok(HubMessage::Event(event)) => {
+                    if self.sent.insert(event.event_id) {
+                        return Some(event);
+                    }
+                }
+                Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => self.catch_up().await,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn to_sse(event: &LoanEvent) -> Event {
+    Event::default()
+        .id(event.event_id.to_string())
+        .event(CHANNEL)
+        .data(event.json.as_ref())
+}
+
+/// Loan status changes as they commit (staff). Each event's id is its outbox id; reconnect
+/// with `Last-Event-ID` to receive, in order, what you missed. A change that rolls back is never
+/// sent.
+#[utoipa::path(
+    get,
+    path = "/v1/events/loans",
+    tag = "events",
+    operation_id = "stream_loan_events",
+    security(("bearer" = [])),
+    params(
+        EventStreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received")
+    ),
+    responses(
+        (status = 200, description = "An endless text/event-stream of `loan_status_changed` events",
+         content_type = "text/event-stream", body = String),
+        responses::Common
+    )
+)]
+async fn stream_loan_events(
+    State(state): State<AppState>,
+    mut tx: RequestTx<StaffOnly>,
+    headers: HeaderMap,
+    AppQuery(query): AppQuery<EventStreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id".into()))
+        })
+        .transpose()?;
+    // Subscribe before reading the outbox, so nothing falls between the two.
+    let live = state.events.subscribe();
+    let shutdown = state.events.shutdown_signal();
+    let mut feed = Feed {
+        caller: tx.caller().clone(),
+        live,
+        shutdown,
+        pending: VecDeque::new(),
+        sent: HashSet::new(),
+        replayed_to: 0,
+        state: state.clone(),
+    };
+    match header.or(query.last_event_id) {
+        Some(last) => {
+            feed.replayed_to = last;
+            feed.replay(&mut tx).await?;
+        }
+        None => feed.replayed_to = latest_event_id(&mut tx).await?,
+    }
+    tx.commit().await?;
+    let events = stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(to_sse(&event)), feed))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

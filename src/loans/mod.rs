@@ -1,0 +1,390 @@
+//! `/v1/loans`: applications, decisions, disbursement, schedules.
+
+pub mod model;
+pub mod repo;
+pub mod risk;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use self::model::{
+    ApplyLoanRequest, Loan, LoanCursor, LoanListQuery, LoanPage, LoanSchedule, LoanStatus,
+    RejectLoanRequest, Transition,
+};
+use self::repo::{ListFilter, NewLoan};
+use crate::app::AppState;
+use crate::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
+use crate::db::{partitions, RequestTx};
+use crate::error::{responses, ApiError};
+use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::money::annuity_schedule;
+use crate::pagination;
+use crate::payments::model::PaymentList;
+use crate::products;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(apply_for_loan, list_loans))
+        .routes(routes!(get_loan))
+        .routes(routes!(get_loan_by_number))
+        .routes(routes!(get_loan_schedule))
+        .routes(routes!(list_loan_payments))
+        .routes(routes!(approve_loan))
+        .routes(routes!(reject_loan))
+        .routes(routes!(disburse_loan))
+        .routes(routes!(cancel_loan))
+}
+
+/// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
+/// a historical application in the past. Amount and term are checked against the product.
+#[utoipa::path(
+    post,
+    path = "/v1/loans",
+    tag = "loans",
+    operation_id = "apply_for_loan",
+    security(("bearer" = [])),
+    request_body = ApplyLoanRequest,
+    responses(
+        (status = 201, description = "Applied", body = Loan, headers(("Location" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable
+    )
+)]
+async fn apply_for_loan(
+    State(state): State<AppState>,
+    mut tx: RequestTx<LoanApplicants>,
+    AppJson(request): AppJson<ApplyLoanRequest>,
+) -> Result<Response, ApiError> {
+    let caller = tx.caller().clone();
+    let customer_id = match caller.customer_id {
+        // A customer naming someone else is told what it would be told of a stranger's loan.
+        Some(own) if request.customer_id.is_some_and(|id| id != own) => {
+            return Err(ApiError::NotFound)
+        }
+        Some(own) => own,
+        None => request
+            .customer_id
+            .ok_or_else(|| ApiError::invalid_field("customer_id", "is required"))?,
+    };
+    let now = Utc::now();
+    let application_date = match request.application_date {
+        None => now,
+        Some(_) if caller.role == Role::Customer => {
+            return Err(ApiError::invalid_field(
+                "application_date",
+                "only staff may date an application",
+            ))
+        }
+        Some(date) => {
+            partitions::check_window("application_date", date)?;
+            if date > now {
+                return Err(ApiError::invalid_field(
+                    "application_date",
+                    "must not be in the future",
+                ));
+            }
+            date
+        }
+    };
+    let product = products::repo::find(&mut tx, &request.product_code)
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("product_code", "no such product"))?;
+    product.check_application(request.amount, request.term_months)?;
+    let credit_score =
+        repo::credit_score(&mut tx, customer_id)
+            .await?
+            .ok_or_else(|| match caller.role {
+                Role::Customer => ApiError::NotFound,
+                _ => ApiError::invalid_field("customer_id", "no such customer"),
+            })?;
+    state.partitions.ensure_loans(application_date).await?;
+
+    let collateral = request.collateral_info.as_ref();
+    let risk = risk::assess(credit_score, request.amount.amount(), collateral, now);
+    let new = NewLoan {
+        customer_id,
+        product_code: &product.product_code,
+        product_type: &product.product_type,
+        amount: request.amount.amount(),
+        interest_rate: product.annual_interest_rate,
+        term_months: request.term_months,
+        application_date,
+        collateral,
+        risk: &risk,
+    };
+    let loan = repo::insert(&mut tx, &new).await?;
+    tx.commit().await?;
+    let location = HeaderValue::from_str(&format!("/v1/loans/{}", loan.loan_id))
+        .unwrap_or(HeaderValue::from_static("/v1/loans"));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(loan),
+    )
+        .into_response())
+}
+
+/// One loan. Another customer's loan is 404, like one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}",
+    tag = "loans",
+    operation_id = "get_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
+)]
+async fn get_loan(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// One loan, by its number.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/by-number/{loan_number}",
+    tag = "loans",
+    operation_id = "get_loan_by_number",
+    security(("bearer" = [])),
+    params(("loan_number" = String, Path, description = "Loan number, like LN202600000001")),
+    responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
+)]
+async fn get_loan_by_number(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(number): AppPath<String>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = repo::find_by_number(&mut tx, &number)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// Loans, newest application first. Customers see only their own.
+#[utoipa::path(
+    get,
+    path = "/v1/loans",
+    tag = "loans",
+    operation_id = "list_loans",
+    security(("bearer" = [])),
+    params(LoanListQuery),
+    responses((status = 200, description = "One page", body = LoanPage), responses::Common)
+)]
+async fn list_loans(
+    mut tx: RequestTx<LoanReaders>,
+    AppQuery(query): AppQuery<LoanListQuery>,
+) -> Result<Json<LoanPage>, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    if let (Some(from), Some(to)) = (query.from, query.to) {
+        if from > to {
+            return Err(ApiError::BadRequest("from must not be after to".into()));
+        }
+    }
+    let filter = ListFilter {
+        customer_id: query.customer_id,
+        status: query.status,
+        product_type: query.product_type.as_deref(),
+        from: query.from,
+        to: query.to,
+        after: query
+            .cursor
+            .as_deref()
+            .map(pagination::decode)
+            .transpose()?,
+        fetch: limit + 1,
+    };
+    let rows = repo::list(&mut tx, &filter).await?;
+    tx.commit().await?;
+    let (data, next_cursor) = pagination::paginate(rows, limit, |l| {
+        pagination::encode(&LoanCursor {
+            at: l.application_date,
+            id: l.loan_id,
+        })
+    });
+    Ok(Json(LoanPage { data, next_cursor }))
+}
+
+/// The monthly annuity schedule: level installments, interest on the outstanding balance, the
+/// last installment absorbing rounding so the principal sums to the amount lent.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/schedule",
+    tag = "loans",
+    operation_id = "get_loan_schedule",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "The schedule", body = LoanSchedule), responses::Common, responses::NotFound)
+)]
+async fn get_loan_schedule(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<LoanSchedule>, ApiError> {
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    let months = u32::try_from(loan.term_months)
+        .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
+    let start = loan.disbursement_date.unwrap_or_else(Utc::now);
+    let installments = annuity_schedule(loan.loan_amount, loan.interest_rate, months, start);
+    Ok(Json(LoanSchedule {
+        loan_id: loan.loan_id,
+        loan_amount: loan.loan_amount,
+        interest_rate: loan.interest_rate,
+        term_months: loan.term_months,
+        projected: loan.disbursement_date.is_none(),
+        total_interest: installments.iter().map(|i| i.interest).sum(),
+        installments,
+    }))
+}
+
+/// The loan's payments, oldest first (the disbursement among them once paid out).
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/payments",
+    tag = "loans",
+    operation_id = "list_loan_payments",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
+)]
+async fn list_loan_payments(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<PaymentList>, ApiError> {
+    repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let data = crate::payments::repo::list_for_loan(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(PaymentList { data }))
+}
+
+/// Runs one lifecycle move and explains a refusal: 404 when the caller cannot see the loan, 409
+/// when its status (or its customer's KYC) does not allow the move.
+async fn move_loan<A>(
+    state: &AppState,
+    mut tx: RequestTx<A>,
+    id: Uuid,
+    transition: Transition,
+    reason: Option<&str>,
+) -> Result<Json<Loan>, ApiError> {
+    let now = Utc::now();
+    if transition == Transition::Disburse {
+        state.partitions.ensure_payments(now).await?;
+    }
+    let key = repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let Some(loan) = repo::transition(&mut tx, key, transition, reason).await? else {
+        let current = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+        let allowed =
+            LoanStatus::parse(&current.status).is_some_and(|s| transition.from().contains(&s));
+        return Err(if allowed && transition == Transition::Approve {
+            ApiError::conflict("the customer's KYC is not approved")
+        } else {
+            ApiError::conflict(format!(
+                "cannot {} a loan that is {}",
+                transition.verb(),
+                current.status
+            ))
+        });
+    };
+    if transition == Transition::Disburse {
+        let at = loan.disbursement_date.unwrap_or(now);
+        crate::payments::repo::insert_disbursement(
+            &mut tx,
+            loan.loan_id,
+            loan.customer_id,
+            &loan.loan_number,
+            loan.loan_amount,
+            at,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// Approve an application (staff). Needs the customer's KYC approved.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/approve",
+    tag = "loans",
+    operation_id = "approve_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Approved", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn approve_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Approve, None).await
+}
+
+/// Reject an application (staff), with a reason.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/reject",
+    tag = "loans",
+    operation_id = "reject_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    request_body = RejectLoanRequest,
+    responses(
+        (status = 200, description = "Rejected", body = Loan),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn reject_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(request): AppJson<RejectLoanRequest>,
+) -> Result<Json<Loan>, ApiError> {
+    let reason = request.reason()?;
+    move_loan(&state, tx, id, Transition::Reject, Some(reason)).await
+}
+
+/// Pay an approved loan out (staff): the loan becomes DISBURSED, its maturity date is set, and
+/// the DISBURSEMENT payment is written in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/disburse",
+    tag = "loans",
+    operation_id = "disburse_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Disbursed", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn disburse_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Disburse, None).await
+}
+
+/// Withdraw an application or an approved loan before it is paid out (the customer, or staff).
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/cancel",
+    tag = "loans",
+    operation_id = "cancel_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Cancelled", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn cancel_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<LoanApplicants>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Cancel, None).await
+}

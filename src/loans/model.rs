@@ -1,0 +1,224 @@
+//! Loan request and response types.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::money::{Installment, Money};
+
+/// Where a loan is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoanStatus {
+    Applied,
+    Approved,
+    Rejected,
+    Cancelled,
+    Disbursed,
+    Closed,
+    Defaulted,
+}
+
+impl LoanStatus {
+    pub const ALL: [LoanStatus; 7] = [
+        Self::Applied,
+        Self::Approved,
+        Self::Rejected,
+        Self::Cancelled,
+        Self::Disbursed,
+        Self::Closed,
+        Self::Defaulted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "APPLIED",
+            Self::Approved => "APPROVED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelled => "CANCELLED",
+            Self::Disbursed => "DISBURSED",
+            Self::Closed => "CLOSED",
+            Self::Defaulted => "DEFAULTED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A move in the lifecycle: APPLIED → APPROVED | REJECTED | CANCELLED; APPROVED → DISBURSED |
+/// CANCELLED; DISBURSED → CLOSED | DEFAULTED (through payments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Approve,
+    Reject,
+    Disburse,
+    Cancel,
+}
+
+impl Transition {
+    /// The statuses the move may start from.
+    pub fn from(self) -> &'static [LoanStatus] {
+        match self {
+            Self::Approve | Self::Reject => &[LoanStatus::Applied],
+            Self::Disburse => &[LoanStatus::Approved],
+            Self::Cancel => &[LoanStatus::Applied, LoanStatus::Approved],
+        }
+    }
+
+    pub fn to(self) -> LoanStatus {
+        match self {
+            Self::Approve => LoanStatus::Approved,
+            Self::Reject => LoanStatus::Rejected,
+            Self::Disburse => LoanStatus::Disbursed,
+            Self::Cancel => LoanStatus::Cancelled,
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Disburse => "disburse",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
+/// Collateral pledged for a loan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "MOTORBIKE", "value": "30000000.00"}))]
+pub struct Collateral {
+    /// MOTORBIKE, CAR, REAL_ESTATE, DEPOSIT, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Appraised value.
+    pub value: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `POST /v1/loans`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"product_code": "PERSONAL_STD", "amount": "50000000.00", "term_months": 24,
+                          "collateral_info": {"type": "MOTORBIKE", "value": "30000000.00"}}))]
+pub struct ApplyLoanRequest {
+    /// Required for staff; a customer applies for themself (their own id, or leave it out).
+    pub customer_id: Option<Uuid>,
+    pub product_code: String,
+    pub amount: Money,
+    pub term_months: i32,
+    /// Staff only, for historical entries: when the application was made (1900–2100, not in the
+    /// future). Defaults to now.
+    pub application_date: Option<DateTime<Utc>>,
+    pub collateral_info: Option<Collateral>,
+}
+
+/// `POST /v1/loans/{id}/reject`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectLoanRequest {
+    pub reason: String,
+}
+
+impl RejectLoanRequest {
+    pub fn reason(&self) -> Result<&str, ApiError> {
+        let reason = self.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            Err(ApiError::invalid_field(
+                "reason",
+                "must be 1 to 500 characters",
+            ))
+        } else {
+            Ok(reason)
+        }
+    }
+}
+
+/// Filters of `GET /v1/loans`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LoanListQuery {
+    pub customer_id: Option<Uuid>,
+    pub status: Option<LoanStatus>,
+    pub product_type: Option<String>,
+    /// Applied on or after this day (UTC).
+    pub from: Option<NaiveDate>,
+    /// Applied on or before this day (UTC).
+    pub to: Option<NaiveDate>,
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A loan as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Loan {
+    pub loan_id: Uuid,
+    pub loan_number: String,
+    pub customer_id: Uuid,
+    pub product_code: String,
+    pub product_type: String,
+    #[schema(value_type = String, example = "50000000.00")]
+    pub loan_amount: Decimal,
+    /// Annual, as a fraction: "0.1250" is 12.5%.
+    #[schema(value_type = String, example = "0.1250")]
+    pub interest_rate: Decimal,
+    pub term_months: i32,
+    pub status: String,
+    pub application_date: DateTime<Utc>,
+    pub approval_date: Option<DateTime<Utc>>,
+    pub approved_by: Option<String>,
+    pub rejected_at: Option<DateTime<Utc>>,
+    pub rejected_by: Option<String>,
+    pub rejection_reason: Option<String>,
+    pub disbursement_date: Option<DateTime<Utc>>,
+    pub disbursed_by: Option<String>,
+    pub maturity_date: Option<NaiveDate>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancelled_by: Option<String>,
+    pub closed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
+    pub collateral_info: Option<sqlx::types::JsonValue>,
+    #[schema(value_type = Option<Object>)]
+    pub risk_assessment: Option<sqlx::types::JsonValue>,
+    pub version: i32,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoanPage {
+    pub data: Vec<Loan>,
+    pub next_cursor: Option<String>,
+}
+
+/// A loan's repayment plan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoanSchedule {
+    pub loan_id: Uuid,
+    #[schema(value_type = String)]
+    pub loan_amount: Decimal,
+    #[schema(value_type = String)]
+    pub interest_rate: Decimal,
+    pub term_months: i32,
+    /// True until the loan is disbursed: due dates then count from today.
+    pub projected: bool,
+    #[schema(value_type = String)]
+    pub total_interest: Decimal,
+    pub installments: Vec<Installment>,
+}
+
+/// Position in the newest-first loan listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoanCursor {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}

@@ -1,0 +1,215 @@
+//! Money and the maths on it: exact decimals, never floats.
+
+use std::fmt;
+
+use chrono::{DateTime, Months, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+/// A positive amount with at most two decimals, in and out of JSON as a string (`"2500000.00"`):
+/// a JSON number could already have been rounded through a float by the client's parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "2500000.00")]
+pub struct Money(Decimal);
+
+impl Money {
+    /// 9,999,999,999,999.99: what `numeric(15,2)` holds.
+    pub fn max() -> Decimal {
+        Decimal::new(999_999_999_999_999, 2)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let value: Decimal = text
+            .trim()
+            .parse()
+            .map_err(|_| "must be a decimal number written as a string, like \"2500000.00\"")?;
+        Self::try_from(value)
+    }
+
+    pub fn amount(self) -> Decimal {
+        self.0
+    }
+}
+
+impl TryFrom<Decimal> for Money {
+    type Error = &'static str;
+
+    fn try_from(value: Decimal) -> Result<Self, Self::Error> {
+        if value.scale() > 2 && value != value.round_dp(2) {
+            return Err("must have at most two decimals");
+        }
+        if value <= Decimal::ZERO {
+            return Err("must be greater than zero");
+        }
+        if value > Self::max() {
+            return Err("is too large");
+        }
+        let mut value = value.round_dp(2);
+        value.rescale(2);
+        Ok(Self(value))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Money::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Rounds to cents, half away from zero (the usual rule for money).
+pub fn cents(value: Decimal) -> Decimal {
+    let mut rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
+}
+
+/// One monthly installment of an annuity schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Installment {
+    pub number: u32,
+    pub due_date: NaiveDate,
+    #[schema(value_type = String)]
+    pub principal: Decimal,
+    #[schema(value_type = String)]
+    pub interest: Decimal,
+    #[schema(value_type = String)]
+    pub total: Decimal,
+    /// Principal still owed after this installment.
+    #[schema(value_type = String)]
+    pub remaining_balance: Decimal,
+}
+
+/// A level monthly payment (annuity) schedule for `principal` at `annual_rate` (0.1250 is 12.5%)
+/// over `months`, first due one month after `start`.
+///
+/// Every figure is rounded to cents; interest is charged on the outstanding balance each month;
+/// the last installment takes whatever principal is left, so the principals sum to exactly the
+/// amount lent.
+pub fn annuity_schedule(
+    principal: Decimal,
+    annual_rate: Decimal,
+    months: u32,
+    start: DateTime<Utc>,
+) -> Vec<Installment> {
+    if months == 0 {
+        return Vec::new();
+    }
+    let monthly_rate = annual_rate / Decimal::from(12);
+    let payment = cents(level_payment(principal, monthly_rate, months));
+    let start = start.date_naive();
+    let mut balance = cents(principal);
+    let mut schedule = Vec::with_capacity(months as usize);
+    for number in 1..=months {
+        let interest = cents(balance * monthly_rate);
+        let principal_part = if number == months {
+            balance
+        } else {
+            (payment - interest).min(balance).max(Decimal::ZERO)
+        };
+        balance -= principal_part;
+        schedule.push(Installment {
+            number,
+            due_date: start
+                .checked_add_months(Months::new(number))
+                .unwrap_or(NaiveDate::MAX),
+            principal: principal_part,
+            interest,
+            total: principal_part + interest,
+            remaining_balance: balance,
+        });
+    }
+    schedule
+}
+
+/// P·r / (1 − (1 + r)^−n), or P / n when the rate is zero. Unrounded.
+fn level_payment(principal: Decimal, monthly_rate: Decimal, months: u32) -> Decimal {
+    if monthly_rate.is_zero() {
+        return principal / Decimal::from(months);
+    }
+    let factor = Decimal::ONE + monthly_rate;
+    let mut growth = Decimal::ONE;
+    for _ in 0..months {
+        match growth.checked_mul(factor) {
+            Some(g) => growth = g,
+            // (1 + r)^n beyond 10^28: its inverse is zero to 28 digits.
+            None => return principal * monthly_rate,
+        }
+    }
+    principal * monthly_rate / (Decimal::ONE - Decimal::ONE / growth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn start() -> DateTime<Utc> {
+        "2024-01-31T09:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn money_is_a_string_with_at_most_two_decimals() {
+        let m: Money = serde_json::from_str("\"2500000.5\"").unwrap();
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"2500000.50\"");
+        for bad in [
+            "2500000.00",
+            "\"0\"",
+            "\"-1\"",
+            "\"1.005\"",
+            "\"abc\"",
+            "\"99999999999999.99\"",
+        ] {
+            assert!(
+                serde_json::from_str::<Money>(bad).is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_known_schedule_matches_the_textbook_figures() {
+        // 12,000 at 12% over 12 months: payment 1,066.19, first interest 120.00.
+        let s = annuity_schedule(Decimal::new(1_200_000, 2), Decimal::new(12, 2), 12, start());
+        assert_eq!(s[0].total, Decimal::new(106_619, 2));
+        assert_eq!(s[0].interest, Decimal::new(12_000, 2));
+        assert_eq!(s[0].due_date, NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
+        assert_eq!(s[11].remaining_balance, Decimal::ZERO);
+    }
+
+    proptest! {
+        #[test]
+        fn principal_sums_exactly_to_the_amount(
+            cents_lent in 100i64..=100_000_000_000,
+            rate_bp in prop_oneof![Just(0u32), 1u32..=9_999],
+            months in 1u32..=600,
+        ) {
+            let amount = Decimal::new(cents_lent, 2);
+            let rate = Decimal::new(i64::from(rate_bp), 4);
+            let s = annuity_schedule(amount, rate, months, start());
+            prop_assert_eq!(s.len(), months as usize);
+            let principal: Decimal = s.iter().map(|i| i.principal).sum();
+            prop_assert_eq!(principal, amount);
+            prop_assert_eq!(s.last().unwrap().remaining_balance, Decimal::ZERO);
+            let mut previous = amount;
+            for i in &s {
+                prop_assert!(i.principal >= Decimal::ZERO && i.interest >= Decimal::ZERO);
+                prop_assert_eq!(i.total, i.principal + i.interest);
+                prop_assert_eq!(i.remaining_balance, previous - i.principal);
+                prop_assert!(i.principal.scale() <= 2 && i.interest.scale() <= 2);
+                previous = i.remaining_balance;
+            }
+            if rate_bp == 0 {
+                prop_assert!(s.iter().all(|i| i.interest.is_zero()));
+            }
+        }
+    }
+}
