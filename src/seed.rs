@@ -314,6 +314,11 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .execute(&mut *conn)
     .await?;
     eprintln!("loans…");
+    // Generated history is not news: the status-event trigger is off for this one transaction.
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql("ALTER TABLE core.loans DISABLE TRIGGER loan_status_change_trigger")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
          loan_amount, interest_rate, term_months, status, application_date, approval_date, \
@@ -327,8 +332,12 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     )
     .bind(&prefix)
     .bind(i32::try_from(volume.loans_per_customer)?)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    sqlx::raw_sql("ALTER TABLE core.loans ENABLE TRIGGER loan_status_change_trigger")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     eprintln!("payments…");
     sqlx::query(
         "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, payment_type, \
@@ -336,7 +345,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
          SELECT gen_random_uuid(), l.loan_number || '-P' || k, l.loan_id, l.customer_id, 'REPAYMENT', \
                 round(l.loan_amount / 24, 2), 'BANK_TRANSFER', \
                 now() - make_interval(days => abs(hashtext(l.loan_number || k)) % 790), 'COMPLETED', 'BRANCH' \
-         FROM core.loan_directory l CROSS JOIN generate_series(1, $2) k \
+         FROM core.loans l CROSS JOIN generate_series(1, $2) k \
          WHERE l.loan_number LIKE $1 || '%'",
     )
     .bind(&prefix)

@@ -42,7 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
-/// a historical application in the past. Amount and term are checked against the product.
+/// the application (historical entries, forward-dated contracts; 1900–2100). Amount and term are
+/// checked against the product.
 #[utoipa::path(
     post,
     path = "/v1/loans",
@@ -82,12 +83,6 @@ async fn apply_for_loan(
         }
         Some(date) => {
             partitions::check_window("application_date", date)?;
-            if date > now {
-                return Err(ApiError::invalid_field(
-                    "application_date",
-                    "must not be in the future",
-                ));
-            }
             date
         }
     };
@@ -267,6 +262,10 @@ async fn list_loan_payments(
 
 /// Runs one lifecycle move and explains a refusal: 404 when the caller cannot see the loan, 409
 /// when its status (or its customer's KYC) does not allow the move.
+///
+/// The move applies only if the loan is still in the status read here: of two racing moves
+/// (an approve and a cancel, say) exactly one succeeds and the other is 409, even where the
+/// lifecycle would allow both one after the other.
 async fn move_loan<A>(
     state: &AppState,
     mut tx: RequestTx<A>,
@@ -278,20 +277,32 @@ async fn move_loan<A>(
     if transition == Transition::Disburse {
         state.partitions.ensure_payments(now).await?;
     }
-    let key = repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    let Some(loan) = repo::transition(&mut tx, key, transition, reason).await? else {
-        let current = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-        let allowed =
-            LoanStatus::parse(&current.status).is_some_and(|s| transition.from().contains(&s));
-        return Err(if allowed && transition == Transition::Approve {
-            ApiError::conflict("the customer's KYC is not approved")
-        } else {
-            ApiError::conflict(format!(
-                "cannot {} a loan that is {}",
-                transition.verb(),
-                current.status
-            ))
-        });
+    let role = tx.caller().role;
+    let current = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let illegal = |status: &str| {
+        ApiError::conflict(format!(
+            "cannot {} a loan that is {status}",
+            transition.verb()
+        ))
+    };
+    let observed = LoanStatus::parse(&current.status)
+        .filter(|s| transition.allowed_from(role).contains(s))
+        .ok_or_else(|| illegal(&current.status))?;
+    let key = repo::LoanKey {
+        loan_id: current.loan_id,
+        application_date: current.application_date,
+    };
+    let Some(loan) = repo::transition(&mut tx, key, transition, observed, reason).await? else {
+        let now_status = repo::find(&mut tx, id)
+            .await?
+            .map_or_else(|| "gone".to_owned(), |l| l.status);
+        return Err(
+            if now_status == current.status && transition == Transition::Approve {
+                ApiError::conflict("the customer's KYC is not approved")
+            } else {
+                illegal(&now_status)
+            },
+        );
     };
     if transition == Transition::Disburse {
         let at = loan.disbursement_date.unwrap_or(now);
@@ -371,7 +382,8 @@ async fn disburse_loan(
     move_loan(&state, tx, id, Transition::Disburse, None).await
 }
 
-/// Withdraw an application or an approved loan before it is paid out (the customer, or staff).
+/// Withdraw a loan before it is paid out: a customer withdraws their application; staff may
+/// also cancel an approved loan.
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/cancel",

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::money::{Installment, Money};
 
@@ -61,11 +62,13 @@ pub enum Transition {
 }
 
 impl Transition {
-    /// The statuses the move may start from.
-    pub fn from(self) -> &'static [LoanStatus] {
+    /// The statuses the move may start from, for a caller of `role`: customers withdraw only
+    /// applications still undecided.
+    pub fn allowed_from(self, role: Role) -> &'static [LoanStatus] {
         match self {
             Self::Approve | Self::Reject => &[LoanStatus::Applied],
             Self::Disburse => &[LoanStatus::Approved],
+            Self::Cancel if role == Role::Customer => &[LoanStatus::Applied],
             Self::Cancel => &[LoanStatus::Applied, LoanStatus::Approved],
         }
     }
@@ -114,8 +117,8 @@ pub struct ApplyLoanRequest {
     pub product_code: String,
     pub amount: Money,
     pub term_months: i32,
-    /// Staff only, for historical entries: when the application was made (1900–2100, not in the
-    /// future). Defaults to now.
+    /// Staff only, for historical or forward-dated entries: when the application was made
+    /// (1900–2100). Defaults to now.
     pub application_date: Option<DateTime<Utc>>,
     pub collateral_info: Option<Collateral>,
 }

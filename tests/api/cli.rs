@@ -247,3 +247,49 @@ fn token_prints_a_token_the_service_accepts() {
         assert!(!ok && stdout.is_empty(), "{args:?}");
     }
 }
+
+#[tokio::test]
+async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
+    let app = TestApp::spawn().await;
+    let seed = |extra: &[&str]| {
+        let mut c = command();
+        c.arg("seed")
+            .args(extra)
+            .env("DATABASE_URL", &app.owner_url)
+            .env("PII_ENCRYPTION_KEY", KEY)
+            .env("PII_HASH_KEY", KEY);
+        run(&mut c)
+    };
+    let (ok, _, stderr) = seed(&[]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = seed(&[
+        "--customers",
+        "40",
+        "--loans-per-customer",
+        "2",
+        "--payments-per-loan",
+        "3",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(app.count("SELECT count(*) FROM core.customers").await, 43);
+    assert_eq!(app.count("SELECT count(*) FROM core.loans").await, 82);
+    // Lab: two disbursements and a repayment; generated: three per loan.
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.payments").await,
+        3 + 240
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.outbox_events")
+            .await,
+        2,
+        "only the lab loans announce themselves"
+    );
+    let lab_loans = app
+        .count("SELECT count(*) FROM core.loans WHERE loan_number IN ('LN2024001', 'LN2024002') AND status = 'DISBURSED'")
+        .await;
+    assert_eq!(lab_loans, 2);
+    let partitions = app
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'core.loans'::regclass")
+        .await;
+    assert!(partitions >= 9, "{partitions}");
+}

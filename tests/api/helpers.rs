@@ -33,6 +33,8 @@ const DEFAULT_APP_PASSWORD: &str = "test-app-password-0123456789";
 struct Server {
     /// Owner (superuser) connect options, database unset.
     admin: PgConnectOptions,
+    /// The same as a URL.
+    admin_url: String,
     template: String,
     app_password: String,
     /// Whether tests drop their databases (on a server we did not create).
@@ -93,11 +95,23 @@ async fn start_server() -> lakehouse_api::CliResult<Server> {
     .await?;
     Ok(Server {
         admin,
+        admin_url: url,
         template,
         app_password,
         external,
         _cluster: cluster,
     })
+}
+
+/// `url` with its database replaced by `database`.
+pub fn database_url(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let server = &base[..base.rfind('/').unwrap_or(base.len())];
+    if query.is_empty() {
+        format!("{server}/{database}")
+    } else {
+        format!("{server}/{database}?{query}")
+    }
 }
 
 pub fn pii_keys() -> PiiKeys {
@@ -134,6 +148,8 @@ pub struct TestApp {
     /// The owner, for checks below the API.
     pub owner: PgPool,
     pub database: String,
+    /// A postgres:// URL for the owner on this test's database (for running the binary).
+    pub owner_url: String,
     pub keys: JwtKeys,
     pub cipher: PiiCipher,
     server: Arc<Server>,
@@ -189,10 +205,12 @@ impl TestApp {
                 request_timeout: options.request_timeout,
             },
         );
+        let owner_url = database_url(&server.admin_url, &database);
         Self {
             router,
             pool,
             owner,
+            owner_url,
             database,
             keys,
             cipher,
