@@ -29,7 +29,7 @@ use crate::db::partitions::Partitions;
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
-use crate::{analytics, customers, db, events, loans, openapi, ops, products, retry};
+use crate::{analytics, customers, db, events, loans, openapi, ops, payments, products, retry};
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -80,6 +80,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(customers::router())
         .merge(products::router())
         .merge(loans::router())
+        .merge(payments::router())
         .merge(analytics::router())
         .merge(events::router())
         .merge(ops::router())
@@ -113,10 +114,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(middleware::from_fn(render_problems))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(middleware::from_fn(render_problems))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(
             TraceLayer::new_for_http()

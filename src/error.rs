@@ -227,6 +227,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The complete problem body, byte for byte what `render_problems` writes for a request to
+    /// `instance` (for responses that must be stored and replayed).
+    pub fn render(self, instance: &str) -> (StatusCode, Vec<u8>) {
+        let status = self.status();
+        let mut problem = self.problem();
+        problem.instance = Some(instance.to_owned());
+        (status, problem_body(&problem).1)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {

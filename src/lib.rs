@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod idempotency;
 pub mod loans;
 pub mod money;
 pub mod openapi;

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "customers", description = "Customer master data, KYC decisions"),
         (name = "products", description = "Loan products and their bounds"),
         (name = "loans", description = "Applications, decisions, disbursement, schedules"),
+        (name = "payments", description = "Repayments and fees, exactly once (Idempotency-Key)"),
         (name = "events", description = "Loan status changes as Server-Sent Events"),
         (name = "analytics", description = "Portfolio and risk views"),
         (name = "ops", description = "Health probes")

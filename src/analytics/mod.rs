@@ -28,7 +28,10 @@ pub struct Portfolio {
     pub customer_id: Uuid,
     pub customer_code: String,
     pub full_name: String,
+    /// Every loan, whatever its status.
     pub total_loans: i64,
+    /// Money actually lent: disbursed, closed and defaulted loans (the guide also counted
+    /// applications that were never paid out).
     #[schema(value_type = String)]
     pub total_borrowed: Decimal,
     /// Mean annual rate over the customer's loans; null without loans.
@@ -53,7 +56,8 @@ async fn get_portfolio(
 ) -> Result<Json<Portfolio>, ApiError> {
     let portfolio: Option<Portfolio> = sqlx::query_as(
         "SELECT c.customer_id, c.customer_code, c.full_name, count(l.loan_id) AS total_loans, \
-                coalesce(sum(l.loan_amount), 0)::numeric(17,2) AS total_borrowed, \
+                coalesce(sum(l.loan_amount) FILTER (WHERE l.status IN ('DISBURSED', 'CLOSED', 'DEFAULTED')), \
+                         0)::numeric(17,2) AS total_borrowed, \
                 round(avg(l.interest_rate), 4) AS average_interest_rate, \
                 coalesce(array_agg(DISTINCT l.product_type ORDER BY l.product_type) \
                          FILTER (WHERE l.product_type IS NOT NULL), '{}') AS product_types \
@@ -65,7 +69,9 @@ async fn get_portfolio(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    portfolio.map(Json).ok_or(ApiError::NotFound)
+    let mut portfolio = portfolio.ok_or(ApiError::NotFound)?;
+    portfolio.total_borrowed = crate::money::cents(portfolio.total_borrowed);
+    Ok(Json(portfolio))
 }
 
 /// An approved or disbursed loan with its customer's risk category (Lab 3, step 2).

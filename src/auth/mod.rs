@@ -173,6 +173,11 @@ access!(
     LoanReaders: Customer | Staff | Analyst | Admin
 );
 access!(
+    /// Those who record payments: customers (repayments of their own loans, PENDING until
+    /// confirmed), staff, administrators.
+    PaymentMakers: Customer | Staff | Admin
+);
+access!(
     /// Portfolio and risk views: staff, analysts, administrators.
     RiskViewers: Staff | Analyst | Admin
 );

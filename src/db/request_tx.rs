@@ -23,6 +23,27 @@ pub struct RequestTx<A = AnyCaller> {
     _access: PhantomData<A>,
 }
 
+impl<A: Access> RequestTx<A> {
+    /// Begins a transaction for `caller` outside extraction (for handlers that must do
+    /// something before it, like claiming an idempotency key). 403 unless `A` permits the role.
+    pub async fn begin(
+        state: &AppState,
+        caller: Caller,
+        read_only: bool,
+    ) -> Result<Self, ApiError> {
+        if !A::permits(caller.role) {
+            return Err(ApiError::Forbidden);
+        }
+        let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
+        let tx = state.pool.begin_with(begin).await?;
+        Ok(Self {
+            caller,
+            tx,
+            _access: PhantomData,
+        })
+    }
+}
+
 impl<A> RequestTx<A> {
     pub fn caller(&self) -> &Caller {
         &self.caller

@@ -105,7 +105,7 @@ async fn listen(
         loop {
             let received = tokio::select! {
                 r = listener.try_recv() => r,
-                _ = shutdown.changed() => return,
+                _ = shutdown.wait_for(|stopping| *stopping) => return,
             };
             match received {
                 Ok(Some(notification)) => {

@@ -127,9 +127,11 @@ impl Feed {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
+            let (live, shutdown) = (&mut self.live, &mut self.shutdown);
             let message = tokio::select! {
-                m = self.live.recv() => m,
-                _ = self.shutdown.changed() => return None,
+                m = live.recv() => m,
+                // wait_for also sees a shutdown signalled before this stream subscribed.
+                _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
             match message {
                 Ok(HubMessage::Event(event)) => {

@@ -26,6 +26,7 @@ use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::money::annuity_schedule;
 use crate::pagination;
 use crate::payments::model::PaymentList;
+use crate::payments::write_schedule;
 use crate::products;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -254,8 +255,8 @@ async fn list_loan_payments(
     mut tx: RequestTx<LoanReaders>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<PaymentList>, ApiError> {
-    repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    let data = crate::payments::repo::list_for_loan(&mut tx, id).await?;
+    let key = repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let data = crate::payments::repo::list_for_loan(&mut tx, id, key.application_date).await?;
     tx.commit().await?;
     Ok(Json(PaymentList { data }))
 }
@@ -306,6 +307,17 @@ async fn move_loan<A>(
     };
     if transition == Transition::Disburse {
         let at = loan.disbursement_date.unwrap_or(now);
+        let (first_due, interest) = write_schedule(
+            &mut tx,
+            loan.loan_id,
+            loan.customer_id,
+            loan.loan_amount,
+            loan.interest_rate,
+            loan.term_months,
+            at,
+        )
+        .await?;
+        repo::open_balances(&mut tx, key, loan.loan_amount, interest, first_due).await?;
         crate::payments::repo::insert_disbursement(
             &mut tx,
             loan.loan_id,
@@ -316,6 +328,7 @@ async fn move_loan<A>(
         )
         .await?;
     }
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(Json(loan))
 }

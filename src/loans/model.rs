@@ -191,6 +191,21 @@ pub struct Loan {
     pub collateral_info: Option<sqlx::types::JsonValue>,
     #[schema(value_type = Option<Object>)]
     pub risk_assessment: Option<sqlx::types::JsonValue>,
+    /// Principal still owed; null until disbursed.
+    #[schema(value_type = Option<String>)]
+    pub principal_outstanding: Option<Decimal>,
+    /// Scheduled interest not yet paid; null until disbursed.
+    #[schema(value_type = Option<String>)]
+    pub interest_outstanding: Option<Decimal>,
+    #[schema(value_type = String)]
+    pub fees_outstanding: Decimal,
+    /// Completed repayments, net of reversals.
+    #[schema(value_type = String)]
+    pub total_paid: Decimal,
+    /// Due date of the first installment not fully paid.
+    pub next_due_date: Option<NaiveDate>,
+    /// Days since `next_due_date`, 0 when not overdue.
+    pub days_past_due: i32,
     pub version: i32,
     pub created_by: String,
     pub created_at: DateTime<Utc>,

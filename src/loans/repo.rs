@@ -14,7 +14,10 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
      l.loan_amount, l.interest_rate, l.term_months, l.status, l.application_date, l.approval_date, \
      l.approved_by, l.rejected_at, l.rejected_by, l.rejection_reason, l.disbursement_date, \
      l.disbursed_by, l.maturity_date, l.cancelled_at, l.cancelled_by, l.closed_at, \
-     l.collateral_info, l.risk_assessment, l.version, l.created_by, l.created_at, l.updated_at";
+     l.collateral_info, l.risk_assessment, l.principal_outstanding, l.interest_outstanding, \
+     l.fees_outstanding, l.total_paid, l.next_due_date, \
+     coalesce(greatest(0, (now() AT TIME ZONE 'UTC')::date - l.next_due_date), 0) AS days_past_due, \
+     l.version, l.created_by, l.created_at, l.updated_at";
 
 /// The primary key of a loan: its id and the partition key.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
@@ -80,7 +83,8 @@ pub async fn insert(conn: &mut PgConnection, loan: &NewLoan<'_>) -> Result<Loan,
         "INSERT INTO core.loans AS l (loan_id, loan_number, customer_id, product_code, product_type, \
          loan_amount, interest_rate, term_months, application_date, collateral_info, risk_assessment) \
          VALUES ($1, 'LN' || to_char($2 AT TIME ZONE 'UTC', 'YYYY') \
-                     || lpad(nextval('core.loan_number_seq')::text, 8, '0'), \
+                     || (SELECT lpad(n, greatest(8, length(n)), '0') \
+                         FROM (SELECT nextval('core.loan_number_seq')::text AS n) s), \
                  $3, $4, $5, $6, $7, $8, $2, $9, $10) \
          RETURNING {COLUMNS}"
     );
@@ -142,6 +146,29 @@ pub async fn transition(
         query = query.bind(reason);
     }
     query.fetch_optional(conn).await
+}
+
+/// Sets a newly disbursed loan's balances: all principal and scheduled interest outstanding.
+pub async fn open_balances(
+    conn: &mut PgConnection,
+    key: LoanKey,
+    principal: Decimal,
+    interest: Decimal,
+    first_due: Option<NaiveDate>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE core.loans SET principal_outstanding = $3, interest_outstanding = $4, \
+         fees_outstanding = 0, total_paid = 0, next_due_date = $5 \
+         WHERE loan_id = $1 AND application_date = $2",
+    )
+    .bind(key.loan_id)
+    .bind(key.application_date)
+    .bind(principal)
+    .bind(interest)
+    .bind(first_due)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Filters and position of one page of `list`.

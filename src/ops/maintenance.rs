@@ -1,4 +1,5 @@
-//! Periodic upkeep the service does for itself: partitions for the coming months.
+//! Periodic upkeep the service does for itself: partitions for the coming months, and removal
+//! of idempotency keys past their 24 hours.
 
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ pub async fn run(pool: PgPool) {
         ticker.tick().await;
         if let Err(error) = ensure_partitions(&pool).await {
             tracing::warn!(%error, "partition upkeep failed; retrying in an hour");
+        }
+        match crate::idempotency::purge(&pool).await {
+            Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
+            Err(error) => {
+                tracing::warn!(%error, "idempotency key purge failed; retrying in an hour")
+            }
         }
     }
 }

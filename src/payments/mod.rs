@@ -1,4 +1,620 @@
-//! Payments: the money that moves on a loan.
+//! `/v1/payments`: repayments and fees, exactly once, never below zero.
+//!
+//! Branch staff record payments that complete at once; the mobile app starts repayments that
+//! stay PENDING until staff confirm them. Every balance change locks the loan row first.
 
+pub mod ledger;
 pub mod model;
 pub mod repo;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use self::ledger::{Ledger, LedgerError};
+use self::model::{
+    CreatePaymentRequest, Payment, PaymentActionRequest, PaymentCursor, PaymentListQuery,
+    PaymentPage, PaymentStatus, PaymentType,
+};
+use self::repo::{ListFilter, LockedLoan, NewPayment};
+use crate::app::AppState;
+use crate::auth::{Access, Caller, LoanReaders, PaymentMakers, Role, StaffOnly};
+use crate::db::errors::ResultExt;
+use crate::db::{partitions, RequestTx};
+use crate::error::{responses, ApiError, FieldError};
+use crate::extract::{AppPath, AppQuery};
+use crate::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
+use crate::money::annuity_schedule;
+use crate::pagination;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_payment, list_payments))
+        .routes(routes!(get_payment))
+        .routes(routes!(confirm_payment))
+        .routes(routes!(fail_payment))
+        .routes(routes!(reverse_payment))
+}
+
+const PAYMENTS_PATH: &str = "/v1/payments";
+
+/// Record a payment. Staff record branch payments (REPAYMENT or FEE), which complete at once and
+/// may be backdated; a customer starts a REPAYMENT of their own loan, PENDING until staff confirm
+/// it. Requires `Idempotency-Key`: a retry with the same key and body gets the first response
+/// again, byte for byte.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "create_payment",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; retries reuse it")),
+    request_body = CreatePaymentRequest,
+    responses(
+        (status = 201, description = "Recorded", body = Payment, headers(("Location" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn create_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !PaymentMakers::permits(caller.role) {
+        return Err(ApiError::Forbidden);
+    }
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
+    match idempotency::claim(&state, &caller, &key, &fingerprint).await? {
+        Claim::Fresh => {}
+        Claim::Replay(stored) => return Ok(stored.into_response(true)),
+        Claim::InFlight => {
+            return Err(ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed",
+            ))
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "was used for a different request",
+            ))
+        }
+    }
+
+    let mut tx = match RequestTx::<PaymentMakers>::begin(&state, caller.clone(), false).await {
+        Ok(tx) => tx,
+        Err(error) => {
+            idempotency::release(&state, &caller, &key).await;
+            return Err(error);
+        }
+    };
+    match record_payment(&state, &mut tx, value).await {
+        Ok(payment) => {
+            let stored = StoredResponse {
+                status: StatusCode::CREATED.as_u16(),
+                body: serde_json::to_vec(&payment).unwrap_or_default(),
+                location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
+            };
+            idempotency::record(&mut tx, &key, &stored).await?;
+            tx.commit().await?;
+            Ok(stored.into_response(false))
+        }
+        Err(error) if error.status().is_server_error() => {
+            drop(tx);
+            idempotency::release(&state, &caller, &key).await;
+            Err(error)
+        }
+        Err(error) => {
+            drop(tx);
+            let (status, body) = error.render(PAYMENTS_PATH);
+            let stored = StoredResponse {
+                status: status.as_u16(),
+                body,
+                location: None,
+            };
+            idempotency::record_alone(&state, &caller, &key, &stored).await?;
+            Ok(stored.into_response(false))
+        }
+    }
+}
+
+fn check_transaction_id(id: Option<String>) -> Result<String, ApiError> {
+    match id {
+        None => Ok(format!("TXN{}", Uuid::now_v7().simple()).to_uppercase()),
+        Some(id)
+            if (1..=50).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            Ok(id)
+        }
+        Some(_) => Err(ApiError::invalid_field(
+            "transaction_id",
+            "must be 1 to 50 letters, digits, '.', '_' or '-'",
+        )),
+    }
+}
+
+/// The work of `create_payment`, inside its transaction.
+async fn record_payment(
+    state: &AppState,
+    tx: &mut RequestTx<PaymentMakers>,
+    body: serde_json::Value,
+) -> Result<Payment, ApiError> {
+    let request: CreatePaymentRequest =
+        serde_json::from_value(body).map_err(|e| ApiError::Unprocessable {
+            detail: format!("the body does not describe a payment: {e}"),
+            errors: Vec::new(),
+        })?;
+    let role = tx.caller().role;
+    let now = Utc::now();
+    let payment_date = match (request.payment_date, role) {
+        (None, _) => now,
+        (Some(_), Role::Customer) => {
+            return Err(ApiError::invalid_field(
+                "payment_date",
+                "only staff may date a payment",
+            ))
+        }
+        (Some(date), _) => {
+            partitions::check_window("payment_date", date)?;
+            if date > now {
+                return Err(ApiError::invalid_field(
+                    "payment_date",
+                    "must not be in the future",
+                ));
+            }
+            date
+        }
+    };
+    if role == Role::Customer && request.payment_type == PaymentType::Fee {
+        return Err(ApiError::Forbidden);
+    }
+    let transaction_id = check_transaction_id(request.transaction_id.clone())?;
+    let method = request.payment_method.as_deref().map(str::trim);
+    if method.is_some_and(|m| m.is_empty() || m.len() > 30) {
+        return Err(ApiError::invalid_field(
+            "payment_method",
+            "must be 1 to 30 characters",
+        ));
+    }
+    state.partitions.ensure_payments(payment_date).await?;
+    let amount = request.amount.amount();
+    let new = |loan_id, customer_id, status, channel| NewPayment {
+        transaction_id: &transaction_id,
+        loan_id,
+        customer_id,
+        payment_type: request.payment_type.as_str(),
+        amount,
+        payment_method: method,
+        payment_date,
+        status,
+        channel,
+    };
+
+    if role == Role::Customer {
+        // A mobile repayment changes no balance until staff confirm it, so it takes no lock;
+        // the amount is checked now and again, against the balance then, at confirmation.
+        let loan = crate::loans::repo::find(tx, request.loan_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if loan.status != "DISBURSED" {
+            return Err(ApiError::conflict(format!(
+                "a loan that is {} takes no payments",
+                loan.status
+            )));
+        }
+        let outstanding = [loan.principal_outstanding, loan.interest_outstanding]
+            .into_iter()
+            .sum::<Option<Decimal>>()
+            .map(|owed| owed + loan.fees_outstanding);
+        if let Some(owed) = outstanding.filter(|owed| amount > *owed) {
+            return Err(overpayment(owed));
+        }
+        let pending = new(
+            loan.loan_id,
+            loan.customer_id,
+            PaymentStatus::Pending,
+            "MOBILE_APP",
+        );
+        return insert_payment(tx, &pending).await;
+    }
+
+    let loan = repo::lock_loan(tx, request.loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if payment_date < loan.application_date {
+        return Err(ApiError::invalid_field(
+            "payment_date",
+            "must not be before the loan's application",
+        ));
+    }
+    let mut ledger = open_ledger(tx, &loan).await?;
+    let before = ledger.clone();
+    let completed = new(
+        loan.loan_id,
+        loan.customer_id,
+        PaymentStatus::Completed,
+        "BRANCH",
+    );
+    match request.payment_type {
+        PaymentType::Repayment => {
+            let allocations = ledger.allocate(amount).map_err(ledger_error)?;
+            let payment = insert_payment(tx, &completed).await?;
+            repo::insert_allocations(tx, &payment, &allocations).await?;
+            save(tx, &loan, &before, &ledger, amount).await?;
+            Ok(payment)
+        }
+        PaymentType::Fee => {
+            ledger.charge_fee(amount);
+            let payment = insert_payment(tx, &completed).await?;
+            save(tx, &loan, &before, &ledger, Decimal::ZERO).await?;
+            Ok(payment)
+        }
+    }
+}
+
+async fn insert_payment(
+    conn: &mut PgConnection,
+    payment: &NewPayment<'_>,
+) -> Result<Payment, ApiError> {
+    let inserted = repo::insert(conn, payment).await.on_constraint(
+        "payment_directory_transaction_id_key",
+        || ApiError::Conflict {
+            detail: "a payment with this transaction_id exists".into(),
+            errors: vec![FieldError::new("transaction_id", "already used")],
+        },
+    )?;
+    Ok(inserted)
+}
+
+fn overpayment(outstanding: Decimal) -> ApiError {
+    ApiError::Unprocessable {
+        detail: format!("the amount is more than the {outstanding} outstanding on the loan"),
+        errors: vec![FieldError::new("amount", "exceeds the outstanding balance")],
+    }
+}
+
+fn ledger_error(error: LedgerError) -> ApiError {
+    match error {
+        LedgerError::Overpayment { outstanding } => overpayment(outstanding),
+        LedgerError::FeeAlreadyPaid => {
+            ApiError::conflict("repayments have already paid this fee; reverse them first")
+        }
+    }
+}
+
+/// The ledger of a loan that can take payments (DISBURSED, or CLOSED with nothing owed).
+/// Loans disbursed before schedules were stored get theirs written on first use.
+async fn open_ledger(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, ApiError> {
+    let (Some(disbursed), "DISBURSED" | "CLOSED") = (loan.disbursement_date, loan.status.as_str())
+    else {
+        return Err(ApiError::conflict(format!(
+            "a loan that is {} takes no payments",
+            loan.status
+        )));
+    };
+    let mut installments = repo::load_installments(conn, loan.loan_id).await?;
+    if installments.is_empty() {
+        write_schedule(
+            conn,
+            loan.loan_id,
+            loan.customer_id,
+            loan.loan_amount,
+            loan.interest_rate,
+            loan.term_months,
+            disbursed,
+        )
+        .await?;
+        installments = repo::load_installments(conn, loan.loan_id).await?;
+    }
+    Ok(Ledger {
+        fees_outstanding: loan.fees_outstanding,
+        installments,
+    })
+}
+
+/// Writes a disbursed loan's schedule (installments) and returns its first due date and total
+/// interest, for the loan's balance columns.
+pub async fn write_schedule(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    customer_id: Uuid,
+    amount: Decimal,
+    rate: Decimal,
+    term_months: i32,
+    disbursed: DateTime<Utc>,
+) -> Result<(Option<NaiveDate>, Decimal), ApiError> {
+    let months = u32::try_from(term_months)
+        .map_err(|_| ApiError::Internal(format!("loan {loan_id} has term {term_months}")))?;
+    let schedule = annuity_schedule(amount, rate, months, disbursed);
+    repo::insert_installments(conn, loan_id, customer_id, &schedule).await?;
+    Ok((
+        schedule.first().map(|i| i.due_date),
+        schedule.iter().map(|i| i.interest).sum(),
+    ))
+}
+
+/// Writes the ledger back: closes the loan when nothing is left, reopens it when a reversal
+/// brings debt back to a closed loan.
+async fn save(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    before: &Ledger,
+    after: &Ledger,
+    paid: Decimal,
+) -> Result<(), ApiError> {
+    let cleared = after.balances().total().is_zero();
+    let status = match (loan.status.as_str(), cleared) {
+        ("DISBURSED", true) => Some("CLOSED"),
+        ("CLOSED", false) => Some("DISBURSED"),
+        _ => None,
+    };
+    repo::save_ledger(conn, loan, before, after, paid, status).await?;
+    Ok(())
+}
+
+/// One payment. Another customer's payment is 404.
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}",
+    tag = "payments",
+    operation_id = "get_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    responses((status = 200, description = "The payment", body = Payment), responses::Common, responses::NotFound)
+)]
+async fn get_payment(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Payment>, ApiError> {
+    let payment = repo::find(&mut tx, id, false)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+fn start_of_day(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Payments, newest first. A date range reads only the monthly partitions it covers.
+#[utoipa::path(
+    get,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "list_payments",
+    security(("bearer" = [])),
+    params(PaymentListQuery),
+    responses((status = 200, description = "One page", body = PaymentPage), responses::Common)
+)]
+async fn list_payments(
+    mut tx: RequestTx<LoanReaders>,
+    AppQuery(query): AppQuery<PaymentListQuery>,
+) -> Result<Json<PaymentPage>, ApiError> {
+    let limit = pagination::limit(query.limit)?;
+    if let (Some(from), Some(to)) = (query.from, query.to) {
+        if from > to {
+            return Err(ApiError::BadRequest("from must not be after to".into()));
+        }
+    }
+    if let Some(kind) = &query.payment_type {
+        if !["DISBURSEMENT", "REPAYMENT", "FEE"].contains(&kind.as_str()) {
+            return Err(ApiError::BadRequest(
+                "payment_type must be DISBURSEMENT, REPAYMENT or FEE".into(),
+            ));
+        }
+    }
+    let filter = ListFilter {
+        loan_id: query.loan_id,
+        customer_id: query.customer_id,
+        status: query.status,
+        payment_type: query.payment_type.as_deref(),
+        from: query.from.map(start_of_day),
+        before: query.to.and_then(|d| d.succ_opt()).map(start_of_day),
+        after: query
+            .cursor
+            .as_deref()
+            .map(pagination::decode)
+            .transpose()?,
+        fetch: limit + 1,
+    };
+    let rows = repo::list(&mut tx, &filter).await?;
+    tx.commit().await?;
+    let (data, next_cursor) = pagination::paginate(rows, limit, |p| {
+        pagination::encode(&PaymentCursor {
+            at: p.payment_date,
+            id: p.payment_id,
+        })
+    });
+    Ok(Json(PaymentPage { data, next_cursor }))
+}
+
+/// A payment and its loan, locked in that order (the order every balance change uses).
+async fn lock_payment(
+    tx: &mut RequestTx<StaffOnly>,
+    id: Uuid,
+) -> Result<(Payment, LockedLoan), ApiError> {
+    let unlocked = repo::find(tx, id, false).await?.ok_or(ApiError::NotFound)?;
+    let loan = repo::lock_loan(tx, unlocked.loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let payment = repo::find(tx, id, true).await?.ok_or(ApiError::NotFound)?;
+    Ok((payment, loan))
+}
+
+/// The optional `{"reason": …}` body of fail and reverse: an empty body is no reason.
+fn reason(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ));
+    }
+    let request: PaymentActionRequest = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable {
+                detail: format!("the body is not a reason: {e}"),
+                errors: Vec::new(),
+            }
+        } else {
+            ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
+        }
+    })?;
+    match request.reason.map(|r| r.trim().to_owned()) {
+        Some(r) if r.chars().count() > 500 => Err(ApiError::invalid_field(
+            "reason",
+            "must be at most 500 characters",
+        )),
+        Some(r) if r.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+fn illegal(verb: &str, payment: &Payment) -> ApiError {
+    ApiError::conflict(format!(
+        "cannot {verb} a {} payment that is {}",
+        payment.payment_type, payment.status
+    ))
+}
+
+/// Confirm a PENDING payment (staff): a repayment is applied to the loan now, and refused (422)
+/// if it is more than is owed by then.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/confirm",
+    tag = "payments",
+    operation_id = "confirm_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    responses(
+        (status = 200, description = "Completed", body = Payment),
+        responses::Common, responses::NotFound, responses::Conflict, responses::Unprocessable
+    )
+)]
+async fn confirm_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Payment>, ApiError> {
+    let (payment, loan) = lock_payment(&mut tx, id).await?;
+    if payment.status != PaymentStatus::Pending.as_str() {
+        return Err(illegal("confirm", &payment));
+    }
+    let mut ledger = open_ledger(&mut tx, &loan).await?;
+    let before = ledger.clone();
+    let allocations = ledger.allocate(payment.amount).map_err(ledger_error)?;
+    let payment = repo::set_status(&mut tx, &payment, PaymentStatus::Completed, None).await?;
+    repo::insert_allocations(&mut tx, &payment, &allocations).await?;
+    save(&mut tx, &loan, &before, &ledger, payment.amount).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+/// Mark a PENDING payment failed (staff): the money never arrived.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/fail",
+    tag = "payments",
+    operation_id = "fail_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    request_body(content = Option<PaymentActionRequest>),
+    responses(
+        (status = 200, description = "Failed", body = Payment),
+        responses::Common, responses::NotFound, responses::Conflict
+    )
+)]
+async fn fail_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Payment>, ApiError> {
+    let reason = reason(&headers, &body)?;
+    let (payment, _loan) = lock_payment(&mut tx, id).await?;
+    if payment.status != PaymentStatus::Pending.as_str() {
+        return Err(illegal("fail", &payment));
+    }
+    let payment =
+        repo::set_status(&mut tx, &payment, PaymentStatus::Failed, reason.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+/// Reverse a COMPLETED repayment or fee (staff): exactly what it did to the loan is undone,
+/// reopening a loan it had closed. Reversing twice is 409.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/reverse",
+    tag = "payments",
+    operation_id = "reverse_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    request_body(content = Option<PaymentActionRequest>),
+    responses(
+        (status = 200, description = "Reversed", body = Payment),
+        responses::Common, responses::NotFound, responses::Conflict
+    )
+)]
+async fn reverse_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Payment>, ApiError> {
+    let reason = reason(&headers, &body)?;
+    let (payment, loan) = lock_payment(&mut tx, id).await?;
+    if payment.status != PaymentStatus::Completed.as_str() || payment.payment_type == "DISBURSEMENT"
+    {
+        return Err(illegal("reverse", &payment));
+    }
+    let mut ledger = open_ledger(&mut tx, &loan).await?;
+    let before = ledger.clone();
+    let paid = if payment.payment_type == "FEE" {
+        ledger.reverse_fee(payment.amount).map_err(ledger_error)?;
+        Decimal::ZERO
+    } else {
+        let allocations = repo::reverse_allocations(&mut tx, payment.payment_id).await?;
+        ledger.reverse(&allocations);
+        -payment.amount
+    };
+    let payment = repo::set_status(
+        &mut tx,
+        &payment,
+        PaymentStatus::Reversed,
+        reason.as_deref(),
+    )
+    .await?;
+    save(&mut tx, &loan, &before, &ledger, paid).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}

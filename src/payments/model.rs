@@ -1,10 +1,67 @@
-//! Payment types shared by the loan and payment routes.
+//! Payment request and response types.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+use crate::money::Money;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Pending,
+    Completed,
+    Failed,
+    Reversed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Reversed => "REVERSED",
+        }
+    }
+}
+
+/// What a payment does: REPAYMENT pays the loan down; FEE charges a fee (late fee, processing
+/// fee) that later repayments pay first. DISBURSEMENT is written by the loan's disbursal only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentType {
+    Repayment,
+    Fee,
+}
+
+impl PaymentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Repayment => "REPAYMENT",
+            Self::Fee => "FEE",
+        }
+    }
+}
+
+/// `POST /v1/payments`. Requires an `Idempotency-Key` header.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"loan_id": "01936f0e-1f6a-7b7c-9d2e-3f4a5b6c7d8e", "payment_type": "REPAYMENT",
+                          "amount": "2500000.00", "payment_method": "CASH"}))]
+pub struct CreatePaymentRequest {
+    pub loan_id: Uuid,
+    pub payment_type: PaymentType,
+    pub amount: Money,
+    /// CASH, BANK_TRANSFER, CARD, E_WALLET.
+    pub payment_method: Option<String>,
+    /// Staff only: when the money moved (backdating a branch payment). Defaults to now.
+    pub payment_date: Option<DateTime<Utc>>,
+    /// Your reference; unique across all payments. Generated when absent.
+    pub transaction_id: Option<String>,
+}
 
 /// A money movement on a loan.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -24,10 +81,51 @@ pub struct Payment {
     pub status: String,
     /// MOBILE_APP, BRANCH, BANK_TRANSFER or SYSTEM.
     pub channel: Option<String>,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub status_changed_by: Option<String>,
+    pub status_reason: Option<String>,
+    pub created_by: String,
     pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentList {
     pub data: Vec<Payment>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentPage {
+    pub data: Vec<Payment>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/payments`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentListQuery {
+    pub loan_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
+    pub status: Option<PaymentStatus>,
+    /// DISBURSEMENT, REPAYMENT or FEE.
+    pub payment_type: Option<String>,
+    /// Paid on or after this day (UTC).
+    pub from: Option<NaiveDate>,
+    /// Paid on or before this day (UTC).
+    pub to: Option<NaiveDate>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// `POST /v1/payments/{id}/fail|reverse`: an optional reason.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentActionRequest {
+    pub reason: Option<String>,
+}
+
+/// Position in the newest-first payment listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PaymentCursor {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
 }

@@ -62,16 +62,28 @@ async fn with_customer_a_set_customer_b_cannot_be_selected_or_updated_in_sql() {
             .await
             .unwrap();
     assert_eq!(b_rows, 0);
-    let updated = sqlx::query("UPDATE core.loans SET term_months = 6 WHERE loan_id = $1")
-        .bind(loan_b)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let updated = sqlx::query(
+        "UPDATE core.loans SET status = 'CANCELLED', cancelled_at = now() WHERE loan_id = $1",
+    )
+    .bind(loan_b)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     assert_eq!(
         updated.rows_affected(),
         0,
         "B's loan is invisible to the update"
     );
+    tx.rollback().await.unwrap();
+
+    // Beyond withdrawing an application, a customer changes no loan column at all.
+    let mut tx = as_customer(&app, Some(a)).await;
+    let terms = sqlx::query("UPDATE core.loans SET term_months = 6 WHERE loan_id = $1")
+        .bind(loan_b)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sql_state(&terms), "42501");
     tx.rollback().await.unwrap();
 
     // Writing a row for B is refused by the policy's WITH CHECK.
