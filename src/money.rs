@@ -72,18 +72,39 @@ pub fn cents(value: Decimal) -> Decimal {
     rounded
 }
 
+/// Serialises an amount as a string with exactly two decimals (PostgreSQL hands back a zero
+/// `numeric(15,2)` without its scale).
+pub fn as_cents<S: serde::Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&cents(*value))
+}
+
+/// [`as_cents`] for an optional amount.
+pub fn as_optional_cents<S: serde::Serializer>(
+    value: &Option<Decimal>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serializer.collect_str(&cents(*v)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// One monthly installment of an annuity schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Installment {
     pub number: u32,
     pub due_date: NaiveDate,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub principal: Decimal,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub interest: Decimal,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub total: Decimal,
     /// Principal still owed after this installment.
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub remaining_balance: Decimal,
 }

@@ -32,6 +32,7 @@ pub struct Portfolio {
     pub total_loans: i64,
     /// Money actually lent: disbursed, closed and defaulted loans (the guide also counted
     /// applications that were never paid out).
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub total_borrowed: Decimal,
     /// Mean annual rate over the customer's loans; null without loans.
@@ -81,6 +82,7 @@ pub struct HighRiskLoan {
     pub loan_number: String,
     pub customer_id: Uuid,
     pub customer_code: String,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub loan_amount: Decimal,
     #[schema(value_type = String)]

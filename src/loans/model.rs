@@ -168,6 +168,7 @@ pub struct Loan {
     pub customer_id: Uuid,
     pub product_code: String,
     pub product_type: String,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String, example = "50000000.00")]
     pub loan_amount: Decimal,
     /// Annual, as a fraction: "0.1250" is 12.5%.
@@ -192,14 +193,18 @@ pub struct Loan {
     #[schema(value_type = Option<Object>)]
     pub risk_assessment: Option<sqlx::types::JsonValue>,
     /// Principal still owed; null until disbursed.
+    #[serde(serialize_with = "crate::money::as_optional_cents")]
     #[schema(value_type = Option<String>)]
     pub principal_outstanding: Option<Decimal>,
     /// Scheduled interest not yet paid; null until disbursed.
+    #[serde(serialize_with = "crate::money::as_optional_cents")]
     #[schema(value_type = Option<String>)]
     pub interest_outstanding: Option<Decimal>,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub fees_outstanding: Decimal,
     /// Completed repayments, net of reversals.
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub total_paid: Decimal,
     /// Due date of the first installment not fully paid.
@@ -222,6 +227,7 @@ pub struct LoanPage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoanSchedule {
     pub loan_id: Uuid,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub loan_amount: Decimal,
     #[schema(value_type = String)]
@@ -229,6 +235,7 @@ pub struct LoanSchedule {
     pub term_months: i32,
     /// True until the loan is disbursed: due dates then count from today.
     pub projected: bool,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String)]
     pub total_interest: Decimal,
     pub installments: Vec<Installment>,

@@ -72,6 +72,7 @@ pub struct Payment {
     pub customer_id: Uuid,
     /// DISBURSEMENT, REPAYMENT or FEE.
     pub payment_type: String,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String, example = "2500000.00")]
     pub amount: Decimal,
     pub payment_method: Option<String>,

@@ -15,8 +15,10 @@ pub struct Product {
     pub name: String,
     /// PERSONAL_LOAN, BUSINESS_LOAN, …
     pub product_type: String,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String, example = "5000000.00")]
     pub min_amount: Decimal,
+    #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String, example = "500000000.00")]
     pub max_amount: Decimal,
     pub min_term_months: i32,

@@ -11,4 +11,5 @@ mod loans;
 mod openapi;
 mod ops;
 mod partitions;
+mod payments;
 mod rls;
