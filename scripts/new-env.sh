@@ -9,6 +9,7 @@ sed -e "s|^DATABASE_URL=.*|DATABASE_URL=postgres://lakehouse_owner:${owner}@loca
     -e "s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=${owner}|" \
     -e "s|^APP_DB_PASSWORD=.*|APP_DB_PASSWORD=$(rand 24 | tr '+/' '-_')|" \
     -e "s|^JWT_SECRET=.*|JWT_SECRET=$(rand 48)|" \
+    -e "s|^TRINO_DB_PASSWORD=.*|TRINO_DB_PASSWORD=$(rand 24 | tr '+/' '-_')|" \
     -e "s|^PII_ENCRYPTION_KEY=.*|PII_ENCRYPTION_KEY=$(rand 32)|" \
     -e "s|^PII_HASH_KEY=.*|PII_HASH_KEY=$(rand 32)|" \
     .env.example > .env

@@ -29,7 +29,10 @@ use crate::db::partitions::Partitions;
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
-use crate::{analytics, customers, db, events, loans, openapi, ops, payments, products, retry};
+use crate::{
+    analytics, customers, db, events, imports, loans, metadata, openapi, ops, payments, products,
+    retry,
+};
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -43,6 +46,10 @@ pub struct AppState {
     pub partitions: Arc<Partitions>,
     /// The LISTEN connection behind the event stream.
     pub events: Arc<EventHub>,
+    /// statement_timeout of job transactions (metrics, risk, imports).
+    pub job_statement_timeout: Duration,
+    /// The largest import body.
+    pub import_limit_bytes: usize,
 }
 
 impl AppState {
@@ -61,7 +68,20 @@ impl AppState {
             statement_timeout,
             partitions: Arc::new(Partitions::new(maintenance)),
             events: EventHub::new(connect),
+            job_statement_timeout: Duration::from_secs(300),
+            import_limit_bytes: 256 * 1024 * 1024,
         }
+    }
+
+    /// Job limits other than the defaults (300 s, 256 MiB).
+    pub fn with_job_limits(
+        mut self,
+        statement_timeout: Duration,
+        import_limit_bytes: usize,
+    ) -> Self {
+        self.job_statement_timeout = statement_timeout;
+        self.import_limit_bytes = import_limit_bytes;
+        self
     }
 }
 
@@ -70,6 +90,18 @@ impl AppState {
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// For job routes (metrics, risk, imports).
+    pub job_timeout: Duration,
+}
+
+impl HttpLimits {
+    pub fn new(body_limit_bytes: usize, request_timeout: Duration) -> Self {
+        Self {
+            body_limit_bytes,
+            request_timeout,
+            job_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -83,21 +115,44 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(payments::router())
         .merge(analytics::router())
         .merge(events::router())
+        .merge(imports::router())
+        .merge(metadata::router())
         .merge(ops::router())
+}
+
+/// Routes that run batch jobs: they stream large bodies or work for minutes, so they are not
+/// buffered for retries and get the job timeout instead of the request timeout.
+pub fn job_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(analytics::jobs::runs())
+        .merge(imports::upload_router())
 }
 
 /// The OpenAPI document for every route; what `/openapi.json` serves and `openapi/openapi.json`
 /// holds.
 pub fn openapi_document() -> OpenApi {
-    api_routes().split_for_parts().1
+    let mut spec = api_routes().split_for_parts().1;
+    spec.merge(job_routes().split_for_parts().1);
+    spec
 }
 
 /// The complete application: routes, Swagger UI, and the middleware stack.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let (api, spec) = api_routes().split_for_parts();
-    let spec_json: Arc<str> = openapi::to_json(&spec).into();
+    let (api, _) = api_routes().split_for_parts();
+    let (jobs, _) = job_routes().split_for_parts();
+    let spec_json: Arc<str> = openapi::to_json(&openapi_document()).into();
 
-    api.layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
+    let api = api
+        .layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            limits.request_timeout,
+        ));
+    let jobs = jobs.layer(TimeoutLayer::with_status_code(
+        StatusCode::GATEWAY_TIMEOUT,
+        limits.job_timeout,
+    ));
+    api.merge(jobs)
         .route(
             "/openapi.json",
             axum::routing::get(move || serve_spec(spec_json.clone())),
@@ -110,10 +165,6 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            limits.request_timeout,
-        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
@@ -216,9 +267,11 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         config.pool.statement_timeout,
     );
     let events = state.events.clone();
+    let state = state.with_job_limits(config.http.job_timeout, config.http.import_limit_bytes);
     let limits = HttpLimits {
         body_limit_bytes: config.http.body_limit_bytes,
         request_timeout: config.http.request_timeout,
+        job_timeout: config.http.job_timeout,
     };
     let maintenance = tokio::spawn(ops::maintenance::run(pool.clone()));
     let listener = TcpListener::bind(config.http.listen_addr).await?;

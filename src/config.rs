@@ -247,6 +247,9 @@ pub struct HttpConfig {
     pub listen_addr: SocketAddr,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// Timeout of job routes (metrics, risk indicators, imports), and their statement_timeout.
+    pub job_timeout: Duration,
+    pub import_limit_bytes: usize,
     pub log_format: LogFormat,
 }
 
@@ -270,6 +273,13 @@ impl HttpConfig {
             )?,
             request_timeout: millis(src, "REQUEST_TIMEOUT_MS", 10_000)?,
             body_limit_bytes: parsed(src, "BODY_LIMIT_BYTES", 1_048_576usize, "a byte count")?,
+            job_timeout: millis(src, "JOB_TIMEOUT_MS", 300_000)?,
+            import_limit_bytes: parsed(
+                src,
+                "IMPORT_BODY_LIMIT_BYTES",
+                268_435_456usize,
+                "a byte count",
+            )?,
             log_format,
         })
     }

@@ -57,6 +57,11 @@ enum Command {
         #[arg(long)]
         sub: Option<String>,
     },
+    /// Run a batch job as the owner: `metrics [--date D]` or `risk`.
+    Jobs {
+        #[command(subcommand)]
+        job: Job,
+    },
     /// Write the OpenAPI document (default: openapi/openapi.json).
     Openapi {
         #[arg(long, default_value = "openapi/openapi.json")]
@@ -65,6 +70,17 @@ enum Command {
     /// Everything for a first look: a throwaway PostgreSQL (unless DATABASE_URL is set),
     /// migrations, lab data, a token per role, and the server with Swagger UI.
     Dev,
+}
+
+#[derive(Subcommand)]
+enum Job {
+    /// Refresh analytics.customer_metrics for a day (default today, UTC).
+    Metrics {
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// Recompute analytics.risk_indicators.
+    Risk,
 }
 
 #[tokio::main]
@@ -96,6 +112,7 @@ async fn main() -> ExitCode {
             ttl,
             sub,
         } => token(&role, customer_id, &ttl, sub).map(|t| println!("{t}")),
+        Command::Jobs { job } => run_job(&Environment, job).await,
         Command::Openapi { output } => write_openapi(&output),
         Command::Dev => dev().await,
     };
@@ -118,7 +135,10 @@ async fn serve(src: &dyn Source) -> CliResult {
 async fn migrate(src: &dyn Source) -> CliResult {
     let owner = OwnerDb::from_source(src)?;
     let login = config::AppDbLogin::from_source(src)?;
-    db::migrate(&owner.connect, Some(&login.password)).await?;
+    let trino = src
+        .get("TRINO_DB_PASSWORD")
+        .map(|p| config::Secret::new(p.into_bytes()));
+    db::migrate_with_logins(&owner.connect, Some(&login.password), trino.as_ref()).await?;
     eprintln!("migrations applied");
     Ok(())
 }
@@ -137,6 +157,26 @@ async fn seed_data(src: &dyn Source, volume: Option<seed::Volume>) -> CliResult<
     let id = seed::customer_id(&mut conn, "CUST001").await?;
     conn.close().await?;
     Ok(id)
+}
+
+async fn run_job(src: &dyn Source, job: Job) -> CliResult {
+    let owner = OwnerDb::from_source(src)?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(owner.connect)
+        .await?;
+    let session = lakehouse_api::jobs::Session::Owner(pool.clone());
+    let run = match job {
+        Job::Metrics { date } => {
+            let day = date.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            lakehouse_api::jobs::metrics::refresh(&session, day).await
+        }
+        Job::Risk => lakehouse_api::jobs::risk::refresh(&session).await,
+    };
+    pool.close().await;
+    let run = run.map_err(|e| format!("job failed: {e:?}"))?;
+    println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(())
 }
 
 fn token(

@@ -1,4 +1,7 @@
-//! Read-only views over the core for staff and analysts: the seed guide's Lab 3 queries.
+//! Read-only views over the core for staff and analysts (the seed guide's Lab 3 queries), and
+//! the analytics jobs.
+
+pub mod jobs;
 
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -20,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_portfolio))
         .routes(routes!(list_high_risk_loans))
+        .merge(jobs::reads())
 }
 
 /// A customer's borrowing at a glance (Lab 3, step 1).

@@ -178,6 +178,14 @@ access!(
     PaymentMakers: Customer | Staff | Admin
 );
 access!(
+    /// Analytics jobs and job metadata: analysts and administrators.
+    Analysts: Analyst | Admin
+);
+access!(
+    /// Customer imports: the ETL pipeline.
+    EtlOnly: Etl
+);
+access!(
     /// Portfolio and risk views: staff, analysts, administrators.
     RiskViewers: Staff | Analyst | Admin
 );

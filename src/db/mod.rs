@@ -39,13 +39,27 @@ pub fn connect_pool(config: &PoolConfig) -> PgPool {
 /// Applies pending migrations as the owner, gives the authenticator its login password, and
 /// creates the partitions the near future needs.
 pub async fn migrate(owner: &PgConnectOptions, app_password: Option<&Secret>) -> CliResult {
+    migrate_with_logins(owner, app_password, None).await
+}
+
+/// [`migrate`], also giving Trino's read-only role a login when `trino_password` is set.
+pub async fn migrate_with_logins(
+    owner: &PgConnectOptions,
+    app_password: Option<&Secret>,
+    trino_password: Option<&Secret>,
+) -> CliResult {
     let mut conn = PgConnection::connect_with(owner).await?;
     MIGRATOR.run(&mut conn).await?;
-    if let Some(password) = app_password {
-        let verifier = scram::verifier(password.expose());
-        // A SCRAM verifier, not the password, goes into the statement (and so into any log).
-        let statement = format!("ALTER ROLE {AUTHENTICATOR_ROLE} WITH LOGIN PASSWORD '{verifier}'");
-        sqlx::raw_sql(&statement).execute(&mut conn).await?;
+    for (role, password) in [
+        (AUTHENTICATOR_ROLE, app_password),
+        ("lakehouse_trino", trino_password),
+    ] {
+        if let Some(password) = password {
+            let verifier = scram::verifier(password.expose());
+            // A SCRAM verifier, not the password, goes into the statement (and so any log).
+            let statement = format!("ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}'");
+            sqlx::raw_sql(&statement).execute(&mut conn).await?;
+        }
     }
     ensure_partitions(&mut conn).await?;
     conn.close().await?;

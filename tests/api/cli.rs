@@ -293,3 +293,28 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
         .await;
     assert!(partitions >= 9, "{partitions}");
 }
+
+#[tokio::test]
+async fn jobs_run_from_the_command_line_as_the_owner() {
+    let app = TestApp::spawn().await;
+    app.customer_id("CUST990", "990990990").await;
+    for job in [
+        &["jobs", "metrics", "--date", "2026-01-15"][..],
+        &["jobs", "risk"][..],
+    ] {
+        let (ok, stdout, stderr) = run(command().args(job).env("DATABASE_URL", &app.owner_url));
+        assert!(ok, "{stderr}");
+        let run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.job_execution WHERE status = 'SUCCEEDED'")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.data_lineage")
+            .await,
+        2
+    );
+}

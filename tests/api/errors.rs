@@ -137,10 +137,7 @@ fn router_with_pool(app: &TestApp, connect: PgConnectOptions, size: u32) -> (axu
         app.cipher.clone(),
         Duration::from_secs(5),
     );
-    let limits = HttpLimits {
-        body_limit_bytes: 65536,
-        request_timeout: Duration::from_secs(5),
-    };
+    let limits = HttpLimits::new(65536, Duration::from_secs(5));
     (app::router(state, limits), pool)
 }
 

@@ -200,10 +200,7 @@ impl TestApp {
         );
         let router = app::router(
             state,
-            HttpLimits {
-                body_limit_bytes: options.body_limit_bytes,
-                request_timeout: options.request_timeout,
-            },
+            HttpLimits::new(options.body_limit_bytes, options.request_timeout),
         );
         let owner_url = database_url(&server.admin_url, &database);
         Self {

@@ -7,6 +7,7 @@ mod docs;
 mod errors;
 mod events;
 mod helpers;
+mod lakehouse;
 mod loans;
 mod openapi;
 mod ops;

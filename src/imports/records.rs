@@ -1,0 +1,196 @@
+//! Splits a streamed body into JSON records without holding the body: NDJSON (one value per
+//! line) or a JSON array (`[ {...}, {...} ]`). Bytes are fed as they arrive; complete records
+//! come out; only the current partial record is buffered.
+
+/// The two accepted shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    NdJson,
+    JsonArray,
+}
+
+/// One record's bytes, with its 1-based position in the body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    pub number: i32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct SplitError(pub String);
+
+/// A byte-level scanner that tracks strings, escapes and nesting, so commas and newlines inside
+/// values never split a record.
+#[derive(Debug)]
+pub struct Splitter {
+    format: Format,
+    current: Vec<u8>,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// JSON array: whether the opening `[` was seen, and the closing `]`.
+    opened: bool,
+    closed: bool,
+    count: i32,
+    max_record_bytes: usize,
+}
+
+impl Splitter {
+    pub fn new(format: Format, max_record_bytes: usize) -> Self {
+        Self {
+            format,
+            current: Vec::new(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            opened: false,
+            closed: false,
+            count: 0,
+            max_record_bytes,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<RawRecord>) {
+        let trimmed = self.current.trim_ascii();
+        if !trimmed.is_empty() {
+            self.count += 1;
+            out.push(RawRecord {
+                number: self.count,
+                bytes: trimmed.to_vec(),
+            });
+        }
+        self.current.clear();
+    }
+
+    /// Feeds bytes; returns the records they completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<RawRecord>, SplitError> {
+        let mut out = Vec::new();
+        for &b in chunk {
+            if self.closed {
+                if !b.is_ascii_whitespace() {
+                    return Err(SplitError("content after the closing ']'".into()));
+                }
+                continue;
+            }
+            if self.format == Format::JsonArray && !self.opened {
+                match b {
+                    b'[' => self.opened = true,
+                    b if b.is_ascii_whitespace() => {}
+                    _ => return Err(SplitError("a JSON array must start with '['".into())),
+                }
+                continue;
+            }
+            // NDJSON: a newline always ends a record (a raw newline cannot be inside a JSON
+            // value), so one broken record never swallows the next.
+            if self.format == Format::NdJson && b == b'\n' {
+                self.emit(&mut out);
+                self.depth = 0;
+                self.in_string = false;
+                self.escaped = false;
+                continue;
+            }
+            if self.in_string {
+                self.current.push(b);
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+            } else {
+                match (self.format, b, self.depth) {
+                    (Format::JsonArray, b',', 0) => self.emit(&mut out),
+                    (Format::JsonArray, b']', 0) => {
+                        self.emit(&mut out);
+                        self.closed = true;
+                    }
+                    _ => {
+                        match b {
+                            b'"' => self.in_string = true,
+                            b'{' | b'[' => self.depth += 1,
+                            b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                            _ => {}
+                        }
+                        self.current.push(b);
+                    }
+                }
+            }
+            if self.current.len() > self.max_record_bytes {
+                return Err(SplitError(format!(
+                    "record {} is longer than {} bytes",
+                    self.count + 1,
+                    self.max_record_bytes
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends the body; returns the last record, if the body did not end with a separator.
+    pub fn finish(mut self) -> Result<Vec<RawRecord>, SplitError> {
+        if self.format == Format::JsonArray && (!self.opened || !self.closed) {
+            return Err(SplitError("the JSON array is not closed with ']'".into()));
+        }
+        let mut out = Vec::new();
+        self.emit(&mut out);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(format: Format, body: &str, chunk: usize) -> Result<Vec<String>, SplitError> {
+        let mut s = Splitter::new(format, 1 << 20);
+        let mut out = Vec::new();
+        for piece in body.as_bytes().chunks(chunk) {
+            out.extend(s.feed(piece)?);
+        }
+        out.extend(s.finish()?);
+        Ok(out
+            .into_iter()
+            .map(|r| String::from_utf8(r.bytes).unwrap())
+            .collect())
+    }
+
+    #[test]
+    fn ndjson_splits_on_lines_whatever_the_chunking() {
+        let body = "{\"a\":\"x\\ny\"}\n\n{\"b\":[1,\n{\"c\":1}";
+        for chunk in [1, 3, 100] {
+            assert_eq!(
+                split(Format::NdJson, body, chunk).unwrap(),
+                ["{\"a\":\"x\\ny\"}", "{\"b\":[1,", "{\"c\":1}"],
+                "a broken record ends at its line"
+            );
+        }
+    }
+
+    #[test]
+    fn arrays_split_on_top_level_commas_only() {
+        let body = " [ {\"a\":\"1,]\"}, {\"b\":{\"c\":[1,2]}} ,{\"d\":\"\\\"\"} ] ";
+        for chunk in [1, 7, 100] {
+            assert_eq!(
+                split(Format::JsonArray, body, chunk).unwrap(),
+                [
+                    "{\"a\":\"1,]\"}",
+                    "{\"b\":{\"c\":[1,2]}}",
+                    "{\"d\":\"\\\"\"}"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn broken_arrays_are_refused() {
+        assert!(split(Format::JsonArray, "{\"a\":1}", 10).is_err());
+        assert!(split(Format::JsonArray, "[{\"a\":1}", 10).is_err());
+        assert!(split(Format::JsonArray, "[{\"a\":1}] x", 10).is_err());
+    }
+
+    #[test]
+    fn an_overlong_record_is_refused() {
+        let mut s = Splitter::new(Format::NdJson, 8);
+        assert!(s.feed(b"{\"a\":\"0123456789\"}").is_err());
+    }
+}
