@@ -4,14 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{BoxError, Router};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -92,6 +96,8 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// For job routes (metrics, risk, imports).
     pub job_timeout: Duration,
+    /// Requests served at once; beyond it, 503 with Retry-After at once rather than a queue.
+    pub max_concurrent_requests: usize,
 }
 
 impl HttpLimits {
@@ -100,6 +106,7 @@ impl HttpLimits {
             body_limit_bytes,
             request_timeout,
             job_timeout: Duration::from_secs(300),
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -117,7 +124,6 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(imports::router())
         .merge(metadata::router())
-        .merge(ops::router())
 }
 
 /// Routes that run batch jobs: they stream large bodies or work for minutes, so they are not
@@ -133,6 +139,7 @@ pub fn job_routes() -> OpenApiRouter<AppState> {
 pub fn openapi_document() -> OpenApi {
     let mut spec = api_routes().split_for_parts().1;
     spec.merge(job_routes().split_for_parts().1);
+    spec.merge(ops::router().split_for_parts().1);
     spec
 }
 
@@ -140,6 +147,9 @@ pub fn openapi_document() -> OpenApi {
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let (jobs, _) = job_routes().split_for_parts();
+    // Health probes and metrics stay outside the concurrency limit: an overloaded instance is
+    // alive, and saying so is cheap.
+    let (ops, _) = ops::router().split_for_parts();
     let spec_json: Arc<str> = openapi::to_json(&openapi_document()).into();
 
     let api = api
@@ -152,7 +162,19 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         StatusCode::GATEWAY_TIMEOUT,
         limits.job_timeout,
     ));
+    let overload = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            ApiError::Unavailable {
+                retry_after_secs: 1,
+            }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(ConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests.max(1),
+        ));
     api.merge(jobs)
+        .layer(overload)
+        .merge(ops)
         .route(
             "/openapi.json",
             axum::routing::get(move || serve_spec(spec_json.clone())),
@@ -163,6 +185,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             ),
         )
         .fallback(|| async { ApiError::NotFound })
+        .route_layer(middleware::from_fn(crate::ops::metrics::track))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(CatchPanicLayer::custom(|_| {
@@ -272,6 +295,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         body_limit_bytes: config.http.body_limit_bytes,
         request_timeout: config.http.request_timeout,
         job_timeout: config.http.job_timeout,
+        max_concurrent_requests: config.http.max_concurrent_requests,
     };
     let maintenance = tokio::spawn(ops::maintenance::run(pool.clone()));
     let listener = TcpListener::bind(config.http.listen_addr).await?;

@@ -250,6 +250,7 @@ pub struct HttpConfig {
     /// Timeout of job routes (metrics, risk indicators, imports), and their statement_timeout.
     pub job_timeout: Duration,
     pub import_limit_bytes: usize,
+    pub max_concurrent_requests: usize,
     pub log_format: LogFormat,
 }
 
@@ -279,6 +280,12 @@ impl HttpConfig {
                 "IMPORT_BODY_LIMIT_BYTES",
                 268_435_456usize,
                 "a byte count",
+            )?,
+            max_concurrent_requests: parsed(
+                src,
+                "MAX_CONCURRENT_REQUESTS",
+                256usize,
+                "a number of requests",
             )?,
             log_format,
         })

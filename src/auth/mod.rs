@@ -182,6 +182,10 @@ access!(
     Analysts: Analyst | Admin
 );
 access!(
+    /// Operations: administrators.
+    AdminOnly: Admin
+);
+access!(
     /// Customer imports: the ETL pipeline.
     EtlOnly: Etl
 );

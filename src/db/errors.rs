@@ -4,8 +4,20 @@ use sqlx::postgres::PgDatabaseError;
 
 use crate::error::{ApiError, FieldError};
 
-/// Maps any sqlx error to the API error a client should see.
+/// Maps any sqlx error to the API error a client should see, counting it by class.
 pub fn classify(error: sqlx::Error) -> ApiError {
+    let class = match &error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .map(|c| format!("sqlstate_{}", &c[..c.len().min(2)]))
+            .unwrap_or_else(|| "database".into()),
+        sqlx::Error::PoolTimedOut => "pool_timeout".into(),
+        sqlx::Error::PoolClosed => "pool_closed".into(),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "connection".into(),
+        sqlx::Error::RowNotFound => "row_not_found".into(),
+        _ => "other".into(),
+    };
+    crate::ops::metrics::database_error(&class);
     match error {
         sqlx::Error::RowNotFound => ApiError::NotFound,
         sqlx::Error::PoolTimedOut => ApiError::Unavailable {

@@ -35,7 +35,11 @@ impl<A: Access> RequestTx<A> {
             return Err(ApiError::Forbidden);
         }
         let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
-        let tx = state.pool.begin_with(begin).await?;
+        let waiting = metrics::gauge!("db_pool_acquire_waiting");
+        waiting.increment(1.0);
+        let tx = state.pool.begin_with(begin).await;
+        waiting.decrement(1.0);
+        let tx = tx?;
         Ok(Self {
             caller,
             tx,
@@ -118,7 +122,11 @@ impl<A: Access> FromRequestParts<AppState> for RequestTx<A> {
         // Reads run READ ONLY: a bug cannot write through a GET, and PostgreSQL can skip work.
         let read_only = matches!(parts.method, Method::GET | Method::HEAD);
         let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
-        let tx = state.pool.begin_with(begin).await?;
+        let waiting = metrics::gauge!("db_pool_acquire_waiting");
+        waiting.increment(1.0);
+        let tx = state.pool.begin_with(begin).await;
+        waiting.decrement(1.0);
+        let tx = tx?;
         Ok(Self {
             caller,
             tx,

@@ -1,6 +1,8 @@
 //! Health probes and background upkeep.
 
+pub mod admin;
 pub mod maintenance;
+pub mod metrics;
 
 use axum::extract::State;
 use axum::Json;
@@ -17,6 +19,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
+        .routes(routes!(prometheus))
+        .routes(routes!(admin::get_database_health))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,4 +60,18 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> 
             retry_after_secs: 5,
         })
     }
+}
+
+/// Prometheus metrics: `http_requests_total` and `http_request_duration_seconds` by route
+/// template, method and status; `http_requests_in_flight`; `db_pool_connections`, `db_pool_idle`,
+/// `db_pool_in_use`, `db_pool_acquire_waiting`; `db_errors_total` by class.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+async fn prometheus(state: State<AppState>) -> axum::response::Response {
+    metrics::render(state).await
 }
