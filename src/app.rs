@@ -13,7 +13,7 @@ use axum::{BoxError, Router};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -169,7 +169,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             }
         }))
         .layer(LoadShedLayer::new())
-        .layer(ConcurrencyLimitLayer::new(
+        // Global: Router::layer clones the layer into every route, and the limit is for all.
+        .layer(GlobalConcurrencyLimitLayer::new(
             limits.max_concurrent_requests.max(1),
         ));
     api.merge(jobs)

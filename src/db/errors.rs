@@ -4,9 +4,9 @@ use sqlx::postgres::PgDatabaseError;
 
 use crate::error::{ApiError, FieldError};
 
-/// Maps any sqlx error to the API error a client should see, counting it by class.
-pub fn classify(error: sqlx::Error) -> ApiError {
-    let class = match &error {
+/// Counts a database error under its class for the metrics.
+fn count(error: &sqlx::Error) {
+    let class = match error {
         sqlx::Error::Database(db) => db
             .code()
             .map(|c| format!("sqlstate_{}", &c[..c.len().min(2)]))
@@ -18,6 +18,11 @@ pub fn classify(error: sqlx::Error) -> ApiError {
         _ => "other".into(),
     };
     crate::ops::metrics::database_error(&class);
+}
+
+/// Maps any sqlx error to the API error a client should see, counting it by class.
+pub fn classify(error: sqlx::Error) -> ApiError {
+    count(&error);
     match error {
         sqlx::Error::RowNotFound => ApiError::NotFound,
         sqlx::Error::PoolTimedOut => ApiError::Unavailable {
@@ -104,6 +109,7 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
     fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, OnConstraint> {
         self.map_err(|e| {
             if violated_constraint(&e) == Some(name) {
+                count(&e);
                 OnConstraint::Mapped(map())
             } else {
                 OnConstraint::Raw(e)
@@ -116,6 +122,7 @@ impl<T> ResultExt<T> for Result<T, OnConstraint> {
     fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, OnConstraint> {
         self.map_err(|e| match e {
             OnConstraint::Raw(raw) if violated_constraint(&raw) == Some(name) => {
+                count(&raw);
                 OnConstraint::Mapped(map())
             }
             other => other,

@@ -128,6 +128,8 @@ pub struct Options {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Options {
@@ -137,6 +139,8 @@ impl Default for Options {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -196,11 +200,14 @@ impl TestApp {
             pool.clone(),
             keys.clone(),
             cipher.clone(),
-            Duration::from_secs(5),
+            options.statement_timeout,
         );
         let router = app::router(
             state,
-            HttpLimits::new(options.body_limit_bytes, options.request_timeout),
+            HttpLimits {
+                max_concurrent_requests: options.max_concurrent_requests,
+                ..HttpLimits::new(options.body_limit_bytes, options.request_timeout)
+            },
         );
         let owner_url = database_url(&server.admin_url, &database);
         Self {

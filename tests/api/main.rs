@@ -10,6 +10,7 @@ mod helpers;
 mod lakehouse;
 mod loans;
 mod openapi;
+mod operations;
 mod ops;
 mod partitions;
 mod payments;
