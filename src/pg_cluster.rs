@@ -109,6 +109,19 @@ impl TempCluster {
         .to_vec()
     }
 
+    /// Stops the server, keeping its files (for fault tests).
+    pub fn stop(&self) -> CliResult {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        )
+    }
+
+    /// Starts a stopped server again, on the same port.
+    pub fn restart(&self) -> CliResult {
+        self.run("pg_ctl", &self.start_args())
+    }
+
     /// A URL for the superuser `postgres`, on `database`.
     pub fn url(&self, database: &str) -> String {
         format!(

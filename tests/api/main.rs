@@ -6,6 +6,7 @@ mod customers;
 mod docs;
 mod errors;
 mod events;
+mod faults;
 mod helpers;
 mod lakehouse;
 mod loans;

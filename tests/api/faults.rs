@@ -1,0 +1,157 @@
+//! PostgreSQL stops while requests flow, then comes back: the service answers 503 meanwhile (not
+//! 500, not a hang), recovers by itself, and everything it acknowledged is in the database.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use lakehouse_api::app::{self, AppState, HttpLimits};
+use lakehouse_api::auth::JwtKeys;
+use lakehouse_api::config::Secret;
+use lakehouse_api::db;
+use lakehouse_api::pg_cluster::TempCluster;
+use lakehouse_api::pii::PiiCipher;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{customer_body, pii_keys, send_via, JWT_SECRET};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself() {
+    // A cluster of its own: stopping the shared one would fail every other test.
+    let cluster = match TempCluster::start() {
+        Ok(c) => c,
+        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
+            eprintln!("fault test skipped: no local PostgreSQL binaries ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot start a cluster: {e}"),
+    };
+    cluster
+        .remove_when_process_exits(std::process::id())
+        .unwrap();
+    let admin: PgConnectOptions = cluster.url("postgres").parse().unwrap();
+    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+    sqlx::raw_sql("CREATE DATABASE faults")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let owner = admin.clone().database("faults");
+    let password = "fault-test-app-password";
+    db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
+        .await
+        .unwrap();
+
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(800))
+        .test_before_acquire(false)
+        .connect_lazy_with(
+            owner
+                .clone()
+                .username(db::AUTHENTICATOR_ROLE)
+                .password(password),
+        );
+    let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+    let token = keys.sign(&lakehouse_api::auth::Claims {
+        sub: "fault-test".into(),
+        role: "staff".into(),
+        customer_id: None,
+        exp: chrono::Utc::now().timestamp() + 600,
+        iat: None,
+    });
+    let state = AppState::new(
+        pool,
+        keys,
+        PiiCipher::new(&pii_keys()),
+        Duration::from_secs(2),
+    );
+    let router = app::router(state, HttpLimits::new(65536, Duration::from_secs(3)));
+
+    // A client writing customers one after another, logging each answer.
+    let writer = tokio::spawn({
+        let (router, token) = (router.clone(), token.clone());
+        async move {
+            let mut log = Vec::new();
+            let started = Instant::now();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(9) {
+                n += 1;
+                let code = format!("FLT{n:05}");
+                let request = axum::http::Request::builder()
+                    .method(Method::POST)
+                    .uri("/v1/customers")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        customer_body(&code, &format!("{:09}", 100_000_000 + n)).to_string(),
+                    ))
+                    .unwrap();
+                let asked = Instant::now();
+                let response = send_via(&router, request).await;
+                log.push((code, response.status, asked, asked.elapsed()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            log
+        }
+    });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.stop().unwrap();
+    let stopped_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart().unwrap();
+    let restarted_at = Instant::now();
+    let log = writer.await.unwrap();
+
+    let statuses: Vec<StatusCode> = log.iter().map(|l| l.1).collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "only 201 or 503: {statuses:?}"
+    );
+    assert!(
+        log.iter().all(|l| l.3 < Duration::from_secs(4)),
+        "no request hung"
+    );
+    let during: Vec<StatusCode> = log
+        .iter()
+        .filter(|l| l.2 > stopped_at && l.2 + l.3 < restarted_at)
+        .map(|l| l.1)
+        .collect();
+    assert!(
+        !during.is_empty() && during.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{during:?}"
+    );
+    let recovered = log
+        .iter()
+        .find(|l| l.2 >= restarted_at && l.1 == StatusCode::CREATED)
+        .expect("recovered after the restart without a service restart");
+    let recovery = (recovered.2 + recovered.3).duration_since(restarted_at);
+    eprintln!(
+        "FAULT: {} requests; {} answered 503 while PostgreSQL was down; first 2xx {recovery:.2?} after it was back",
+        log.len(),
+        during.len(),
+    );
+    assert!(log
+        .iter()
+        .filter(|l| l.2 > restarted_at)
+        .any(|l| l.1 == StatusCode::CREATED));
+
+    // Every acknowledged write is there.
+    let mut conn = PgConnection::connect_with(&owner).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT customer_code FROM core.customers")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    for (code, status, ..) in &log {
+        if *status == StatusCode::CREATED {
+            assert!(
+                stored.contains(code),
+                "{code} was acknowledged but is not stored"
+            );
+        }
+    }
+    conn.close().await.unwrap();
+}
