@@ -77,6 +77,13 @@ impl AppState {
         }
     }
 
+    /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,
+    /// whose transaction mode cannot carry LISTEN).
+    pub fn with_listen_connection(mut self, connect: sqlx::postgres::PgConnectOptions) -> Self {
+        self.events = EventHub::new(connect);
+        self
+    }
+
     /// Job limits other than the defaults (300 s, 256 MiB).
     pub fn with_job_limits(
         mut self,
@@ -291,7 +298,10 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         config.pool.statement_timeout,
     );
     let events = state.events.clone();
-    let state = state.with_job_limits(config.http.job_timeout, config.http.import_limit_bytes);
+    let mut state = state.with_job_limits(config.http.job_timeout, config.http.import_limit_bytes);
+    if let Some(listen) = config.pool.listen.clone() {
+        state = state.with_listen_connection(listen);
+    }
     let limits = HttpLimits {
         body_limit_bytes: config.http.body_limit_bytes,
         request_timeout: config.http.request_timeout,

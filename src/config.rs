@@ -160,6 +160,8 @@ impl AppDbLogin {
 #[derive(Clone)]
 pub struct PoolConfig {
     pub connect: PgConnectOptions,
+    /// A direct connection for LISTEN (the event stream), when the pool goes through PgBouncer.
+    pub listen: Option<PgConnectOptions>,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
@@ -177,6 +179,23 @@ impl PoolConfig {
         };
         let password = String::from_utf8_lossy(login.password.expose()).into_owned();
         let max_connections = parsed(src, "DB_POOL_SIZE", 8u32, "a number of connections")?;
+        // PgBouncer before 1.21 cannot keep prepared statements across transactions in
+        // transaction mode: 0 makes every statement unnamed.
+        let statement_cache: usize = parsed(
+            src,
+            "DB_STATEMENT_CACHE_CAPACITY",
+            100usize,
+            "a number of statements",
+        )?;
+        let listen = match src.get("LISTEN_DATABASE_URL") {
+            None => None,
+            Some(_) => Some(
+                database_url(src, "LISTEN_DATABASE_URL")?
+                    .username(crate::db::AUTHENTICATOR_ROLE)
+                    .password(&password)
+                    .application_name("lakehouse-api-listen"),
+            ),
+        };
         if !(1..=1000).contains(&max_connections) {
             return Err(ConfigError(
                 "DB_POOL_SIZE must be between 1 and 1000".into(),
@@ -186,7 +205,9 @@ impl PoolConfig {
             connect: server
                 .username(crate::db::AUTHENTICATOR_ROLE)
                 .password(&password)
-                .application_name("lakehouse-api"),
+                .application_name("lakehouse-api")
+                .statement_cache_capacity(statement_cache),
+            listen,
             max_connections,
             acquire_timeout: millis(src, "DB_ACQUIRE_TIMEOUT_MS", 2_000)?,
             statement_timeout: millis(src, "STATEMENT_TIMEOUT_MS", 5_000)?,

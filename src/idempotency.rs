@@ -231,7 +231,10 @@ pub async fn release(state: &AppState, caller: &Caller, key: &IdempotencyKey) {
 
 /// Removes keys older than 24 hours (the hourly upkeep).
 pub async fn purge(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT core.purge_idempotency_keys()")
-        .fetch_one(pool)
-        .await
+    let mut tx = pool.begin().await?;
+    let removed = sqlx::query_scalar("SELECT core.purge_idempotency_keys()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(removed)
 }

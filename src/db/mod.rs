@@ -77,11 +77,14 @@ pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<(), sqlx::Erro
 /// Whether the database has every migration this binary knows, and no failed one.
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    // Inside a transaction, so PgBouncer keeps the statement on one server connection.
+    let mut tx = pool.begin().await?;
     let (applied, failed): (Option<i64>, bool) = sqlx::query_as(
         "SELECT max(version) FILTER (WHERE success), coalesce(bool_or(NOT success), false) \
          FROM _sqlx_migrations",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(!failed && applied == Some(latest))
 }

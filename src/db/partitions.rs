@@ -89,7 +89,9 @@ impl Partitions {
         if is_known(known) {
             return Ok(());
         }
-        sqlx::query(sql).bind(at).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql).bind(at).execute(&mut *tx).await?;
+        tx.commit().await?;
         if let Ok(mut set) = known.lock() {
             set.insert(key);
         }

@@ -28,6 +28,7 @@ pub async fn run(pool: PgPool) {
 }
 
 async fn ensure_partitions(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    db::ensure_partitions(&mut conn).await
+    let mut tx = pool.begin().await?;
+    db::ensure_partitions(&mut tx).await?;
+    tx.commit().await
 }

@@ -15,4 +15,5 @@ mod operations;
 mod ops;
 mod partitions;
 mod payments;
+mod pgbouncer;
 mod rls;
