@@ -26,7 +26,14 @@ use utoipa::{Modify, OpenApi};
         (name = "analytics", description = "Portfolio and risk views"),
         (name = "ops", description = "Health probes")
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(
+        crate::error::Problem,
+        crate::error::FieldError,
+        crate::loans::model::LoanStatus,
+        crate::payments::model::PaymentStatus,
+        crate::customers::model::KycStatus,
+        crate::events::SseEvent
+    )),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

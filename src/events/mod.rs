@@ -32,6 +32,17 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_loan_events))
 }
 
+/// One Server-Sent Event as it appears on the wire (`id:`, `event:`, `data:` lines).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SseEvent {
+    /// The outbox event id; send the last one back as `Last-Event-ID`.
+    pub id: String,
+    /// Always `loan_status_changed`.
+    pub event: String,
+    /// JSON: loan_id, loan_number, customer_id, old_status, new_status, changed_at, actor, event_id.
+    pub data: String,
+}
+
 /// Outbox rows replayed per query.
 const REPLAY_BATCH: i64 = 1000;
 
@@ -168,7 +179,7 @@ fn to_sse(event: &LoanEvent) -> Event {
     ),
     responses(
         (status = 200, description = "An endless text/event-stream of `loan_status_changed` events",
-         content_type = "text/event-stream", body = String),
+         content_type = "text/event-stream", body = SseEvent),
         responses::Common
     )
 )]

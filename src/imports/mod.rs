@@ -113,8 +113,9 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
     operation_id = "import_customers",
     security(("bearer" = [])),
     params(ImportQuery),
-    request_body(content = Vec<CreateCustomerRequest>, content_type = "application/x-ndjson",
-                 description = "One customer per line (or application/json with an array)"),
+    request_body(content = Vec<CreateCustomerRequest>, content_type = "application/json",
+                 description = "A JSON array of customers; or send `application/x-ndjson` with one \
+                                customer per line (same fields)"),
     responses(
         (status = 200, description = "The batch after this upload", body = ImportReport),
         responses::Common, responses::JsonBody

@@ -550,7 +550,8 @@ async fn confirm_payment(
     request_body(content = Option<PaymentActionRequest>),
     responses(
         (status = 200, description = "Failed", body = Payment),
-        responses::Common, responses::NotFound, responses::Conflict
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
     )
 )]
 async fn fail_payment(
@@ -582,7 +583,8 @@ async fn fail_payment(
     request_body(content = Option<PaymentActionRequest>),
     responses(
         (status = 200, description = "Reversed", body = Payment),
-        responses::Common, responses::NotFound, responses::Conflict
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
     )
 )]
 async fn reverse_payment(

@@ -100,6 +100,7 @@ async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself()
     cluster.stop().unwrap();
     let stopped_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarting_at = Instant::now();
     cluster.restart().unwrap();
     let restarted_at = Instant::now();
     let log = writer.await.unwrap();
@@ -117,7 +118,7 @@ async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself()
     );
     let during: Vec<StatusCode> = log
         .iter()
-        .filter(|l| l.2 > stopped_at && l.2 + l.3 < restarted_at)
+        .filter(|l| l.2 > stopped_at && l.2 + l.3 < restarting_at)
         .map(|l| l.1)
         .collect();
     assert!(
