@@ -118,7 +118,7 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
                                 customer per line (same fields)"),
     responses(
         (status = 200, description = "The batch after this upload", body = ImportReport),
-        responses::Common, responses::JsonBody
+        responses::Common, responses::JsonBody, responses::Unprocessable
     )
 )]
 async fn import_customers(
@@ -360,6 +360,14 @@ fn stage(record: RawRecord, cipher: &PiiCipher) -> Staged {
             }
         }
     };
+    if holds_nul(&raw) {
+        return Staged {
+            line: record.number,
+            raw: Value::String("<contains NUL>".into()),
+            error: Some("contains a NUL character (\\u0000), which cannot be stored".into()),
+            valid: None,
+        };
+    }
     if let Some(id) = raw.get_mut("id_number") {
         if let Some(text) = id.as_str() {
             let digits: String = text.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
@@ -381,6 +389,16 @@ fn stage(record: RawRecord, cipher: &PiiCipher) -> Staged {
             error: Some(error),
             valid: None,
         },
+    }
+}
+
+/// Whether any key or string holds U+0000, which PostgreSQL's text and jsonb cannot store.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 

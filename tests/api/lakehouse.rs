@@ -585,3 +585,21 @@ async fn customers_and_branch_staff_cannot_reach_analytics_jobs_or_imports() {
         .json();
     assert_eq!(seen["id_number"], "*****3123");
 }
+
+#[tokio::test]
+async fn a_record_with_a_nul_character_gets_its_error_and_the_rest_import() {
+    let app = TestApp::spawn().await;
+    let body = "{\"customer_code\":\"NUL0001\",\"full_name\":\"A\",\"id_number\":\"600600601\",\"address\":{\"city\":\"x\\u0000y\"}}\n\
+                {\"customer_code\":\"NUL0002\",\"full_name\":\"B\",\"id_number\":\"600600602\"}\n";
+    let report = import(&app, "nul-1", Body::from(body)).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text());
+    let report = report.json();
+    assert_eq!(
+        (report["imported"].as_i64(), report["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert!(report["errors"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("NUL"));
+}
