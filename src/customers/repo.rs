@@ -133,8 +133,8 @@ pub async fn list(
             .push_bind(city)
             .push("::text)");
     }
-    q.push(" ORDER BY customer_id LIMIT ")
-        .push_bind(filter.fetch);
+    // A literal limit (validated), so generic plans still stop early.
+    q.push(" ORDER BY customer_id LIMIT ").push(filter.fetch);
     q.build_query_as().fetch_all(conn).await
 }
 

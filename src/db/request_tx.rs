@@ -37,9 +37,15 @@ impl<A: Access> RequestTx<A> {
         let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
         let waiting = metrics::gauge!("db_pool_acquire_waiting");
         waiting.increment(1.0);
-        let tx = state.pool.begin_with(begin).await;
+        // On a task of its own: if the client goes away while BEGIN is in flight, sqlx would
+        // drop the connection back into the pool with the server-side transaction still open
+        // (its rollback guard only covers a BEGIN it has seen complete), and the next request
+        // on it would run inside that transaction. A spawned begin always completes, and its
+        // Transaction, if unused, rolls back properly.
+        let pool = state.pool.clone();
+        let tx = tokio::spawn(async move { pool.begin_with(begin).await }).await;
         waiting.decrement(1.0);
-        let tx = tx?;
+        let tx = tx.map_err(|e| ApiError::Internal(format!("begin task failed: {e}")))??;
         Ok(Self {
             caller,
             tx,
@@ -124,9 +130,15 @@ impl<A: Access> FromRequestParts<AppState> for RequestTx<A> {
         let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
         let waiting = metrics::gauge!("db_pool_acquire_waiting");
         waiting.increment(1.0);
-        let tx = state.pool.begin_with(begin).await;
+        // On a task of its own: if the client goes away while BEGIN is in flight, sqlx would
+        // drop the connection back into the pool with the server-side transaction still open
+        // (its rollback guard only covers a BEGIN it has seen complete), and the next request
+        // on it would run inside that transaction. A spawned begin always completes, and its
+        // Transaction, if unused, rolls back properly.
+        let pool = state.pool.clone();
+        let tx = tokio::spawn(async move { pool.begin_with(begin).await }).await;
         waiting.decrement(1.0);
-        let tx = tx?;
+        let tx = tx.map_err(|e| ApiError::Internal(format!("begin task failed: {e}")))??;
         Ok(Self {
             caller,
             tx,

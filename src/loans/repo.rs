@@ -217,8 +217,9 @@ pub async fn list(
             .push_bind(after.id)
             .push(")");
     }
+    // A literal limit (validated), so generic plans still stop early; see payments::repo.
     q.push(" ORDER BY l.application_date DESC, l.loan_id DESC LIMIT ")
-        .push_bind(filter.fetch);
+        .push(filter.fetch);
     q.build_query_as().fetch_all(conn).await
 }
 

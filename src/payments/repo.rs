@@ -167,8 +167,10 @@ pub fn list_query<'a>(filter: &'a ListFilter<'a>) -> QueryBuilder<'a, Postgres> 
             .push_bind(after.id)
             .push(")");
     }
+    // The limit is a validated number, written into the statement: a generic plan with
+    // `LIMIT $n` does not know how few rows it needs and may sort every partition's rows.
     q.push(" ORDER BY p.payment_date DESC, p.payment_id DESC LIMIT ")
-        .push_bind(filter.fetch);
+        .push(filter.fetch);
     q
 }
 

@@ -475,7 +475,6 @@ async fn a_backdated_payment_lands_in_its_months_partition_and_a_month_list_read
     let plan: Value = sqlx::query_scalar(&sql)
         .bind(from)
         .bind(before)
-        .bind(51i64)
         .fetch_one(&app.owner)
         .await
         .unwrap();
