@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,6 +21,21 @@ pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
             "limit must be between 1 and {MAX_LIMIT}"
         ))),
     }
+}
+
+/// An optional instant on each side of a range: `[start, end)`.
+pub type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The instants bounding the days `from` to `to` (inclusive, UTC): `[from 00:00, to+1 00:00)`.
+/// 400 when `from` is after `to`.
+pub fn day_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> Result<Bounds, ApiError> {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(ApiError::BadRequest("from must not be after to".into()));
+        }
+    }
+    let start = |day: NaiveDate| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    Ok((from.map(start), to.and_then(|d| d.succ_opt()).map(start)))
 }
 
 /// A position in an id-ordered listing: the last id of the previous page.

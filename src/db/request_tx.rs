@@ -122,28 +122,9 @@ impl<A: Access> FromRequestParts<AppState> for RequestTx<A> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        if !A::permits(caller.role) {
-            return Err(ApiError::Forbidden);
-        }
         // Reads run READ ONLY: a bug cannot write through a GET, and PostgreSQL can skip work.
         let read_only = matches!(parts.method, Method::GET | Method::HEAD);
-        let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
-        let waiting = metrics::gauge!("db_pool_acquire_waiting");
-        waiting.increment(1.0);
-        // On a task of its own: if the client goes away while BEGIN is in flight, sqlx would
-        // drop the connection back into the pool with the server-side transaction still open
-        // (its rollback guard only covers a BEGIN it has seen complete), and the next request
-        // on it would run inside that transaction. A spawned begin always completes, and its
-        // Transaction, if unused, rolls back properly.
-        let pool = state.pool.clone();
-        let tx = tokio::spawn(async move { pool.begin_with(begin).await }).await;
-        waiting.decrement(1.0);
-        let tx = tx.map_err(|e| ApiError::Internal(format!("begin task failed: {e}")))??;
-        Ok(Self {
-            caller,
-            tx,
-            _access: PhantomData,
-        })
+        Self::begin(state, caller, read_only).await
     }
 }
 

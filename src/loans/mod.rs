@@ -180,17 +180,13 @@ async fn list_loans(
     AppQuery(query): AppQuery<LoanListQuery>,
 ) -> Result<Json<LoanPage>, ApiError> {
     let limit = pagination::limit(query.limit)?;
-    if let (Some(from), Some(to)) = (query.from, query.to) {
-        if from > to {
-            return Err(ApiError::BadRequest("from must not be after to".into()));
-        }
-    }
+    let (from, before) = pagination::day_range(query.from, query.to)?;
     let filter = ListFilter {
         customer_id: query.customer_id,
         status: query.status,
         product_type: query.product_type.as_deref(),
-        from: query.from,
-        to: query.to,
+        from,
+        before,
         after: query
             .cursor
             .as_deref()

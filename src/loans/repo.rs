@@ -176,14 +176,10 @@ pub struct ListFilter<'a> {
     pub customer_id: Option<Uuid>,
     pub status: Option<LoanStatus>,
     pub product_type: Option<&'a str>,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
+    pub from: Option<DateTime<Utc>>,
+    pub before: Option<DateTime<Utc>>,
     pub after: Option<LoanCursor>,
     pub fetch: i64,
-}
-
-fn start_of_day(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 /// Newest first. A date range limits the partitions scanned to the years it covers.
@@ -203,12 +199,10 @@ pub async fn list(
         q.push(" AND l.product_type = ").push_bind(kind);
     }
     if let Some(from) = filter.from {
-        q.push(" AND l.application_date >= ")
-            .push_bind(start_of_day(from));
+        q.push(" AND l.application_date >= ").push_bind(from);
     }
-    if let Some(to) = filter.to.and_then(|d| d.succ_opt()) {
-        q.push(" AND l.application_date < ")
-            .push_bind(start_of_day(to));
+    if let Some(before) = filter.before {
+        q.push(" AND l.application_date < ").push_bind(before);
     }
     if let Some(after) = &filter.after {
         q.push(" AND (l.application_date, l.loan_id) < (")

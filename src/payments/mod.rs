@@ -397,10 +397,6 @@ async fn get_payment(
     Ok(Json(payment))
 }
 
-fn start_of_day(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
 /// Payments, newest first. A date range reads only the monthly partitions it covers.
 #[utoipa::path(
     get,
@@ -416,11 +412,7 @@ async fn list_payments(
     AppQuery(query): AppQuery<PaymentListQuery>,
 ) -> Result<Json<PaymentPage>, ApiError> {
     let limit = pagination::limit(query.limit)?;
-    if let (Some(from), Some(to)) = (query.from, query.to) {
-        if from > to {
-            return Err(ApiError::BadRequest("from must not be after to".into()));
-        }
-    }
+    let (from, before) = pagination::day_range(query.from, query.to)?;
     if let Some(kind) = &query.payment_type {
         if !["DISBURSEMENT", "REPAYMENT", "FEE"].contains(&kind.as_str()) {
             return Err(ApiError::BadRequest(
@@ -433,8 +425,8 @@ async fn list_payments(
         customer_id: query.customer_id,
         status: query.status,
         payment_type: query.payment_type.as_deref(),
-        from: query.from.map(start_of_day),
-        before: query.to.and_then(|d| d.succ_opt()).map(start_of_day),
+        from,
+        before,
         after: query
             .cursor
             .as_deref()
