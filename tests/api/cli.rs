@@ -76,48 +76,67 @@ async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_clean
         Some(_) => Some(TestApp::spawn().await),
         None => None,
     };
-    let addr = free_addr();
-    let mut command = command();
-    command.arg("dev").env("LISTEN_ADDR", &addr);
-    if let (Some(app), Some(url)) = (&_db, &external) {
-        // The same server and credentials, the test's own database.
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let server = &base[..base.rfind('/').unwrap_or(base.len())];
-        let sep = if query.is_empty() { "" } else { "?" };
-        command.env(
-            "DATABASE_URL",
-            format!("{server}/{}{sep}{query}", app.database),
-        );
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read the printed tokens, and keep draining stdout so the server never writes to a closed pipe.
-    let (sender, tokens) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let mut words = line.split_whitespace();
-            if let (Some(role), Some(token)) = (words.next(), words.last()) {
-                if token.matches('.').count() == 2 {
-                    let _ = sender.send((role.to_owned(), token.to_owned()));
+    let mut attempt = 0;
+    let (addr, mut child, tokens) = loop {
+        attempt += 1;
+        let addr = free_addr();
+        let mut command = command();
+        command.arg("dev").env("LISTEN_ADDR", &addr);
+        if let (Some(app), Some(url)) = (&_db, &external) {
+            // The same server and credentials, the test's own database.
+            let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let server = &base[..base.rfind('/').unwrap_or(base.len())];
+            let sep = if query.is_empty() { "" } else { "?" };
+            command.env(
+                "DATABASE_URL",
+                format!("{server}/{}{sep}{query}", app.database),
+            );
+        }
+        let stderr_path =
+            std::env::temp_dir().join(format!("lakehouse-dev-test-{}.err", uuid::Uuid::now_v7()));
+        let stderr_file = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(stderr_file)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Read the printed tokens, and keep draining stdout so the server never writes to a
+        // closed pipe.
+        let (sender, tokens) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut words = line.split_whitespace();
+                if let (Some(role), Some(token)) = (words.next(), words.last()) {
+                    if token.matches('.').count() == 2 {
+                        let _ = sender.send((role.to_owned(), token.to_owned()));
+                    }
                 }
             }
+        });
+        let started = Instant::now();
+        let mut exited = None;
+        while get(&addr, "/health/ready", None).await.0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "dev never became ready"
+            );
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    });
-    let started = Instant::now();
-    while get(&addr, "/health/ready", None).await.0 != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "dev never became ready"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("dev exited early: {status}");
+        let Some(status) = exited else {
+            break (addr, child, tokens);
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        // Another test may take the probed port before dev binds it; try another one.
+        if attempt < 3 && stderr.contains("in use") {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        panic!("dev exited early: {status}\n{stderr}");
+    };
     let tokens: Vec<(String, String)> = tokens.try_iter().collect();
     let roles: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(roles, ["customer", "staff", "analyst", "etl", "admin"]);
