@@ -109,14 +109,13 @@ pub async fn claim(
     key: &IdempotencyKey,
     fingerprint: &[u8],
 ) -> Result<Claim, ApiError> {
-    let mut tx = state
-        .pool
-        .begin_with(db::begin_statement(
-            caller,
-            false,
-            state.statement_timeout.as_millis(),
-        ))
-        .await?;
+    let mut tx = db::begin_as(
+        &state.pool,
+        caller,
+        false,
+        state.statement_timeout.as_millis(),
+    )
+    .await?;
     let fresh: Option<bool> = sqlx::query_scalar(&format!(
         "INSERT INTO core.idempotency_keys AS k (db_role, actor, idempotency_key, request_hash) \
          VALUES (current_user, core.current_actor(), $1, $2) \
@@ -188,14 +187,13 @@ pub async fn record_alone(
     key: &IdempotencyKey,
     response: &StoredResponse,
 ) -> Result<(), ApiError> {
-    let mut tx = state
-        .pool
-        .begin_with(db::begin_statement(
-            caller,
-            false,
-            state.statement_timeout.as_millis(),
-        ))
-        .await?;
+    let mut tx = db::begin_as(
+        &state.pool,
+        caller,
+        false,
+        state.statement_timeout.as_millis(),
+    )
+    .await?;
     record(&mut tx, key, response).await?;
     tx.commit().await?;
     Ok(())
@@ -205,14 +203,13 @@ pub async fn record_alone(
 /// contention, timeout), so the client's retry does the work.
 pub async fn release(state: &AppState, caller: &Caller, key: &IdempotencyKey) {
     let result = async {
-        let mut tx = state
-            .pool
-            .begin_with(db::begin_statement(
-                caller,
-                false,
-                state.statement_timeout.as_millis(),
-            ))
-            .await?;
+        let mut tx = db::begin_as(
+            &state.pool,
+            caller,
+            false,
+            state.statement_timeout.as_millis(),
+        )
+        .await?;
         sqlx::query(
             "UPDATE core.idempotency_keys SET locked_at = '-infinity' \
              WHERE db_role = current_user AND actor = core.current_actor() \

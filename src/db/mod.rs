@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::config::{PoolConfig, Secret};
 use crate::CliResult;
 
-pub use request_tx::{begin_read_only, begin_statement, RequestTx};
+pub use request_tx::{begin_as, begin_statement, RequestTx};
 
 /// The schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

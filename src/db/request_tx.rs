@@ -101,14 +101,15 @@ pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u
     )
 }
 
-/// A read-only transaction as `caller`, outside any request (for work a response stream does
-/// after its handler returned).
-pub async fn begin_read_only(
+/// A transaction as `caller` outside any request extractor (claiming an idempotency key, a
+/// job's bookkeeping, an event stream's replay after its handler returned).
+pub async fn begin_as(
     pool: &sqlx::PgPool,
     caller: &Caller,
+    read_only: bool,
     statement_timeout_ms: u128,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with(begin_statement(caller, true, statement_timeout_ms))
+    pool.begin_with(begin_statement(caller, read_only, statement_timeout_ms))
         .await
 }
 

@@ -111,7 +111,7 @@ impl Feed {
     async fn catch_up(&mut self) {
         let timeout = self.state.statement_timeout.as_millis();
         let result = async {
-            let mut tx = db::begin_read_only(&self.state.pool, &self.caller, timeout).await?;
+            let mut tx = db::begin_as(&self.state.pool, &self.caller, true, timeout).await?;
             self.replay(&mut tx).await?;
             tx.commit().await
         }

@@ -39,10 +39,7 @@ impl Session {
                 pool,
                 caller,
                 statement_timeout_ms,
-            } => {
-                pool.begin_with(db::begin_statement(caller, false, *statement_timeout_ms))
-                    .await
-            }
+            } => db::begin_as(pool, caller, false, *statement_timeout_ms).await,
             Self::Owner(pool) => pool.begin().await,
         }
     }
