@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use log::LevelFilter;
+
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::OsRng;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
 use lakehouse_api::auth::{Claims, JwtKeys, Role};
@@ -147,7 +149,13 @@ async fn migrate(src: &dyn Source) -> CliResult {
 async fn seed_data(src: &dyn Source, volume: Option<seed::Volume>) -> CliResult<Option<Uuid>> {
     let owner = OwnerDb::from_source(src)?;
     let cipher = PiiCipher::new(&PiiKeys::from_source(src)?);
-    let mut conn = PgConnection::connect_with(&owner.connect).await?;
+    // Bulk statements are slow by design; the seed reports its own timings.
+    let connect = owner
+        .connect
+        .clone()
+        .log_statements(LevelFilter::Off)
+        .log_slow_statements(LevelFilter::Off, Duration::ZERO);
+    let mut conn = PgConnection::connect_with(&connect).await?;
     if seed::lab(&mut conn, &cipher).await? {
         eprintln!("lab data inserted");
     }

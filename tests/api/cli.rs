@@ -279,6 +279,12 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
             .env("PII_HASH_KEY", KEY);
         run(&mut c)
     };
+    // The bulk load drops and rebuilds indexes and foreign keys; all must come back valid.
+    const STRUCTURE: &str = "SELECT (SELECT count(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
+         WHERE t.relnamespace = 'core'::regnamespace AND NOT t.relispartition AND i.indisvalid) * 1000 \
+         + (SELECT count(*) FROM pg_constraint WHERE connamespace = 'core'::regnamespace \
+            AND contype = 'f' AND conparentid = 0 AND convalidated)";
+    let structure = app.count(STRUCTURE).await;
     let (ok, _, stderr) = seed(&[]);
     assert!(ok, "{stderr}");
     let (ok, _, stderr) = seed(&[
@@ -302,6 +308,35 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
             .await,
         2,
         "only the lab loans announce themselves"
+    );
+    assert_eq!(
+        app.count(STRUCTURE).await,
+        structure,
+        "indexes and keys rebuilt"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.loan_directory").await,
+        82
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.payment_directory")
+            .await,
+        243
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM core.payments p JOIN core.loans l USING (loan_id) \
+             WHERE p.payment_type = 'REPAYMENT' \
+               AND NOT p.payment_date BETWEEN l.disbursement_date AND now()"
+        )
+        .await,
+        0,
+        "repayments fall between disbursement and now"
     );
     let lab_loans = app
         .count("SELECT count(*) FROM core.loans WHERE loan_number IN ('LN2024001', 'LN2024002') AND status = 'DISBURSED'")
