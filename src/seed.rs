@@ -347,37 +347,24 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .bind(i32::try_from(volume.loans_per_customer)?)
     .execute(&mut *tx)
     .await?;
-    // Generated history is not news, and the directory is filled in one statement: the per-row
-    // triggers are off for this transaction.
-    sqlx::raw_sql(
-        "ALTER TABLE core.loans DISABLE TRIGGER loan_status_change_trigger, \
-                                DISABLE TRIGGER loans_register",
-    )
-    .execute(&mut *tx)
-    .await?;
-    bulk_insert(
+    let loans = load_with_directory(
         &mut tx,
-        "core.loan_directory",
-        "INSERT INTO core.loan_directory (loan_id, loan_number, customer_id, application_date) \
-         SELECT loan_id, loan_number, customer_id, d FROM seed_loans",
+        Load {
+            table: "core.loans",
+            triggers: &["loan_status_change_trigger", "loans_register"],
+            directory: "core.loan_directory",
+            directory_insert: "INSERT INTO core.loan_directory (loan_id, loan_number, customer_id, \
+                               application_date) \
+                               SELECT loan_id, loan_number, customer_id, d FROM seed_loans",
+            table_insert: "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, \
+                           product_type, loan_amount, interest_rate, term_months, status, \
+                           application_date, approval_date, disbursement_date, maturity_date) \
+                           SELECT loan_id, loan_number, customer_id, 'PERSONAL_STD', 'PERSONAL_LOAN', \
+                                  amount, 0.1250, 24, 'DISBURSED', d, d, d + interval '1 day', \
+                                  (d + interval '25 months')::date \
+                           FROM seed_loans",
+        },
     )
-    .await?;
-    let loans = bulk_insert(
-        &mut tx,
-        "core.loans",
-        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
-         loan_amount, interest_rate, term_months, status, application_date, approval_date, \
-         disbursement_date, maturity_date) \
-         SELECT loan_id, loan_number, customer_id, 'PERSONAL_STD', 'PERSONAL_LOAN', amount, 0.1250, \
-                24, 'DISBURSED', d, d, d + interval '1 day', (d + interval '25 months')::date \
-         FROM seed_loans",
-    )
-    .await?;
-    sqlx::raw_sql(
-        "ALTER TABLE core.loans ENABLE TRIGGER loan_status_change_trigger, \
-                                ENABLE TRIGGER loans_register",
-    )
-    .execute(&mut *tx)
     .await?;
     eprintln!("loans     {loans} in {:.1}s", timer.elapsed().as_secs_f64());
 
@@ -398,29 +385,23 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .bind(i32::try_from(volume.payments_per_loan)?)
     .execute(&mut *tx)
     .await?;
-    sqlx::raw_sql("ALTER TABLE core.payments DISABLE TRIGGER payments_register")
-        .execute(&mut *tx)
-        .await?;
-    bulk_insert(
+    let payments = load_with_directory(
         &mut tx,
-        "core.payment_directory",
-        "INSERT INTO core.payment_directory (payment_id, transaction_id, customer_id, payment_date) \
-         SELECT payment_id, transaction_id, customer_id, at FROM seed_payments",
+        Load {
+            table: "core.payments",
+            triggers: &["payments_register"],
+            directory: "core.payment_directory",
+            directory_insert: "INSERT INTO core.payment_directory (payment_id, transaction_id, \
+                               customer_id, payment_date) \
+                               SELECT payment_id, transaction_id, customer_id, at FROM seed_payments",
+            table_insert: "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, \
+                           payment_type, amount, payment_method, payment_date, status, channel) \
+                           SELECT payment_id, transaction_id, loan_id, customer_id, 'REPAYMENT', amount, \
+                                  'BANK_TRANSFER', at, 'COMPLETED', 'BRANCH' \
+                           FROM seed_payments",
+        },
     )
     .await?;
-    let payments = bulk_insert(
-        &mut tx,
-        "core.payments",
-        "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, payment_type, \
-         amount, payment_method, payment_date, status, channel) \
-         SELECT payment_id, transaction_id, loan_id, customer_id, 'REPAYMENT', amount, \
-                'BANK_TRANSFER', at, 'COMPLETED', 'BRANCH' \
-         FROM seed_payments",
-    )
-    .await?;
-    sqlx::raw_sql("ALTER TABLE core.payments ENABLE TRIGGER payments_register")
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     eprintln!(
         "payments  {payments} in {:.1}s",
@@ -434,6 +415,34 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     eprintln!("analyzed in {:.1}s", timer.elapsed().as_secs_f64());
     eprintln!("generated {} customers", volume.customers);
     Ok(())
+}
+
+/// A generated table and its directory.
+struct Load<'a> {
+    table: &'a str,
+    /// Per-row triggers to skip: generated history is not news, and the directory is filled
+    /// with one statement instead of a trigger call per row.
+    triggers: &'a [&'a str],
+    directory: &'a str,
+    directory_insert: &'a str,
+    table_insert: &'a str,
+}
+
+/// Fills the directory, then the table with its per-row triggers off; returns the table's rows.
+async fn load_with_directory(tx: &mut PgConnection, load: Load<'_>) -> CliResult<u64> {
+    let toggle = |action: &str| {
+        let triggers: Vec<String> = load
+            .triggers
+            .iter()
+            .map(|t| format!("{action} TRIGGER {t}"))
+            .collect();
+        format!("ALTER TABLE {} {}", load.table, triggers.join(", "))
+    };
+    sqlx::raw_sql(&toggle("DISABLE")).execute(&mut *tx).await?;
+    bulk_insert(tx, load.directory, load.directory_insert).await?;
+    let rows = bulk_insert(tx, load.table, load.table_insert).await?;
+    sqlx::raw_sql(&toggle("ENABLE")).execute(&mut *tx).await?;
+    Ok(rows)
 }
 
 /// Inserts many rows the way the PostgreSQL manual recommends for bulk loads ("Populating a
