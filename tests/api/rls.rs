@@ -198,6 +198,35 @@ async fn settings_do_not_leak_to_the_next_request_on_a_pooled_connection() {
     assert_eq!(list["data"], serde_json::json!([]));
 }
 
+/// A read's transaction is not committed but rolled back in the same round trip as the pool's
+/// check of the returned connection; it must still end before the connection idles.
+#[tokio::test]
+async fn a_read_leaves_no_transaction_open_on_its_connection() {
+    let app = TestApp::spawn_with(Options {
+        pool_size: 1,
+        ..Options::default()
+    })
+    .await;
+    let a = app.customer_id("CUSTA04", "444444445").await;
+    assert_eq!(app.get("/v1/me", &app.customer(a)).await.status, StatusCode::OK);
+    let states = format!(
+        "SELECT count(*) FILTER (WHERE state = 'idle') * 10 \
+                + count(*) FILTER (WHERE state <> 'idle') \
+         FROM pg_stat_activity \
+         WHERE usename = 'lakehouse_authenticator' AND datname = '{}'",
+        app.database
+    );
+    let mut last = -1;
+    for _ in 0..50 {
+        last = app.count(&states).await;
+        if last == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last, 10, "one connection, idle and outside any transaction");
+}
+
 #[tokio::test]
 async fn the_service_login_is_not_superuser_owns_nothing_and_cannot_bypass_rls() {
     let app = TestApp::spawn().await;
