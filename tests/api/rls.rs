@@ -208,7 +208,10 @@ async fn a_read_leaves_no_transaction_open_on_its_connection() {
     })
     .await;
     let a = app.customer_id("CUSTA04", "444444445").await;
-    assert_eq!(app.get("/v1/me", &app.customer(a)).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/v1/me", &app.customer(a)).await.status,
+        StatusCode::OK
+    );
     let states = format!(
         "SELECT count(*) FILTER (WHERE state = 'idle') * 10 \
                 + count(*) FILTER (WHERE state <> 'idle') \
