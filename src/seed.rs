@@ -323,12 +323,15 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     let mut tx = conn.begin().await?;
     // Ids are UUIDv7 of the row's own date, as the service makes them, and rows go in date
     // order, so primary and unique keys grow at their right edge instead of splitting pages.
+    // uuid_v7: the first eight bytes are the milliseconds, version 7 (0x7000 = 28672) and 12
+    // random bits; the last eight the variant bits 10 (a bigint below zero) and random ones.
     sqlx::raw_sql(
         "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'; \
          CREATE FUNCTION pg_temp.uuid_v7(at timestamptz) RETURNS uuid LANGUAGE sql VOLATILE AS $$ \
-             SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) \
-                 PLACING substring(int8send((extract(epoch FROM at) * 1000)::bigint) FROM 3) \
-                 FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid $$",
+             SELECT encode(int8send((floor(extract(epoch FROM at) * 1000)::bigint << 16) | 28672 \
+                                    | (random() * 4095)::bigint) \
+                           || int8send((random() * 4611686018427387903)::bigint \
+                                       - 9223372036854775807 - 1), 'hex')::uuid $$",
     )
     .execute(&mut *tx)
     .await?;

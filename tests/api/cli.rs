@@ -338,6 +338,18 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
         0,
         "repayments fall between disbursement and now"
     );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM core.loans \
+             WHERE substr(loan_id::text, 15, 1) <> '7' \
+                OR substr(loan_id::text, 20, 1) NOT IN ('8', '9', 'a', 'b') \
+                OR (loan_number LIKE 'LT%' AND ('x' || left(replace(loan_id::text, '-', ''), 12))::bit(48)::bigint \
+                    <> floor(extract(epoch FROM application_date) * 1000)::bigint)"
+        )
+        .await,
+        0,
+        "generated ids are UUIDv7 of the application date"
+    );
     let lab_loans = app
         .count("SELECT count(*) FROM core.loans WHERE loan_number IN ('LN2024001', 'LN2024002') AND status = 'DISBURSED'")
         .await;
