@@ -261,7 +261,21 @@ const BATCH: u32 = 5_000;
 /// `UNNEST`), then their loans and payments with set-based SQL spread over the last years.
 pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volume) -> CliResult {
     let run = Uuid::now_v7().as_u128() as u32 % 9_000 + 1_000;
-    let timer = Instant::now();
+    let tables = [
+        "core.loan_directory",
+        "core.loans",
+        "core.payment_directory",
+        "core.payments",
+    ];
+    let mut deferred = Vec::with_capacity(tables.len());
+    for table in tables {
+        deferred.push(deferred_structures(conn, table).await?);
+    }
+    let batches = volume.customers.div_ceil(BATCH) as usize;
+    // Customer batches; two generated tables; four inserts and their rebuilds; commit; ANALYZE.
+    let mut progress = Progress::new(
+        batches + 2 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
+    );
     let mut done = 0;
     while done < volume.customers {
         let n = BATCH.min(volume.customers - done);
@@ -301,14 +315,8 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         .execute(&mut *conn)
         .await?;
         done += n;
-        eprint!(
-            "\rcustomers {done}/{} in {:.1}s",
-            volume.customers,
-            timer.elapsed().as_secs_f64()
-        );
-        let _ = std::io::stderr().flush();
+        progress.step(&format!("customers {done}/{}", volume.customers));
     }
-    eprintln!();
 
     let prefix = format!("LT{run}");
     sqlx::raw_sql(
@@ -335,7 +343,6 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     )
     .execute(&mut *tx)
     .await?;
-    let timer = Instant::now();
     sqlx::query(
         "CREATE TEMP TABLE seed_loans ON COMMIT DROP AS \
          SELECT pg_temp.uuid_v7(d) AS loan_id, \
@@ -350,8 +357,11 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .bind(i32::try_from(volume.loans_per_customer)?)
     .execute(&mut *tx)
     .await?;
+    progress.step("loans generated");
     let loans = load_with_directory(
         &mut tx,
+        &mut progress,
+        [&deferred[0], &deferred[1]],
         Load {
             table: "core.loans",
             triggers: &["loan_status_change_trigger", "loans_register"],
@@ -369,11 +379,9 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         },
     )
     .await?;
-    eprintln!("loans     {loans} in {:.1}s", timer.elapsed().as_secs_f64());
 
     // A loan's k-th repayment falls in the k-th of equal slices between its disbursement (or 790
     // days ago) and now.
-    let timer = Instant::now();
     sqlx::query(
         "CREATE TEMP TABLE seed_payments ON COMMIT DROP AS \
          SELECT pg_temp.uuid_v7(at) AS payment_id, \
@@ -388,8 +396,11 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .bind(i32::try_from(volume.payments_per_loan)?)
     .execute(&mut *tx)
     .await?;
+    progress.step("payments generated");
     let payments = load_with_directory(
         &mut tx,
+        &mut progress,
+        [&deferred[2], &deferred[3]],
         Load {
             table: "core.payments",
             triggers: &["payments_register"],
@@ -406,18 +417,50 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     )
     .await?;
     tx.commit().await?;
-    eprintln!(
-        "payments  {payments} in {:.1}s",
-        timer.elapsed().as_secs_f64()
-    );
-
-    let timer = Instant::now();
+    progress.step("committed");
     sqlx::raw_sql("ANALYZE core.customers; ANALYZE core.loans; ANALYZE core.payments")
         .execute(&mut *conn)
         .await?;
-    eprintln!("analyzed in {:.1}s", timer.elapsed().as_secs_f64());
-    eprintln!("generated {} customers", volume.customers);
+    progress.step("analyzed");
+    eprintln!(
+        "\ngenerated {} customers, {loans} loans, {payments} payments in {:.1}s",
+        volume.customers,
+        progress.started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// A one-line progress bar on stderr: the load's steps done, and the last one.
+struct Progress {
+    started: Instant,
+    done: usize,
+    total: usize,
+}
+
+impl Progress {
+    const WIDTH: usize = 30;
+
+    fn new(total: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            done: 0,
+            total: total.max(1),
+        }
+    }
+
+    fn step(&mut self, label: &str) {
+        self.done = (self.done + 1).min(self.total);
+        let filled = Self::WIDTH * self.done / self.total;
+        eprint!(
+            "\r[{}{}] {:>3}% {:>6.1}s  {:<50.50}",
+            "#".repeat(filled),
+            ".".repeat(Self::WIDTH - filled),
+            100 * self.done / self.total,
+            self.started.elapsed().as_secs_f64(),
+            label
+        );
+        let _ = std::io::stderr().flush();
+    }
 }
 
 /// A generated table and its directory.
@@ -432,7 +475,13 @@ struct Load<'a> {
 }
 
 /// Fills the directory, then the table with its per-row triggers off; returns the table's rows.
-async fn load_with_directory(tx: &mut PgConnection, load: Load<'_>) -> CliResult<u64> {
+/// `deferred` holds the [`deferred_structures`] of the directory and of the table.
+async fn load_with_directory(
+    tx: &mut PgConnection,
+    progress: &mut Progress,
+    deferred: [&[(String, String)]; 2],
+    load: Load<'_>,
+) -> CliResult<u64> {
     let toggle = |action: &str| {
         let triggers: Vec<String> = load
             .triggers
@@ -442,8 +491,15 @@ async fn load_with_directory(tx: &mut PgConnection, load: Load<'_>) -> CliResult
         format!("ALTER TABLE {} {}", load.table, triggers.join(", "))
     };
     sqlx::raw_sql(&toggle("DISABLE")).execute(&mut *tx).await?;
-    bulk_insert(tx, load.directory, load.directory_insert).await?;
-    let rows = bulk_insert(tx, load.table, load.table_insert).await?;
+    bulk_insert(
+        tx,
+        progress,
+        load.directory,
+        load.directory_insert,
+        deferred[0],
+    )
+    .await?;
+    let rows = bulk_insert(tx, progress, load.table, load.table_insert, deferred[1]).await?;
     sqlx::raw_sql(&toggle("ENABLE")).execute(&mut *tx).await?;
     Ok(rows)
 }
@@ -453,8 +509,31 @@ async fn load_with_directory(tx: &mut PgConnection, load: Load<'_>) -> CliResult
 /// one statement, then each index is rebuilt and each key validated in one pass. Definitions
 /// come from the catalog, so the seed never restates the schema, and all of it runs in the
 /// caller's transaction: a failed load leaves every index and key as it was.
-async fn bulk_insert(tx: &mut PgConnection, table: &str, insert: &str) -> CliResult<u64> {
-    let deferred: Vec<(String, String)> = sqlx::query_as(
+async fn bulk_insert(
+    tx: &mut PgConnection,
+    progress: &mut Progress,
+    table: &str,
+    insert: &str,
+    deferred: &[(String, String)],
+) -> CliResult<u64> {
+    for (drop, _) in deferred {
+        sqlx::raw_sql(drop.as_str()).execute(&mut *tx).await?;
+    }
+    let rows = sqlx::query(insert).execute(&mut *tx).await?.rows_affected();
+    progress.step(&format!("{table}: {rows} rows"));
+    for (_, create) in deferred {
+        sqlx::raw_sql(create.as_str()).execute(&mut *tx).await?;
+        progress.step(&format!("{table}: rebuilt {}", structure_name(create)));
+    }
+    Ok(rows)
+}
+
+/// `(drop, create)` statements for `table`'s secondary indexes and foreign keys.
+async fn deferred_structures(
+    conn: &mut PgConnection,
+    table: &str,
+) -> CliResult<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
         "SELECT format('DROP INDEX %s', i.indexrelid::regclass), \
                 regexp_replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON ') \
          FROM pg_index i \
@@ -468,14 +547,22 @@ async fn bulk_insert(tx: &mut PgConnection, table: &str, insert: &str) -> CliRes
          FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'",
     )
     .bind(table)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (drop, _) in &deferred {
-        sqlx::raw_sql(drop.as_str()).execute(&mut *tx).await?;
-    }
-    let rows = sqlx::query(insert).execute(&mut *tx).await?.rows_affected();
-    for (_, create) in &deferred {
-        sqlx::raw_sql(create.as_str()).execute(&mut *tx).await?;
-    }
-    Ok(rows)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The index or constraint a `CREATE INDEX name …` or `ALTER TABLE … ADD CONSTRAINT name …`
+/// statement makes.
+fn structure_name(create: &str) -> &str {
+    let mut words = create.split_whitespace();
+    let before_name = if create.starts_with("ALTER") {
+        "CONSTRAINT"
+    } else {
+        "INDEX"
+    };
+    words
+        .by_ref()
+        .find(|w| *w == before_name)
+        .and_then(|_| words.next())
+        .unwrap_or(create)
 }
