@@ -257,8 +257,8 @@ pub struct Volume {
 
 const BATCH: u32 = 5_000;
 
-/// Generates `volume` customers (in batches, each encrypted in the service and inserted with one
-/// `UNNEST`), then their loans and payments with set-based SQL spread over the last years.
+/// Generates `volume` customers, then, in one transaction, their loans and payments spread over
+/// the last years, generated set-based and loaded with [`bulk_insert`].
 pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volume) -> CliResult {
     let run = Uuid::now_v7().as_u128() as u32 % 9_000 + 1_000;
     let tables = [
@@ -276,47 +276,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     let mut progress = Progress::new(
         batches + 2 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
     );
-    let mut done = 0;
-    while done < volume.customers {
-        let n = BATCH.min(volume.customers - done);
-        let mut ids = Vec::with_capacity(n as usize);
-        let mut codes = Vec::with_capacity(n as usize);
-        let mut names = Vec::with_capacity(n as usize);
-        let mut ciphertexts = Vec::with_capacity(n as usize);
-        let mut hashes = Vec::with_capacity(n as usize);
-        let mut last4s = Vec::with_capacity(n as usize);
-        for i in done..done + n {
-            let id = Uuid::now_v7();
-            let number = IdNumber::parse(&format!("{run}{i:08}")).map_err(|e| e.to_string())?;
-            let sealed = cipher.seal(&number, id);
-            ids.push(id);
-            codes.push(format!("LT{run}{i:08}"));
-            names.push(format!("Load Test {i}"));
-            ciphertexts.push(sealed.ciphertext);
-            hashes.push(sealed.hash);
-            last4s.push(sealed.last4);
-        }
-        sqlx::query(
-            "INSERT INTO core.customers (customer_id, customer_code, full_name, \
-             id_number_ciphertext, id_number_hash, id_number_last4, address, kyc_status, \
-             kyc_decided_at, credit_score) \
-             SELECT id, code, name, ct, h, l4, \
-                    jsonb_build_object('city', (ARRAY['Ho Chi Minh','Ha Noi','Da Nang','Can Tho'])[1 + abs(hashtext(code)) % 4]), \
-                    'APPROVED', now(), 500 + abs(hashtext(code)) % 350 \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
-                  AS t(id, code, name, ct, h, l4)",
-        )
-        .bind(&ids)
-        .bind(&codes)
-        .bind(&names)
-        .bind(&ciphertexts)
-        .bind(&hashes)
-        .bind(&last4s)
-        .execute(&mut *conn)
-        .await?;
-        done += n;
-        progress.step(&format!("customers {done}/{}", volume.customers));
-    }
+    insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
 
     let prefix = format!("LT{run}");
     sqlx::raw_sql(
@@ -335,7 +295,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     // random bits; the last eight the variant bits 10 (a bigint below zero) and random ones.
     sqlx::raw_sql(
         "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'; \
-         CREATE FUNCTION pg_temp.uuid_v7(at timestamptz) RETURNS uuid LANGUAGE sql VOLATILE AS $$ \
+         CREATE OR REPLACE FUNCTION pg_temp.uuid_v7(at timestamptz) RETURNS uuid LANGUAGE sql VOLATILE AS $$ \
              SELECT encode(int8send((floor(extract(epoch FROM at) * 1000)::bigint << 16) | 28672 \
                                     | (random() * 4095)::bigint) \
                            || int8send((random() * 4611686018427387903)::bigint \
@@ -427,6 +387,59 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         volume.customers,
         progress.started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Inserts `customers` load-test customers, [`BATCH`] at a time, each ID number encrypted here as
+/// the API does and each batch one `UNNEST` insert.
+async fn insert_customers(
+    conn: &mut PgConnection,
+    cipher: &PiiCipher,
+    run: u32,
+    customers: u32,
+    progress: &mut Progress,
+) -> CliResult {
+    let mut done = 0;
+    while done < customers {
+        let n = BATCH.min(customers - done);
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut codes = Vec::with_capacity(n as usize);
+        let mut names = Vec::with_capacity(n as usize);
+        let mut ciphertexts = Vec::with_capacity(n as usize);
+        let mut hashes = Vec::with_capacity(n as usize);
+        let mut last4s = Vec::with_capacity(n as usize);
+        for i in done..done + n {
+            let id = Uuid::now_v7();
+            let number = IdNumber::parse(&format!("{run}{i:08}")).map_err(|e| e.to_string())?;
+            let sealed = cipher.seal(&number, id);
+            ids.push(id);
+            codes.push(format!("LT{run}{i:08}"));
+            names.push(format!("Load Test {i}"));
+            ciphertexts.push(sealed.ciphertext);
+            hashes.push(sealed.hash);
+            last4s.push(sealed.last4);
+        }
+        sqlx::query(
+            "INSERT INTO core.customers (customer_id, customer_code, full_name, \
+             id_number_ciphertext, id_number_hash, id_number_last4, address, kyc_status, \
+             kyc_decided_at, credit_score) \
+             SELECT id, code, name, ct, h, l4, \
+                    jsonb_build_object('city', (ARRAY['Ho Chi Minh','Ha Noi','Da Nang','Can Tho'])[1 + abs(hashtext(code)) % 4]), \
+                    'APPROVED', now(), 500 + abs(hashtext(code)) % 350 \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
+                  AS t(id, code, name, ct, h, l4)",
+        )
+        .bind(&ids)
+        .bind(&codes)
+        .bind(&names)
+        .bind(&ciphertexts)
+        .bind(&hashes)
+        .bind(&last4s)
+        .execute(&mut *conn)
+        .await?;
+        done += n;
+        progress.step(&format!("customers {done}/{}", customers));
+    }
     Ok(())
 }
 
