@@ -345,14 +345,13 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     sqlx::query(
         "CREATE TEMP TABLE seed_payments ON COMMIT DROP AS \
          SELECT pg_temp.uuid_v7(at) AS payment_id, \
-                $1 || '-P' || lpad((row_number() OVER (ORDER BY at))::text, 9, '0') AS transaction_id, \
+                l.loan_number || '-P' || k AS transaction_id, \
                 l.loan_id, l.customer_id, round(l.amount / 24, 2) AS amount, at \
-         FROM seed_loans l CROSS JOIN generate_series(1, $2) k \
+         FROM seed_loans l CROSS JOIN generate_series(1, $1) k \
          CROSS JOIN LATERAL (SELECT greatest(l.d + interval '1 day', now() - interval '790 days') AS since) s \
-         CROSS JOIN LATERAL (SELECT s.since + (now() - s.since) * ((k - 1 + random()) / $2) AS at) a \
+         CROSS JOIN LATERAL (SELECT s.since + (now() - s.since) * ((k - 1 + random()) / $1) AS at) a \
          ORDER BY at",
     )
-    .bind(&prefix)
     .bind(i32::try_from(volume.payments_per_loan)?)
     .execute(&mut *tx)
     .await?;
@@ -518,8 +517,8 @@ async fn load_with_directory(
 }
 
 /// Inserts many rows the way the PostgreSQL manual recommends for bulk loads ("Populating a
-/// Database"): the table's secondary indexes and foreign keys are dropped, the rows go in with
-/// one statement, then each index is rebuilt and each key validated in one pass. Definitions
+/// Database"): the table's indexes and keys ([`deferred_structures`]) are dropped, the rows go in
+/// with one statement, then each index is rebuilt and each key validated in one pass. Definitions
 /// come from the catalog, so the seed never restates the schema, and all of it runs in the
 /// caller's transaction: a failed load leaves every index and key as it was.
 async fn bulk_insert(
@@ -541,23 +540,38 @@ async fn bulk_insert(
     Ok(rows)
 }
 
-/// `(drop, create)` statements for `table`'s secondary indexes and foreign keys.
+/// `(drop, create)` statements for what `table` can be loaded without: its primary and unique
+/// keys that no foreign key references, its other indexes, and its foreign keys, in the order
+/// they are to be rebuilt.
 async fn deferred_structures(
     conn: &mut PgConnection,
     table: &str,
 ) -> CliResult<Vec<(String, String)>> {
     Ok(sqlx::query_as(
-        "SELECT format('DROP INDEX %s', i.indexrelid::regclass), \
-                regexp_replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON ') \
-         FROM pg_index i \
-         WHERE i.indrelid = $1::regclass \
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
-                           WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid) \
-         UNION ALL \
-         SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname), \
-                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
-                       pg_get_constraintdef(oid)) \
-         FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'",
+        "SELECT drop_sql, create_sql FROM ( \
+             SELECT 1 AS step, conname::text AS name, \
+                    format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) AS drop_sql, \
+                    format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
+                           pg_get_constraintdef(oid)) AS create_sql \
+             FROM pg_constraint k \
+             WHERE conrelid = $1::regclass AND contype IN ('p', 'u') \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint f \
+                               WHERE f.contype = 'f' AND f.conindid = k.conindid) \
+             UNION ALL \
+             SELECT 2, i.indexrelid::regclass::text, \
+                    format('DROP INDEX %s', i.indexrelid::regclass), \
+                    regexp_replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON ') \
+             FROM pg_index i \
+             WHERE i.indrelid = $1::regclass \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
+                               WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid) \
+             UNION ALL \
+             SELECT 3, conname::text, \
+                    format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname), \
+                    format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
+                           pg_get_constraintdef(oid)) \
+             FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f' \
+         ) deferred ORDER BY step, name",
     )
     .bind(table)
     .fetch_all(conn)
