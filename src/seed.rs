@@ -491,7 +491,7 @@ struct Load<'a> {
 async fn load_with_directory(
     tx: &mut PgConnection,
     progress: &mut Progress,
-    deferred: [&[(String, String)]; 2],
+    deferred: [&[Deferred]; 2],
     load: Load<'_>,
 ) -> CliResult<u64> {
     let toggle = |action: &str| {
@@ -526,37 +526,45 @@ async fn bulk_insert(
     progress: &mut Progress,
     table: &str,
     insert: &str,
-    deferred: &[(String, String)],
+    deferred: &[Deferred],
 ) -> CliResult<u64> {
-    for (drop, _) in deferred {
-        sqlx::raw_sql(drop.as_str()).execute(&mut *tx).await?;
+    for structure in deferred {
+        sqlx::raw_sql(&structure.drop_sql).execute(&mut *tx).await?;
     }
     let rows = sqlx::query(insert).execute(&mut *tx).await?.rows_affected();
     progress.step(&format!("{table}: {rows} rows"));
-    for (_, create) in deferred {
-        sqlx::raw_sql(create.as_str()).execute(&mut *tx).await?;
-        progress.step(&format!("{table}: rebuilt {}", structure_name(create)));
+    for structure in deferred {
+        sqlx::raw_sql(&structure.create_sql)
+            .execute(&mut *tx)
+            .await?;
+        progress.step(&format!("{table}: rebuilt {}", structure.name));
     }
     Ok(rows)
 }
 
-/// `(drop, create)` statements for what `table` can be loaded without: its primary and unique
-/// keys that no foreign key references, its other indexes, and its foreign keys, in the order
-/// they are to be rebuilt.
-async fn deferred_structures(
-    conn: &mut PgConnection,
-    table: &str,
-) -> CliResult<Vec<(String, String)>> {
+/// An index or key a table is loaded without, and how to take it away and put it back.
+#[derive(sqlx::FromRow)]
+struct Deferred {
+    name: String,
+    drop_sql: String,
+    create_sql: String,
+}
+
+/// What `table` can be loaded without: its primary and unique keys that no foreign key
+/// references, its other indexes, and its foreign keys, in the order they are to be rebuilt.
+async fn deferred_structures(conn: &mut PgConnection, table: &str) -> CliResult<Vec<Deferred>> {
     Ok(sqlx::query_as(
-        "SELECT drop_sql, create_sql FROM ( \
-             SELECT 1 AS step, conname::text AS name, \
+        "SELECT name, drop_sql, create_sql FROM ( \
+             SELECT CASE contype WHEN 'f' THEN 3 ELSE 1 END AS step, conname::text AS name, \
                     format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname) AS drop_sql, \
                     format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
                            pg_get_constraintdef(oid)) AS create_sql \
              FROM pg_constraint k \
-             WHERE conrelid = $1::regclass AND contype IN ('p', 'u') \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint f \
-                               WHERE f.contype = 'f' AND f.conindid = k.conindid) \
+             WHERE conrelid = $1::regclass \
+               AND (contype = 'f' \
+                    OR (contype IN ('p', 'u') \
+                        AND NOT EXISTS (SELECT 1 FROM pg_constraint f \
+                                        WHERE f.contype = 'f' AND f.conindid = k.conindid))) \
              UNION ALL \
              SELECT 2, i.indexrelid::regclass::text, \
                     format('DROP INDEX %s', i.indexrelid::regclass), \
@@ -565,31 +573,9 @@ async fn deferred_structures(
              WHERE i.indrelid = $1::regclass \
                AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
                                WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid) \
-             UNION ALL \
-             SELECT 3, conname::text, \
-                    format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname), \
-                    format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
-                           pg_get_constraintdef(oid)) \
-             FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f' \
          ) deferred ORDER BY step, name",
     )
     .bind(table)
     .fetch_all(conn)
     .await?)
-}
-
-/// The index or constraint a `CREATE INDEX name …` or `ALTER TABLE … ADD CONSTRAINT name …`
-/// statement makes.
-fn structure_name(create: &str) -> &str {
-    let mut words = create.split_whitespace();
-    let before_name = if create.starts_with("ALTER") {
-        "CONSTRAINT"
-    } else {
-        "INDEX"
-    };
-    words
-        .by_ref()
-        .find(|w| *w == before_name)
-        .and_then(|_| words.next())
-        .unwrap_or(create)
 }
