@@ -43,8 +43,14 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Outbox rows replayed per query.
+/// Outbox rows replayed per query; a stream holds at most one batch in memory.
 const REPLAY_BATCH: i64 = 1000;
+
+/// How many of the latest sent ids a stream remembers to skip an event both replayed and
+/// received live. A live event waits at most the hub's channel capacity (1,024) behind the
+/// replay that also finds it, so four times that is ample, and memory stays bounded on a stream
+/// that runs for days.
+const SENT_WINDOW: usize = 4096;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -90,14 +96,17 @@ struct Feed {
     live: broadcast::Receiver<HubMessage>,
     shutdown: watch::Receiver<bool>,
     pending: VecDeque<LoanEvent>,
-    /// Ids already sent, so an event both replayed and received live goes out once.
-    sent: HashSet<i64>,
+    sent: SentIds,
     /// Replays start after this id.
     replayed_to: i64,
+    /// The outbox may hold more past `replayed_to` than was read: read the next batch before
+    /// anything live.
+    replaying: bool,
 }
 
 impl Feed {
     fn queue(&mut self, events: Vec<LoanEvent>) {
+        self.replaying = events.len() >= REPLAY_BATCH as usize;
         for event in events {
             self.replayed_to = self.replayed_to.max(event.event_id);
             if self.sent.insert(event.event_id) {
@@ -106,29 +115,22 @@ impl Feed {
         }
     }
 
-    /// Reads the outbox past what was replayed; a failure is logged and retried at the next
-    /// resync rather than ending the stream.
+    /// Reads the next batch of the outbox past what was replayed; a failure is logged and
+    /// retried at the next resync rather than ending the stream.
     async fn catch_up(&mut self) {
         let timeout = self.state.statement_timeout.as_millis();
         let result = async {
             let mut tx = db::begin_as(&self.state.pool, &self.caller, true, timeout).await?;
-            self.replay(&mut tx).await?;
-            tx.commit().await
+            let batch = outbox_after(&mut tx, self.replayed_to).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(batch)
         }
         .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "event replay failed");
-        }
-    }
-
-    /// Queues every outbox event past `replayed_to`, batch by batch.
-    async fn replay(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        loop {
-            let batch = outbox_after(conn, self.replayed_to).await?;
-            let complete = batch.len() < REPLAY_BATCH as usize;
-            self.queue(batch);
-            if complete {
-                return Ok(());
+        match result {
+            Ok(batch) => self.queue(batch),
+            Err(error) => {
+                self.replaying = false;
+                tracing::warn!(%error, "event replay failed");
             }
         }
     }
@@ -137,6 +139,10 @@ impl Feed {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
+            }
+            if self.replaying {
+                self.catch_up().await;
+                continue;
             }
             let (live, shutdown) = (&mut self.live, &mut self.shutdown);
             let message = tokio::select! {
@@ -154,6 +160,29 @@ impl Feed {
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+/// The latest [`SENT_WINDOW`] ids a stream sent.
+#[derive(Default)]
+struct SentIds {
+    ids: HashSet<i64>,
+    order: VecDeque<i64>,
+}
+
+impl SentIds {
+    /// Remembers `id`; false if it is already remembered.
+    fn insert(&mut self, id: i64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SENT_WINDOW {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
@@ -206,14 +235,17 @@ async fn stream_loan_events(
         live,
         shutdown,
         pending: VecDeque::new(),
-        sent: HashSet::new(),
+        sent: SentIds::default(),
         replayed_to: 0,
+        replaying: false,
         state: state.clone(),
     };
     match header.or(query.last_event_id) {
         Some(last) => {
+            // The first batch in this transaction; the rest as the client reads them.
             feed.replayed_to = last;
-            feed.replay(&mut tx).await?;
+            let batch = outbox_after(&mut tx, last).await?;
+            feed.queue(batch);
         }
         None => feed.replayed_to = latest_event_id(&mut tx).await?,
     }
@@ -223,4 +255,22 @@ async fn stream_loan_events(
         Some((Ok(to_sse(&event)), feed))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sent_ids_skip_a_repeat_and_forget_the_oldest_beyond_the_window() {
+        let mut sent = SentIds::default();
+        assert!(sent.insert(1));
+        assert!(!sent.insert(1));
+        for id in 2..=(SENT_WINDOW as i64 + 1) {
+            assert!(sent.insert(id));
+        }
+        assert_eq!(sent.ids.len(), SENT_WINDOW);
+        assert!(sent.insert(1), "1 fell out of the window");
+        assert!(!sent.insert(SENT_WINDOW as i64 + 1));
+    }
 }

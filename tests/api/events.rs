@@ -171,6 +171,40 @@ async fn reconnecting_with_last_event_id_replays_what_was_missed_in_order() {
     assert_eq!(live["new_status"], "REJECTED");
 }
 
+/// A long absence is replayed a batch (1,000 events) at a time as the client reads, not loaded
+/// whole into memory first: events deleted from the outbox after the first batch was read are
+/// never sent.
+#[tokio::test]
+async fn a_long_gap_is_replayed_a_batch_at_a_time() {
+    let app = TestApp::spawn().await;
+    let first: i64 = sqlx::query_scalar(
+        "INSERT INTO metadata.outbox_events (topic, aggregate_id, payload) \
+         SELECT 'loan_status_changed', gen_random_uuid(), jsonb_build_object('n', n) \
+         FROM generate_series(1, 2500) n RETURNING event_id",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap()
+    .into_iter()
+    .min()
+    .unwrap();
+
+    let mut stream = EventStream::open(&app, Some(first - 1)).await;
+    let (id, event) = stream.next(Duration::from_secs(2)).await.unwrap();
+    assert_eq!((id, event["n"].as_i64()), (first, Some(1)));
+    sqlx::query("DELETE FROM metadata.outbox_events WHERE event_id >= $1")
+        .bind(first + 1000)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+
+    let mut ids = vec![id];
+    while let Some((id, _)) = stream.next(Duration::from_millis(500)).await {
+        ids.push(id);
+    }
+    assert_eq!(ids, (first..first + 1000).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn only_staff_may_subscribe() {
     let app = TestApp::spawn().await;
