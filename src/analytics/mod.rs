@@ -119,10 +119,11 @@ pub struct HighRiskQuery {
 #[derive(Debug, Serialize, Deserialize)]
 struct RiskCursor {
     score: i32,
-    id: Uuid,
+    customer_id: Uuid,
+    loan_id: Uuid,
 }
 
-/// Approved and disbursed loans, riskiest customers first (staff, analysts).
+/// Approved and disbursed loans by customer, riskiest first (staff, analysts).
 #[utoipa::path(
     get,
     path = "/v1/analytics/high-risk-loans",
@@ -149,28 +150,32 @@ async fn list_high_risk_loans(
             ));
         }
     }
-    // Unrated customers sort last, as a score above any real one.
+    // Unrated customers sort last, as a score above any real one. Customers come in the order
+    // of idx_customers_risk_order, from the cursor's customer on, so a page reads only as many
+    // customers as it needs; only each customer's few loans are sorted.
     let rows: Vec<HighRiskLoan> = sqlx::query_as(
-        "SELECT * FROM ( \
-           SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount, \
-                  l.interest_rate, c.credit_score, \
-                  CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
-                       WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
-                       WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END AS risk_category, \
-                  l.collateral_info->>'type' AS collateral_type, \
-                  l.collateral_info->>'value' AS collateral_value, l.status, l.application_date \
-           FROM core.loans l JOIN core.customers c ON c.customer_id = l.customer_id \
-           WHERE l.status IN ('APPROVED', 'DISBURSED') \
-             AND ($1::text IS NULL OR \
-                  CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
-                       WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
-                       WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END = $1) \
-             AND ($2::int IS NULL OR (coalesce(c.credit_score, 1000), l.loan_id) > ($2, $3)) \
-         ) risky ORDER BY coalesce(credit_score, 1000), loan_id LIMIT $4",
+        "SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount, \
+                l.interest_rate, c.credit_score, \
+                CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
+                     WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
+                     WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END AS risk_category, \
+                l.collateral_info->>'type' AS collateral_type, \
+                l.collateral_info->>'value' AS collateral_value, l.status, l.application_date \
+         FROM core.customers c JOIN core.loans l ON l.customer_id = c.customer_id \
+         WHERE l.status IN ('APPROVED', 'DISBURSED') \
+           AND ($1::text IS NULL OR \
+                CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
+                     WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
+                     WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END = $1) \
+           AND (coalesce(c.credit_score, 1000), c.customer_id) >= ($2, $3) \
+           AND (coalesce(c.credit_score, 1000), c.customer_id, l.loan_id) > ($2, $3, $4) \
+         ORDER BY coalesce(c.credit_score, 1000), c.customer_id, l.loan_id LIMIT $5",
     )
     .bind(query.risk_category.as_deref())
-    .bind(after.as_ref().map(|c| c.score))
-    .bind(after.as_ref().map(|c| c.id))
+    // The first page starts below every score.
+    .bind(after.as_ref().map_or(i32::MIN, |c| c.score))
+    .bind(after.as_ref().map_or(Uuid::nil(), |c| c.customer_id))
+    .bind(after.as_ref().map_or(Uuid::nil(), |c| c.loan_id))
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;
@@ -178,7 +183,8 @@ async fn list_high_risk_loans(
     let (data, next_cursor) = pagination::paginate(rows, limit, |r| {
         pagination::encode(&RiskCursor {
             score: r.credit_score.unwrap_or(1000),
-            id: r.loan_id,
+            customer_id: r.customer_id,
+            loan_id: r.loan_id,
         })
     });
     Ok(Json(HighRiskLoanPage { data, next_cursor }))

@@ -497,6 +497,62 @@ async fn loans_list_by_filters_newest_first_with_a_cursor() {
         .problem(StatusCode::BAD_REQUEST);
 }
 
+/// The high-risk listing pages riskiest customers first (unrated last), each customer's loans
+/// together in id order, with nothing repeated or skipped across pages, even when customers'
+/// loans were made interleaved.
+#[tokio::test]
+async fn high_risk_loans_page_riskiest_customers_first_a_customer_at_a_time() {
+    let app = TestApp::spawn().await;
+    let mut customers = Vec::new();
+    for (code, id_number, score) in [
+        ("CUST401", "401401401", Some(720)),
+        ("CUST402", "402402402", Some(560)),
+        ("CUST403", "403403403", None),
+        ("CUST404", "404404404", Some(560)),
+    ] {
+        let customer = app.approved_customer(code, id_number).await;
+        sqlx::query("UPDATE core.customers SET credit_score = $2 WHERE customer_id = $1")
+            .bind(customer)
+            .bind(score)
+            .execute(&app.owner)
+            .await
+            .unwrap();
+        customers.push((score.unwrap_or(1000), customer));
+    }
+    let mut expected = Vec::new();
+    for amount in ["10000000", "20000000"] {
+        for &(score, customer) in customers.iter().rev() {
+            let loan = app.loan_for(customer, amount).await;
+            app.act(&app.staff(), &loan, "approve").await;
+            let loan_id: Uuid = loan["loan_id"].as_str().unwrap().parse().unwrap();
+            expected.push((score, customer, loan_id));
+        }
+    }
+    expected.sort();
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/analytics/high-risk-loans?limit=3".to_owned();
+    loop {
+        let page = app.get(&path, &app.staff()).await.json();
+        for row in page["data"].as_array().unwrap() {
+            seen.push((
+                row["credit_score"].as_i64().map_or(1000, |s| s as i32),
+                row["customer_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Uuid>()
+                    .unwrap(),
+                row["loan_id"].as_str().unwrap().parse::<Uuid>().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/analytics/high-risk-loans?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
+
 #[tokio::test]
 async fn portfolio_and_high_risk_views_follow_the_seed_queries() {
     let app = TestApp::spawn().await;
