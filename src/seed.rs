@@ -289,6 +289,8 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .await?;
 
     let mut tx = conn.begin().await?;
+    // A loan's date is drawn in the select list, once per row: in a LATERAL subquery that
+    // names no outer column, random() ran once and every loan got the same date.
     // Ids are UUIDv7 of the row's own date, as the service makes them, and rows go in date
     // order, so primary and unique keys grow at their right edge instead of splitting pages.
     // uuid_v7: the first eight bytes are the milliseconds, version 7 (0x7000 = 28672) and 12
@@ -307,10 +309,10 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         "CREATE TEMP TABLE seed_loans ON COMMIT DROP AS \
          SELECT pg_temp.uuid_v7(d) AS loan_id, \
                 $1 || '-' || lpad((row_number() OVER (ORDER BY d))::text, 8, '0') AS loan_number, \
-                c.customer_id, ((10 + floor(random() * 490)) * 1000000)::numeric(15, 2) AS amount, d \
-         FROM core.customers c CROSS JOIN generate_series(1, $2) k \
-         CROSS JOIN LATERAL (SELECT now() - random() * interval '2900 days' AS d) dd \
-         WHERE c.customer_code LIKE $1 || '%' \
+                customer_id, ((10 + floor(random() * 490)) * 1000000)::numeric(15, 2) AS amount, d \
+         FROM (SELECT c.customer_id, now() - random() * interval '2900 days' AS d \
+               FROM core.customers c CROSS JOIN generate_series(1, $2) k \
+               WHERE c.customer_code LIKE $1 || '%') generated \
          ORDER BY d",
     )
     .bind(&prefix)

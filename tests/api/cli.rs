@@ -350,6 +350,24 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
         0,
         "generated ids are UUIDv7 of the application date"
     );
+    // 80 loans over 2,900 days: every one of the eight years before this one gets some.
+    let loan_years = app
+        .count("SELECT count(DISTINCT tableoid) FROM core.loans WHERE loan_number LIKE 'LT%'")
+        .await;
+    assert!(
+        loan_years >= 8,
+        "generated loans in {loan_years} yearly partitions"
+    );
+    let payment_months = app
+        .count(
+            "SELECT count(DISTINCT p.tableoid) FROM core.payments p JOIN core.loans l USING (loan_id) \
+             WHERE l.loan_number LIKE 'LT%'",
+        )
+        .await;
+    assert!(
+        payment_months >= 20,
+        "generated payments in {payment_months} monthly partitions"
+    );
     let lab_loans = app
         .count("SELECT count(*) FROM core.loans WHERE loan_number IN ('LN2024001', 'LN2024002') AND status = 'DISBURSED'")
         .await;
