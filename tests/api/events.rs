@@ -205,6 +205,63 @@ async fn a_long_gap_is_replayed_a_batch_at_a_time() {
     assert_eq!(ids, (first..first + 1000).collect::<Vec<_>>());
 }
 
+/// Event ids follow commit order: a status change waits to take its id until the transaction
+/// holding the previous one has committed, so a replay past an id can never miss a lower one
+/// committed later.
+#[tokio::test]
+async fn a_status_change_takes_its_event_id_after_the_previous_one_commits() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUST320", "320320320").await;
+    let first = app.loan_for(customer, "10000000").await;
+    let second = app.loan_for(customer, "20000000").await;
+    let approve = "UPDATE core.loans SET status = 'APPROVED', approval_date = now() \
+                   WHERE loan_id = $1::uuid";
+
+    let mut holder = app.owner.begin().await.unwrap();
+    sqlx::query(approve)
+        .bind(first["loan_id"].as_str().unwrap())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let owner = app.owner.clone();
+    let second_id = second["loan_id"].as_str().unwrap().to_owned();
+    let waiter = tokio::spawn(async move {
+        let mut tx = owner.begin().await.unwrap();
+        sqlx::query(approve)
+            .bind(second_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second change waits for the first to commit"
+    );
+    holder.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the second change goes on once the first committed")
+        .unwrap();
+
+    let ids: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id::text, event_id FROM metadata.outbox_events \
+         WHERE payload->>'new_status' = 'APPROVED' ORDER BY event_id",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let order: Vec<&str> = ids.iter().map(|(loan, _)| loan.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            first["loan_id"].as_str().unwrap(),
+            second["loan_id"].as_str().unwrap()
+        ]
+    );
+}
+
 #[tokio::test]
 async fn only_staff_may_subscribe() {
     let app = TestApp::spawn().await;
