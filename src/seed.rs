@@ -326,7 +326,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         [&deferred[0], &deferred[1]],
         Load {
             table: "core.loans",
-            triggers: &["loan_status_change_trigger", "loans_register"],
+            triggers: &["loan_status_order_lock", "loan_status_change_trigger", "loans_register"],
             directory: "core.loan_directory",
             directory_insert: "INSERT INTO core.loan_directory (loan_id, loan_number, customer_id, \
                                application_date) \
