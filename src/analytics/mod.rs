@@ -123,6 +123,23 @@ struct RiskCursor {
     loan_id: Uuid,
 }
 
+/// The scores of a risk category as the listing orders them (`coalesce(credit_score, 1000)`):
+/// HIGH_RISK below 600, MEDIUM_RISK below 700, LOW_RISK the rest, UNRATED none (1000).
+fn score_range(category: Option<&str>) -> Result<(i32, i32), ApiError> {
+    Ok(match category {
+        None => (i32::MIN, i32::MAX),
+        Some("HIGH_RISK") => (i32::MIN, 599),
+        Some("MEDIUM_RISK") => (600, 699),
+        Some("LOW_RISK") => (700, 999),
+        Some("UNRATED") => (1000, 1000),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "risk_category must be HIGH_RISK, MEDIUM_RISK, LOW_RISK or UNRATED".into(),
+            ))
+        }
+    })
+}
+
 /// Approved and disbursed loans by customer, riskiest first (staff, analysts).
 #[utoipa::path(
     get,
@@ -143,16 +160,17 @@ async fn list_high_risk_loans(
         .as_deref()
         .map(pagination::decode)
         .transpose()?;
-    if let Some(category) = &query.risk_category {
-        if !["HIGH_RISK", "MEDIUM_RISK", "LOW_RISK", "UNRATED"].contains(&category.as_str()) {
-            return Err(ApiError::BadRequest(
-                "risk_category must be HIGH_RISK, MEDIUM_RISK, LOW_RISK or UNRATED".into(),
-            ));
-        }
-    }
+    let (lowest, highest) = score_range(query.risk_category.as_deref())?;
+    // The first page starts below the category's lowest score.
+    let (score, customer_id, loan_id) = after
+        .as_ref()
+        .map_or((lowest, Uuid::nil(), Uuid::nil()), |c| {
+            (c.score, c.customer_id, c.loan_id)
+        });
     // Unrated customers sort last, as a score above any real one. Customers come in the order
-    // of idx_customers_risk_order, from the cursor's customer on, so a page reads only as many
-    // customers as it needs; only each customer's few loans are sorted.
+    // of idx_customers_risk_order, within the category's scores and from the cursor's customer
+    // on, so a page reads only as many customers as it needs; only each customer's few loans
+    // are sorted.
     let rows: Vec<HighRiskLoan> = sqlx::query_as(
         "SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount, \
                 l.interest_rate, c.credit_score, \
@@ -163,19 +181,16 @@ async fn list_high_risk_loans(
                 l.collateral_info->>'value' AS collateral_value, l.status, l.application_date \
          FROM core.customers c JOIN core.loans l ON l.customer_id = c.customer_id \
          WHERE l.status IN ('APPROVED', 'DISBURSED') \
-           AND ($1::text IS NULL OR \
-                CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
-                     WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
-                     WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END = $1) \
-           AND (coalesce(c.credit_score, 1000), c.customer_id) >= ($2, $3) \
-           AND (coalesce(c.credit_score, 1000), c.customer_id, l.loan_id) > ($2, $3, $4) \
-         ORDER BY coalesce(c.credit_score, 1000), c.customer_id, l.loan_id LIMIT $5",
+           AND coalesce(c.credit_score, 1000) BETWEEN $1 AND $2 \
+           AND (coalesce(c.credit_score, 1000), c.customer_id) >= ($3, $4) \
+           AND (coalesce(c.credit_score, 1000), c.customer_id, l.loan_id) > ($3, $4, $5) \
+         ORDER BY coalesce(c.credit_score, 1000), c.customer_id, l.loan_id LIMIT $6",
     )
-    .bind(query.risk_category.as_deref())
-    // The first page starts below every score.
-    .bind(after.as_ref().map_or(i32::MIN, |c| c.score))
-    .bind(after.as_ref().map_or(Uuid::nil(), |c| c.customer_id))
-    .bind(after.as_ref().map_or(Uuid::nil(), |c| c.loan_id))
+    .bind(lowest)
+    .bind(highest)
+    .bind(score)
+    .bind(customer_id)
+    .bind(loan_id)
     .bind(limit + 1)
     .fetch_all(&mut *tx)
     .await?;

@@ -529,9 +529,30 @@ async fn high_risk_loans_page_riskiest_customers_first_a_customer_at_a_time() {
         }
     }
     expected.sort();
+    assert_eq!(walk_high_risk(&app, "").await, expected);
+    for (category, score) in [("HIGH_RISK", 560), ("LOW_RISK", 720), ("UNRATED", 1000)] {
+        let only: Vec<_> = expected.iter().filter(|e| e.0 == score).cloned().collect();
+        assert_eq!(
+            walk_high_risk(&app, &format!("&risk_category={category}")).await,
+            only,
+            "{category}"
+        );
+    }
+    assert!(walk_high_risk(&app, "&risk_category=MEDIUM_RISK")
+        .await
+        .is_empty());
+    app.get(
+        "/v1/analytics/high-risk-loans?risk_category=SHAKY",
+        &app.staff(),
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+}
 
+/// Every page of the high-risk listing, 3 loans a page: (score or 1000, customer, loan).
+async fn walk_high_risk(app: &TestApp, filter: &str) -> Vec<(i32, Uuid, Uuid)> {
     let mut seen = Vec::new();
-    let mut path = "/v1/analytics/high-risk-loans?limit=3".to_owned();
+    let mut path = format!("/v1/analytics/high-risk-loans?limit=3{filter}");
     loop {
         let page = app.get(&path, &app.staff()).await.json();
         for row in page["data"].as_array().unwrap() {
@@ -546,11 +567,12 @@ async fn high_risk_loans_page_riskiest_customers_first_a_customer_at_a_time() {
             ));
         }
         match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/v1/analytics/high-risk-loans?limit=3&cursor={cursor}"),
-            None => break,
+            Some(cursor) => {
+                path = format!("/v1/analytics/high-risk-loans?limit=3{filter}&cursor={cursor}")
+            }
+            None => return seen,
         }
     }
-    assert_eq!(seen, expected);
 }
 
 #[tokio::test]
