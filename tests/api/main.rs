@@ -17,3 +17,4 @@ mod partitions;
 mod payments;
 mod pgbouncer;
 mod rls;
+mod schema;
