@@ -2,6 +2,9 @@
 //!
 //! Runs as the owner (`DATABASE_URL`), encrypting ID numbers exactly as the API does.
 
+mod binary_copy;
+mod generated;
+
 use std::io::Write;
 use std::time::Instant;
 
@@ -13,6 +16,8 @@ use uuid::Uuid;
 
 use crate::pii::{IdNumber, PiiCipher};
 use crate::CliResult;
+use binary_copy::BinaryCopy;
+use generated::Rng;
 
 struct LabCustomer {
     code: &'static str,
@@ -276,7 +281,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     let mut progress = Progress::new(
         batches + 2 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
     );
-    insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
+    let customers = insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
 
     let prefix = format!("LT{run}");
     sqlx::raw_sql(
@@ -288,39 +293,38 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .execute(&mut *conn)
     .await?;
 
+    // Loans and payments are generated here, on the seed's core, and copied in binary while the
+    // server works on the other core. They come in date order with UUIDv7 ids of their own
+    // dates, as the service writes them, so keys grow at their right edge.
+    let now = Utc::now();
+    let mut rng = Rng::new(Uuid::now_v7().as_u128() as u64);
+    let loans = generated::loans(&customers, volume.loans_per_customer, now, &mut rng);
+    let payments = generated::payments(&loans, volume.payments_per_loan, now, &mut rng);
+    let loan_number = |index: usize| format!("{prefix}-{:08}", index + 1);
+
     let mut tx = conn.begin().await?;
-    // A loan's date is drawn in the select list, once per row: in a LATERAL subquery that
-    // names no outer column, random() ran once and every loan got the same date.
-    // Ids are UUIDv7 of the row's own date, as the service makes them, and rows go in date
-    // order, so primary and unique keys grow at their right edge instead of splitting pages.
-    // uuid_v7: the first eight bytes are the milliseconds, version 7 (0x7000 = 28672) and 12
-    // random bits; the last eight the variant bits 10 (a bigint below zero) and random ones.
     sqlx::raw_sql(
         "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'; \
-         CREATE OR REPLACE FUNCTION pg_temp.uuid_v7(at timestamptz) RETURNS uuid LANGUAGE sql VOLATILE AS $$ \
-             SELECT encode(int8send((floor(extract(epoch FROM at) * 1000)::bigint << 16) | 28672 \
-                                    | (random() * 4095)::bigint) \
-                           || int8send((random() * 4611686018427387903)::bigint \
-                                       - 9223372036854775807 - 1), 'hex')::uuid $$",
+         CREATE TEMP TABLE seed_loans (loan_id uuid, loan_number text, customer_id uuid, \
+                                       amount numeric(15, 2), d timestamptz) ON COMMIT DROP; \
+         CREATE TEMP TABLE seed_payments (payment_id uuid, transaction_id text, loan_id uuid, \
+                                          customer_id uuid, amount numeric(15, 2), at timestamptz) \
+             ON COMMIT DROP",
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "CREATE TEMP TABLE seed_loans ON COMMIT DROP AS \
-         SELECT pg_temp.uuid_v7(d) AS loan_id, \
-                $1 || '-' || lpad((row_number() OVER (ORDER BY d))::text, 8, '0') AS loan_number, \
-                customer_id, ((10 + floor(random() * 490)) * 1000000)::numeric(15, 2) AS amount, d \
-         FROM (SELECT c.customer_id, now() - random() * interval '2900 days' AS d \
-               FROM core.customers c CROSS JOIN generate_series(1, $2) k \
-               WHERE c.customer_code LIKE $1 || '%') generated \
-         ORDER BY d",
-    )
-    .bind(&prefix)
-    .bind(i32::try_from(volume.loans_per_customer)?)
-    .execute(&mut *tx)
-    .await?;
+    let mut copy = BinaryCopy::begin(&mut tx, "COPY seed_loans FROM STDIN (FORMAT binary)").await?;
+    for (index, loan) in loans.iter().enumerate() {
+        copy.row(5).await?;
+        copy.field(&loan.id)?;
+        copy.field(&loan_number(index))?;
+        copy.field(&loan.customer_id)?;
+        copy.field(&loan.amount)?;
+        copy.field(&loan.applied_at)?;
+    }
+    copy.finish().await?;
     progress.step("loans generated");
-    let loans = load_with_directory(
+    let loan_count = load_with_directory(
         &mut tx,
         &mut progress,
         [&deferred[0], &deferred[1]],
@@ -342,23 +346,25 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     )
     .await?;
 
-    // A loan's k-th repayment falls in the k-th of equal slices between its disbursement (or 790
-    // days ago) and now.
-    sqlx::query(
-        "CREATE TEMP TABLE seed_payments ON COMMIT DROP AS \
-         SELECT pg_temp.uuid_v7(at) AS payment_id, \
-                l.loan_number || '-P' || k AS transaction_id, \
-                l.loan_id, l.customer_id, round(l.amount / 24, 2) AS amount, at \
-         FROM seed_loans l CROSS JOIN generate_series(1, $1) k \
-         CROSS JOIN LATERAL (SELECT greatest(l.d + interval '1 day', now() - interval '790 days') AS since) s \
-         CROSS JOIN LATERAL (SELECT s.since + (now() - s.since) * ((k - 1 + random()) / $1) AS at) a \
-         ORDER BY at",
-    )
-    .bind(i32::try_from(volume.payments_per_loan)?)
-    .execute(&mut *tx)
-    .await?;
+    let mut copy =
+        BinaryCopy::begin(&mut tx, "COPY seed_payments FROM STDIN (FORMAT binary)").await?;
+    for payment in &payments {
+        let loan = &loans[payment.loan];
+        copy.row(6).await?;
+        copy.field(&payment.id)?;
+        copy.field(&format!(
+            "{}-P{}",
+            loan_number(payment.loan),
+            payment.number
+        ))?;
+        copy.field(&loan.id)?;
+        copy.field(&loan.customer_id)?;
+        copy.field(&generated::instalment(loan))?;
+        copy.field(&payment.paid_at)?;
+    }
+    copy.finish().await?;
     progress.step("payments generated");
-    let payments = load_with_directory(
+    let payment_count = load_with_directory(
         &mut tx,
         &mut progress,
         [&deferred[2], &deferred[3]],
@@ -384,7 +390,7 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
         .await?;
     progress.step("analyzed");
     eprintln!(
-        "\ngenerated {} customers, {loans} loans, {payments} payments in {:.1}s",
+        "\ngenerated {} customers, {loan_count} loans, {payment_count} payments in {:.1}s",
         volume.customers,
         progress.started.elapsed().as_secs_f64()
     );
@@ -399,7 +405,8 @@ async fn insert_customers(
     run: u32,
     customers: u32,
     progress: &mut Progress,
-) -> CliResult {
+) -> CliResult<Vec<Uuid>> {
+    let mut all = Vec::with_capacity(customers as usize);
     let mut done = 0;
     while done < customers {
         let n = BATCH.min(customers - done);
@@ -438,10 +445,11 @@ async fn insert_customers(
         .bind(&last4s)
         .execute(&mut *conn)
         .await?;
+        all.extend(ids);
         done += n;
         progress.step(&format!("customers {done}/{}", customers));
     }
-    Ok(())
+    Ok(all)
 }
 
 /// A one-line progress bar on stderr: the load's steps done, and the last one.

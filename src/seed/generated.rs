@@ -1,0 +1,160 @@
+//! Load-test loans and payments, generated on the seed's own core (the server has the other
+//! one) in the order they are loaded: by date, as the service would have written them.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use uuid::{Builder, Uuid};
+
+/// A loan as generated: applied for some time in the last eight years.
+pub struct Loan {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub amount: Decimal,
+    pub applied_at: DateTime<Utc>,
+}
+
+/// A repayment of `loans[loan]`, its `number`-th.
+pub struct Payment {
+    pub id: Uuid,
+    pub loan: usize,
+    pub number: u32,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// `per_customer` loans for each customer, dated uniformly between 2,900 days ago (nine
+/// calendar years, so eight or more yearly partitions) and yesterday (disbursed the day after,
+/// so every repayment is in the past), for 10 to 499 million each; sorted by date.
+pub fn loans(
+    customers: &[Uuid],
+    per_customer: u32,
+    now: DateTime<Utc>,
+    rng: &mut Rng,
+) -> Vec<Loan> {
+    let span = Duration::days(2899);
+    let mut loans = Vec::with_capacity(customers.len() * per_customer as usize);
+    for &customer_id in customers {
+        for _ in 0..per_customer {
+            let applied_at = now - Duration::days(1) - scaled(span, rng.unit());
+            loans.push(Loan {
+                id: uuid_v7(applied_at, rng),
+                customer_id,
+                amount: Decimal::from((10 + rng.below(490)) * 1_000_000),
+                applied_at,
+            });
+        }
+    }
+    loans.sort_unstable_by_key(|loan| loan.applied_at);
+    loans
+}
+
+/// `per_loan` repayments of each loan: the k-th falls in the k-th of equal slices between the
+/// day after disbursement (or 790 days ago, if later) and now. Sorted by date.
+pub fn payments(loans: &[Loan], per_loan: u32, now: DateTime<Utc>, rng: &mut Rng) -> Vec<Payment> {
+    let earliest = now - Duration::days(790);
+    let mut payments = Vec::with_capacity(loans.len() * per_loan as usize);
+    for (index, loan) in loans.iter().enumerate() {
+        let since = (loan.applied_at + Duration::days(1)).max(earliest);
+        for number in 1..=per_loan {
+            let share = (f64::from(number - 1) + rng.unit()) / f64::from(per_loan);
+            let paid_at = since + scaled(now - since, share);
+            payments.push(Payment {
+                id: uuid_v7(paid_at, rng),
+                loan: index,
+                number,
+                paid_at,
+            });
+        }
+    }
+    payments.sort_unstable_by_key(|payment| payment.paid_at);
+    payments
+}
+
+/// A repayment's amount: a 24th of the loan, to the cent.
+pub fn instalment(loan: &Loan) -> Decimal {
+    (loan.amount / Decimal::from(24))
+        .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// `duration × share`, to the microsecond.
+fn scaled(duration: Duration, share: f64) -> Duration {
+    let micros = duration.num_microseconds().unwrap_or(i64::MAX) as f64;
+    Duration::microseconds((micros * share) as i64)
+}
+
+/// A UUIDv7 of `at`, as the service makes ids for rows it writes at that moment.
+fn uuid_v7(at: DateTime<Utc>, rng: &mut Rng) -> Uuid {
+    let mut random = [0_u8; 10];
+    random[..8].copy_from_slice(&rng.next().to_le_bytes());
+    random[8..].copy_from_slice(&rng.next().to_le_bytes()[..2]);
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+/// SplitMix64: fast, and plenty for lab data (nothing here is a secret).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n).
+    fn below(&mut self, n: u64) -> i64 {
+        i64::try_from(self.next() % n).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loans_spread_over_eight_years_and_payments_follow_their_loan() {
+        let now = Utc::now();
+        let mut rng = Rng::new(7);
+        let customers: Vec<Uuid> = (0..200).map(|_| uuid_v7(now, &mut rng)).collect();
+        let loans = loans(&customers, 10, now, &mut rng);
+        let payments = payments(&loans, 2, now, &mut rng);
+        assert_eq!((loans.len(), payments.len()), (2000, 4000));
+        assert!(loans.windows(2).all(|w| w[0].applied_at <= w[1].applied_at));
+        assert!(payments.windows(2).all(|w| w[0].paid_at <= w[1].paid_at));
+        let years = |at: DateTime<Utc>| at.format("%Y").to_string();
+        let mut loan_years: Vec<String> = loans.iter().map(|l| years(l.applied_at)).collect();
+        loan_years.dedup();
+        assert!(loan_years.len() >= 8, "{loan_years:?}");
+        for payment in &payments {
+            let loan = &loans[payment.loan];
+            assert!(payment.paid_at > loan.applied_at && payment.paid_at <= now);
+            assert_eq!(payment.id.get_version_num(), 7);
+        }
+    }
+
+    #[test]
+    fn an_instalment_rounds_half_away_from_zero_to_the_cent() {
+        let loan = |amount: Decimal| Loan {
+            id: Uuid::nil(),
+            customer_id: Uuid::nil(),
+            amount,
+            applied_at: Utc::now(),
+        };
+        assert_eq!(
+            instalment(&loan(Decimal::from(10_000_000))),
+            Decimal::new(41_666_667, 2)
+        );
+        // 0.12 / 24 = 0.005: half a cent goes up, as PostgreSQL's round() does.
+        assert_eq!(instalment(&loan(Decimal::new(12, 2))), Decimal::new(1, 2));
+    }
+}
