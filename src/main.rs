@@ -165,7 +165,7 @@ async fn seed_data(src: &dyn Source, volume: Option<seed::Volume>) -> CliResult<
         eprintln!("lab data inserted");
     }
     if let Some(volume) = volume {
-        seed::generate(&mut conn, &cipher, volume).await?;
+        seed::generate(&mut conn, &connect, &cipher, volume).await?;
     }
     let id = seed::customer_id(&mut conn, "CUST001").await?;
     conn.close().await?;

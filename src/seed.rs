@@ -11,6 +11,7 @@ use std::time::Instant;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -263,8 +264,14 @@ pub struct Volume {
 const BATCH: u32 = 5_000;
 
 /// Generates `volume` customers, then, in one transaction, their loans and payments spread over
-/// the last years, generated set-based and loaded with [`bulk_insert`].
-pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volume) -> CliResult {
+/// the last years, copied into temporary tables and loaded from them with [`bulk_insert`].
+/// `connect` (`conn`'s options) opens a second connection to gather statistics at the end.
+pub async fn generate(
+    conn: &mut PgConnection,
+    connect: &PgConnectOptions,
+    cipher: &PiiCipher,
+    volume: Volume,
+) -> CliResult {
     let run = Uuid::now_v7().as_u128() as u32 % 9_000 + 1_000;
     let tables = [
         "core.loan_directory",
@@ -385,9 +392,20 @@ pub async fn generate(conn: &mut PgConnection, cipher: &PiiCipher, volume: Volum
     .await?;
     tx.commit().await?;
     progress.step("committed");
-    sqlx::raw_sql("ANALYZE core.customers; ANALYZE core.loans; ANALYZE core.payments")
-        .execute(&mut *conn)
-        .await?;
+    // Statistics now, not when autovacuum comes round: the payments' (the most partitions) on a
+    // second connection while this one does the other tables, directories included.
+    let mut second = PgConnection::connect_with(connect).await?;
+    let (payments, others) = tokio::join!(
+        sqlx::raw_sql("ANALYZE core.payments").execute(&mut second),
+        sqlx::raw_sql(
+            "ANALYZE core.customers; ANALYZE core.loans; ANALYZE core.loan_directory; \
+             ANALYZE core.payment_directory"
+        )
+        .execute(&mut *conn),
+    );
+    payments?;
+    others?;
+    second.close().await?;
     progress.step("analyzed");
     eprintln!(
         "\ngenerated {} customers, {loan_count} loans, {payment_count} payments in {:.1}s",

@@ -376,6 +376,15 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
         .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'core.loans'::regclass")
         .await;
     assert!(partitions >= 9, "{partitions}");
+    assert_eq!(
+        app.count(
+            "SELECT count(DISTINCT tablename) FROM pg_stats WHERE schemaname = 'core' \
+             AND tablename IN ('customers', 'loans', 'payments', 'loan_directory', 'payment_directory')"
+        )
+        .await,
+        5,
+        "the seed leaves statistics on every table it loads"
+    );
 }
 
 #[tokio::test]
