@@ -284,9 +284,9 @@ pub async fn generate(
         deferred.push(deferred_structures(conn, table).await?);
     }
     let batches = volume.customers.div_ceil(BATCH) as usize;
-    // Customer batches; two generated tables; four inserts and their rebuilds; commit; ANALYZE.
+    // Customer batches; generating; four copies and their rebuilds; commit; ANALYZE.
     let mut progress = Progress::new(
-        batches + 2 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
+        batches + 1 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
     );
     let customers = insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
 
@@ -308,69 +308,62 @@ pub async fn generate(
     let loans = generated::loans(&customers, volume.loans_per_customer, now, &mut rng);
     let payments = generated::payments(&loans, volume.payments_per_loan, now, &mut rng);
     let loan_number = |index: usize| format!("{prefix}-{:08}", index + 1);
+    progress.step("loans and payments generated");
 
     let mut tx = conn.begin().await?;
-    sqlx::raw_sql(
-        "SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'; \
-         CREATE TEMP TABLE seed_loans (loan_id uuid, loan_number text, customer_id uuid, \
-                                       amount numeric(15, 2), d timestamptz) ON COMMIT DROP; \
-         CREATE TEMP TABLE seed_payments (payment_id uuid, transaction_id text, loan_id uuid, \
-                                          customer_id uuid, amount numeric(15, 2), at timestamptz) \
-             ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut copy = BinaryCopy::begin(&mut tx, "COPY seed_loans FROM STDIN (FORMAT binary)").await?;
-    for (index, loan) in loans.iter().enumerate() {
-        copy.row(5).await?;
-        copy.field(&loan.id)?;
-        copy.field(&loan_number(index))?;
-        copy.field(&loan.customer_id)?;
-        copy.field(&loan.amount)?;
-        copy.field(&loan.applied_at)?;
-    }
-    copy.finish().await?;
-    progress.step("loans generated");
+    sqlx::raw_sql("SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'")
+        .execute(&mut *tx)
+        .await?;
     let loan_count = load_with_directory(
         &mut tx,
         &mut progress,
         [&deferred[0], &deferred[1]],
         Load {
             table: "core.loans",
-            triggers: &["loan_status_order_lock", "loan_status_change_trigger", "loans_register"],
+            triggers: &[
+                "loan_status_order_lock",
+                "loan_status_change_trigger",
+                "loans_register",
+            ],
             directory: "core.loan_directory",
-            directory_insert: "INSERT INTO core.loan_directory (loan_id, loan_number, customer_id, \
-                               application_date) \
-                               SELECT loan_id, loan_number, customer_id, d FROM seed_loans",
-            table_insert: "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, \
-                           product_type, loan_amount, interest_rate, term_months, status, \
-                           application_date, approval_date, disbursement_date, maturity_date) \
-                           SELECT loan_id, loan_number, customer_id, 'PERSONAL_STD', 'PERSONAL_LOAN', \
-                                  amount, 0.1250, 24, 'DISBURSED', d, d, d + interval '1 day', \
-                                  (d + interval '25 months')::date \
-                           FROM seed_loans",
+            directory_copy: "COPY core.loan_directory (loan_id, loan_number, customer_id, \
+                             application_date) FROM STDIN (FORMAT binary)",
+            table_copy: "COPY core.loans (loan_id, loan_number, customer_id, product_code, \
+                         product_type, loan_amount, interest_rate, term_months, status, \
+                         application_date, approval_date, disbursement_date, maturity_date) \
+                         FROM STDIN (FORMAT binary)",
+            rows: loans.len(),
+            directory_entry: |index: usize| DirectoryEntry {
+                id: loans[index].id,
+                number: loan_number(index),
+                customer_id: loans[index].customer_id,
+                at: loans[index].applied_at,
+            },
+            table_row: |copy: &mut BinaryCopy, index: usize| {
+                let loan = &loans[index];
+                let disbursed = loan.applied_at + chrono::Duration::days(1);
+                let matures = (loan.applied_at + chrono::Months::new(25)).date_naive();
+                copy.row(13);
+                copy.field(&loan.id)?;
+                copy.field(&loan_number(index))?;
+                copy.field(&loan.customer_id)?;
+                copy.field(&"PERSONAL_STD")?;
+                copy.field(&"PERSONAL_LOAN")?;
+                copy.field(&loan.amount)?;
+                copy.field(&Decimal::new(1250, 4))?;
+                copy.field(&24_i32)?;
+                copy.field(&"DISBURSED")?;
+                copy.field(&loan.applied_at)?;
+                copy.field(&loan.applied_at)?;
+                copy.field(&disbursed)?;
+                copy.field(&matures)
+            },
         },
     )
     .await?;
 
-    let mut copy =
-        BinaryCopy::begin(&mut tx, "COPY seed_payments FROM STDIN (FORMAT binary)").await?;
-    for payment in &payments {
-        let loan = &loans[payment.loan];
-        copy.row(6).await?;
-        copy.field(&payment.id)?;
-        copy.field(&format!(
-            "{}-P{}",
-            loan_number(payment.loan),
-            payment.number
-        ))?;
-        copy.field(&loan.id)?;
-        copy.field(&loan.customer_id)?;
-        copy.field(&generated::instalment(loan))?;
-        copy.field(&payment.paid_at)?;
-    }
-    copy.finish().await?;
-    progress.step("payments generated");
+    let transaction_id =
+        |payment: &generated::Payment| format!("{}-P{}", loan_number(payment.loan), payment.number);
     let payment_count = load_with_directory(
         &mut tx,
         &mut progress,
@@ -379,14 +372,33 @@ pub async fn generate(
             table: "core.payments",
             triggers: &["payments_register"],
             directory: "core.payment_directory",
-            directory_insert: "INSERT INTO core.payment_directory (payment_id, transaction_id, \
-                               customer_id, payment_date) \
-                               SELECT payment_id, transaction_id, customer_id, at FROM seed_payments",
-            table_insert: "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, \
-                           payment_type, amount, payment_method, payment_date, status, channel) \
-                           SELECT payment_id, transaction_id, loan_id, customer_id, 'REPAYMENT', amount, \
-                                  'BANK_TRANSFER', at, 'COMPLETED', 'BRANCH' \
-                           FROM seed_payments",
+            directory_copy: "COPY core.payment_directory (payment_id, transaction_id, \
+                             customer_id, payment_date) FROM STDIN (FORMAT binary)",
+            table_copy: "COPY core.payments (payment_id, transaction_id, loan_id, customer_id, \
+                         payment_type, amount, payment_method, payment_date, status, channel) \
+                         FROM STDIN (FORMAT binary)",
+            rows: payments.len(),
+            directory_entry: |index: usize| DirectoryEntry {
+                id: payments[index].id,
+                number: transaction_id(&payments[index]),
+                customer_id: loans[payments[index].loan].customer_id,
+                at: payments[index].paid_at,
+            },
+            table_row: |copy: &mut BinaryCopy, index: usize| {
+                let payment = &payments[index];
+                let loan = &loans[payment.loan];
+                copy.row(10);
+                copy.field(&payment.id)?;
+                copy.field(&transaction_id(payment))?;
+                copy.field(&loan.id)?;
+                copy.field(&loan.customer_id)?;
+                copy.field(&"REPAYMENT")?;
+                copy.field(&generated::instalment(loan))?;
+                copy.field(&"BANK_TRANSFER")?;
+                copy.field(&payment.paid_at)?;
+                copy.field(&"COMPLETED")?;
+                copy.field(&"BRANCH")
+            },
         },
     )
     .await?;
@@ -503,25 +515,42 @@ impl Progress {
     }
 }
 
-/// A generated table and its directory.
-struct Load<'a> {
+/// A generated table and its directory: where the rows go and how to write the `index`-th.
+struct Load<'a, D, T> {
     table: &'a str,
     /// Per-row triggers to skip: generated history is not news, and the directory is filled
-    /// with one statement instead of a trigger call per row.
+    /// with its own copy instead of a trigger call per row.
     triggers: &'a [&'a str],
     directory: &'a str,
-    directory_insert: &'a str,
-    table_insert: &'a str,
+    /// `COPY … FROM STDIN (FORMAT binary)` statements.
+    directory_copy: &'a str,
+    table_copy: &'a str,
+    rows: usize,
+    directory_entry: D,
+    table_row: T,
+}
+
+/// A directory row: the id, the business number unique across partitions, the customer, and
+/// the date that names the row's partition.
+struct DirectoryEntry {
+    id: Uuid,
+    number: String,
+    customer_id: Uuid,
+    at: DateTime<Utc>,
 }
 
 /// Fills the directory, then the table with its per-row triggers off; returns the table's rows.
 /// `deferred` holds the [`deferred_structures`] of the directory and of the table.
-async fn load_with_directory(
+async fn load_with_directory<D, T>(
     tx: &mut PgConnection,
     progress: &mut Progress,
     deferred: [&[Deferred]; 2],
-    load: Load<'_>,
-) -> CliResult<u64> {
+    load: Load<'_, D, T>,
+) -> CliResult<u64>
+where
+    D: FnMut(usize) -> DirectoryEntry,
+    T: FnMut(&mut BinaryCopy, usize) -> CliResult,
+{
     let toggle = |action: &str| {
         let triggers: Vec<String> = load
             .triggers
@@ -531,41 +560,65 @@ async fn load_with_directory(
         format!("ALTER TABLE {} {}", load.table, triggers.join(", "))
     };
     sqlx::raw_sql(&toggle("DISABLE")).execute(&mut *tx).await?;
-    bulk_insert(
-        tx,
-        progress,
-        load.directory,
-        load.directory_insert,
-        deferred[0],
-    )
-    .await?;
-    let rows = bulk_insert(tx, progress, load.table, load.table_insert, deferred[1]).await?;
+    let directory = Copy {
+        table: load.directory,
+        statement: load.directory_copy,
+        rows: load.rows,
+    };
+    let mut directory_entry = load.directory_entry;
+    let directory_row = |copy: &mut BinaryCopy, index: usize| {
+        let entry = directory_entry(index);
+        copy.row(4);
+        copy.field(&entry.id)?;
+        copy.field(&entry.number)?;
+        copy.field(&entry.customer_id)?;
+        copy.field(&entry.at)
+    };
+    bulk_copy(tx, progress, directory, directory_row, deferred[0]).await?;
+    let table = Copy {
+        table: load.table,
+        statement: load.table_copy,
+        rows: load.rows,
+    };
+    let rows = bulk_copy(tx, progress, table, load.table_row, deferred[1]).await?;
     sqlx::raw_sql(&toggle("ENABLE")).execute(&mut *tx).await?;
     Ok(rows)
 }
 
-/// Inserts many rows the way the PostgreSQL manual recommends for bulk loads ("Populating a
-/// Database"): the table's indexes and keys ([`deferred_structures`]) are dropped, the rows go in
-/// with one statement, then each index is rebuilt and each key validated in one pass. Definitions
-/// come from the catalog, so the seed never restates the schema, and all of it runs in the
-/// caller's transaction: a failed load leaves every index and key as it was.
-async fn bulk_insert(
+/// One binary copy of `rows` rows into `table`.
+struct Copy<'a> {
+    table: &'a str,
+    statement: &'a str,
+    rows: usize,
+}
+
+/// Loads many rows the way the PostgreSQL manual recommends ("Populating a Database"): the
+/// table's indexes and keys ([`deferred_structures`]) are dropped, the rows go in with one COPY,
+/// then each index is rebuilt and each key validated in one pass. Definitions come from the
+/// catalog, so the seed never restates the schema, and all of it runs in the caller's
+/// transaction: a failed load leaves every index and key as it was.
+async fn bulk_copy(
     tx: &mut PgConnection,
     progress: &mut Progress,
-    table: &str,
-    insert: &str,
+    copy: Copy<'_>,
+    mut write_row: impl FnMut(&mut BinaryCopy, usize) -> CliResult,
     deferred: &[Deferred],
 ) -> CliResult<u64> {
     for structure in deferred {
         sqlx::raw_sql(&structure.drop_sql).execute(&mut *tx).await?;
     }
-    let rows = sqlx::query(insert).execute(&mut *tx).await?.rows_affected();
-    progress.step(&format!("{table}: {rows} rows"));
+    let mut rows = BinaryCopy::begin(&mut *tx, copy.statement).await?;
+    for index in 0..copy.rows {
+        write_row(&mut rows, index)?;
+        rows.send_full_chunk().await?;
+    }
+    let rows = rows.finish().await?;
+    progress.step(&format!("{}: {rows} rows", copy.table));
     for structure in deferred {
         sqlx::raw_sql(&structure.create_sql)
             .execute(&mut *tx)
             .await?;
-        progress.step(&format!("{table}: rebuilt {}", structure.name));
+        progress.step(&format!("{}: rebuilt {}", copy.table, structure.name));
     }
     Ok(rows)
 }
