@@ -152,6 +152,9 @@ async fn migrate(src: &dyn Source) -> CliResult {
 
 /// Lab data always; generated volume when asked. Returns the lab customer CUST001's id.
 async fn seed_data(src: &dyn Source, volume: Option<seed::Volume>) -> CliResult<Option<Uuid>> {
+    if let Some(volume) = &volume {
+        volume.check()?;
+    }
     let owner = OwnerDb::from_source(src)?;
     let cipher = PiiCipher::new(&PiiKeys::from_source(src)?);
     // Bulk statements are slow by design; the seed reports its own timings.

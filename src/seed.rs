@@ -261,17 +261,39 @@ pub struct Volume {
     pub payments_per_loan: u32,
 }
 
+impl Volume {
+    /// Whether [`generate`] can hold this many loans and payments in memory.
+    pub fn check(&self) -> CliResult {
+        let loans = (self.customers as usize).saturating_mul(self.loans_per_customer as usize);
+        let rows = loans.saturating_mul((self.payments_per_loan as usize).saturating_add(1));
+        if rows > MAX_GENERATED_ROWS {
+            return Err(format!(
+                "{} customers with {} loans of {} payments each is {rows} loans and payments; \
+                 the seed generates at most {MAX_GENERATED_ROWS} at once",
+                self.customers, self.loans_per_customer, self.payments_per_loan
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
 const BATCH: u32 = 5_000;
 
+/// Loans and payments [`generate`] holds in memory at once: ten times the load test's volume.
+const MAX_GENERATED_ROWS: usize = 30_000_000;
+
 /// Generates `volume` customers, then, in one transaction, their loans and payments spread over
-/// the last years, copied into temporary tables and loaded from them with [`bulk_insert`].
-/// `connect` (`conn`'s options) opens a second connection to gather statistics at the end.
+/// the last years, each table and directory loaded with [`bulk_copy`]. The rows are generated in
+/// memory first (under 100 bytes each). `connect` (`conn`'s options) opens a second connection to
+/// gather statistics at the end.
 pub async fn generate(
     conn: &mut PgConnection,
     connect: &PgConnectOptions,
     cipher: &PiiCipher,
     volume: Volume,
 ) -> CliResult {
+    volume.check()?;
     let run = Uuid::now_v7().as_u128() as u32 % 9_000 + 1_000;
     let tables = [
         "core.loan_directory",
@@ -407,7 +429,7 @@ pub async fn generate(
     // Statistics now, not when autovacuum comes round: the payments' (the most partitions) on a
     // second connection while this one does the other tables, directories included.
     let mut second = PgConnection::connect_with(connect).await?;
-    let (payments, others) = tokio::join!(
+    let (payments_analyzed, others_analyzed) = tokio::join!(
         sqlx::raw_sql("ANALYZE core.payments").execute(&mut second),
         sqlx::raw_sql(
             "ANALYZE core.customers; ANALYZE core.loans; ANALYZE core.loan_directory; \
@@ -415,8 +437,8 @@ pub async fn generate(
         )
         .execute(&mut *conn),
     );
-    payments?;
-    others?;
+    payments_analyzed?;
+    others_analyzed?;
     second.close().await?;
     progress.step("analyzed");
     eprintln!(
@@ -560,7 +582,7 @@ where
         format!("ALTER TABLE {} {}", load.table, triggers.join(", "))
     };
     sqlx::raw_sql(&toggle("DISABLE")).execute(&mut *tx).await?;
-    let directory = Copy {
+    let directory = CopyTarget {
         table: load.directory,
         statement: load.directory_copy,
         rows: load.rows,
@@ -575,7 +597,7 @@ where
         copy.field(&entry.at)
     };
     bulk_copy(tx, progress, directory, directory_row, deferred[0]).await?;
-    let table = Copy {
+    let table = CopyTarget {
         table: load.table,
         statement: load.table_copy,
         rows: load.rows,
@@ -586,7 +608,7 @@ where
 }
 
 /// One binary copy of `rows` rows into `table`.
-struct Copy<'a> {
+struct CopyTarget<'a> {
     table: &'a str,
     statement: &'a str,
     rows: usize,
@@ -600,7 +622,7 @@ struct Copy<'a> {
 async fn bulk_copy(
     tx: &mut PgConnection,
     progress: &mut Progress,
-    copy: Copy<'_>,
+    copy: CopyTarget<'_>,
     mut write_row: impl FnMut(&mut BinaryCopy, usize) -> CliResult,
     deferred: &[Deferred],
 ) -> CliResult<u64> {

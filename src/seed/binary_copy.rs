@@ -1,7 +1,7 @@
 //! Rows for `COPY … FROM STDIN (FORMAT binary)`, each field encoded by sqlx's own encoder: the
-//! binary COPY field format is the binary format of bind parameters. The server takes binary
-//! fields as they are instead of parsing text (a text COPY of the payments took it longer than
-//! generating them itself).
+//! binary COPY field format is the binary format of bind parameters. The server reads binary
+//! fields with each type's receive function instead of parsing text (a text COPY of the payments
+//! took it longer than generating them itself).
 
 use sqlx::encode::{Encode, IsNull};
 use sqlx::postgres::{PgArgumentBuffer, PgConnection, PgCopyIn};
@@ -35,12 +35,18 @@ impl<'c> BinaryCopy<'c> {
         self.buffer.extend_from_slice(&fields.to_be_bytes());
     }
 
-    /// One field: its length, then its binary form (a length of -1 is NULL).
+    /// One field: its length, then its binary form (a length of -1 is NULL). For built-in
+    /// scalar types (uuid, text, numeric, timestamptz, date, integers): sqlx patches the type
+    /// oids of records, arrays and custom types into a bind buffer later, which never happens
+    /// here, and its `Json` writes the jsonb version byte, wrong for a `json` column.
     pub fn field<'q, T: Encode<'q, Postgres>>(&mut self, value: &T) -> CliResult {
         let at = self.buffer.len();
         self.buffer.extend_from_slice(&0_i32.to_be_bytes());
         let length = match value.encode_by_ref(&mut self.buffer)? {
-            IsNull::Yes => -1,
+            IsNull::Yes => {
+                self.buffer.truncate(at + 4);
+                -1
+            }
             IsNull::No => i32::try_from(self.buffer.len() - at - 4)?,
         };
         self.buffer[at..at + 4].copy_from_slice(&length.to_be_bytes());

@@ -21,8 +21,8 @@ pub struct Payment {
     pub paid_at: DateTime<Utc>,
 }
 
-/// `per_customer` loans for each customer, dated uniformly between 2,900 days ago (nine
-/// calendar years, so eight or more yearly partitions) and yesterday (disbursed the day after,
+/// `per_customer` loans for each customer, dated uniformly between 2,900 days ago (eight or
+/// nine calendar years before this one and this one, so eight or more yearly partitions) and yesterday (disbursed the day after,
 /// so every repayment is in the past), for 10 to 499 million each; sorted by date.
 pub fn loans(
     customers: &[Uuid],
@@ -94,6 +94,7 @@ fn uuid_v7(at: DateTime<Utc>, rng: &mut Rng) -> Uuid {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose sequence `seed` decides.
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }

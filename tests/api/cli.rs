@@ -268,6 +268,33 @@ fn token_prints_a_token_the_service_accepts() {
 }
 
 #[tokio::test]
+async fn seed_refuses_more_volume_than_it_can_hold_before_writing_anything() {
+    let app = TestApp::spawn().await;
+    let customers = app.count("SELECT count(*) FROM core.customers").await;
+    let (ok, _, stderr) = run(command()
+        .args([
+            "seed",
+            "--customers",
+            "4000000",
+            "--loans-per-customer",
+            "10",
+        ])
+        .env("DATABASE_URL", &app.owner_url)
+        .env("PII_ENCRYPTION_KEY", KEY)
+        .env("PII_HASH_KEY", KEY));
+    assert!(!ok);
+    assert!(
+        stderr.contains("the seed generates at most 30000000 at once"),
+        "{stderr}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.customers").await,
+        customers,
+        "not even the lab data"
+    );
+}
+
+#[tokio::test]
 async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     let app = TestApp::spawn().await;
     let seed = |extra: &[&str]| {

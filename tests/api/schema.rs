@@ -2,10 +2,11 @@
 
 use crate::helpers::TestApp;
 
-/// Pairs (redundant, covered by) in the API's schemas: a non-unique index whose key columns,
-/// with the same operator classes and collations, lead another index of the same kind on the
-/// same table. One leading column serves either direction (a scan can run backwards); longer
-/// prefixes must have the same sort directions. Partial and expression indexes are left out.
+/// Pairs (redundant, covered by) in the API's schemas: a non-unique index without INCLUDE
+/// columns whose key columns, with the same operator classes and collations, lead another index
+/// of the same kind on the same table, sorted the same way or exactly the other way round (a
+/// scan can run backwards). Of two copies, the non-unique or the younger one is reported.
+/// Partial and expression indexes are left out.
 const REDUNDANT_INDEXES: &str = "\
     SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text \
     FROM pg_index a \
@@ -16,6 +17,7 @@ const REDUNDANT_INDEXES: &str = "\
     WHERE t.relnamespace::regnamespace::text IN ('core', 'analytics', 'metadata', 'staging') \
       AND NOT t.relispartition \
       AND NOT a.indisunique \
+      AND a.indnatts = a.indnkeyatts \
       AND a.indpred IS NULL AND a.indexprs IS NULL \
       AND b.indpred IS NULL AND b.indexprs IS NULL \
       AND ia.relam = ib.relam \
@@ -24,9 +26,10 @@ const REDUNDANT_INDEXES: &str = "\
       AND (a.indclass::oid[])[0:a.indnkeyatts - 1] = (b.indclass::oid[])[0:a.indnkeyatts - 1] \
       AND (a.indcollation::oid[])[0:a.indnkeyatts - 1] \
           = (b.indcollation::oid[])[0:a.indnkeyatts - 1] \
-      AND (a.indnkeyatts = 1 \
-           OR (a.indoption::int2[])[0:a.indnkeyatts - 1] = (b.indoption::int2[])[0:a.indnkeyatts - 1]) \
-      AND (a.indnkeyatts < b.indnkeyatts OR a.indexrelid > b.indexrelid) \
+      AND ((a.indoption::int2[])[0:a.indnkeyatts - 1] = (b.indoption::int2[])[0:a.indnkeyatts - 1] \
+           OR ARRAY(SELECT (o # 3)::int2 FROM unnest((a.indoption::int2[])[0:a.indnkeyatts - 1]) o) \
+              = (b.indoption::int2[])[0:a.indnkeyatts - 1]) \
+      AND (a.indnkeyatts < b.indnkeyatts OR b.indisunique OR a.indexrelid > b.indexrelid) \
     ORDER BY 1, 2";
 
 async fn redundant_indexes(app: &TestApp) -> Vec<(String, String)> {
@@ -52,24 +55,33 @@ async fn the_redundancy_check_finds_prefixes_and_copies() {
         "CREATE INDEX test_payments_date ON core.payments (payment_date); \
          CREATE INDEX test_payments_loan_date ON core.payments (loan_id, payment_date DESC); \
          CREATE INDEX test_loans_copy ON core.loans (customer_id, application_date DESC, loan_id DESC); \
-         CREATE INDEX test_loans_other_order ON core.loans (customer_id, status DESC)",
+         CREATE INDEX test_loans_reversed ON core.loans (customer_id DESC, application_date); \
+         CREATE INDEX test_loans_other_order ON core.loans (customer_id, status DESC); \
+         CREATE INDEX test_payments_customer_amount ON core.payments (customer_id) INCLUDE (amount); \
+         CREATE INDEX test_products_name ON core.products (name); \
+         CREATE UNIQUE INDEX test_products_name_unique ON core.products (name)",
     )
     .execute(&app.owner)
     .await
     .expect("create indexes");
     let found = redundant_indexes(&app).await;
     let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-    // A prefix in the other direction, a two-column prefix, and an exact copy are found; an
-    // index that only shares its first column with a different second one is not redundant.
+    // Found: a prefix sorted the other way, a two-column prefix, an exact copy, a prefix sorted
+    // exactly the other way round, and a plain index older than a unique one on the same column.
+    // Not found: an index whose second column sorts differently from the other's (status DESC
+    // against status), and one whose INCLUDE column allows index-only scans the other cannot.
     assert_eq!(
         found,
         vec![
             pair("core.test_loans_copy", "core.idx_loans_customer_date"),
+            pair("core.test_loans_reversed", "core.idx_loans_customer_date"),
+            pair("core.test_loans_reversed", "core.test_loans_copy"),
             pair("core.test_payments_date", "core.idx_payments_date_id"),
             pair(
                 "core.test_payments_loan_date",
                 "core.idx_payments_loan_date_amount"
             ),
+            pair("core.test_products_name", "core.test_products_name_unique"),
         ]
     );
 }
