@@ -253,28 +253,32 @@ async fn insert_payment(
     Ok(())
 }
 
-/// How much to generate for load tests.
+/// How much to generate for load tests: never more than [`generate`] can hold in memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Volume {
-    pub customers: u32,
-    pub loans_per_customer: u32,
-    pub payments_per_loan: u32,
+    customers: u32,
+    loans_per_customer: u32,
+    payments_per_loan: u32,
 }
 
 impl Volume {
-    /// Whether [`generate`] can hold this many loans and payments in memory.
-    pub fn check(&self) -> CliResult {
-        let loans = (self.customers as usize).saturating_mul(self.loans_per_customer as usize);
-        let rows = loans.saturating_mul((self.payments_per_loan as usize).saturating_add(1));
+    /// The volume, or an error if its loans and payments are more than [`MAX_GENERATED_ROWS`].
+    pub fn new(customers: u32, loans_per_customer: u32, payments_per_loan: u32) -> CliResult<Self> {
+        let loans = (customers as usize).saturating_mul(loans_per_customer as usize);
+        let rows = loans.saturating_mul((payments_per_loan as usize).saturating_add(1));
         if rows > MAX_GENERATED_ROWS {
             return Err(format!(
-                "{} customers with {} loans of {} payments each is {rows} loans and payments; \
-                 the seed generates at most {MAX_GENERATED_ROWS} at once",
-                self.customers, self.loans_per_customer, self.payments_per_loan
+                "{customers} customers with {loans_per_customer} loans of {payments_per_loan} \
+                 payments each is {rows} loans and payments; the seed generates at most \
+                 {MAX_GENERATED_ROWS} at once"
             )
             .into());
         }
-        Ok(())
+        Ok(Self {
+            customers,
+            loans_per_customer,
+            payments_per_loan,
+        })
     }
 }
 
@@ -293,7 +297,6 @@ pub async fn generate(
     cipher: &PiiCipher,
     volume: Volume,
 ) -> CliResult {
-    volume.check()?;
     let run = Uuid::now_v7().as_u128() as u32 % 9_000 + 1_000;
     let tables = [
         "core.loan_directory",

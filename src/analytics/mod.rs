@@ -17,6 +17,7 @@ use crate::auth::RiskViewers;
 use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppPath, AppQuery};
+use crate::loans::risk;
 use crate::pagination;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -123,15 +124,19 @@ struct RiskCursor {
     loan_id: Uuid,
 }
 
-/// The scores of a risk category as the listing orders them (`coalesce(credit_score, 1000)`):
-/// HIGH_RISK below 600, MEDIUM_RISK below 700, LOW_RISK the rest, UNRATED none (1000).
+/// Where the listing sorts a customer without a credit score: after every real score. The SQL
+/// below spells it as the literal 1000, as `idx_customers_risk_order` does, so the index matches.
+const UNRATED_SCORE: i32 = 1000;
+
+/// The scores of a risk category as the listing orders them (`coalesce(credit_score, 1000)`),
+/// with the thresholds of [`risk::category`].
 fn score_range(category: Option<&str>) -> Result<(i32, i32), ApiError> {
     Ok(match category {
         None => (i32::MIN, i32::MAX),
-        Some("HIGH_RISK") => (i32::MIN, 599),
-        Some("MEDIUM_RISK") => (600, 699),
-        Some("LOW_RISK") => (700, 999),
-        Some("UNRATED") => (1000, 1000),
+        Some("HIGH_RISK") => (i32::MIN, risk::HIGH_RISK_BELOW - 1),
+        Some("MEDIUM_RISK") => (risk::HIGH_RISK_BELOW, risk::MEDIUM_RISK_BELOW - 1),
+        Some("LOW_RISK") => (risk::MEDIUM_RISK_BELOW, UNRATED_SCORE - 1),
+        Some("UNRATED") => (UNRATED_SCORE, UNRATED_SCORE),
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "risk_category must be HIGH_RISK, MEDIUM_RISK, LOW_RISK or UNRATED".into(),
@@ -197,7 +202,7 @@ async fn list_high_risk_loans(
     tx.commit().await?;
     let (data, next_cursor) = pagination::paginate(rows, limit, |r| {
         pagination::encode(&RiskCursor {
-            score: r.credit_score.unwrap_or(1000),
+            score: r.credit_score.unwrap_or(UNRATED_SCORE),
             customer_id: r.customer_id,
             loan_id: r.loan_id,
         })

@@ -20,11 +20,16 @@ pub struct RiskAssessment {
     pub assessed_at: DateTime<Utc>,
 }
 
+/// Credit scores below this are high risk.
+pub const HIGH_RISK_BELOW: i32 = 600;
+/// Credit scores below this (and not high risk) are medium risk.
+pub const MEDIUM_RISK_BELOW: i32 = 700;
+
 pub fn category(credit_score: Option<i32>) -> &'static str {
     match credit_score {
         None => "UNRATED",
-        Some(s) if s < 600 => "HIGH",
-        Some(s) if s < 700 => "MEDIUM",
+        Some(s) if s < HIGH_RISK_BELOW => "HIGH",
+        Some(s) if s < MEDIUM_RISK_BELOW => "MEDIUM",
         Some(_) => "LOW",
     }
 }
