@@ -29,7 +29,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::JwtKeys;
 use crate::config::ServeConfig;
-use crate::db::partitions::Partitions;
+use crate::db::partitions::{DateWindow, Partitions};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
@@ -54,6 +54,8 @@ pub struct AppState {
     pub job_statement_timeout: Duration,
     /// The largest import body.
     pub import_limit_bytes: usize,
+    /// The dates clients may give loans and payments.
+    pub date_window: DateWindow,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             events: EventHub::new(connect),
             job_statement_timeout: Duration::from_secs(300),
             import_limit_bytes: 256 * 1024 * 1024,
+            date_window: DateWindow::default(),
         }
     }
 

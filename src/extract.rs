@@ -1,16 +1,124 @@
 //! Extractors whose rejections are our [`ApiError`]s, so malformed input gets problem+json.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 
-/// A JSON body: 415 without `Content-Type: application/json`, 400 for broken JSON, 422 for JSON
-/// of the wrong shape, 413 past the body limit.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body: 415 without `Content-Type: application/json`, 400 for broken JSON, 422 naming
+/// the field for JSON of the wrong shape, 413 past the body limit.
+#[derive(Debug)]
 pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let value = JsonValue::from_request(request, state).await?.0;
+        from_json_value(value).map(AppJson)
+    }
+}
+
+/// A JSON body as an untyped value (for handlers that fingerprint it before reading it).
+#[derive(Debug)]
+pub struct JsonValue(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonValue {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonValue)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// serde's messages quote the value they refused (`invalid type: integer `123456789``): an ID
+/// number sent as a number would come back in the error, and be stored with an import's
+/// report. The quoted value goes; the field and what was expected stay.
+fn redact_values(message: &str) -> String {
+    if !["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|p| message.starts_with(p))
+    {
+        return message.to_owned();
+    }
+    let (refused, expected) = message.split_once(", expected").unwrap_or((message, ""));
+    let kind = refused
+        .split(['`', '"'])
+        .next()
+        .unwrap_or(refused)
+        .trim_end();
+    if expected.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}, expected{expected}")
+    }
+}
+
+/// `application/json`, or any `application/…+json`, with or without parameters.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// Reads `value` as a `T`; a value of the wrong shape is 422 naming the field that is wrong
+/// (`amount`, `collateral_info.value`), an unknown one, or a missing one.
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = redact_values(&error.inner().to_string());
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next());
+        // An unknown field is already the path's last segment; a missing one is not.
+        let field = match (named, path.as_str()) {
+            (Some(name), ".") => name.to_owned(),
+            (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+                path.to_owned()
+            }
+            (Some(name), parent) => format!("{parent}.{name}"),
+            (None, ".") => "body".to_owned(),
+            (None, path) => path.to_owned(),
+        };
+        ApiError::Unprocessable {
+            detail: format!("{field}: {message}"),
+            errors: vec![FieldError::new(field, message)],
+        }
+    })
+}
 
 /// Path parameters: 400 when one does not parse (a malformed id, say).
 #[derive(Debug, FromRequestParts)]
@@ -22,23 +130,6 @@ pub struct AppPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct AppQuery<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-                "send the body as JSON with Content-Type: application/json".into(),
-            ),
-            JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
-                detail: e.body_text(),
-                errors: Vec::new(),
-            },
-            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(e.body_text()),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            other => ApiError::BadRequest(other.body_text()),
-        }
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::BadRequest(rejection.body_text())
@@ -48,5 +139,60 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        value: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        id_number: String,
+        inner: Option<Inner>,
+    }
+
+    fn field_and_message(value: serde_json::Value) -> (String, String) {
+        match from_json_value::<Outer>(value) {
+            Err(ApiError::Unprocessable { errors, detail }) => (
+                errors[0].field.to_string(),
+                format!("{} {detail}", errors[0].message),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_field_without_repeating_it() {
+        let (field, message) =
+            field_and_message(serde_json::json!({"id_number": 123456789012_u64}));
+        assert_eq!(field, "id_number");
+        assert!(!message.contains("123456789012"), "{message}");
+        let (field, message) =
+            field_and_message(serde_json::json!({"id_number": ["079123456789"]}));
+        assert_eq!(field, "id_number");
+        assert!(!message.contains("0791"), "{message}");
+        let (field, _) =
+            field_and_message(serde_json::json!({"id_number": "x", "inner": {"value": 5}}));
+        assert_eq!(field, "inner.value");
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let (field, _) = field_and_message(serde_json::json!({"id_number": "x", "secret": 1}));
+        assert_eq!(field, "secret");
+        let (field, _) = field_and_message(serde_json::json!({}));
+        assert_eq!(field, "id_number");
+        let (field, _) = field_and_message(serde_json::json!({"id_number": "x", "inner": {}}));
+        assert_eq!(field, "inner.value");
     }
 }

@@ -55,7 +55,8 @@ enum Command {
         /// Lifetime: 90s, 30m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// The subject (actor) recorded on changes; defaults to "local-<role>".
+        /// The token's subject; defaults to "customer-<customer id>" for a customer (one subject
+        /// per customer) and "local-<role>" otherwise.
         #[arg(long)]
         sub: Option<String>,
     },
@@ -221,13 +222,21 @@ fn mint(
     let ttl = parse_ttl(ttl)?;
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
-        sub: sub.unwrap_or_else(|| format!("local-{}", role.as_str())),
+        sub: sub.unwrap_or_else(|| default_subject(role, customer_id)),
         role: role.as_str().into(),
         customer_id: customer_id.filter(|_| role == Role::Customer),
         exp: now + i64::try_from(ttl.as_secs())?,
         iat: Some(now),
     };
     Ok(keys.sign(&claims))
+}
+
+/// Every customer gets a subject of their own: a shared one would make them one actor.
+fn default_subject(role: Role, customer_id: Option<Uuid>) -> String {
+    match (role, customer_id) {
+        (Role::Customer, Some(id)) => format!("customer-{id}"),
+        _ => format!("local-{}", role.as_str()),
+    }
 }
 
 fn parse_ttl(text: &str) -> CliResult<Duration> {

@@ -25,11 +25,25 @@ impl Money {
         Decimal::new(999_999_999_999_999, 2)
     }
 
+    /// Accepts only the canonical form: digits, optionally a dot and one or two digits. No sign,
+    /// exponent, separator, whitespace, or leading or trailing dot: `"1e3"` or `".50"` is
+    /// refused rather than read as a number the client may not have meant.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let value: Decimal = text
-            .trim()
-            .parse()
-            .map_err(|_| "must be a decimal number written as a string, like \"2500000.00\"")?;
+        const FORMAT: &str =
+            "must be digits with at most two decimals, written as a string, like \"2500000.00\"";
+        let (whole, fraction) = match text.split_once('.') {
+            Some((whole, fraction)) if (1..=2).contains(&fraction.len()) => (whole, fraction),
+            Some(_) => return Err(FORMAT),
+            None => (text, ""),
+        };
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) {
+            return Err(FORMAT);
+        }
+        if whole.trim_start_matches('0').len() > 13 {
+            return Err("is too large");
+        }
+        let value: Decimal = text.parse().map_err(|_| FORMAT)?;
         Self::try_from(value)
     }
 
@@ -236,6 +250,19 @@ mod tests {
                 serde_json::from_str::<Money>(bad).is_err(),
                 "{bad} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_form_is_money() {
+        for good in ["5", "5.5", "5.50", "0.01", "007.10", "9999999999999.99"] {
+            assert!(Money::parse(good).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "1e3", "1E3", "1_000", "1,000", "+5.00", "-5.00", ".50", "5.", " 5", "5 ", "5.0 ",
+            "\u{a0}5", "0x10", "5.001", "NaN", "inf", "", ".", "1.2.3", "٥",
+        ] {
+            assert!(Money::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 

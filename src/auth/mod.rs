@@ -63,11 +63,16 @@ impl Role {
     }
 }
 
-/// An authenticated caller.
+/// The issuer of tokens signed with `JWT_SECRET`.
+pub const LOCAL_ISSUER: &str = "local";
+
+/// An authenticated caller: its principal is (issuer, subject, role, customer id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's subject; becomes `app.actor` in the database.
-    pub actor: String,
+    /// Who signed the token: [`LOCAL_ISSUER`] for `JWT_SECRET` tokens.
+    pub issuer: String,
+    /// The token's subject, unique within its issuer.
+    pub subject: String,
     pub role: Role,
     /// Set exactly when `role` is [`Role::Customer`].
     pub customer_id: Option<Uuid>,
@@ -86,19 +91,32 @@ impl Caller {
             ),
             _ => None,
         };
-        if !is_valid_actor(&claims.sub) {
+        if !is_valid_subject(&claims.sub) {
             return Err(ApiError::Unauthorized("unusable subject"));
         }
         Ok(Self {
-            actor: claims.sub,
+            issuer: LOCAL_ISSUER.to_owned(),
+            subject: claims.sub,
             role,
             customer_id,
         })
     }
+
+    /// The principal as one text (`issuer|subject|role[|customer id]`): `app.actor`, the `*_by`
+    /// columns and the scope of idempotency keys. Neither issuer nor subject can hold `|`, so
+    /// two different principals never share a text (see migrations/0010_principals.sql).
+    pub fn principal(&self) -> String {
+        let mut text = format!("{}|{}|{}", self.issuer, self.subject, self.role.as_str());
+        if let Some(customer) = self.customer_id {
+            text.push('|');
+            text.push_str(&customer.to_string());
+        }
+        text
+    }
 }
 
-/// Subjects are user names or service accounts: short, printable, no quotes or spaces.
-fn is_valid_actor(sub: &str) -> bool {
+/// Subjects are user names or service accounts: short, printable, no quotes, spaces or `|`.
+fn is_valid_subject(sub: &str) -> bool {
     (1..=128).contains(&sub.len())
         && sub
             .bytes()
@@ -222,6 +240,17 @@ mod tests {
         let id = Uuid::now_v7();
         let caller = Caller::from_claims(claims("customer", Some(id))).unwrap();
         assert_eq!(caller.customer_id, Some(id));
+        assert_eq!(caller.principal(), format!("local|someone|customer|{id}"));
+    }
+
+    #[test]
+    fn principals_differ_by_customer_and_role_for_one_subject() {
+        let a = Caller::from_claims(claims("customer", Some(Uuid::now_v7()))).unwrap();
+        let b = Caller::from_claims(claims("customer", Some(Uuid::now_v7()))).unwrap();
+        let staff = Caller::from_claims(claims("staff", None)).unwrap();
+        assert_ne!(a.principal(), b.principal());
+        assert_ne!(a.principal(), staff.principal());
+        assert_eq!(staff.principal(), "local|someone|staff");
     }
 
     #[test]

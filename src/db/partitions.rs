@@ -27,7 +27,8 @@ pub struct Partitions {
     creating: tokio::sync::Mutex<()>,
 }
 
-/// 400 for a date outside the window partitions are kept for.
+/// 400 for a date outside the years the schema keeps partitions for (a last line of defence:
+/// requests are held to the narrower [`DateWindow`] first).
 pub fn check_window(field: &str, at: DateTime<Utc>) -> Result<(), ApiError> {
     if (FIRST_YEAR..=LAST_YEAR).contains(&at.year()) {
         Ok(())
@@ -35,6 +36,50 @@ pub fn check_window(field: &str, at: DateTime<Utc>) -> Result<(), ApiError> {
         Err(ApiError::BadRequest(format!(
             "{field} must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31"
         )))
+    }
+}
+
+/// The dates a client may give loans and payments: not in the future (beyond a small clock
+/// skew) and not further back than the backdating limit. Each month or year inside the window
+/// gets its partition on demand; owner paths (the lab data, the seed) write any date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateWindow {
+    pub backdating_limit_days: u32,
+}
+
+/// How far ahead of the server's clock a client's "now" may be.
+pub const CLOCK_SKEW_SECONDS: i64 = 300;
+
+impl Default for DateWindow {
+    fn default() -> Self {
+        Self {
+            backdating_limit_days: 3650,
+        }
+    }
+}
+
+impl DateWindow {
+    /// 422 naming `field` when `at` is outside the window at `now`.
+    pub fn check(
+        &self,
+        field: &'static str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        if at > now + chrono::Duration::seconds(CLOCK_SKEW_SECONDS) {
+            return Err(ApiError::invalid_field(field, "must not be in the future"));
+        }
+        let earliest = now - chrono::Duration::days(i64::from(self.backdating_limit_days));
+        if at < earliest {
+            return Err(ApiError::invalid_field(
+                field,
+                format!(
+                    "must be no more than {} days in the past",
+                    self.backdating_limit_days
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -96,5 +141,31 @@ impl Partitions {
             set.insert(key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_ends_now_and_starts_at_the_backdating_limit() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let window = DateWindow {
+            backdating_limit_days: 10,
+        };
+        assert!(window.check("d", now, now).is_ok());
+        assert!(window
+            .check("d", now + chrono::Duration::seconds(60), now)
+            .is_ok());
+        assert!(window
+            .check("d", now + chrono::Duration::minutes(10), now)
+            .is_err());
+        assert!(window
+            .check("d", now - chrono::Duration::days(10), now)
+            .is_ok());
+        assert!(window
+            .check("d", now - chrono::Duration::days(11), now)
+            .is_err());
     }
 }

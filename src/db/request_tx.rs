@@ -93,7 +93,7 @@ impl<A> DerefMut for RequestTx<A> {
 /// message, measured with pgbench). The values are not bind parameters (the simple protocol has
 /// none), so each is either ours (the role name comes from [`crate::auth::Role`], the timeout is a
 /// number) or validated to a safe alphabet before it gets here (a UUID, and the actor, see
-/// `auth::is_valid_actor`); `quote` is a second line of defence.
+/// `auth::is_valid_subject`); `quote` is a second line of defence.
 pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u128) -> String {
     let customer = caller
         .customer_id
@@ -106,7 +106,7 @@ pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u
         if read_only { ", READ ONLY" } else { "" },
         quote(caller.role.db_role()),
         quote(&customer),
-        quote(&caller.actor),
+        quote(&caller.principal()),
         statement_timeout_ms,
     )
 }
@@ -149,7 +149,8 @@ mod tests {
     fn the_begin_statement_sets_everything_transaction_locally() {
         let id = Uuid::nil();
         let caller = Caller {
-            actor: "mobile:o'hara".into(),
+            issuer: "local".into(),
+            subject: "mobile:o'hara".into(),
             role: Role::Customer,
             customer_id: Some(id),
         };
@@ -158,7 +159,7 @@ mod tests {
             sql,
             "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; SET LOCAL ROLE 'lakehouse_app_user'; \
              SET LOCAL app.current_customer_id = '00000000-0000-0000-0000-000000000000'; \
-             SET LOCAL app.actor = 'mobile:o''hara'; SET LOCAL statement_timeout = 5000"
+             SET LOCAL app.actor = 'local|mobile:o''hara|customer|00000000-0000-0000-0000-000000000000'; SET LOCAL statement_timeout = 5000"
         );
     }
 }

@@ -20,7 +20,7 @@ use self::model::{
 use self::repo::{ListFilter, NewLoan};
 use crate::app::AppState;
 use crate::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
-use crate::db::{partitions, RequestTx};
+use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::money::annuity_schedule;
@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
-/// the application (historical entries, forward-dated contracts; 1900–2100). Amount and term are
+/// the application (historical entries, within the backdating limit, never in the future). Amount and term are
 /// checked against the product.
 #[utoipa::path(
     post,
@@ -83,8 +83,9 @@ async fn apply_for_loan(
             ))
         }
         Some(date) => {
-            partitions::check_window("application_date", date)?;
-            date
+            state.date_window.check("application_date", date, now)?;
+            // A clock a little ahead is not a loan from the future.
+            date.min(now)
         }
     };
     let product = products::repo::find(&mut tx, &request.product_code)

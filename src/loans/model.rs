@@ -117,8 +117,8 @@ pub struct ApplyLoanRequest {
     pub product_code: String,
     pub amount: Money,
     pub term_months: i32,
-    /// Staff only, for historical or forward-dated entries: when the application was made
-    /// (1900–2100). Defaults to now.
+    /// Staff only, for historical entries: when the application was made, no later than now
+    /// and within the backdating limit (`BACKDATING_LIMIT_DAYS`, default 3650). Defaults to now.
     pub application_date: Option<DateTime<Utc>>,
     pub collateral_info: Option<Collateral>,
 }

@@ -9,7 +9,7 @@ pub mod repo;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -28,9 +28,9 @@ use self::repo::{ListFilter, LockedLoan, NewPayment};
 use crate::app::AppState;
 use crate::auth::{Access, Caller, LoanReaders, PaymentMakers, Role, StaffOnly};
 use crate::db::errors::ResultExt;
-use crate::db::{partitions, RequestTx};
+use crate::db::RequestTx;
 use crate::error::{responses, ApiError, FieldError};
-use crate::extract::{AppPath, AppQuery};
+use crate::extract::{from_json_value, is_json, AppPath, AppQuery, JsonValue};
 use crate::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
 use crate::money::annuity_schedule;
 use crate::pagination;
@@ -68,23 +68,12 @@ async fn create_payment(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    JsonValue(value): JsonValue,
 ) -> Result<Response, ApiError> {
     if !PaymentMakers::permits(caller.role) {
         return Err(ApiError::Forbidden);
     }
     let key = IdempotencyKey::from_headers(&headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType(
-            "send the body as JSON with Content-Type: application/json".into(),
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
     let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
     match idempotency::claim(&state, &caller, &key, &fingerprint).await? {
         Claim::Fresh => {}
@@ -139,22 +128,25 @@ async fn create_payment(
     }
 }
 
-fn check_transaction_id(id: Option<String>) -> Result<String, ApiError> {
-    match id {
-        None => Ok(format!("TXN{}", Uuid::now_v7().simple()).to_uppercase()),
-        Some(id)
-            if (1..=50).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
-        {
-            Ok(id)
-        }
-        Some(_) => Err(ApiError::invalid_field(
-            "transaction_id",
-            "must be 1 to 50 letters, digits, '.', '_' or '-'",
+/// A new server-assigned transaction id. Clients never choose one: a chosen id could be the
+/// `DSB-<loan number>` of a disbursement still to come, and block it.
+fn new_transaction_id() -> String {
+    format!("TXN{}", Uuid::now_v7().simple()).to_uppercase()
+}
+
+/// A client's own reference: 1 to 40 visible ASCII characters, unique per customer.
+fn check_client_reference(reference: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match reference {
+        Some(r) if !is_client_reference(r) => Err(ApiError::invalid_field(
+            "client_reference",
+            "must be 1 to 40 visible ASCII characters",
         )),
+        other => Ok(other),
     }
+}
+
+pub fn is_client_reference(reference: &str) -> bool {
+    (1..=40).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The work of `create_payment`, inside its transaction.
@@ -163,11 +155,13 @@ async fn record_payment(
     tx: &mut RequestTx<PaymentMakers>,
     body: serde_json::Value,
 ) -> Result<Payment, ApiError> {
-    let request: CreatePaymentRequest =
-        serde_json::from_value(body).map_err(|e| ApiError::Unprocessable {
-            detail: format!("the body does not describe a payment: {e}"),
-            errors: Vec::new(),
-        })?;
+    if body.get("transaction_id").is_some() {
+        return Err(ApiError::invalid_field(
+            "transaction_id",
+            "is assigned by the server; send your own reference as client_reference",
+        ));
+    }
+    let request: CreatePaymentRequest = from_json_value(body)?;
     let role = tx.caller().role;
     let now = Utc::now();
     let payment_date = match (request.payment_date, role) {
@@ -179,20 +173,15 @@ async fn record_payment(
             ))
         }
         (Some(date), _) => {
-            partitions::check_window("payment_date", date)?;
-            if date > now {
-                return Err(ApiError::invalid_field(
-                    "payment_date",
-                    "must not be in the future",
-                ));
-            }
-            date
+            state.date_window.check("payment_date", date, now)?;
+            date.min(now)
         }
     };
     if role == Role::Customer && request.payment_type == PaymentType::Fee {
         return Err(ApiError::Forbidden);
     }
-    let transaction_id = check_transaction_id(request.transaction_id.clone())?;
+    let transaction_id = new_transaction_id();
+    let client_reference = check_client_reference(request.client_reference.as_deref())?;
     let method = request.payment_method.as_deref().map(str::trim);
     if method.is_some_and(|m| m.is_empty() || m.len() > 30) {
         return Err(ApiError::invalid_field(
@@ -204,6 +193,7 @@ async fn record_payment(
     let amount = request.amount.amount();
     let new = |loan_id, customer_id, status, channel| NewPayment {
         transaction_id: &transaction_id,
+        client_reference,
         loan_id,
         customer_id,
         payment_type: request.payment_type.as_str(),
@@ -281,10 +271,10 @@ async fn insert_payment(
     payment: &NewPayment<'_>,
 ) -> Result<Payment, ApiError> {
     let inserted = repo::insert(conn, payment).await.on_constraint(
-        "payment_directory_transaction_id_key",
+        "payment_directory_client_reference_key",
         || ApiError::Conflict {
-            detail: "a payment with this transaction_id exists".into(),
-            errors: vec![FieldError::new("transaction_id", "already used")],
+            detail: "this customer has a payment with this client_reference".into(),
+            errors: vec![FieldError::new("client_reference", "already used")],
         },
     )?;
     Ok(inserted)
@@ -413,6 +403,15 @@ async fn list_payments(
 ) -> Result<Json<PaymentPage>, ApiError> {
     let limit = pagination::limit(query.limit)?;
     let (from, before) = pagination::day_range(query.from, query.to)?;
+    if query
+        .client_reference
+        .as_deref()
+        .is_some_and(|r| !is_client_reference(r))
+    {
+        return Err(ApiError::BadRequest(
+            "client_reference must be 1 to 40 visible ASCII characters".into(),
+        ));
+    }
     if let Some(kind) = &query.payment_type {
         if !["DISBURSEMENT", "REPAYMENT", "FEE"].contains(&kind.as_str()) {
             return Err(ApiError::BadRequest(
@@ -425,6 +424,7 @@ async fn list_payments(
         customer_id: query.customer_id,
         status: query.status,
         payment_type: query.payment_type.as_deref(),
+        client_reference: query.client_reference.as_deref(),
         from,
         before,
         after: query
@@ -463,25 +463,14 @@ fn reason(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError>
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if !is_json {
+    if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "send the body as JSON with Content-Type: application/json".into(),
         ));
     }
-    let request: PaymentActionRequest = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::Unprocessable {
-                detail: format!("the body is not a reason: {e}"),
-                errors: Vec::new(),
-            }
-        } else {
-            ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
-        }
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let request: PaymentActionRequest = from_json_value(value)?;
     match request.reason.map(|r| r.trim().to_owned()) {
         Some(r) if r.chars().count() > 500 => Err(ApiError::invalid_field(
             "reason",

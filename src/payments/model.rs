@@ -57,17 +57,23 @@ pub struct CreatePaymentRequest {
     pub amount: Money,
     /// CASH, BANK_TRANSFER, CARD, E_WALLET.
     pub payment_method: Option<String>,
-    /// Staff only: when the money moved (backdating a branch payment). Defaults to now.
+    /// Staff only: when the money moved (backdating a branch payment, within the backdating
+    /// limit and not before the loan's application). Defaults to now.
     pub payment_date: Option<DateTime<Utc>>,
-    /// Your reference; unique across all payments. Generated when absent.
-    pub transaction_id: Option<String>,
+    /// Your own reference (a receipt number): 1 to 40 visible ASCII characters, unique per
+    /// customer; find the payment by it with `GET /v1/payments?client_reference=`. The
+    /// `transaction_id` is always assigned by the server.
+    pub client_reference: Option<String>,
 }
 
 /// A money movement on a loan.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Payment {
     pub payment_id: Uuid,
+    /// Assigned by the server.
     pub transaction_id: String,
+    /// The client's own reference, if it gave one.
+    pub client_reference: Option<String>,
     pub loan_id: Uuid,
     pub customer_id: Uuid,
     /// DISBURSEMENT, REPAYMENT or FEE.
@@ -109,6 +115,8 @@ pub struct PaymentListQuery {
     pub status: Option<PaymentStatus>,
     /// DISBURSEMENT, REPAYMENT or FEE.
     pub payment_type: Option<String>,
+    /// The client's own reference (unique per customer).
+    pub client_reference: Option<String>,
     /// Paid on or after this day (UTC).
     pub from: Option<NaiveDate>,
     /// Paid on or before this day (UTC).

@@ -10,13 +10,14 @@ use super::model::{Payment, PaymentCursor, PaymentStatus};
 use crate::money::Installment;
 
 pub const COLUMNS: &str =
-    "p.payment_id, p.transaction_id, p.loan_id, p.customer_id, p.payment_type, \
+    "p.payment_id, p.transaction_id, p.client_reference, p.loan_id, p.customer_id, p.payment_type, \
      p.amount, p.payment_method, p.payment_date, p.due_date, p.status, p.channel, \
      p.status_changed_at, p.status_changed_by, p.status_reason, p.created_by, p.created_at";
 
 /// A new payment row.
 pub struct NewPayment<'a> {
     pub transaction_id: &'a str,
+    pub client_reference: Option<&'a str>,
     pub loan_id: Uuid,
     pub customer_id: Uuid,
     pub payment_type: &'a str,
@@ -30,8 +31,9 @@ pub struct NewPayment<'a> {
 pub async fn insert(conn: &mut PgConnection, p: &NewPayment<'_>) -> Result<Payment, sqlx::Error> {
     let sql = format!(
         "INSERT INTO core.payments AS p (payment_id, transaction_id, loan_id, customer_id, \
-         payment_type, amount, payment_method, payment_date, status, channel, status_changed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) RETURNING {COLUMNS}"
+         payment_type, amount, payment_method, payment_date, status, channel, status_changed_at, \
+         client_reference) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11) RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
         .bind(Uuid::now_v7())
@@ -44,6 +46,7 @@ pub async fn insert(conn: &mut PgConnection, p: &NewPayment<'_>) -> Result<Payme
         .bind(p.payment_date)
         .bind(p.status.as_str())
         .bind(p.channel)
+        .bind(p.client_reference)
         .fetch_one(conn)
         .await
 }
@@ -60,6 +63,7 @@ pub async fn insert_disbursement(
     let transaction_id = format!("DSB-{loan_number}");
     let payment = NewPayment {
         transaction_id: &transaction_id,
+        client_reference: None,
         loan_id,
         customer_id,
         payment_type: "DISBURSEMENT",
@@ -131,6 +135,7 @@ pub struct ListFilter<'a> {
     pub customer_id: Option<Uuid>,
     pub status: Option<PaymentStatus>,
     pub payment_type: Option<&'a str>,
+    pub client_reference: Option<&'a str>,
     pub from: Option<DateTime<Utc>>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<PaymentCursor>,
@@ -153,6 +158,16 @@ pub fn list_query<'a>(filter: &'a ListFilter<'a>) -> QueryBuilder<'a, Postgres> 
     }
     if let Some(kind) = filter.payment_type {
         q.push(" AND p.payment_type = ").push_bind(kind);
+    }
+    if let Some(reference) = filter.client_reference {
+        // Unique per customer: the directory's index finds the few payments, and their dates
+        // name the partitions to probe.
+        q.push(
+            " AND (p.payment_id, p.payment_date) IN (SELECT d.payment_id, d.payment_date \
+             FROM core.payment_directory d WHERE d.client_reference = ",
+        )
+        .push_bind(reference)
+        .push(")");
     }
     if let Some(from) = filter.from {
         q.push(" AND p.payment_date >= ").push_bind(from);

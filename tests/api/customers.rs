@@ -282,7 +282,10 @@ async fn kyc_is_decided_once_by_staff_and_a_rejection_needs_a_reason() {
             .fetch_one(&app.owner)
             .await
             .unwrap();
-    assert_eq!(decided_by, "test-staff", "the acting user is recorded");
+    assert_eq!(
+        decided_by, "local|test-staff|staff",
+        "the acting principal is recorded"
+    );
 }
 
 #[tokio::test]

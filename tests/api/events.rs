@@ -99,7 +99,7 @@ async fn a_subscriber_sees_committed_changes_within_a_second_and_never_rolled_ba
         ),
         (Some("APPLIED"), Some("APPROVED"))
     );
-    assert_eq!(approved["actor"], "test-staff");
+    assert_eq!(approved["actor"], "local|test-staff|staff");
 
     // A change that rolls back: no event, no outbox row.
     let outbox_before = app

@@ -230,8 +230,17 @@ impl TestApp {
     }
 
     pub fn token(&self, role: &str, customer_id: Option<Uuid>) -> String {
+        let sub = match customer_id {
+            Some(id) if role == "customer" => format!("test-customer-{id}"),
+            _ => format!("test-{role}"),
+        };
+        self.token_for(&sub, role, customer_id)
+    }
+
+    /// A token with a chosen subject.
+    pub fn token_for(&self, sub: &str, role: &str, customer_id: Option<Uuid>) -> String {
         self.keys.sign(&Claims {
-            sub: format!("test-{role}"),
+            sub: sub.into(),
             role: role.into(),
             customer_id,
             exp: chrono::Utc::now().timestamp() + 600,

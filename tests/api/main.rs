@@ -7,6 +7,7 @@ mod docs;
 mod errors;
 mod events;
 mod faults;
+mod hardening;
 mod helpers;
 mod lakehouse;
 mod loans;

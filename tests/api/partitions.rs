@@ -29,7 +29,8 @@ fn nodes(plan: &Value, out: &mut Vec<Value>) {
 
 async fn explain(app: &TestApp, by_number: bool, key: &str) -> (Vec<Value>, f64) {
     let staff = Caller {
-        actor: "explain".into(),
+        issuer: "local".into(),
+        subject: "explain".into(),
         role: Role::Staff,
         customer_id: None,
     };

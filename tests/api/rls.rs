@@ -342,7 +342,8 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
     .await;
     let customer = Uuid::now_v7();
     let caller = Caller {
-        actor: "mobile-user".into(),
+        issuer: "local".into(),
+        subject: "mobile-user".into(),
         role: Role::Customer,
         customer_id: Some(customer),
     };
@@ -364,7 +365,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
         (
             "lakehouse_app_user".into(),
             customer.to_string(),
-            "mobile-user".into(),
+            format!("local|mobile-user|customer|{customer}"),
             "1234ms".into(),
             "on".into()
         )
