@@ -22,7 +22,8 @@ COPY --from=build /src/target/release/lakehouse-api /usr/local/bin/lakehouse-api
 USER 10001:10001
 ENV LISTEN_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
-EXPOSE 8080
+# 9464 serves /metrics when METRICS_LISTEN_ADDR=0.0.0.0:9464 (default: loopback only).
+EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8080/health/ready || exit 1
 ENTRYPOINT ["lakehouse-api"]

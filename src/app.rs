@@ -13,6 +13,7 @@ use axum::{BoxError, Router};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
@@ -28,11 +29,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::JwtKeys;
-use crate::config::ServeConfig;
+use crate::config::{HttpConfig, ServeConfig};
 use crate::db::partitions::{DateWindow, Partitions};
+use crate::edge::{self, BodyGate, RateLimits};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
+use crate::server::{self, ConnectionLimits};
 use crate::{
     analytics, customers, db, events, imports, loans, metadata, openapi, ops, payments, products,
     retry,
@@ -56,6 +59,12 @@ pub struct AppState {
     pub import_limit_bytes: usize,
     /// The dates clients may give loans and payments.
     pub date_window: DateWindow,
+    /// Request rates per principal.
+    pub rate_limits: Arc<RateLimits>,
+    /// Imports running at once: each holds a pooled connection for its whole upload.
+    pub imports: Arc<Semaphore>,
+    /// An import's body must arrive within this.
+    pub import_read_timeout: Duration,
 }
 
 impl AppState {
@@ -77,7 +86,21 @@ impl AppState {
             job_statement_timeout: Duration::from_secs(300),
             import_limit_bytes: 256 * 1024 * 1024,
             date_window: DateWindow::default(),
+            rate_limits: Arc::new(RateLimits::default()),
+            imports: Arc::new(Semaphore::new(2)),
+            import_read_timeout: Duration::from_secs(120),
         }
+    }
+
+    /// The edge's settings: rates, import bounds, the date window.
+    pub fn with_edge(mut self, http: &HttpConfig) -> Self {
+        self.rate_limits = Arc::new(RateLimits::new(&http.rate_limits));
+        self.imports = Arc::new(Semaphore::new(http.max_concurrent_imports.max(1)));
+        self.import_read_timeout = http.import_read_timeout;
+        self.date_window = DateWindow {
+            backdating_limit_days: http.backdating_limit_days,
+        };
+        self
     }
 
     /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,
@@ -108,6 +131,10 @@ pub struct HttpLimits {
     pub job_timeout: Duration,
     /// Requests served at once; beyond it, 503 with Retry-After at once rather than a queue.
     pub max_concurrent_requests: usize,
+    /// A body must arrive within this (408), outside the concurrency limit.
+    pub body_read_timeout: Duration,
+    /// Bodies read at once; beyond it, 503 with Retry-After.
+    pub max_buffered_bodies: usize,
 }
 
 impl HttpLimits {
@@ -117,6 +144,19 @@ impl HttpLimits {
             request_timeout,
             job_timeout: Duration::from_secs(300),
             max_concurrent_requests: 256,
+            body_read_timeout: Duration::from_secs(30),
+            max_buffered_bodies: 64,
+        }
+    }
+
+    pub fn from_config(http: &HttpConfig) -> Self {
+        Self {
+            body_limit_bytes: http.body_limit_bytes,
+            request_timeout: http.request_timeout,
+            job_timeout: http.job_timeout,
+            max_concurrent_requests: http.max_concurrent_requests,
+            body_read_timeout: http.body_read_timeout,
+            max_buffered_bodies: http.max_buffered_bodies,
         }
     }
 }
@@ -134,6 +174,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(imports::router())
         .merge(metadata::router())
+        .merge(ops::admin_router())
 }
 
 /// Routes that run batch jobs: they stream large bodies or work for minutes, so they are not
@@ -154,11 +195,17 @@ pub fn openapi_document() -> OpenApi {
 }
 
 /// The complete application: routes, Swagger UI, and the middleware stack.
+///
+/// Authenticated routes pass, outermost first: the token and the caller's rate
+/// ([`edge::authenticate`], before any body is read), the body read under its deadline and its
+/// own bound ([`edge::buffer_body`]; imports stream theirs under the import bound instead),
+/// then a global concurrency slot, the timeout, and the retry of a lost serialization.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    let (jobs, _) = job_routes().split_for_parts();
-    // Health probes and metrics stay outside the concurrency limit: an overloaded instance is
-    // alive, and saying so is cheap.
+    let (runs, _) = analytics::jobs::runs().split_for_parts();
+    let (uploads, _) = imports::upload_router().split_for_parts();
+    // Health probes stay outside the concurrency limit: an overloaded instance is alive, and
+    // saying so is cheap.
     let (ops, _) = ops::router().split_for_parts();
     let spec_json: Arc<str> = openapi::to_json(&openapi_document()).into();
 
@@ -168,10 +215,15 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             limits.request_timeout,
         ));
-    let jobs = jobs.layer(TimeoutLayer::with_status_code(
-        StatusCode::GATEWAY_TIMEOUT,
-        limits.job_timeout,
-    ));
+    let job_timeout =
+        || TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.job_timeout);
+    let runs = runs.layer(job_timeout());
+    let uploads = uploads.layer(job_timeout());
+    let bodies = BodyGate::new(
+        limits.max_buffered_bodies,
+        limits.body_read_timeout,
+        limits.body_limit_bytes,
+    );
     let overload = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async {
             ApiError::Unavailable {
@@ -183,8 +235,14 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(
             limits.max_concurrent_requests.max(1),
         ));
-    api.merge(jobs)
+    api.merge(runs)
         .layer(overload)
+        .layer(middleware::from_fn_with_state(bodies, edge::buffer_body))
+        .merge(uploads)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::authenticate,
+        ))
         .merge(ops)
         .route(
             "/openapi.json",
@@ -215,6 +273,13 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             X_REQUEST_ID.clone(),
             MakeRequestUuidV7,
         ))
+}
+
+/// `/metrics`, for the metrics listener only (never the public one).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(ops::metrics::render))
+        .with_state(state)
 }
 
 async fn serve_spec(json: Arc<str>) -> Response {
@@ -291,38 +356,52 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Builds the state and serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+/// Builds the state and serves until SIGTERM or SIGINT, then lets in-flight requests finish
+/// within the shutdown deadline. Metrics are served on their own listener.
 pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let pool = db::connect_pool(&config.pool);
-    let state = AppState::new(
+    let mut state = AppState::new(
         pool.clone(),
         JwtKeys::new(config.jwt_secret.clone()),
         PiiCipher::new(&config.pii),
         config.pool.statement_timeout,
-    );
-    let events = state.events.clone();
-    let mut state = state.with_job_limits(config.http.job_timeout, config.http.import_limit_bytes);
+    )
+    .with_job_limits(config.http.job_timeout, config.http.import_limit_bytes)
+    .with_edge(&config.http);
     if let Some(listen) = config.pool.listen.clone() {
         state = state.with_listen_connection(listen);
     }
-    let limits = HttpLimits {
-        body_limit_bytes: config.http.body_limit_bytes,
-        request_timeout: config.http.request_timeout,
-        job_timeout: config.http.job_timeout,
-        max_concurrent_requests: config.http.max_concurrent_requests,
+    // Taken once the LISTEN connection is chosen: the hub the streams use is the one to stop.
+    let events = state.events.clone();
+    let connections = ConnectionLimits {
+        header_read_timeout: config.http.header_read_timeout,
+        shutdown_timeout: config.http.shutdown_timeout,
     };
-    let maintenance = tokio::spawn(ops::maintenance::run(pool.clone()));
+    let maintenance = tokio::spawn(ops::maintenance::run(
+        pool.clone(),
+        state.rate_limits.clone(),
+    ));
+    let metrics_listener = TcpListener::bind(config.http.metrics_addr).await?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    let metrics = tokio::spawn(server::serve(
+        metrics_listener,
+        metrics_router(state.clone()),
+        connections,
+        std::future::pending(),
+    ));
     let listener = TcpListener::bind(config.http.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state, limits))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Event streams never end by themselves; end them so in-flight requests can finish.
-            events.shutdown();
-        })
-        .await?;
+    let router = router(state, HttpLimits::from_config(&config.http));
+    server::serve(listener, router, connections, async move {
+        shutdown_signal().await;
+        // Event streams never end by themselves; end them so in-flight requests can finish.
+        events.shutdown();
+    })
+    .await;
+    metrics.abort();
     maintenance.abort();
-    pool.close().await;
+    // Connections still held by requests cut off at the deadline are not waited for.
+    let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -262,16 +262,93 @@ pub enum LogFormat {
     Json,
 }
 
-/// The HTTP side: address, limits, log format.
+/// A request rate: so many a second, with a burst (`RATE_LIMIT_*` as `"20/40"`, or `"20"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (rate, burst) = text.split_once('/').unwrap_or((text, text));
+        let per_second: u32 = rate.trim().parse().map_err(|_| ())?;
+        let burst: u32 = burst.trim().parse().map_err(|_| ())?;
+        if per_second == 0 || burst == 0 {
+            return Err(());
+        }
+        Ok(Self { per_second, burst })
+    }
+}
+
+/// Each token role's rate, per principal. People at a counter or on a phone need far less than
+/// staff tools and administrators, whose pages fan out into several calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub customer: Rate,
+    pub staff: Rate,
+    pub analyst: Rate,
+    pub etl: Rate,
+    pub admin: Rate,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let rate = |per_second, burst| Rate { per_second, burst };
+        Self {
+            customer: rate(20, 40),
+            staff: rate(100, 200),
+            analyst: rate(20, 40),
+            etl: rate(20, 40),
+            admin: rate(100, 200),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let what = "a rate like 20/40 (per second / burst)";
+        Ok(Self {
+            customer: parsed(src, "RATE_LIMIT_CUSTOMER", d.customer, what)?,
+            staff: parsed(src, "RATE_LIMIT_STAFF", d.staff, what)?,
+            analyst: parsed(src, "RATE_LIMIT_ANALYST", d.analyst, what)?,
+            etl: parsed(src, "RATE_LIMIT_ETL", d.etl, what)?,
+            admin: parsed(src, "RATE_LIMIT_ADMIN", d.admin, what)?,
+        })
+    }
+}
+
+/// The HTTP side: addresses, limits, timeouts, log format. The defaults are stated here once.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen_addr: SocketAddr,
+    /// Where `/metrics` is served: off the public listener.
+    pub metrics_addr: SocketAddr,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// The whole body must arrive within this (then 408).
+    pub body_read_timeout: Duration,
+    /// Bodies read at once; beyond it, 503 with Retry-After.
+    pub max_buffered_bodies: usize,
+    /// A request's head must arrive within this after the connection opens or goes idle; in
+    /// hyper the same timer closes an idle keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_timeout: Duration,
     /// Timeout of job routes (metrics, risk indicators, imports), and their statement_timeout.
     pub job_timeout: Duration,
     pub import_limit_bytes: usize,
+    /// Imports running at once; beyond it, 429 with Retry-After.
+    pub max_concurrent_imports: usize,
+    /// An import's body must arrive within this (then 408).
+    pub import_read_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// How far back staff may date loans and payments.
+    pub backdating_limit_days: u32,
+    pub rate_limits: RateLimitConfig,
     pub log_format: LogFormat,
 }
 
@@ -293,8 +370,32 @@ impl HttpConfig {
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
                 "a host:port address",
             )?,
+            metrics_addr: parsed(
+                src,
+                "METRICS_LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9464)),
+                "a host:port address",
+            )?,
             request_timeout: millis(src, "REQUEST_TIMEOUT_MS", 10_000)?,
             body_limit_bytes: parsed(src, "BODY_LIMIT_BYTES", 1_048_576usize, "a byte count")?,
+            body_read_timeout: millis(src, "BODY_READ_TIMEOUT_MS", 30_000)?,
+            max_buffered_bodies: parsed(src, "MAX_BUFFERED_BODIES", 64usize, "a number of bodies")?,
+            header_read_timeout: millis(src, "HEADER_READ_TIMEOUT_MS", 10_000)?,
+            shutdown_timeout: millis(src, "SHUTDOWN_TIMEOUT_MS", 30_000)?,
+            max_concurrent_imports: parsed(
+                src,
+                "MAX_CONCURRENT_IMPORTS",
+                2usize,
+                "a number of imports",
+            )?,
+            import_read_timeout: millis(src, "IMPORT_READ_TIMEOUT_MS", 120_000)?,
+            backdating_limit_days: parsed(
+                src,
+                "BACKDATING_LIMIT_DAYS",
+                3650u32,
+                "a number of days",
+            )?,
+            rate_limits: RateLimitConfig::from_source(src)?,
             job_timeout: millis(src, "JOB_TIMEOUT_MS", 300_000)?,
             import_limit_bytes: parsed(
                 src,

@@ -123,6 +123,10 @@ pub enum ApiError {
     },
     /// 428: a conditional request is required (PATCH without `If-Match`).
     PreconditionRequired,
+    /// 408: the client took longer than the body-read deadline to send its body.
+    RequestTimeout,
+    /// 429: the caller is over its rate, or too many imports run at once.
+    TooManyRequests { retry_after_secs: u32 },
     /// 503 after retries: serialization failure or deadlock. The retry layer re-runs the request
     /// while it sees this; the client only gets it when retries are exhausted.
     Transient,
@@ -172,6 +176,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Transient | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,6 +217,16 @@ impl ApiError {
                 "precondition-required",
                 "send If-Match with the ETag you last read",
             ),
+            Self::RequestTimeout => Problem::new(
+                status,
+                "request-timeout",
+                "the request body did not arrive in time",
+            ),
+            Self::TooManyRequests { .. } => Problem::new(
+                status,
+                "rate-limited",
+                "too many requests; retry after the time Retry-After gives",
+            ),
             Self::Transient => Problem::new(
                 status,
                 "contention",
@@ -248,7 +264,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let retry_after = match &self {
             Self::Transient => Some(1),
-            Self::Unavailable { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable { retry_after_secs } | Self::TooManyRequests { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         };
         let retryable = matches!(self, Self::Transient);
@@ -321,8 +339,21 @@ pub mod responses {
         )]
         Forbidden(Problem),
         #[response(
+            status = 408,
+            description = "The request body did not arrive before the body-read deadline",
+            content_type = "application/problem+json"
+        )]
+        RequestTimeout(Problem),
+        #[response(
+            status = 429,
+            description = "Over the caller's rate limit",
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+        )]
+        TooManyRequests(Problem),
+        #[response(
             status = 503,
-            description = "Database unreachable, pool exhausted, or contention outlasted retries",
+            description = "Database unreachable, pool exhausted, too many bodies in flight, or contention outlasted retries",
             content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
         )]

@@ -10,6 +10,7 @@ pub mod conditional;
 pub mod config;
 pub mod customers;
 pub mod db;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -28,6 +29,7 @@ pub mod pii;
 pub mod products;
 pub mod retry;
 pub mod seed;
+pub mod server;
 pub mod telemetry;
 
 /// The error type of command-line paths, which only report their failure.

@@ -289,6 +289,10 @@ async fn dev() -> CliResult {
     } else {
         None
     };
+    // The metrics listener on any free port, so that two dev instances can run side by side.
+    if Environment.get("METRICS_LISTEN_ADDR").is_none() {
+        made_up.insert("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned());
+    }
     for (key, value) in [
         ("APP_DB_PASSWORD", random_base64(24)),
         ("JWT_SECRET", random_base64(48)),

@@ -5,6 +5,7 @@ pub mod jwt;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -123,12 +124,11 @@ fn is_valid_subject(sub: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@:+-".contains(&b))
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
+impl Caller {
+    /// The caller a request's bearer token names; the reason for a refusal is logged, never
+    /// sent.
+    pub fn from_headers(headers: &HeaderMap, keys: &JwtKeys) -> Result<Self, ApiError> {
+        let header = headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::Unauthorized("no Authorization header"))?;
         let token = header
@@ -139,11 +139,22 @@ impl FromRequestParts<AppState> for Caller {
                 "Authorization is not a bearer token",
             ))?;
         let now = chrono::Utc::now().timestamp();
-        let claims = state
-            .jwt
+        let claims = keys
             .verify(token.trim(), now)
             .map_err(|e| ApiError::Unauthorized(e.reason()))?;
         Caller::from_claims(claims)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// The caller the edge authenticated (see `crate::edge::authenticate`), else the token's.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Self::from_headers(&parts.headers, &state.jwt)
     }
 }
 

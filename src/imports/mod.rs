@@ -30,7 +30,7 @@ use crate::auth::{Access, Caller, EtlOnly};
 use crate::customers::model::{Address, CreateCustomerRequest, NewCustomer};
 use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
-use crate::extract::AppPath;
+use crate::extract::{from_json_value, AppPath};
 use crate::jobs::{self, Counts, JobSpec, Session};
 use crate::pii::{self, PiiCipher};
 
@@ -131,6 +131,14 @@ async fn import_customers(
     if !EtlOnly::permits(caller.role) {
         return Err(ApiError::Forbidden);
     }
+    // Each upload holds a pooled connection until its body has arrived: a few slow ones must
+    // not drain the pool, so only so many run at once, and each body has a deadline.
+    let Ok(_running) = state.imports.clone().try_acquire_owned() else {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: 5,
+        });
+    };
+    let deadline = tokio::time::Instant::now() + state.import_read_timeout;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -170,7 +178,7 @@ async fn import_customers(
             job_id,
             cipher: &cipher,
         };
-        upload.run(tx, body, format, limit).await
+        upload.run(tx, body, format, limit, deadline).await
     })
     .await?;
 
@@ -195,13 +203,17 @@ impl Upload<'_> {
         body: Body,
         format: Format,
         limit: usize,
+        deadline: tokio::time::Instant,
     ) -> Result<(Transaction<'static, Postgres>, Counts), ApiError> {
         let mut splitter = Splitter::new(format, MAX_RECORD_BYTES);
         let mut stream = body.into_data_stream();
         let mut pending = Vec::with_capacity(CHUNK);
         let mut received = 0usize;
         let mut read = 0i64;
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| ApiError::RequestTimeout)?
+        {
             let chunk =
                 chunk.map_err(|_| ApiError::BadRequest("the upload was interrupted".into()))?;
             received += chunk.len();
@@ -369,11 +381,7 @@ fn stage(record: RawRecord, cipher: &PiiCipher) -> Staged {
         };
     }
     if let Some(id) = raw.get_mut("id_number") {
-        if let Some(text) = id.as_str() {
-            let digits: String = text.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-            let tail = &digits[digits.len().saturating_sub(4)..];
-            *id = Value::String(pii::mask(tail));
-        }
+        *id = masked_id_number(id);
     }
     let result = check(&record.bytes, cipher);
     match result {
@@ -392,6 +400,21 @@ fn stage(record: RawRecord, cipher: &PiiCipher) -> Staged {
     }
 }
 
+/// The staged copy of an ID number in whatever form it came (a string, a number, an array, an
+/// object): its last four letters or digits behind the mask, never more.
+fn masked_id_number(value: &Value) -> Value {
+    let text = match value {
+        Value::Null => return Value::Null,
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let alphanumeric: Vec<char> = text.chars().filter(char::is_ascii_alphanumeric).collect();
+    let tail: String = alphanumeric[alphanumeric.len().saturating_sub(4)..]
+        .iter()
+        .collect();
+    Value::String(pii::mask(&tail))
+}
+
 /// Whether any key or string holds U+0000, which PostgreSQL's text and jsonb cannot store.
 fn holds_nul(value: &Value) -> bool {
     match value {
@@ -403,8 +426,17 @@ fn holds_nul(value: &Value) -> bool {
 }
 
 fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
-    let record: ImportRecord =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a customer record: {e}"))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let record: ImportRecord = from_json_value(value).map_err(|error| match error {
+        // The field and what was wrong, without the value serde would quote.
+        ApiError::Unprocessable { errors, .. } if !errors.is_empty() => {
+            format!(
+                "not a customer record: {}: {}",
+                errors[0].field, errors[0].message
+            )
+        }
+        _ => "not a customer record".to_owned(),
+    })?;
     let required = |name: &str, value: Option<String>| value.ok_or(format!("missing field {name}"));
     let date_of_birth = record
         .date_of_birth

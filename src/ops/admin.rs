@@ -1,4 +1,6 @@
-//! `GET /v1/admin/database`: the seed guide's monitoring queries, for administrators.
+//! `GET /v1/admin/database`: the seed guide's monitoring queries, for administrators, about
+//! this database only: other databases on the cluster, their names and their query text are
+//! none of this service's business.
 //!
 //! The guide filtered statistics with `schemaname LIKE 'lakehouse_%'`, which matches none of the
 //! schemas; these queries name the four real ones.
@@ -112,7 +114,7 @@ pub async fn get_database_health(
     let databases = sqlx::query_as(
         "SELECT datname AS database, pg_database_size(datname) AS bytes, \
                 pg_size_pretty(pg_database_size(datname)) AS pretty \
-         FROM pg_database WHERE datallowconn ORDER BY bytes DESC",
+         FROM pg_database WHERE datname = current_database()",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -126,7 +128,8 @@ pub async fn get_database_health(
         "SELECT pid, state, extract(epoch FROM now() - query_start)::float8 AS seconds, \
                 left(query, 200) AS query \
          FROM pg_stat_activity \
-         WHERE state <> 'idle' AND query_start < now() - make_interval(secs => $1) \
+         WHERE datname = current_database() AND state <> 'idle' \
+           AND query_start < now() - make_interval(secs => $1) \
          ORDER BY seconds DESC LIMIT 50",
     )
     .bind(slow)
@@ -152,7 +155,8 @@ pub async fn get_database_health(
                 pg_blocking_pids(a.pid) AS blocking_pids, \
                 extract(epoch FROM now() - a.query_start)::float8 AS waiting_seconds, \
                 left(a.query, 200) AS blocked_statement \
-         FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0",
+         FROM pg_stat_activity a \
+         WHERE a.datname = current_database() AND cardinality(pg_blocking_pids(a.pid)) > 0",
     )
     .fetch_all(&mut *tx)
     .await?;

@@ -1,20 +1,23 @@
 //! Periodic upkeep the service does for itself: partitions for the coming months, and removal
-//! of idempotency keys past their 24 hours.
+//! of idempotency keys past their 24 hours, and forgetting callers whose rate buckets are full.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
 use crate::db;
+use crate::edge::RateLimits;
 
 const PERIOD: Duration = Duration::from_secs(3600);
 
 /// Runs forever: once at start-up, then hourly. Failures are logged and retried next round, so a
 /// database that is down at start-up does not stop the service.
-pub async fn run(pool: PgPool) {
+pub async fn run(pool: PgPool, rate_limits: Arc<RateLimits>) {
     let mut ticker = tokio::time::interval(PERIOD);
     loop {
         ticker.tick().await;
+        rate_limits.forget_idle();
         if let Err(error) = ensure_partitions(&pool).await {
             tracing::warn!(%error, "partition upkeep failed; retrying in an hour");
         }

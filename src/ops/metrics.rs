@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by route template and status, latency, in-flight requests, the
-//! pool, and database errors by class. `GET /metrics` renders them.
+//! pool, and database errors by class. `GET /metrics`, on the metrics listener
+//! (`METRICS_LISTEN_ADDR`), renders them.
 
 use std::sync::OnceLock;
 use std::time::Instant;

@@ -15,12 +15,16 @@ use crate::app::AppState;
 use crate::db;
 use crate::error::{responses, ApiError};
 
+/// The public probes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
-        .routes(routes!(prometheus))
-        .routes(routes!(admin::get_database_health))
+}
+
+/// The administrators' database report (authenticated like every `/v1` route).
+pub fn admin_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(admin::get_database_health))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,18 +64,4 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> 
             retry_after_secs: 5,
         })
     }
-}
-
-/// Prometheus metrics: `http_requests_total` and `http_request_duration_seconds` by route
-/// template, method and status; `http_requests_in_flight`; `db_pool_connections`, `db_pool_idle`,
-/// `db_pool_in_use`, `db_pool_acquire_waiting`; `db_errors_total` by class.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "ops",
-    operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
-)]
-async fn prometheus(state: State<AppState>) -> axum::response::Response {
-    metrics::render(state).await
 }

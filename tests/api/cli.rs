@@ -438,3 +438,80 @@ async fn jobs_run_from_the_command_line_as_the_owner() {
         2
     );
 }
+
+/// `serve` with an event stream open stops on SIGTERM long before its shutdown deadline, with
+/// and without a LISTEN connection of its own; metrics are on their own listener only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_with_event_streams_open_in_both_listen_configurations() {
+    let app = TestApp::spawn().await;
+    let secret = "serve-test-jwt-secret-serve-test-jwt-secret";
+    let staff =
+        JwtKeys::new(Secret::new(secret.as_bytes().to_vec())).sign(&lakehouse_api::auth::Claims {
+            sub: "serve-test".into(),
+            role: "staff".into(),
+            customer_id: None,
+            exp: chrono::Utc::now().timestamp() + 600,
+            iat: None,
+        });
+    for listen_url in [None, Some(app.owner_url.clone())] {
+        let (addr, metrics_addr) = (free_addr(), free_addr());
+        let mut command = command();
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &app.owner_url)
+            .env("APP_DB_PASSWORD", app.app_password())
+            .env("JWT_SECRET", secret)
+            .env("PII_ENCRYPTION_KEY", KEY)
+            .env("PII_HASH_KEY", KEY)
+            .env("LISTEN_ADDR", &addr)
+            .env("METRICS_LISTEN_ADDR", &metrics_addr);
+        if let Some(url) = &listen_url {
+            command.env("LISTEN_DATABASE_URL", url);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while get(&addr, "/health/ready", None).await.0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve never became ready"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(get(&addr, "/metrics", None).await.0, 404);
+        let (status, text) = get(&metrics_addr, "/metrics", None).await;
+        assert_eq!(status, 200);
+        assert!(text.contains("http_requests_total"), "{text}");
+
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "GET /v1/events/loans HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {staff}\r\n\
+             Accept: text/event-stream\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[9..12], b"200", "the stream opened");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        terminate(&child);
+        let stopping = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            // The shutdown deadline is 30 s: stopping well within it means the stream ended.
+            assert!(
+                stopping.elapsed() < Duration::from_secs(10),
+                "serve (LISTEN_DATABASE_URL {}) hung on SIGTERM with a stream open",
+                if listen_url.is_some() { "set" } else { "unset" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(status.success(), "{status}");
+    }
+}

@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use lakehouse_api::app::{self, AppState, HttpLimits};
 use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::{PiiKeys, Secret};
+use lakehouse_api::config::{PiiKeys, Rate, RateLimitConfig, Secret};
 use lakehouse_api::db;
+use lakehouse_api::edge::RateLimits;
 use lakehouse_api::pg_cluster::TempCluster;
 use lakehouse_api::pii::PiiCipher;
 
@@ -137,6 +138,12 @@ pub struct Options {
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
     pub max_concurrent_requests: usize,
+    pub body_read_timeout: Duration,
+    pub max_buffered_bodies: usize,
+    /// Per principal; the tests' default is high enough never to bite.
+    pub rate_limits: RateLimitConfig,
+    pub max_concurrent_imports: usize,
+    pub import_read_timeout: Duration,
 }
 
 impl Default for Options {
@@ -148,12 +155,34 @@ impl Default for Options {
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             max_concurrent_requests: 256,
+            body_read_timeout: Duration::from_secs(30),
+            max_buffered_bodies: 64,
+            rate_limits: unlimited(),
+            max_concurrent_imports: 2,
+            import_read_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+/// Rates no test reaches unless it means to.
+pub fn unlimited() -> RateLimitConfig {
+    let rate = Rate {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    RateLimitConfig {
+        customer: rate,
+        staff: rate,
+        analyst: rate,
+        etl: rate,
+        admin: rate,
     }
 }
 
 pub struct TestApp {
     pub router: Router,
+    /// The state behind `router` (for the metrics router, and serving on a socket).
+    pub state: AppState,
     /// The service's own pool (as lakehouse_authenticator).
     pub pool: PgPool,
     /// The owner, for checks below the API.
@@ -203,22 +232,28 @@ impl TestApp {
             );
         let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
         let cipher = PiiCipher::new(&pii_keys());
-        let state = AppState::new(
+        let mut state = AppState::new(
             pool.clone(),
             keys.clone(),
             cipher.clone(),
             options.statement_timeout,
         );
+        state.rate_limits = Arc::new(RateLimits::new(&options.rate_limits));
+        state.imports = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_imports));
+        state.import_read_timeout = options.import_read_timeout;
         let router = app::router(
-            state,
+            state.clone(),
             HttpLimits {
                 max_concurrent_requests: options.max_concurrent_requests,
+                body_read_timeout: options.body_read_timeout,
+                max_buffered_bodies: options.max_buffered_bodies,
                 ..HttpLimits::new(options.body_limit_bytes, options.request_timeout)
             },
         );
         let owner_url = database_url(&server.admin_url, &database);
         Self {
             router,
+            state,
             pool,
             owner,
             owner_url,
@@ -246,6 +281,11 @@ impl TestApp {
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
         })
+    }
+
+    /// The pool login's password (for running the binary against this test's database).
+    pub fn app_password(&self) -> String {
+        self.server.app_password.clone()
     }
 
     pub fn staff(&self) -> String {
@@ -577,14 +617,60 @@ impl TestApp {
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .connect_lazy_with(through);
-        let state = AppState::new(
+        let mut state = AppState::new(
             app.pool.clone(),
             app.keys.clone(),
             app.cipher.clone(),
             Duration::from_secs(5),
         )
         .with_listen_connection(direct);
+        state.rate_limits = Arc::new(RateLimits::new(&unlimited()));
+        app.state = state.clone();
         app.router = app::router(state, HttpLimits::new(64 * 1024, Duration::from_secs(10)));
         Some(app)
+    }
+}
+
+/// The app served on a real TCP socket on loopback, with hyper's timers, until dropped.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn serve_tcp(&self, limits: lakehouse_api::server::ConnectionLimits) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = self.router.clone();
+        let task = tokio::spawn(lakehouse_api::server::serve(
+            listener,
+            router,
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Served {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+impl Served {
+    /// Signals shutdown; the task ends when connections have closed or the deadline passed.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

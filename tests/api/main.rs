@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod customers;
 mod docs;
+mod edge;
 mod errors;
 mod events;
 mod faults;

@@ -28,13 +28,22 @@ async fn metrics_count_requests_by_route_template_status_and_database_error_clas
         .await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
 
-    let scraped = app
+    // Not on the public router: on the metrics listener's own.
+    let public = app
         .send(
             app.request(Method::GET, "/metrics", None)
                 .body(Body::empty())
                 .unwrap(),
         )
         .await;
+    public.problem(StatusCode::NOT_FOUND);
+    let scraped = crate::helpers::send_via(
+        &lakehouse_api::app::metrics_router(app.state.clone()),
+        app.request(Method::GET, "/metrics", None)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(scraped.status, StatusCode::OK);
     let text = scraped.text();
     for needle in [
@@ -182,30 +191,23 @@ async fn beyond_the_concurrency_limit_requests_get_503_with_retry_after_and_serv
         })
         .await,
     );
-    // Two uploads that never finish sending occupy both places.
-    let mut senders = Vec::new();
-    let mut uploads = Vec::new();
+    // Two requests stuck behind a lock occupy both places (a body still on its way holds none:
+    // see edge.rs).
+    let mut locker = PgConnection::connect(&app.owner_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE core.products IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut stuck = Vec::new();
     for _ in 0..2 {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let stream = futures_util::stream::unfold(receiver, |mut r| async move {
-            r.recv().await.map(|item| (item, r))
-        });
-        let request = app
-            .request(
-                Method::POST,
-                "/v1/imports/customers?batch_id=slow",
-                Some(&app.token("etl", None)),
-            )
-            .header(header::CONTENT_TYPE, "application/x-ndjson")
-            .body(Body::from_stream(stream))
-            .unwrap();
         let app = app.clone();
-        uploads.push(tokio::spawn(async move { app.send(request).await.status }));
-        senders.push(sender);
+        stuck.push(tokio::spawn(async move {
+            app.get("/v1/products", &app.staff()).await.status
+        }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let refused = app.get("/v1/products", &app.staff()).await;
+    let refused = app.get("/v1/customers", &app.staff()).await;
     refused.problem(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert!(
@@ -225,9 +227,9 @@ async fn beyond_the_concurrency_limit_requests_get_503_with_retry_after_and_serv
         "probes stay outside the limit"
     );
 
-    drop(senders);
-    for upload in uploads {
-        upload.await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+    for request in stuck {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(
         app.get("/v1/products", &app.staff()).await.status,
