@@ -93,6 +93,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    lakehouse_api::db::install_crypto_provider();
     let cli = Cli::parse();
     let log_format = match HttpConfig::from_source(&Environment) {
         Ok(http) => http.log_format,

@@ -22,6 +22,8 @@ pub struct TempCluster {
     as_postgres: bool,
     port: u16,
     password: String,
+    /// More `-c name=value` server options (TLS, say).
+    extra_options: String,
 }
 
 impl TempCluster {
@@ -54,6 +56,7 @@ impl TempCluster {
             as_postgres,
             port: 0,
             password,
+            extra_options: String::new(),
         };
         cluster.run(
             "initdb",
@@ -89,9 +92,10 @@ impl TempCluster {
     fn start_args(&self) -> Vec<String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off",
+             -c synchronous_commit=off -c full_page_writes=off{}",
             self.port,
-            self.root.display()
+            self.root.display(),
+            self.extra_options
         );
         [
             "-D",
@@ -120,6 +124,35 @@ impl TempCluster {
     /// Starts a stopped server again, on the same port.
     pub fn restart(&self) -> CliResult {
         self.run("pg_ctl", &self.start_args())
+    }
+
+    /// Restarts the server with TLS on, serving `cert_pem` (its chain) and `key_pem`. Plain
+    /// connections are still accepted; a client asks for TLS with its URL's `sslmode`.
+    pub fn enable_tls(&mut self, cert_pem: &[u8], key_pem: &[u8]) -> CliResult {
+        let (cert, key) = (self.root.join("server.crt"), self.root.join("server.key"));
+        fs::write(&cert, cert_pem)?;
+        fs::write(&key, key_pem)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        }
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cert)
+                .arg(&key)
+                .status()?;
+            if !status.success() {
+                return Err("could not hand the TLS files to the postgres OS user".into());
+            }
+        }
+        self.extra_options = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        self.stop()?;
+        self.restart()
     }
 
     /// A URL for the superuser `postgres`, on `database`.

@@ -88,3 +88,10 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     tx.commit().await?;
     Ok(!failed && applied == Some(latest))
 }
+
+/// Chooses the one TLS crypto provider of the whole binary, aws-lc-rs (the identity work's
+/// token verification uses the same). rustls panics at the first TLS connection when more than
+/// one provider is compiled in and none was chosen, so every entry point calls this first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -46,6 +46,7 @@ struct Server {
 static SERVER: OnceLock<Result<Arc<Server>, String>> = OnceLock::new();
 
 fn server() -> Arc<Server> {
+    db::install_crypto_provider();
     // TEST_LOG=error (or any filter) shows the service's logs while debugging a test.
     if let Ok(filter) = std::env::var("TEST_LOG") {
         let _ = tracing_subscriber::fmt()

@@ -20,3 +20,4 @@ mod payments;
 mod pgbouncer;
 mod rls;
 mod schema;
+mod tls;

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::http::{header, Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
