@@ -31,7 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::JwtKeys;
 use crate::config::{HttpConfig, ServeConfig};
 use crate::db::partitions::{DateWindow, Partitions};
-use crate::edge::{self, BodyGate, RateLimits};
+use crate::edge::{self, BodyGate, Gatekeeper, RateLimits};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
@@ -240,7 +240,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(middleware::from_fn_with_state(bodies, edge::buffer_body))
         .merge(uploads)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            Gatekeeper {
+                jwt: state.jwt.clone(),
+                rate_limits: state.rate_limits.clone(),
+            },
             edge::authenticate,
         ))
         .merge(ops)

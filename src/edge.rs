@@ -20,15 +20,21 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::Semaphore;
 
-use crate::app::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, JwtKeys, Role};
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
+
+/// What [`authenticate`] needs: the token keys and the rate limits.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    pub jwt: Arc<JwtKeys>,
+    pub rate_limits: Arc<RateLimits>,
+}
 
 /// Authenticates before anything else, and holds each principal to its role's rate. The
 /// [`Caller`] travels on as a request extension, so handlers do not verify the token again.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State(state): State<Gatekeeper>,
     mut request: Request,
     next: Next,
 ) -> Response {
