@@ -6,11 +6,12 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --no-default-features \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+# Without the `devtools` feature: no throwaway cluster, no seed, no `dev` command.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --no-default-features
 
 # Runtime stage: a slim Debian with a non-root user and curl for the health check.
 FROM debian:bookworm-slim

@@ -1,4 +1,4 @@
-//! Application state, the router with its middleware, and the server's life cycle.
+//! The router with its middleware, and the service's life cycle: the top of the crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +10,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
@@ -30,97 +27,15 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::JwtKeys;
 use crate::config::{HttpConfig, ServeConfig};
-use crate::db::partitions::{DateWindow, Partitions};
-use crate::edge::{self, BodyGate, Gatekeeper, RateLimits};
+use crate::edge::{self, BodyGate, Gatekeeper};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
-use crate::events::hub::EventHub;
 use crate::pii::PiiCipher;
 use crate::server::{self, ConnectionLimits};
+use crate::state::AppState;
 use crate::{
     analytics, customers, db, events, imports, loans, metadata, openapi, ops, payments, products,
     retry,
 };
-
-/// What every handler can reach. Cheap to clone: everything inside is shared.
-#[derive(Clone)]
-pub struct AppState {
-    /// Request transactions, as the service login.
-    pub pool: PgPool,
-    pub jwt: Arc<JwtKeys>,
-    pub pii: Arc<PiiCipher>,
-    pub statement_timeout: Duration,
-    /// On-demand partition creation, on a small pool of its own.
-    pub partitions: Arc<Partitions>,
-    /// The LISTEN connection behind the event stream.
-    pub events: Arc<EventHub>,
-    /// statement_timeout of job transactions (metrics, risk, imports).
-    pub job_statement_timeout: Duration,
-    /// The largest import body.
-    pub import_limit_bytes: usize,
-    /// The dates clients may give loans and payments.
-    pub date_window: DateWindow,
-    /// Request rates per principal.
-    pub rate_limits: Arc<RateLimits>,
-    /// Imports running at once: each holds a pooled connection for its whole upload.
-    pub imports: Arc<Semaphore>,
-    /// An import's body must arrive within this.
-    pub import_read_timeout: Duration,
-}
-
-impl AppState {
-    /// The state for `pool`; the partition-maintenance pool and the LISTEN connection use the
-    /// same server and login.
-    pub fn new(pool: PgPool, jwt: JwtKeys, pii: PiiCipher, statement_timeout: Duration) -> Self {
-        let connect = (*pool.connect_options()).clone();
-        let maintenance = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(connect.clone());
-        Self {
-            pool,
-            jwt: Arc::new(jwt),
-            pii: Arc::new(pii),
-            statement_timeout,
-            partitions: Arc::new(Partitions::new(maintenance)),
-            events: EventHub::new(connect),
-            job_statement_timeout: Duration::from_secs(300),
-            import_limit_bytes: 256 * 1024 * 1024,
-            date_window: DateWindow::default(),
-            rate_limits: Arc::new(RateLimits::default()),
-            imports: Arc::new(Semaphore::new(2)),
-            import_read_timeout: Duration::from_secs(120),
-        }
-    }
-
-    /// The edge's settings: rates, import bounds, the date window.
-    pub fn with_edge(mut self, http: &HttpConfig) -> Self {
-        self.rate_limits = Arc::new(RateLimits::new(&http.rate_limits));
-        self.imports = Arc::new(Semaphore::new(http.max_concurrent_imports.max(1)));
-        self.import_read_timeout = http.import_read_timeout;
-        self.date_window = DateWindow {
-            backdating_limit_days: http.backdating_limit_days,
-        };
-        self
-    }
-
-    /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,
-    /// whose transaction mode cannot carry LISTEN).
-    pub fn with_listen_connection(mut self, connect: sqlx::postgres::PgConnectOptions) -> Self {
-        self.events = EventHub::new(connect);
-        self
-    }
-
-    /// Job limits other than the defaults (300 s, 256 MiB).
-    pub fn with_job_limits(
-        mut self,
-        statement_timeout: Duration,
-        import_limit_bytes: usize,
-    ) -> Self {
-        self.job_statement_timeout = statement_timeout;
-        self.import_limit_bytes = import_limit_bytes;
-        self
-    }
-}
 
 /// Limits the HTTP layer enforces.
 #[derive(Debug, Clone, Copy)]
@@ -138,17 +53,6 @@ pub struct HttpLimits {
 }
 
 impl HttpLimits {
-    pub fn new(body_limit_bytes: usize, request_timeout: Duration) -> Self {
-        Self {
-            body_limit_bytes,
-            request_timeout,
-            job_timeout: Duration::from_secs(300),
-            max_concurrent_requests: 256,
-            body_read_timeout: Duration::from_secs(30),
-            max_buffered_bodies: 64,
-        }
-    }
-
     pub fn from_config(http: &HttpConfig) -> Self {
         Self {
             body_limit_bytes: http.body_limit_bytes,
@@ -201,13 +105,19 @@ pub fn openapi_document() -> OpenApi {
 /// own bound ([`edge::buffer_body`]; imports stream theirs under the import bound instead),
 /// then a global concurrency slot, the timeout, and the retry of a lost serialization.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    // Installed before anything can count: database errors are counted wherever they happen.
+    crate::telemetry::metrics_recorder();
     let (api, _) = api_routes().split_for_parts();
     let (runs, _) = analytics::jobs::runs().split_for_parts();
     let (uploads, _) = imports::upload_router().split_for_parts();
     // Health probes stay outside the concurrency limit: an overloaded instance is alive, and
     // saying so is cheap.
     let (ops, _) = ops::router().split_for_parts();
-    let spec_json: Arc<str> = openapi::to_json(&openapi_document()).into();
+    // A spec that does not serialise is a bug: /openapi.json says so (500) rather than serve
+    // an empty document.
+    let spec_json: Result<Arc<str>, Arc<str>> = openapi::to_json(&openapi_document())
+        .map(Into::into)
+        .map_err(|e| e.to_string().into());
 
     let api = api
         .layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
@@ -285,15 +195,18 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn serve_spec(json: Arc<str>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        json.to_string(),
-    )
-        .into_response()
+async fn serve_spec(json: Result<Arc<str>, Arc<str>>) -> Response {
+    match json {
+        Ok(json) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json.to_string(),
+        )
+            .into_response(),
+        Err(cause) => ApiError::Internal(format!("the OpenAPI document: {cause}")).into_response(),
+    }
 }
 
 /// Request ids are UUIDv7 unless the client sent one.
@@ -368,9 +281,8 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         JwtKeys::new(config.jwt_secret.clone()),
         PiiCipher::new(&config.pii),
         config.pool.statement_timeout,
-    )
-    .with_job_limits(config.http.job_timeout, config.http.import_limit_bytes)
-    .with_edge(&config.http);
+        &config.http,
+    );
     if let Some(listen) = config.pool.listen.clone() {
         state = state.with_listen_connection(listen);
     }

@@ -9,6 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sqlx::postgres::PgConnectOptions;
 
+/// The login role of the service's pool (created by the first migration); every URL's user is
+/// replaced by it.
+pub const AUTHENTICATOR_ROLE: &str = "lakehouse_authenticator";
+
 /// Bytes that must not be printed: `Debug` shows only their length.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -82,7 +86,8 @@ fn parsed<T: std::str::FromStr>(
     }
 }
 
-fn millis(src: &dyn Source, key: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+fn millis(src: &dyn Source, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
     let ms: u64 = parsed(src, key, default_ms, "a whole number of milliseconds")?;
     if ms == 0 {
         return Err(ConfigError(format!("{key} must be greater than zero")));
@@ -191,7 +196,7 @@ impl PoolConfig {
             None => None,
             Some(_) => Some(
                 database_url(src, "LISTEN_DATABASE_URL")?
-                    .username(crate::db::AUTHENTICATOR_ROLE)
+                    .username(AUTHENTICATOR_ROLE)
                     .password(&password)
                     .application_name("lakehouse-api-listen"),
             ),
@@ -203,14 +208,14 @@ impl PoolConfig {
         }
         Ok(Self {
             connect: server
-                .username(crate::db::AUTHENTICATOR_ROLE)
+                .username(AUTHENTICATOR_ROLE)
                 .password(&password)
                 .application_name("lakehouse-api")
                 .statement_cache_capacity(statement_cache),
             listen,
             max_connections,
-            acquire_timeout: millis(src, "DB_ACQUIRE_TIMEOUT_MS", 2_000)?,
-            statement_timeout: millis(src, "STATEMENT_TIMEOUT_MS", 5_000)?,
+            acquire_timeout: millis(src, "DB_ACQUIRE_TIMEOUT_MS", Duration::from_millis(2_000))?,
+            statement_timeout: millis(src, "STATEMENT_TIMEOUT_MS", Duration::from_millis(5_000))?,
         })
     }
 }
@@ -352,8 +357,34 @@ pub struct HttpConfig {
     pub log_format: LogFormat,
 }
 
+impl Default for HttpConfig {
+    /// The defaults of every HTTP setting, stated once (`.env.example` documents them).
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            request_timeout: ms(10_000),
+            body_limit_bytes: 1_048_576,
+            body_read_timeout: ms(30_000),
+            max_buffered_bodies: 64,
+            header_read_timeout: ms(10_000),
+            shutdown_timeout: ms(30_000),
+            job_timeout: ms(300_000),
+            import_limit_bytes: 268_435_456,
+            max_concurrent_imports: 2,
+            import_read_timeout: ms(120_000),
+            max_concurrent_requests: 256,
+            backdating_limit_days: 3650,
+            rate_limits: RateLimitConfig::default(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
 impl HttpConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
         let log_format = match src.get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -363,52 +394,48 @@ impl HttpConfig {
                 )))
             }
         };
+        let address = "a host:port address";
         Ok(Self {
-            listen_addr: parsed(
+            listen_addr: parsed(src, "LISTEN_ADDR", d.listen_addr, address)?,
+            metrics_addr: parsed(src, "METRICS_LISTEN_ADDR", d.metrics_addr, address)?,
+            request_timeout: millis(src, "REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            body_limit_bytes: parsed(src, "BODY_LIMIT_BYTES", d.body_limit_bytes, "a byte count")?,
+            body_read_timeout: millis(src, "BODY_READ_TIMEOUT_MS", d.body_read_timeout)?,
+            max_buffered_bodies: parsed(
                 src,
-                "LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-                "a host:port address",
+                "MAX_BUFFERED_BODIES",
+                d.max_buffered_bodies,
+                "a number of bodies",
             )?,
-            metrics_addr: parsed(
-                src,
-                "METRICS_LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 9464)),
-                "a host:port address",
-            )?,
-            request_timeout: millis(src, "REQUEST_TIMEOUT_MS", 10_000)?,
-            body_limit_bytes: parsed(src, "BODY_LIMIT_BYTES", 1_048_576usize, "a byte count")?,
-            body_read_timeout: millis(src, "BODY_READ_TIMEOUT_MS", 30_000)?,
-            max_buffered_bodies: parsed(src, "MAX_BUFFERED_BODIES", 64usize, "a number of bodies")?,
-            header_read_timeout: millis(src, "HEADER_READ_TIMEOUT_MS", 10_000)?,
-            shutdown_timeout: millis(src, "SHUTDOWN_TIMEOUT_MS", 30_000)?,
-            max_concurrent_imports: parsed(
-                src,
-                "MAX_CONCURRENT_IMPORTS",
-                2usize,
-                "a number of imports",
-            )?,
-            import_read_timeout: millis(src, "IMPORT_READ_TIMEOUT_MS", 120_000)?,
-            backdating_limit_days: parsed(
-                src,
-                "BACKDATING_LIMIT_DAYS",
-                3650u32,
-                "a number of days",
-            )?,
-            rate_limits: RateLimitConfig::from_source(src)?,
-            job_timeout: millis(src, "JOB_TIMEOUT_MS", 300_000)?,
+            header_read_timeout: millis(src, "HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
+            shutdown_timeout: millis(src, "SHUTDOWN_TIMEOUT_MS", d.shutdown_timeout)?,
+            job_timeout: millis(src, "JOB_TIMEOUT_MS", d.job_timeout)?,
             import_limit_bytes: parsed(
                 src,
                 "IMPORT_BODY_LIMIT_BYTES",
-                268_435_456usize,
+                d.import_limit_bytes,
                 "a byte count",
             )?,
+            max_concurrent_imports: parsed(
+                src,
+                "MAX_CONCURRENT_IMPORTS",
+                d.max_concurrent_imports,
+                "a number of imports",
+            )?,
+            import_read_timeout: millis(src, "IMPORT_READ_TIMEOUT_MS", d.import_read_timeout)?,
             max_concurrent_requests: parsed(
                 src,
                 "MAX_CONCURRENT_REQUESTS",
-                256usize,
+                d.max_concurrent_requests,
                 "a number of requests",
             )?,
+            backdating_limit_days: parsed(
+                src,
+                "BACKDATING_LIMIT_DAYS",
+                d.backdating_limit_days,
+                "a number of days",
+            )?,
+            rate_limits: RateLimitConfig::from_source(src)?,
             log_format,
         })
     }

@@ -99,12 +99,6 @@ impl RateLimits {
     }
 }
 
-impl Default for RateLimits {
-    fn default() -> Self {
-        Self::new(&RateLimitConfig::default())
-    }
-}
-
 /// How bodies are read before a handler runs.
 #[derive(Clone)]
 pub struct BodyGate {

@@ -138,7 +138,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// Marks a response whose request may be re-run from the start (see [`crate::app::retry`]).
+/// Marks a response whose request may be re-run from the start (see [`crate::retry`]).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryableFailure;
 
@@ -302,12 +302,6 @@ impl IntoResponse for Problem {
 pub fn problem_body(problem: &Problem) -> (HeaderValue, Vec<u8>) {
     let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
     (HeaderValue::from_static(PROBLEM_JSON), body)
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        crate::db::errors::classify(error)
-    }
 }
 
 /// Error responses for the OpenAPI document, one type per status so each path lists exactly the

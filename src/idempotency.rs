@@ -1,6 +1,6 @@
 //! `Idempotency-Key` for requests that move money (Stripe semantics).
 //!
-//! Keys belong to a caller (database role + token subject). The first request with a key claims
+//! Keys belong to a principal (issuer, subject, role, customer: `app.actor`). The first request with a key claims
 //! it in a short transaction of its own; its response, errors included, is stored with the work
 //! (in the same transaction when the work commits) and replayed byte for byte to any later
 //! request with the same key and body. The same key with another body is 422; while the first
@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use crate::app::AppState;
+use crate::auth;
 use crate::auth::Caller;
-use crate::db;
+use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON};
 
 pub const HEADER: &str = "idempotency-key";
@@ -46,7 +46,7 @@ pub fn fingerprint(method: &str, path: &str, body: &serde_json::Value) -> Vec<u8
     hash.update(b" ");
     hash.update(path.as_bytes());
     hash.update(b"\n");
-    hash.update(serde_json::to_vec(body).unwrap_or_default());
+    hash.update(body.to_string().as_bytes());
     hash.finalize().to_vec()
 }
 
@@ -104,18 +104,12 @@ pub enum Claim {
 const ABANDONED_AFTER: &str = "60 seconds";
 
 pub async fn claim(
-    state: &AppState,
+    db: &Database,
     caller: &Caller,
     key: &IdempotencyKey,
     fingerprint: &[u8],
 ) -> Result<Claim, ApiError> {
-    let mut tx = db::begin_as(
-        &state.pool,
-        caller,
-        false,
-        state.statement_timeout.as_millis(),
-    )
-    .await?;
+    let mut tx = auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
     let fresh: Option<bool> = sqlx::query_scalar(&format!(
         "INSERT INTO core.idempotency_keys AS k (db_role, actor, idempotency_key, request_hash) \
          VALUES (current_user, core.current_actor(), $1, $2) \
@@ -149,8 +143,11 @@ pub async fn claim(
         match (hash == fingerprint, state.as_str(), status) {
             (false, _, _) => Claim::Mismatch,
             (true, "DONE", Some(status)) => Claim::Replay(StoredResponse {
-                status: u16::try_from(status).unwrap_or(500),
-                body: body.unwrap_or_default(),
+                status: u16::try_from(status)
+                    .map_err(|_| ApiError::Internal(format!("stored status {status}")))?,
+                body: body.ok_or_else(|| {
+                    ApiError::Internal("a stored response without its body".into())
+                })?,
                 location,
             }),
             _ => Claim::InFlight,
@@ -182,18 +179,12 @@ pub async fn record(
 
 /// Stores an error response after the work rolled back.
 pub async fn record_alone(
-    state: &AppState,
+    db: &Database,
     caller: &Caller,
     key: &IdempotencyKey,
     response: &StoredResponse,
 ) -> Result<(), ApiError> {
-    let mut tx = db::begin_as(
-        &state.pool,
-        caller,
-        false,
-        state.statement_timeout.as_millis(),
-    )
-    .await?;
+    let mut tx = auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
     record(&mut tx, key, response).await?;
     tx.commit().await?;
     Ok(())
@@ -201,15 +192,10 @@ pub async fn record_alone(
 
 /// Frees a key whose request failed for a reason worth retrying (database unavailable,
 /// contention, timeout), so the client's retry does the work.
-pub async fn release(state: &AppState, caller: &Caller, key: &IdempotencyKey) {
+pub async fn release(db: &Database, caller: &Caller, key: &IdempotencyKey) {
     let result = async {
-        let mut tx = db::begin_as(
-            &state.pool,
-            caller,
-            false,
-            state.statement_timeout.as_millis(),
-        )
-        .await?;
+        let mut tx =
+            auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
         sqlx::query(
             "UPDATE core.idempotency_keys SET locked_at = '-infinity' \
              WHERE db_role = current_user AND actor = core.current_actor() \

@@ -1,6 +1,6 @@
 //! lakehouse-api: the transactional REST API in front of the lending core's PostgreSQL.
 //!
-//! Every request runs in one transaction as the caller's database role (see [`db::RequestTx`]),
+//! Every request runs in one transaction as the caller's database role (see [`auth::RequestTx`]),
 //! so PostgreSQL's row-level security, not only this code, keeps each customer to their rows.
 
 pub mod analytics;
@@ -8,8 +8,11 @@ pub mod app;
 pub mod auth;
 pub mod conditional;
 pub mod config;
+pub mod customer_record;
 pub mod customers;
 pub mod db;
+#[cfg(feature = "devtools")]
+pub mod devtools;
 pub mod edge;
 pub mod error;
 pub mod events;
@@ -17,6 +20,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod imports;
 pub mod jobs;
+pub mod ledger;
 pub mod loans;
 pub mod metadata;
 pub mod money;
@@ -24,12 +28,13 @@ pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod payments;
-pub mod pg_cluster;
 pub mod pii;
+pub mod product_terms;
 pub mod products;
 pub mod retry;
-pub mod seed;
+pub mod risk;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 
 /// The error type of command-line paths, which only report their failure.

@@ -1,26 +1,14 @@
 //! The command line: parse, load configuration, call into the library.
 
-use std::collections::HashMap;
-use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use log::LevelFilter;
-
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::OsRng;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use clap::{Parser, Subcommand};
-use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
 use lakehouse_api::auth::{Claims, JwtKeys, Role};
-use lakehouse_api::config::{self, Environment, HttpConfig, OwnerDb, PiiKeys, ServeConfig, Source};
-use lakehouse_api::pg_cluster::TempCluster;
-use lakehouse_api::pii::PiiCipher;
-use lakehouse_api::{app, db, openapi, seed, telemetry, CliResult};
+use lakehouse_api::config::{self, Environment, HttpConfig, OwnerDb, ServeConfig, Source};
+use lakehouse_api::{app, db, openapi, telemetry, CliResult};
 
 #[derive(Parser)]
 #[command(name = "lakehouse-api", version, about = "The lending core's REST API")]
@@ -36,6 +24,7 @@ enum Command {
     /// Apply migrations as the owner (DATABASE_URL) and set the service login's password.
     Migrate,
     /// Insert the seed guide's lab data, or generate volume for load tests.
+    #[cfg(feature = "devtools")]
     Seed {
         /// Generate this many extra customers, with loans and payments.
         #[arg(long)]
@@ -72,6 +61,7 @@ enum Command {
     },
     /// Everything for a first look: a throwaway PostgreSQL (unless DATABASE_URL is set),
     /// migrations, lab data, a token per role, and the server with Swagger UI.
+    #[cfg(feature = "devtools")]
     Dev,
 }
 
@@ -103,6 +93,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(&Environment).await,
         Command::Migrate => migrate(&Environment).await,
+        #[cfg(feature = "devtools")]
         Command::Seed {
             customers,
             loans_per_customer,
@@ -110,11 +101,17 @@ async fn main() -> ExitCode {
         } => {
             let volume = customers
                 .map(|customers| {
-                    seed::Volume::new(customers, loans_per_customer, payments_per_loan)
+                    lakehouse_api::devtools::seed::Volume::new(
+                        customers,
+                        loans_per_customer,
+                        payments_per_loan,
+                    )
                 })
                 .transpose();
             match volume {
-                Ok(volume) => seed_data(&Environment, volume).await.map(|_| ()),
+                Ok(volume) => devtools_commands::seed_data(&Environment, volume)
+                    .await
+                    .map(|_| ()),
                 Err(error) => Err(error),
             }
         }
@@ -126,7 +123,8 @@ async fn main() -> ExitCode {
         } => token(&role, customer_id, &ttl, sub).map(|t| println!("{t}")),
         Command::Jobs { job } => run_job(&Environment, job).await,
         Command::Openapi { output } => write_openapi(&output),
-        Command::Dev => dev().await,
+        #[cfg(feature = "devtools")]
+        Command::Dev => devtools_commands::dev().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,28 +151,6 @@ async fn migrate(src: &dyn Source) -> CliResult {
     db::migrate_with_logins(&owner.connect, Some(&login.password), trino.as_ref()).await?;
     eprintln!("migrations applied");
     Ok(())
-}
-
-/// Lab data always; generated volume when asked. Returns the lab customer CUST001's id.
-async fn seed_data(src: &dyn Source, volume: Option<seed::Volume>) -> CliResult<Option<Uuid>> {
-    let owner = OwnerDb::from_source(src)?;
-    let cipher = PiiCipher::new(&PiiKeys::from_source(src)?);
-    // Bulk statements are slow by design; the seed reports its own timings.
-    let connect = owner
-        .connect
-        .clone()
-        .log_statements(LevelFilter::Off)
-        .log_slow_statements(LevelFilter::Off, Duration::ZERO);
-    let mut conn = PgConnection::connect_with(&connect).await?;
-    if seed::lab(&mut conn, &cipher).await? {
-        eprintln!("lab data inserted");
-    }
-    if let Some(volume) = volume {
-        seed::generate(&mut conn, &connect, &cipher, volume).await?;
-    }
-    let id = seed::customer_id(&mut conn, "CUST001").await?;
-    conn.close().await?;
-    Ok(id)
 }
 
 async fn run_job(src: &dyn Source, job: Job) -> CliResult {
@@ -259,90 +235,140 @@ fn parse_ttl(text: &str) -> CliResult<Duration> {
 }
 
 fn write_openapi(output: &str) -> CliResult {
-    std::fs::write(output, openapi::to_json(&app::openapi_document()))?;
+    std::fs::write(output, openapi::to_json(&app::openapi_document())?)?;
     eprintln!("wrote {output}");
     Ok(())
 }
 
-/// Environment first, then values `dev` made up.
-struct Overlay(HashMap<&'static str, String>);
+/// `seed` and `dev`: development tooling, built with the `devtools` feature only.
+#[cfg(feature = "devtools")]
+mod devtools_commands {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-impl Source for Overlay {
-    fn get(&self, key: &str) -> Option<String> {
-        Environment.get(key).or_else(|| self.0.get(key).cloned())
+    use aes_gcm::aead::rand_core::RngCore;
+    use aes_gcm::aead::OsRng;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use log::LevelFilter;
+    use sqlx::{ConnectOptions, Connection, PgConnection};
+    use uuid::Uuid;
+
+    use lakehouse_api::auth::{JwtKeys, Role};
+    use lakehouse_api::config::{Environment, OwnerDb, PiiKeys, ServeConfig, Source};
+    use lakehouse_api::devtools::{seed, TempCluster};
+    use lakehouse_api::pii::PiiCipher;
+    use lakehouse_api::{app, CliResult};
+
+    use super::{migrate, mint};
+
+    /// Lab data always; generated volume when asked. Returns the lab customer CUST001's id.
+    pub async fn seed_data(
+        src: &dyn Source,
+        volume: Option<seed::Volume>,
+    ) -> CliResult<Option<Uuid>> {
+        let owner = OwnerDb::from_source(src)?;
+        let cipher = PiiCipher::new(&PiiKeys::from_source(src)?);
+        // Bulk statements are slow by design; the seed reports its own timings.
+        let connect = owner
+            .connect
+            .clone()
+            .log_statements(LevelFilter::Off)
+            .log_slow_statements(LevelFilter::Off, Duration::ZERO);
+        let mut conn = PgConnection::connect_with(&connect).await?;
+        if seed::lab(&mut conn, &cipher).await? {
+            eprintln!("lab data inserted");
+        }
+        if let Some(volume) = volume {
+            seed::generate(&mut conn, &connect, &cipher, volume).await?;
+        }
+        let id = seed::customer_id(&mut conn, "CUST001").await?;
+        conn.close().await?;
+        Ok(id)
     }
-}
 
-fn random_base64(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    OsRng.fill_bytes(&mut bytes);
-    STANDARD.encode(bytes)
-}
+    /// Environment first, then values `dev` made up.
+    struct Overlay(HashMap<&'static str, String>);
 
-async fn dev() -> CliResult {
-    let mut made_up = HashMap::new();
-    let cluster = if Environment.get("DATABASE_URL").is_none() {
-        eprintln!("DATABASE_URL is unset: starting a throwaway PostgreSQL cluster…");
-        let cluster = TempCluster::start()?;
-        cluster.remove_when_process_exits(std::process::id())?;
-        made_up.insert("DATABASE_URL", cluster.url("postgres"));
-        Some(cluster)
-    } else {
-        None
-    };
-    // The metrics listener on any free port, so that two dev instances can run side by side.
-    if Environment.get("METRICS_LISTEN_ADDR").is_none() {
-        made_up.insert("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned());
-    }
-    for (key, value) in [
-        ("APP_DB_PASSWORD", random_base64(24)),
-        ("JWT_SECRET", random_base64(48)),
-        ("PII_ENCRYPTION_KEY", random_base64(32)),
-        ("PII_HASH_KEY", random_base64(32)),
-    ] {
-        if Environment.get(key).is_none() {
-            eprintln!("{key} is unset: using a random value for this run only");
-            made_up.insert(key, value);
+    impl Source for Overlay {
+        fn get(&self, key: &str) -> Option<String> {
+            Environment.get(key).or_else(|| self.0.get(key).cloned())
         }
     }
-    let src = Overlay(made_up);
-    migrate(&src).await?;
-    let cust001 = seed_data(&src, None).await?;
 
-    let config = ServeConfig::from_source(&src)?;
-    let keys = Arc::new(JwtKeys::new(config.jwt_secret.clone()));
-    // Printed with write! rather than println!, which would panic if stdout were closed.
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\nTokens (valid 12 hours):");
-    for role in Role::ALL {
-        let customer = if role == Role::Customer {
-            cust001
+    fn random_base64(len: usize) -> String {
+        let mut bytes = vec![0u8; len];
+        OsRng.fill_bytes(&mut bytes);
+        STANDARD.encode(bytes)
+    }
+
+    pub async fn dev() -> CliResult {
+        let mut made_up = HashMap::new();
+        let cluster = if Environment.get("DATABASE_URL").is_none() {
+            eprintln!("DATABASE_URL is unset: starting a throwaway PostgreSQL cluster…");
+            let cluster = TempCluster::start()?;
+            cluster.remove_when_process_exits(std::process::id())?;
+            made_up.insert("DATABASE_URL", cluster.url("postgres"));
+            Some(cluster)
         } else {
             None
         };
-        let token = mint(&keys, role.as_str(), customer, "12h", None)?;
-        let note = if role == Role::Customer {
-            " (CUST001)"
-        } else {
-            ""
-        };
-        let _ = writeln!(out, "  {:<8}{note} {token}", role.as_str());
-    }
-    let _ = writeln!(
-        out,
-        "\nSwagger UI: http://{0}/docs   health: http://{0}/health/ready   Ctrl-C stops{1}\n",
-        config.http.listen_addr,
-        if cluster.is_some() {
-            " and removes the database"
-        } else {
-            ""
+        // The metrics listener on any free port, so that two dev instances can run side by side.
+        if Environment.get("METRICS_LISTEN_ADDR").is_none() {
+            made_up.insert("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned());
         }
-    );
-    let _ = out.flush();
-    drop(out);
-    let served = app::serve(config).await;
-    drop(cluster);
-    served
+        for (key, value) in [
+            ("APP_DB_PASSWORD", random_base64(24)),
+            ("JWT_SECRET", random_base64(48)),
+            ("PII_ENCRYPTION_KEY", random_base64(32)),
+            ("PII_HASH_KEY", random_base64(32)),
+        ] {
+            if Environment.get(key).is_none() {
+                eprintln!("{key} is unset: using a random value for this run only");
+                made_up.insert(key, value);
+            }
+        }
+        let src = Overlay(made_up);
+        migrate(&src).await?;
+        let cust001 = seed_data(&src, None).await?;
+
+        let config = ServeConfig::from_source(&src)?;
+        let keys = Arc::new(JwtKeys::new(config.jwt_secret.clone()));
+        // Printed with write! rather than println!, which would panic if stdout were closed.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\nTokens (valid 12 hours):");
+        for role in Role::ALL {
+            let customer = if role == Role::Customer {
+                cust001
+            } else {
+                None
+            };
+            let token = mint(&keys, role.as_str(), customer, "12h", None)?;
+            let note = if role == Role::Customer {
+                " (CUST001)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {:<8}{note} {token}", role.as_str());
+        }
+        let _ = writeln!(
+            out,
+            "\nSwagger UI: http://{0}/docs   health: http://{0}/health/ready   Ctrl-C stops{1}\n",
+            config.http.listen_addr,
+            if cluster.is_some() {
+                " and removes the database"
+            } else {
+                ""
+            }
+        );
+        let _ = out.flush();
+        drop(out);
+        let served = app::serve(config).await;
+        drop(cluster);
+        served
+    }
 }
 
 #[cfg(test)]

@@ -8,24 +8,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::auth::Analysts;
-use crate::db::RequestTx;
+use crate::auth::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::AppQuery;
 use crate::jobs::JobRun;
-use crate::pagination;
+use crate::pagination::{Page, PageQuery, PageRequest, TimeCursor};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_jobs))
         .routes(routes!(list_lineage))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct TimeCursor {
-    at: DateTime<Utc>,
-    id: Uuid,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -34,14 +28,6 @@ pub struct JobQuery {
     pub job_name: Option<String>,
     /// RUNNING, SUCCEEDED or FAILED.
     pub status: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobPage {
-    pub data: Vec<JobRun>,
-    pub next_cursor: Option<String>,
 }
 
 /// Job runs, newest first.
@@ -51,19 +37,15 @@ pub struct JobPage {
     tag = "metadata",
     operation_id = "list_jobs",
     security(("bearer" = [])),
-    params(JobQuery),
-    responses((status = 200, description = "One page", body = JobPage), responses::Common)
+    params(JobQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<JobRun>), responses::Common)
 )]
 async fn list_jobs(
     mut tx: RequestTx<Analysts>,
     AppQuery(query): AppQuery<JobQuery>,
-) -> Result<Json<JobPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<TimeCursor> = query
-        .cursor
-        .as_deref()
-        .map(pagination::decode)
-        .transpose()?;
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<JobRun>>, ApiError> {
+    let after = page.after;
     let rows: Vec<JobRun> = sqlx::query_as(
         "SELECT job_id, job_name, status, parameters, started_at, finished_at, records_read, \
                 records_written, records_failed, error_message, triggered_by \
@@ -76,17 +58,14 @@ async fn list_jobs(
     .bind(&query.status)
     .bind(after.as_ref().map(|c| c.at))
     .bind(after.as_ref().map(|c| c.id))
-    .bind(limit + 1)
+    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |j| {
-        pagination::encode(&TimeCursor {
-            at: j.started_at,
-            id: j.job_id,
-        })
-    });
-    Ok(Json(JobPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |j| TimeCursor {
+        at: j.started_at,
+        id: j.job_id,
+    })?))
 }
 
 /// One data movement.
@@ -107,20 +86,12 @@ pub struct Lineage {
     pub error_message: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LineagePage {
-    pub data: Vec<Lineage>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LineageQuery {
     pub job_id: Option<Uuid>,
     /// e.g. analytics.customer_metrics
     pub target_table: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 /// Data lineage, newest first.
@@ -130,19 +101,15 @@ pub struct LineageQuery {
     tag = "metadata",
     operation_id = "list_lineage",
     security(("bearer" = [])),
-    params(LineageQuery),
-    responses((status = 200, description = "One page", body = LineagePage), responses::Common)
+    params(LineageQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<Lineage>), responses::Common)
 )]
 async fn list_lineage(
     mut tx: RequestTx<Analysts>,
     AppQuery(query): AppQuery<LineageQuery>,
-) -> Result<Json<LineagePage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<TimeCursor> = query
-        .cursor
-        .as_deref()
-        .map(pagination::decode)
-        .transpose()?;
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<Lineage>>, ApiError> {
+    let after = page.after;
     let rows: Vec<Lineage> = sqlx::query_as(
         "SELECT lineage_id, source_system, source_table, target_system, target_table, \
                 transformation_type, transformation_logic, pipeline_id, job_id, execution_timestamp, \
@@ -156,15 +123,12 @@ async fn list_lineage(
     .bind(&query.target_table)
     .bind(after.as_ref().map(|c| c.at))
     .bind(after.as_ref().map(|c| c.id))
-    .bind(limit + 1)
+    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |l| {
-        pagination::encode(&TimeCursor {
-            at: l.execution_timestamp,
-            id: l.lineage_id,
-        })
-    });
-    Ok(Json(LineagePage { data, next_cursor }))
+    Ok(Json(page.page(rows, |l| TimeCursor {
+        at: l.execution_timestamp,
+        id: l.lineage_id,
+    })?))
 }

@@ -65,8 +65,8 @@ pub fn base() -> OpenApiDoc {
 }
 
 /// The document as committed in `openapi/openapi.json`: pretty JSON with a final newline.
-pub fn to_json(doc: &OpenApiDoc) -> String {
-    let mut json = doc.to_pretty_json().unwrap_or_else(|_| "{}".into());
+pub fn to_json(doc: &OpenApiDoc) -> Result<String, serde_json::Error> {
+    let mut json = doc.to_pretty_json()?;
     json.push('\n');
-    json
+    Ok(json)
 }

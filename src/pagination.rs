@@ -1,13 +1,144 @@
-//! Keyset pagination with opaque cursors: `?limit=&cursor=` in, `{data, next_cursor}` out.
+//! Keyset pagination with opaque cursors, one way for every list route: `?limit=&cursor=` in
+//! ([`PageQuery`], checked into a [`PageRequest`] by its extractor), `{data, next_cursor}` out
+//! ([`Page`]).
 
+use std::borrow::Cow;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+
+/// `?limit=&cursor=` of every list route (documented with `params(…, PageQuery)`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing, and the cursor of the next one (`null` on the last page).
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Documented as `Page_<Item>`, whose `data` refers to the item's schema. utoipa's derive would
+/// inline the whole item into every page (juhaku/utoipa#1586), so the schema is written here.
+impl<T: ToSchema> utoipa::__dev::ComposeSchema for Page<T> {
+    fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "One page of a listing, and the cursor of the next one (`null` on the last page).",
+            ))
+            .property(
+                "data",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("data")
+            .property(
+                "next_cursor",
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+            )
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for Page<T> {
+    /// utoipa names each use after its argument: `Page_Payment`, `Page_Loan`, …
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Page")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
+}
+
+impl<T> Page<T> {
+    /// The same page with each row converted (a failure fails the page).
+    pub fn try_map<U, E>(self, convert: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            data: self
+                .data
+                .into_iter()
+                .map(convert)
+                .collect::<Result<_, _>>()?,
+            next_cursor: self.next_cursor,
+        })
+    }
+}
+
+/// A page request, checked: its size, and the position `C` it starts after. Extracted from the
+/// query string; a bad limit or a cursor this API did not issue is 400.
+#[derive(Debug)]
+pub struct PageRequest<C> {
+    pub limit: i64,
+    pub after: Option<C>,
+}
+
+impl<C> PageRequest<C> {
+    /// Rows to fetch: one more than the page, to tell whether another page follows.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+}
+
+impl<C: Serialize> PageRequest<C> {
+    /// The page of `rows` (fetched with [`PageRequest::fetch`]) and the cursor after its last
+    /// row.
+    pub fn page<T>(
+        &self,
+        mut rows: Vec<T>,
+        position: impl Fn(&T) -> C,
+    ) -> Result<Page<T>, ApiError> {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|row| encode(&position(row))).transpose()?
+        } else {
+            None
+        };
+        Ok(Page {
+            data: rows,
+            next_cursor,
+        })
+    }
+}
+
+impl<C: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for PageRequest<C> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Query(query) = Query::<PageQuery>::from_request_parts(parts, &())
+            .await
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+        Ok(Self {
+            limit: limit(query.limit)?,
+            after: query.cursor.as_deref().map(decode).transpose()?,
+        })
+    }
+}
+
+/// A position in a newest-first listing: the time and id of the last row of the page before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeCursor {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
@@ -45,7 +176,7 @@ pub struct IdCursor {
 }
 
 impl IdCursor {
-    pub fn encode(&self) -> String {
+    pub fn encode(&self) -> Result<String, ApiError> {
         encode(self)
     }
 
@@ -55,8 +186,10 @@ impl IdCursor {
 }
 
 /// An opaque cursor for any position type.
-pub fn encode<T: Serialize>(position: &T) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(position).unwrap_or_default())
+pub fn encode<T: Serialize>(position: &T) -> Result<String, ApiError> {
+    serde_json::to_vec(position)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .map_err(|e| ApiError::Internal(format!("a cursor: {e}")))
 }
 
 /// Reads a cursor made by [`encode`]; anything else is 400.
@@ -68,23 +201,6 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("cursor is not one this API issued".into()))
 }
 
-/// Turns `limit + 1` fetched rows into a page and the cursor of the next one: the extra row only
-/// says that another page exists.
-pub fn paginate<T>(
-    mut rows: Vec<T>,
-    limit: i64,
-    cursor_of: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(cursor_of)
-    } else {
-        None
-    };
-    (rows, next_cursor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,18 +210,20 @@ mod tests {
         let cursor = IdCursor {
             after: Uuid::now_v7(),
         };
-        assert_eq!(IdCursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert_eq!(IdCursor::decode(&cursor.encode().unwrap()).unwrap(), cursor);
         assert!(IdCursor::decode("not-a-cursor").is_err());
     }
 
     #[test]
     fn the_extra_row_becomes_the_next_cursor() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let by_id = |id: &Uuid| IdCursor { after: *id }.encode();
-        let (data, next) = paginate(ids.clone(), 2, by_id);
-        assert_eq!(data, ids[..2]);
-        assert_eq!(IdCursor::decode(&next.unwrap()).unwrap().after, ids[1]);
-        assert!(paginate(ids, 3, by_id).1.is_none());
+        let by_id = |id: &Uuid| IdCursor { after: *id };
+        let request = |limit| PageRequest::<IdCursor> { limit, after: None };
+        let page = request(2).page(ids.clone(), by_id).unwrap();
+        assert_eq!(page.data, ids[..2]);
+        let next = page.next_cursor.unwrap();
+        assert_eq!(IdCursor::decode(&next).unwrap().after, ids[1]);
+        assert!(request(3).page(ids, by_id).unwrap().next_cursor.is_none());
     }
 
     #[test]

@@ -64,6 +64,19 @@ pub struct SealedIdNumber {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecryptError;
 
+/// AES-GCM refused to encrypt (it does only for messages beyond 64 GiB; an ID number is 20
+/// bytes), so nothing may be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncryptError;
+
+impl std::fmt::Display for EncryptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ID number could not be encrypted")
+    }
+}
+
+impl std::error::Error for EncryptError {}
+
 /// Seals and opens ID numbers.
 #[derive(Clone)]
 pub struct PiiCipher {
@@ -89,23 +102,25 @@ impl PiiCipher {
 
     /// Encrypts for the row of `owner`: the customer id is authenticated data, so a ciphertext
     /// copied onto another customer's row does not decrypt.
-    pub fn seal(&self, id: &IdNumber, owner: Uuid) -> SealedIdNumber {
+    pub fn seal(&self, id: &IdNumber, owner: Uuid) -> Result<SealedIdNumber, EncryptError> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let payload = Payload {
             msg: id.as_str().as_bytes(),
             aad: owner.as_bytes(),
         };
-        // Encryption fails only for messages beyond 64 GiB; an ID number is 20 bytes.
-        let sealed = self.aead.encrypt(&nonce, payload).unwrap_or_default();
+        let sealed = self
+            .aead
+            .encrypt(&nonce, payload)
+            .map_err(|_| EncryptError)?;
         let mut ciphertext = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         ciphertext.push(FORMAT_V1);
         ciphertext.extend_from_slice(&nonce);
         ciphertext.extend_from_slice(&sealed);
-        SealedIdNumber {
+        Ok(SealedIdNumber {
             ciphertext,
             hash: self.hash(id),
             last4: id.last4().to_owned(),
-        }
+        })
     }
 
     pub fn open(&self, ciphertext: &[u8], owner: Uuid) -> Result<String, DecryptError> {
@@ -154,7 +169,7 @@ mod tests {
         let c = cipher();
         let id = IdNumber::parse("123456789").unwrap();
         let owner = Uuid::now_v7();
-        let sealed = c.seal(&id, owner);
+        let sealed = c.seal(&id, owner).unwrap();
         assert_eq!(c.open(&sealed.ciphertext, owner).unwrap(), "123456789");
         assert_eq!(
             c.open(&sealed.ciphertext, Uuid::now_v7()),
@@ -168,8 +183,8 @@ mod tests {
         let c = cipher();
         let id = IdNumber::parse("123456789").unwrap();
         let owner = Uuid::now_v7();
-        let a = c.seal(&id, owner);
-        let b = c.seal(&id, owner);
+        let a = c.seal(&id, owner).unwrap();
+        let b = c.seal(&id, owner).unwrap();
         assert_ne!(a.ciphertext, b.ciphertext);
         assert!(!a.ciphertext.windows(9).any(|w| w == b"123456789"));
         assert_eq!(a.hash, b.hash, "the look-up hash is deterministic");

@@ -23,15 +23,6 @@ pub struct ConnectionLimits {
     pub shutdown_timeout: Duration,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets open
 /// connections finish (an idle keep-alive connection is closed at once), and returns when they
 /// have, or when the shutdown deadline has passed.

@@ -9,22 +9,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::{Access, Analysts, Caller};
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppQuery};
 use crate::jobs::{self, JobRun, Session};
-use crate::pagination::{self, IdCursor};
+use crate::pagination::{IdCursor, Page, PageQuery, PageRequest};
+use crate::state::AppState;
 
 fn analyst_session(state: &AppState, caller: Caller) -> Result<Session, ApiError> {
     if !Analysts::permits(caller.role) {
         return Err(ApiError::Forbidden);
     }
     Ok(Session::Caller {
-        pool: state.pool.clone(),
+        pool: state.db.pool.clone(),
         caller,
-        statement_timeout_ms: state.job_statement_timeout.as_millis(),
+        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
     })
 }
 
@@ -90,20 +90,12 @@ pub struct CustomerMetrics {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CustomerMetricsPage {
-    pub data: Vec<CustomerMetrics>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// The day (UTC); default today.
     pub date: Option<NaiveDate>,
     pub customer_id: Option<Uuid>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 /// Customer metrics of a day, by customer id (analysts, administrators).
@@ -113,15 +105,15 @@ pub struct MetricsQuery {
     tag = "analytics",
     operation_id = "list_customer_metrics",
     security(("bearer" = [])),
-    params(MetricsQuery),
-    responses((status = 200, description = "One page", body = CustomerMetricsPage), responses::Common)
+    params(MetricsQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<CustomerMetrics>), responses::Common)
 )]
 async fn list_customer_metrics(
     mut tx: RequestTx<Analysts>,
     AppQuery(query): AppQuery<MetricsQuery>,
-) -> Result<Json<CustomerMetricsPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after = query.cursor.as_deref().map(IdCursor::decode).transpose()?;
+    page: PageRequest<IdCursor>,
+) -> Result<Json<Page<CustomerMetrics>>, ApiError> {
+    let after = page.after;
     let day = query.date.unwrap_or_else(|| Utc::now().date_naive());
     let rows: Vec<CustomerMetrics> = sqlx::query_as(
         "SELECT customer_id, metric_date, total_loans, active_loans, total_borrowed, total_repaid, \
@@ -134,17 +126,13 @@ async fn list_customer_metrics(
     .bind(day)
     .bind(query.customer_id)
     .bind(after.map(|c| c.after))
-    .bind(limit + 1)
+    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |m| {
-        IdCursor {
-            after: m.customer_id,
-        }
-        .encode()
-    });
-    Ok(Json(CustomerMetricsPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |m| IdCursor {
+        after: m.customer_id,
+    })?))
 }
 
 /// Recompute every risk indicator (analysts, administrators); the previous run's are replaced.
@@ -184,12 +172,6 @@ pub struct RiskIndicator {
     pub metadata: Option<sqlx::types::JsonValue>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RiskIndicatorPage {
-    pub data: Vec<RiskIndicator>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RiskIndicatorQuery {
@@ -197,8 +179,6 @@ pub struct RiskIndicatorQuery {
     pub alert_level: Option<String>,
     /// CUSTOMER, LOAN or PORTFOLIO.
     pub entity_type: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), ApiError> {
@@ -218,13 +198,14 @@ fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Ap
     tag = "analytics",
     operation_id = "list_risk_indicators",
     security(("bearer" = [])),
-    params(RiskIndicatorQuery),
-    responses((status = 200, description = "One page", body = RiskIndicatorPage), responses::Common)
+    params(RiskIndicatorQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<RiskIndicator>), responses::Common)
 )]
 async fn list_risk_indicators(
     mut tx: RequestTx<Analysts>,
     AppQuery(query): AppQuery<RiskIndicatorQuery>,
-) -> Result<Json<RiskIndicatorPage>, ApiError> {
+    page: PageRequest<IdCursor>,
+) -> Result<Json<Page<RiskIndicator>>, ApiError> {
     one_of(
         "alert_level",
         &query.alert_level,
@@ -235,8 +216,7 @@ async fn list_risk_indicators(
         &query.entity_type,
         &["CUSTOMER", "LOAN", "PORTFOLIO"],
     )?;
-    let limit = pagination::limit(query.limit)?;
-    let after = query.cursor.as_deref().map(IdCursor::decode).transpose()?;
+    let after = page.after;
     let rows: Vec<RiskIndicator> = sqlx::query_as(
         "SELECT indicator_id, entity_type, entity_id, indicator_type, indicator_value, \
                 threshold_value, alert_level, calculated_at, expires_at, metadata \
@@ -248,17 +228,13 @@ async fn list_risk_indicators(
     .bind(&query.alert_level)
     .bind(&query.entity_type)
     .bind(after.map(|c| c.after))
-    .bind(limit + 1)
+    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |r| {
-        IdCursor {
-            after: r.indicator_id,
-        }
-        .encode()
-    });
-    Ok(Json(RiskIndicatorPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |r| IdCursor {
+        after: r.indicator_id,
+    })?))
 }
 
 /// The refresh routes (long-running: no request retry, the job timeout).

@@ -12,13 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::RiskViewers;
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppPath, AppQuery};
-use crate::loans::risk;
-use crate::pagination;
+use crate::pagination::{Page, PageQuery, PageRequest};
+use crate::risk;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -102,19 +102,11 @@ pub struct HighRiskLoan {
     pub application_date: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HighRiskLoanPage {
-    pub data: Vec<HighRiskLoan>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HighRiskQuery {
     /// Only loans in this category.
     pub risk_category: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,19 +144,15 @@ fn score_range(category: Option<&str>) -> Result<(i32, i32), ApiError> {
     tag = "analytics",
     operation_id = "list_high_risk_loans",
     security(("bearer" = [])),
-    params(HighRiskQuery),
-    responses((status = 200, description = "One page", body = HighRiskLoanPage), responses::Common)
+    params(HighRiskQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<HighRiskLoan>), responses::Common)
 )]
 async fn list_high_risk_loans(
     mut tx: RequestTx<RiskViewers>,
     AppQuery(query): AppQuery<HighRiskQuery>,
-) -> Result<Json<HighRiskLoanPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after: Option<RiskCursor> = query
-        .cursor
-        .as_deref()
-        .map(pagination::decode)
-        .transpose()?;
+    page: PageRequest<RiskCursor>,
+) -> Result<Json<Page<HighRiskLoan>>, ApiError> {
+    let after = page.after.as_ref();
     let (lowest, highest) = score_range(query.risk_category.as_deref())?;
     // The first page starts below the category's lowest score.
     let (score, customer_id, loan_id) = after
@@ -196,16 +184,13 @@ async fn list_high_risk_loans(
     .bind(score)
     .bind(customer_id)
     .bind(loan_id)
-    .bind(limit + 1)
+    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |r| {
-        pagination::encode(&RiskCursor {
-            score: r.credit_score.unwrap_or(UNRATED_SCORE),
-            customer_id: r.customer_id,
-            loan_id: r.loan_id,
-        })
-    });
-    Ok(Json(HighRiskLoanPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |r| RiskCursor {
+        score: r.credit_score.unwrap_or(UNRATED_SCORE),
+        customer_id: r.customer_id,
+        loan_id: r.loan_id,
+    })?))
 }

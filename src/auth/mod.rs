@@ -1,6 +1,7 @@
 //! Bearer tokens to callers, and which caller may do what.
 
 pub mod jwt;
+mod request_tx;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -8,10 +9,14 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
 use crate::error::ApiError;
 
 pub use jwt::{Claims, JwtKeys, TokenError};
+pub use request_tx::{begin_as, begin_statement, RequestTx};
 
 /// The role a token grants. The database role to switch to comes from this enum, never from the
 /// token's text.
@@ -146,15 +151,18 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = ApiError;
 
     /// The caller the edge authenticated (see `crate::edge::authenticate`), else the token's.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        Self::from_headers(&parts.headers, &state.jwt)
+        Self::from_headers(&parts.headers, &Arc::<JwtKeys>::from_ref(state))
     }
 }
 

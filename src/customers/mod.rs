@@ -13,19 +13,18 @@ use uuid::Uuid;
 
 use self::model::{
     CheckedKycDecision, CreateCustomerRequest, Customer, CustomerChanges, CustomerId,
-    CustomerListQuery, CustomerPage, KycDecisionRequest, KycStatus, NewCustomer,
-    UpdateCustomerRequest,
+    CustomerListQuery, KycDecisionRequest, KycStatus, NewCustomer, UpdateCustomerRequest,
 };
 use self::repo::{Conditional, CustomerRow, ListFilter, PiiView};
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::{CustomerOnly, CustomerWriters, Role, StaffOnly};
 use crate::conditional::{etag, expected_version};
 use crate::db::errors::ResultExt;
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError, FieldError};
 use crate::extract::{AppJson, AppPath, AppQuery};
-use crate::pagination::{self, IdCursor};
+use crate::pagination::{IdCursor, Page, PageQuery, PageRequest};
 use crate::pii::{self, PiiCipher};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,7 +112,10 @@ async fn create_customer(
 ) -> Result<Response, ApiError> {
     let customer = NewCustomer::try_from(request)?;
     let id = Uuid::now_v7();
-    let sealed = state.pii.seal(&customer.id_number, id);
+    let sealed = state
+        .pii
+        .seal(&customer.id_number, id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let view = pii_view(tx.caller().role);
     let row = repo::insert(&mut tx, id, &customer, &sealed, view)
         .await
@@ -138,9 +140,9 @@ async fn create_customer(
     tag = "customers",
     operation_id = "list_customers",
     security(("bearer" = [])),
-    params(CustomerListQuery),
+    params(CustomerListQuery, PageQuery),
     responses(
-        (status = 200, description = "One page", body = CustomerPage),
+        (status = 200, description = "One page", body = Page<Customer>),
         responses::Common
     )
 )]
@@ -148,29 +150,21 @@ async fn list_customers(
     State(state): State<AppState>,
     mut tx: RequestTx,
     AppQuery(query): AppQuery<CustomerListQuery>,
-) -> Result<Json<CustomerPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after = query.cursor.as_deref().map(IdCursor::decode).transpose()?;
+    page: PageRequest<IdCursor>,
+) -> Result<Json<Page<Customer>>, ApiError> {
     let filter = ListFilter {
         kyc_status: query.kyc_status,
         city: query.city.as_deref(),
-        after: after.map(|c| c.after),
-        fetch: limit + 1,
+        after: page.after.map(|c| c.after),
+        fetch: page.fetch(),
     };
     let view = pii_view(tx.caller().role);
     let rows = repo::list(&mut tx, &filter, view).await?;
     tx.commit().await?;
-    let (rows, next_cursor) = pagination::paginate(rows, limit, |r| {
-        IdCursor {
-            after: r.customer_id,
-        }
-        .encode()
-    });
-    let data = rows
-        .into_iter()
-        .map(|row| to_customer(row, &state.pii))
-        .collect::<Result<_, _>>()?;
-    Ok(Json(CustomerPage { data, next_cursor }))
+    let rows = page.page(rows, |r| IdCursor {
+        after: r.customer_id,
+    })?;
+    Ok(Json(rows.try_map(|row| to_customer(row, &state.pii))?))
 }
 
 /// Read one customer. Another customer's id answers 404, exactly like an id that does not exist.

@@ -17,7 +17,7 @@ fn count(error: &sqlx::Error) {
         sqlx::Error::RowNotFound => "row_not_found".into(),
         _ => "other".into(),
     };
-    crate::ops::metrics::database_error(&class);
+    metrics::counter!("db_errors_total", "class" => class).increment(1);
 }
 
 /// Maps any sqlx error to the API error a client should see, counting it by class.
@@ -127,5 +127,11 @@ impl<T> ResultExt<T> for Result<T, OnConstraint> {
             }
             other => other,
         })
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        classify(error)
     }
 }

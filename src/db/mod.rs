@@ -1,9 +1,8 @@
-//! The connection pool, migrations, the request transaction and partition upkeep.
+//! The connection pool, migrations, the LISTEN connection, error mapping and partition upkeep.
 
 pub mod errors;
+pub mod listen;
 pub mod partitions;
-mod request_tx;
-mod scram;
 
 use std::time::Duration;
 
@@ -14,13 +13,17 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::config::{PoolConfig, Secret};
 use crate::CliResult;
 
-pub use request_tx::{begin_as, begin_statement, RequestTx};
+pub use crate::config::AUTHENTICATOR_ROLE;
+
+/// The pool and how long a request's statements may run: what a request transaction needs.
+#[derive(Clone)]
+pub struct Database {
+    pub pool: PgPool,
+    pub statement_timeout: Duration,
+}
 
 /// The schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// The login role of the service's pool (created by the first migration).
-pub const AUTHENTICATOR_ROLE: &str = "lakehouse_authenticator";
 
 /// Opens the service's pool. Connections are made lazily, so the service starts (and answers
 /// `/health/live`) while the database is still coming up.
@@ -55,7 +58,7 @@ pub async fn migrate_with_logins(
         ("lakehouse_trino", trino_password),
     ] {
         if let Some(password) = password {
-            let verifier = scram::verifier(password.expose());
+            let verifier = postgres_protocol::password::scram_sha_256(password.expose());
             // A SCRAM verifier, not the password, goes into the statement (and so any log).
             let statement = format!("ALTER ROLE {role} WITH LOGIN PASSWORD '{verifier}'");
             sqlx::raw_sql(&statement).execute(&mut conn).await?;

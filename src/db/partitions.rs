@@ -15,7 +15,7 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 
-/// The years the schema accepts (DESIGN.md §3).
+/// The years the partition functions accept (migrations/0002_core.sql), whatever the caller.
 pub const FIRST_YEAR: i32 = 1900;
 pub const LAST_YEAR: i32 = 2100;
 
@@ -49,14 +49,6 @@ pub struct DateWindow {
 
 /// How far ahead of the server's clock a client's "now" may be.
 pub const CLOCK_SKEW_SECONDS: i64 = 300;
-
-impl Default for DateWindow {
-    fn default() -> Self {
-        Self {
-            backdating_limit_days: 3650,
-        }
-    }
-}
 
 impl DateWindow {
     /// 422 naming `field` when `at` is outside the window at `now`.

@@ -3,8 +3,6 @@
 //! Live events come from the process's LISTEN connection ([`hub`]); a client that reconnects
 //! with `Last-Event-ID` first gets what it missed from `metadata.outbox_events`, in order.
 
-pub mod hub;
-
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,12 +19,12 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::hub::{HubMessage, LoanEvent, CHANNEL};
-use crate::app::AppState;
+use crate::auth::{self, RequestTx};
 use crate::auth::{Caller, StaffOnly};
-use crate::db::{self, RequestTx};
+use crate::db::listen::{HubMessage, LoanEvent, CHANNEL};
 use crate::error::{responses, ApiError};
 use crate::extract::AppQuery;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_loan_events))
@@ -118,9 +116,9 @@ impl Feed {
     /// Reads the next batch of the outbox past what was replayed; a failure is logged and
     /// retried at the next resync rather than ending the stream.
     async fn catch_up(&mut self) {
-        let timeout = self.state.statement_timeout.as_millis();
+        let timeout = self.state.db.statement_timeout.as_millis();
         let result = async {
-            let mut tx = db::begin_as(&self.state.pool, &self.caller, true, timeout).await?;
+            let mut tx = auth::begin_as(&self.state.db.pool, &self.caller, true, timeout).await?;
             let batch = outbox_after(&mut tx, self.replayed_to).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(batch)

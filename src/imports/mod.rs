@@ -25,14 +25,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::records::{Format, RawRecord, Splitter};
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::{Access, Caller, EtlOnly};
-use crate::customers::model::{Address, CreateCustomerRequest, NewCustomer};
-use crate::db::RequestTx;
+use crate::customer_record::{Address, CreateCustomerRequest, NewCustomer};
 use crate::error::{responses, ApiError};
 use crate::extract::{from_json_value, AppPath};
 use crate::jobs::{self, Counts, JobSpec, Session};
 use crate::pii::{self, PiiCipher};
+use crate::state::AppState;
 
 /// Records staged per statement.
 const CHUNK: usize = 1000;
@@ -133,12 +133,12 @@ async fn import_customers(
     }
     // Each upload holds a pooled connection until its body has arrived: a few slow ones must
     // not drain the pool, so only so many run at once, and each body has a deadline.
-    let Ok(_running) = state.imports.clone().try_acquire_owned() else {
+    let Ok(_running) = state.jobs.imports.clone().try_acquire_owned() else {
         return Err(ApiError::TooManyRequests {
             retry_after_secs: 5,
         });
     };
-    let deadline = tokio::time::Instant::now() + state.import_read_timeout;
+    let deadline = tokio::time::Instant::now() + state.jobs.import_read_timeout;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -163,11 +163,11 @@ async fn import_customers(
         ));
     }
     let session = Session::Caller {
-        pool: state.pool.clone(),
+        pool: state.db.pool.clone(),
         caller: caller.clone(),
-        statement_timeout_ms: state.job_statement_timeout.as_millis(),
+        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
     };
-    let limit = state.import_limit_bytes;
+    let limit = state.jobs.import_limit_bytes;
     let cipher = state.pii.clone();
     let parameters = serde_json::json!({"batch_id": batch, "source_system": source});
     let batch_for_job = batch.clone();
@@ -182,7 +182,7 @@ async fn import_customers(
     })
     .await?;
 
-    let mut tx = RequestTx::<EtlOnly>::begin(&state, caller, true).await?;
+    let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
     let mut report = report(&mut tx, &batch).await?;
     tx.commit().await?;
     report.job_id = Some(run.job_id);
@@ -467,7 +467,9 @@ fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
         other => format!("{other:?}"),
     })?;
     let customer_id = Uuid::now_v7();
-    let sealed = cipher.seal(&customer.id_number, customer_id);
+    let sealed = cipher
+        .seal(&customer.id_number, customer_id)
+        .map_err(|e| e.to_string())?;
     Ok(Valid {
         customer_id,
         customer,

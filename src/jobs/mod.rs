@@ -16,8 +16,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth;
 use crate::auth::Caller;
-use crate::db;
 use crate::error::ApiError;
 
 /// Who a job runs as: a caller of the API (their database role, under RLS), or the owner (the
@@ -39,7 +39,7 @@ impl Session {
                 pool,
                 caller,
                 statement_timeout_ms,
-            } => db::begin_as(pool, caller, false, *statement_timeout_ms).await,
+            } => auth::begin_as(pool, caller, false, *statement_timeout_ms).await,
             Self::Owner(pool) => pool.begin().await,
         }
     }

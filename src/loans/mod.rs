@@ -2,7 +2,6 @@
 
 pub mod model;
 pub mod repo;
-pub mod risk;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -14,20 +13,19 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::model::{
-    ApplyLoanRequest, Loan, LoanCursor, LoanListQuery, LoanPage, LoanSchedule, LoanStatus,
-    RejectLoanRequest, Transition,
+    ApplyLoanRequest, Loan, LoanListQuery, LoanSchedule, LoanStatus, RejectLoanRequest, Transition,
 };
 use self::repo::{ListFilter, NewLoan};
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::ledger;
 use crate::money::annuity_schedule;
-use crate::pagination;
-use crate::payments::model::PaymentList;
-use crate::payments::write_schedule;
-use crate::products;
+use crate::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::product_terms;
+use crate::risk;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +33,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_loan))
         .routes(routes!(get_loan_by_number))
         .routes(routes!(get_loan_schedule))
-        .routes(routes!(list_loan_payments))
         .routes(routes!(approve_loan))
         .routes(routes!(reject_loan))
         .routes(routes!(disburse_loan))
@@ -88,7 +85,7 @@ async fn apply_for_loan(
             date.min(now)
         }
     };
-    let product = products::repo::find(&mut tx, &request.product_code)
+    let product = product_terms::find(&mut tx, &request.product_code)
         .await?
         .ok_or_else(|| ApiError::invalid_field("product_code", "no such product"))?;
     product.check_application(request.amount, request.term_months)?;
@@ -102,7 +99,11 @@ async fn apply_for_loan(
     state.partitions.ensure_loans(application_date).await?;
 
     let collateral = request.collateral_info.as_ref();
-    let risk = risk::assess(credit_score, request.amount.amount(), collateral, now);
+    let pledge = collateral.map(|c| risk::Pledge {
+        kind: &c.kind,
+        value: c.value,
+    });
+    let risk = risk::assess(credit_score, request.amount.amount(), pledge, now);
     let new = NewLoan {
         customer_id,
         product_code: &product.product_code,
@@ -173,14 +174,14 @@ async fn get_loan_by_number(
     tag = "loans",
     operation_id = "list_loans",
     security(("bearer" = [])),
-    params(LoanListQuery),
-    responses((status = 200, description = "One page", body = LoanPage), responses::Common)
+    params(LoanListQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<Loan>), responses::Common)
 )]
 async fn list_loans(
     mut tx: RequestTx<LoanReaders>,
     AppQuery(query): AppQuery<LoanListQuery>,
-) -> Result<Json<LoanPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<Loan>>, ApiError> {
     let (from, before) = pagination::day_range(query.from, query.to)?;
     let filter = ListFilter {
         customer_id: query.customer_id,
@@ -188,22 +189,15 @@ async fn list_loans(
         product_type: query.product_type.as_deref(),
         from,
         before,
-        after: query
-            .cursor
-            .as_deref()
-            .map(pagination::decode)
-            .transpose()?,
-        fetch: limit + 1,
+        after: page.after,
+        fetch: page.fetch(),
     };
     let rows = repo::list(&mut tx, &filter).await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |l| {
-        pagination::encode(&LoanCursor {
-            at: l.application_date,
-            id: l.loan_id,
-        })
-    });
-    Ok(Json(LoanPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |l| TimeCursor {
+        at: l.application_date,
+        id: l.loan_id,
+    })?))
 }
 
 /// The monthly annuity schedule: level installments, interest on the outstanding balance, the
@@ -236,26 +230,6 @@ async fn get_loan_schedule(
         total_interest: installments.iter().map(|i| i.interest).sum(),
         installments,
     }))
-}
-
-/// The loan's payments, oldest first (the disbursement among them once paid out).
-#[utoipa::path(
-    get,
-    path = "/v1/loans/{id}/payments",
-    tag = "loans",
-    operation_id = "list_loan_payments",
-    security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Loan id")),
-    responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
-)]
-async fn list_loan_payments(
-    mut tx: RequestTx<LoanReaders>,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<Json<PaymentList>, ApiError> {
-    let key = repo::locate(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    let data = crate::payments::repo::list_for_loan(&mut tx, id, key.application_date).await?;
-    tx.commit().await?;
-    Ok(Json(PaymentList { data }))
 }
 
 /// Runs one lifecycle move and explains a refusal: 404 when the caller cannot see the loan, 409
@@ -304,26 +278,16 @@ async fn move_loan<A>(
     };
     if transition == Transition::Disburse {
         let at = loan.disbursement_date.unwrap_or(now);
-        let (first_due, interest) = write_schedule(
-            &mut tx,
-            loan.loan_id,
-            loan.customer_id,
-            loan.loan_amount,
-            loan.interest_rate,
-            loan.term_months,
-            at,
-        )
-        .await?;
+        let disbursal = ledger::Disbursal {
+            loan_id: loan.loan_id,
+            customer_id: loan.customer_id,
+            loan_number: &loan.loan_number,
+            amount: loan.loan_amount,
+            interest_rate: loan.interest_rate,
+            term_months: loan.term_months,
+        };
+        let (first_due, interest) = ledger::disburse(&mut tx, &disbursal, at).await?;
         repo::open_balances(&mut tx, key, loan.loan_amount, interest, first_due).await?;
-        crate::payments::repo::insert_disbursement(
-            &mut tx,
-            loan.loan_id,
-            loan.customer_id,
-            &loan.loan_number,
-            loan.loan_amount,
-            at,
-        )
-        .await?;
     }
     let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;

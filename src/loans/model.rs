@@ -155,9 +155,6 @@ pub struct LoanListQuery {
     pub from: Option<NaiveDate>,
     /// Applied on or before this day (UTC).
     pub to: Option<NaiveDate>,
-    /// 1 to 200; default 50.
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 /// A loan as the API shows it.
@@ -217,12 +214,6 @@ pub struct Loan {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LoanPage {
-    pub data: Vec<Loan>,
-    pub next_cursor: Option<String>,
-}
-
 /// A loan's repayment plan.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoanSchedule {
@@ -239,11 +230,4 @@ pub struct LoanSchedule {
     #[schema(value_type = String)]
     pub total_interest: Decimal,
     pub installments: Vec<Installment>,
-}
-
-/// Position in the newest-first loan listing.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LoanCursor {
-    pub at: DateTime<Utc>,
-    pub id: Uuid,
 }

@@ -7,8 +7,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::model::{Collateral, Loan, LoanCursor, LoanStatus, Transition};
-use super::risk::RiskAssessment;
+use super::model::{Collateral, Loan, LoanStatus, Transition};
+use crate::pagination::TimeCursor;
+use crate::risk::RiskAssessment;
 
 const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, l.product_type, \
      l.loan_amount, l.interest_rate, l.term_months, l.status, l.application_date, l.approval_date, \
@@ -178,7 +179,7 @@ pub struct ListFilter<'a> {
     pub product_type: Option<&'a str>,
     pub from: Option<DateTime<Utc>>,
     pub before: Option<DateTime<Utc>>,
-    pub after: Option<LoanCursor>,
+    pub after: Option<TimeCursor>,
     pub fetch: i64,
 }
 

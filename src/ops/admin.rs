@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AdminOnly;
-use crate::db::RequestTx;
+use crate::auth::RequestTx;
 use crate::error::{responses, ApiError};
 use crate::extract::AppQuery;
 

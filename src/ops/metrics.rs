@@ -2,38 +2,15 @@
 //! pool, and database errors by class. `GET /metrics`, on the metrics listener
 //! (`METRICS_LISTEN_ADDR`), renders them.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::app::AppState;
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process's recorder, installed on first use (one per process, shared by every router).
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
-                    LATENCY_BUCKETS,
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .as_ref()
-}
+use crate::state::AppState;
+use crate::telemetry::metrics_recorder as handle;
 
 /// Counts and times every request under its route template (never the raw path).
 pub async fn track(request: Request, next: Next) -> Response {
@@ -56,12 +33,6 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts a database error under its class: the SQLSTATE class, or what went wrong before one.
-pub fn database_error(class: &str) {
-    let _ = handle();
-    metrics::counter!("db_errors_total", "class" => class.to_owned()).increment(1);
-}
-
 /// `GET /metrics`: Prometheus text format.
 pub async fn render(State(state): State<AppState>) -> Response {
     let Some(handle) = handle() else {
@@ -71,8 +42,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let size = state.pool.size();
-    let idle = u32::try_from(state.pool.num_idle()).unwrap_or(u32::MAX);
+    let size = state.db.pool.size();
+    let idle = u32::try_from(state.db.pool.num_idle()).unwrap_or(u32::MAX);
     metrics::gauge!("db_pool_connections").set(f64::from(size));
     metrics::gauge!("db_pool_idle").set(f64::from(idle));
     metrics::gauge!("db_pool_in_use").set(f64::from(size.saturating_sub(idle)));

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::db;
 use crate::error::{responses, ApiError};
+use crate::state::AppState;
 
 /// The public probes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -57,7 +57,7 @@ async fn live() -> Json<Health> {
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    if db::migrations_current(&state.pool).await? {
+    if db::migrations_current(&state.db.pool).await? {
         Ok(Json(Health { status: "ok" }))
     } else {
         Err(ApiError::Unavailable {

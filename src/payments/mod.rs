@@ -3,7 +3,6 @@
 //! Branch staff record payments that complete at once; the mobile app starts repayments that
 //! stay PENDING until staff confirm them. Every balance change locks the loan row first.
 
-pub mod ledger;
 pub mod model;
 pub mod repo;
 
@@ -12,33 +11,34 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use self::ledger::{Ledger, LedgerError};
 use self::model::{
-    CreatePaymentRequest, Payment, PaymentActionRequest, PaymentCursor, PaymentListQuery,
-    PaymentPage, PaymentStatus, PaymentType,
+    CreatePaymentRequest, Payment, PaymentActionRequest, PaymentList, PaymentListQuery,
+    PaymentStatus, PaymentType,
 };
-use self::repo::{ListFilter, LockedLoan, NewPayment};
-use crate::app::AppState;
+use self::repo::ListFilter;
+use crate::auth::RequestTx;
 use crate::auth::{Access, Caller, LoanReaders, PaymentMakers, Role, StaffOnly};
 use crate::db::errors::ResultExt;
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError, FieldError};
 use crate::extract::{from_json_value, is_json, AppPath, AppQuery, JsonValue};
 use crate::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
-use crate::money::annuity_schedule;
-use crate::pagination;
+use crate::ledger;
+use crate::ledger::repo::{self as movements, NewPayment};
+use crate::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_payment, list_payments))
         .routes(routes!(get_payment))
+        .routes(routes!(list_loan_payments))
         .routes(routes!(confirm_payment))
         .routes(routes!(fail_payment))
         .routes(routes!(reverse_payment))
@@ -75,7 +75,7 @@ async fn create_payment(
     }
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
-    match idempotency::claim(&state, &caller, &key, &fingerprint).await? {
+    match idempotency::claim(&state.db, &caller, &key, &fingerprint).await? {
         Claim::Fresh => {}
         Claim::Replay(stored) => return Ok(stored.into_response(true)),
         Claim::InFlight => {
@@ -91,10 +91,10 @@ async fn create_payment(
         }
     }
 
-    let mut tx = match RequestTx::<PaymentMakers>::begin(&state, caller.clone(), false).await {
+    let mut tx = match RequestTx::<PaymentMakers>::begin(&state.db, caller.clone(), false).await {
         Ok(tx) => tx,
         Err(error) => {
-            idempotency::release(&state, &caller, &key).await;
+            idempotency::release(&state.db, &caller, &key).await;
             return Err(error);
         }
     };
@@ -102,7 +102,8 @@ async fn create_payment(
         Ok(payment) => {
             let stored = StoredResponse {
                 status: StatusCode::CREATED.as_u16(),
-                body: serde_json::to_vec(&payment).unwrap_or_default(),
+                body: serde_json::to_vec(&payment)
+                    .map_err(|e| ApiError::Internal(format!("payment response: {e}")))?,
                 location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
             };
             idempotency::record(&mut tx, &key, &stored).await?;
@@ -111,7 +112,7 @@ async fn create_payment(
         }
         Err(error) if error.status().is_server_error() => {
             drop(tx);
-            idempotency::release(&state, &caller, &key).await;
+            idempotency::release(&state.db, &caller, &key).await;
             Err(error)
         }
         Err(error) => {
@@ -122,7 +123,7 @@ async fn create_payment(
                 body,
                 location: None,
             };
-            idempotency::record_alone(&state, &caller, &key, &stored).await?;
+            idempotency::record_alone(&state.db, &caller, &key, &stored).await?;
             Ok(stored.into_response(false))
         }
     }
@@ -207,7 +208,7 @@ async fn record_payment(
     if role == Role::Customer {
         // A mobile repayment changes no balance until staff confirm it, so it takes no lock;
         // the amount is checked now and again, against the balance then, at confirmation.
-        let loan = crate::loans::repo::find(tx, request.loan_id)
+        let loan = movements::loan_balances(tx, request.loan_id)
             .await?
             .ok_or(ApiError::NotFound)?;
         if loan.status != "DISBURSED" {
@@ -221,7 +222,7 @@ async fn record_payment(
             .sum::<Option<Decimal>>()
             .map(|owed| owed + loan.fees_outstanding);
         if let Some(owed) = outstanding.filter(|owed| amount > *owed) {
-            return Err(overpayment(owed));
+            return Err(ledger::overpayment(owed));
         }
         let pending = new(
             loan.loan_id,
@@ -232,7 +233,7 @@ async fn record_payment(
         return insert_payment(tx, &pending).await;
     }
 
-    let loan = repo::lock_loan(tx, request.loan_id)
+    let loan = movements::lock_loan(tx, request.loan_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if payment_date < loan.application_date {
@@ -241,8 +242,8 @@ async fn record_payment(
             "must not be before the loan's application",
         ));
     }
-    let mut ledger = open_ledger(tx, &loan).await?;
-    let before = ledger.clone();
+    let mut books = ledger::open(tx, &loan).await?;
+    let before = books.clone();
     let completed = new(
         loan.loan_id,
         loan.customer_id,
@@ -251,16 +252,16 @@ async fn record_payment(
     );
     match request.payment_type {
         PaymentType::Repayment => {
-            let allocations = ledger.allocate(amount).map_err(ledger_error)?;
+            let allocations = books.allocate(amount).map_err(ledger::error)?;
             let payment = insert_payment(tx, &completed).await?;
-            repo::insert_allocations(tx, &payment, &allocations).await?;
-            save(tx, &loan, &before, &ledger, amount).await?;
+            movements::insert_allocations(tx, &payment, &allocations).await?;
+            ledger::save(tx, &loan, &before, &books, amount).await?;
             Ok(payment)
         }
         PaymentType::Fee => {
-            ledger.charge_fee(amount);
+            books.charge_fee(amount);
             let payment = insert_payment(tx, &completed).await?;
-            save(tx, &loan, &before, &ledger, Decimal::ZERO).await?;
+            ledger::save(tx, &loan, &before, &books, Decimal::ZERO).await?;
             Ok(payment)
         }
     }
@@ -270,7 +271,7 @@ async fn insert_payment(
     conn: &mut PgConnection,
     payment: &NewPayment<'_>,
 ) -> Result<Payment, ApiError> {
-    let inserted = repo::insert(conn, payment).await.on_constraint(
+    let inserted = movements::insert(conn, payment).await.on_constraint(
         "payment_directory_client_reference_key",
         || ApiError::Conflict {
             detail: "this customer has a payment with this client_reference".into(),
@@ -280,90 +281,26 @@ async fn insert_payment(
     Ok(inserted)
 }
 
-fn overpayment(outstanding: Decimal) -> ApiError {
-    ApiError::Unprocessable {
-        detail: format!("the amount is more than the {outstanding} outstanding on the loan"),
-        errors: vec![FieldError::new("amount", "exceeds the outstanding balance")],
-    }
-}
-
-fn ledger_error(error: LedgerError) -> ApiError {
-    match error {
-        LedgerError::Overpayment { outstanding } => overpayment(outstanding),
-        LedgerError::FeeAlreadyPaid => {
-            ApiError::conflict("repayments have already paid this fee; reverse them first")
-        }
-    }
-}
-
-/// The ledger of a loan that can take payments (DISBURSED, or CLOSED with nothing owed).
-/// Loans disbursed before schedules were stored get theirs written on first use.
-async fn open_ledger(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, ApiError> {
-    let (Some(disbursed), "DISBURSED" | "CLOSED") = (loan.disbursement_date, loan.status.as_str())
-    else {
-        return Err(ApiError::conflict(format!(
-            "a loan that is {} takes no payments",
-            loan.status
-        )));
-    };
-    let mut installments = repo::load_installments(conn, loan.loan_id).await?;
-    if installments.is_empty() {
-        write_schedule(
-            conn,
-            loan.loan_id,
-            loan.customer_id,
-            loan.loan_amount,
-            loan.interest_rate,
-            loan.term_months,
-            disbursed,
-        )
-        .await?;
-        installments = repo::load_installments(conn, loan.loan_id).await?;
-    }
-    Ok(Ledger {
-        fees_outstanding: loan.fees_outstanding,
-        installments,
-    })
-}
-
-/// Writes a disbursed loan's schedule (installments) and returns its first due date and total
-/// interest, for the loan's balance columns.
-pub async fn write_schedule(
-    conn: &mut PgConnection,
-    loan_id: Uuid,
-    customer_id: Uuid,
-    amount: Decimal,
-    rate: Decimal,
-    term_months: i32,
-    disbursed: DateTime<Utc>,
-) -> Result<(Option<NaiveDate>, Decimal), ApiError> {
-    let months = u32::try_from(term_months)
-        .map_err(|_| ApiError::Internal(format!("loan {loan_id} has term {term_months}")))?;
-    let schedule = annuity_schedule(amount, rate, months, disbursed);
-    repo::insert_installments(conn, loan_id, customer_id, &schedule).await?;
-    Ok((
-        schedule.first().map(|i| i.due_date),
-        schedule.iter().map(|i| i.interest).sum(),
-    ))
-}
-
-/// Writes the ledger back: closes the loan when nothing is left, reopens it when a reversal
-/// brings debt back to a closed loan.
-async fn save(
-    conn: &mut PgConnection,
-    loan: &LockedLoan,
-    before: &Ledger,
-    after: &Ledger,
-    paid: Decimal,
-) -> Result<(), ApiError> {
-    let cleared = after.balances().total().is_zero();
-    let status = match (loan.status.as_str(), cleared) {
-        ("DISBURSED", true) => Some("CLOSED"),
-        ("CLOSED", false) => Some("DISBURSED"),
-        _ => None,
-    };
-    repo::save_ledger(conn, loan, before, after, paid, status).await?;
-    Ok(())
+/// The loan's payments, oldest first (the disbursement among them once paid out).
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/payments",
+    tag = "loans",
+    operation_id = "list_loan_payments",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
+)]
+async fn list_loan_payments(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<PaymentList>, ApiError> {
+    let applied = repo::loan_applied_at(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let data = repo::list_for_loan(&mut tx, id, applied).await?;
+    tx.commit().await?;
+    Ok(Json(PaymentList { data }))
 }
 
 /// One payment. Another customer's payment is 404.
@@ -394,14 +331,14 @@ async fn get_payment(
     tag = "payments",
     operation_id = "list_payments",
     security(("bearer" = [])),
-    params(PaymentListQuery),
-    responses((status = 200, description = "One page", body = PaymentPage), responses::Common)
+    params(PaymentListQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<Payment>), responses::Common)
 )]
 async fn list_payments(
     mut tx: RequestTx<LoanReaders>,
     AppQuery(query): AppQuery<PaymentListQuery>,
-) -> Result<Json<PaymentPage>, ApiError> {
-    let limit = pagination::limit(query.limit)?;
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<Payment>>, ApiError> {
     let (from, before) = pagination::day_range(query.from, query.to)?;
     if query
         .client_reference
@@ -427,31 +364,24 @@ async fn list_payments(
         client_reference: query.client_reference.as_deref(),
         from,
         before,
-        after: query
-            .cursor
-            .as_deref()
-            .map(pagination::decode)
-            .transpose()?,
-        fetch: limit + 1,
+        after: page.after,
+        fetch: page.fetch(),
     };
     let rows = repo::list(&mut tx, &filter).await?;
     tx.commit().await?;
-    let (data, next_cursor) = pagination::paginate(rows, limit, |p| {
-        pagination::encode(&PaymentCursor {
-            at: p.payment_date,
-            id: p.payment_id,
-        })
-    });
-    Ok(Json(PaymentPage { data, next_cursor }))
+    Ok(Json(page.page(rows, |p| TimeCursor {
+        at: p.payment_date,
+        id: p.payment_id,
+    })?))
 }
 
 /// A payment and its loan, locked in that order (the order every balance change uses).
 async fn lock_payment(
     tx: &mut RequestTx<StaffOnly>,
     id: Uuid,
-) -> Result<(Payment, LockedLoan), ApiError> {
+) -> Result<(Payment, movements::LockedLoan), ApiError> {
     let unlocked = repo::find(tx, id, false).await?.ok_or(ApiError::NotFound)?;
-    let loan = repo::lock_loan(tx, unlocked.loan_id)
+    let loan = movements::lock_loan(tx, unlocked.loan_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let payment = repo::find(tx, id, true).await?.ok_or(ApiError::NotFound)?;
@@ -510,12 +440,12 @@ async fn confirm_payment(
     if payment.status != PaymentStatus::Pending.as_str() {
         return Err(illegal("confirm", &payment));
     }
-    let mut ledger = open_ledger(&mut tx, &loan).await?;
-    let before = ledger.clone();
-    let allocations = ledger.allocate(payment.amount).map_err(ledger_error)?;
+    let mut books = ledger::open(&mut tx, &loan).await?;
+    let before = books.clone();
+    let allocations = books.allocate(payment.amount).map_err(ledger::error)?;
     let payment = repo::set_status(&mut tx, &payment, PaymentStatus::Completed, None).await?;
-    repo::insert_allocations(&mut tx, &payment, &allocations).await?;
-    save(&mut tx, &loan, &before, &ledger, payment.amount).await?;
+    movements::insert_allocations(&mut tx, &payment, &allocations).await?;
+    ledger::save(&mut tx, &loan, &before, &books, payment.amount).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }
@@ -580,14 +510,14 @@ async fn reverse_payment(
     {
         return Err(illegal("reverse", &payment));
     }
-    let mut ledger = open_ledger(&mut tx, &loan).await?;
-    let before = ledger.clone();
+    let mut books = ledger::open(&mut tx, &loan).await?;
+    let before = books.clone();
     let paid = if payment.payment_type == "FEE" {
-        ledger.reverse_fee(payment.amount).map_err(ledger_error)?;
+        books.reverse_fee(payment.amount).map_err(ledger::error)?;
         Decimal::ZERO
     } else {
-        let allocations = repo::reverse_allocations(&mut tx, payment.payment_id).await?;
-        ledger.reverse(&allocations);
+        let allocations = movements::reverse_allocations(&mut tx, payment.payment_id).await?;
+        books.reverse(&allocations);
         -payment.amount
     };
     let payment = repo::set_status(
@@ -597,7 +527,7 @@ async fn reverse_payment(
         reason.as_deref(),
     )
     .await?;
-    save(&mut tx, &loan, &before, &ledger, paid).await?;
+    ledger::save(&mut tx, &loan, &before, &books, paid).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }

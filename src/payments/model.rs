@@ -1,32 +1,14 @@
 //! Payment request and response types.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::money::Money;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
-    Pending,
-    Completed,
-    Failed,
-    Reversed,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Reversed => "REVERSED",
-        }
-    }
-}
+pub use crate::ledger::model::{Payment, PaymentStatus};
 
 /// What a payment does: REPAYMENT pays the loan down; FEE charges a fee (late fee, processing
 /// fee) that later repayments pay first. DISBURSEMENT is written by the loan's disbursal only.
@@ -66,44 +48,9 @@ pub struct CreatePaymentRequest {
     pub client_reference: Option<String>,
 }
 
-/// A money movement on a loan.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Payment {
-    pub payment_id: Uuid,
-    /// Assigned by the server.
-    pub transaction_id: String,
-    /// The client's own reference, if it gave one.
-    pub client_reference: Option<String>,
-    pub loan_id: Uuid,
-    pub customer_id: Uuid,
-    /// DISBURSEMENT, REPAYMENT or FEE.
-    pub payment_type: String,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String, example = "2500000.00")]
-    pub amount: Decimal,
-    pub payment_method: Option<String>,
-    pub payment_date: DateTime<Utc>,
-    pub due_date: Option<NaiveDate>,
-    /// PENDING, COMPLETED, FAILED or REVERSED.
-    pub status: String,
-    /// MOBILE_APP, BRANCH, BANK_TRANSFER or SYSTEM.
-    pub channel: Option<String>,
-    pub status_changed_at: Option<DateTime<Utc>>,
-    pub status_changed_by: Option<String>,
-    pub status_reason: Option<String>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentList {
     pub data: Vec<Payment>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PaymentPage {
-    pub data: Vec<Payment>,
-    pub next_cursor: Option<String>,
 }
 
 /// Filters of `GET /v1/payments`.
@@ -121,8 +68,6 @@ pub struct PaymentListQuery {
     pub from: Option<NaiveDate>,
     /// Paid on or before this day (UTC).
     pub to: Option<NaiveDate>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 /// `POST /v1/payments/{id}/fail|reverse`: an optional reason.
@@ -130,11 +75,4 @@ pub struct PaymentListQuery {
 #[serde(deny_unknown_fields)]
 pub struct PaymentActionRequest {
     pub reason: Option<String>,
-}
-
-/// Position in the newest-first payment listing.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PaymentCursor {
-    pub at: DateTime<Utc>,
-    pub id: Uuid,
 }

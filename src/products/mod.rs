@@ -13,13 +13,13 @@ use self::model::{
     check_code, check_type, CreateProductRequest, Product, ProductFields, ProductList,
     ProductListQuery, UpdateProductRequest,
 };
-use crate::app::AppState;
+use crate::auth::RequestTx;
 use crate::auth::StaffOnly;
 use crate::conditional::{etag, expected_version};
 use crate::db::errors::ResultExt;
-use crate::db::RequestTx;
 use crate::error::{responses, ApiError, FieldError};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -32,42 +32,6 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Product {
-    /// Checks an application's amount and term against the product's bounds.
-    pub fn check_application(&self, amount: Money, term_months: i32) -> Result<(), ApiError> {
-        let mut errors = Vec::new();
-        if !self.active {
-            errors.push(FieldError::new(
-                "product_code",
-                "this product is no longer offered",
-            ));
-        }
-        if amount.amount() < self.min_amount || amount.amount() > self.max_amount {
-            errors.push(FieldError::new(
-                "amount",
-                format!(
-                    "must be between {} and {} for {}",
-                    self.min_amount, self.max_amount, self.product_code
-                ),
-            ));
-        }
-        if term_months < self.min_term_months || term_months > self.max_term_months {
-            errors.push(FieldError::new(
-                "term_months",
-                format!(
-                    "must be between {} and {} for {}",
-                    self.min_term_months, self.max_term_months, self.product_code
-                ),
-            ));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::validation(errors))
-        }
-    }
-}
-
 /// `POST /v1/products`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

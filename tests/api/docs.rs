@@ -30,7 +30,7 @@ fn env_example_documents_every_variable_the_code_reads() {
         .filter(|k| !k.starts_with('#'))
         .collect();
     let mut read_by_code = BTreeSet::new();
-    for file in ["src/config.rs", "src/pg_cluster.rs", "src/main.rs"] {
+    for file in ["src/config.rs", "src/devtools/cluster.rs", "src/main.rs"] {
         read_by_code.extend(env_names(&read(file)));
     }
     read_by_code.insert("RUST_LOG".into());

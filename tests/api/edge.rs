@@ -88,7 +88,7 @@ async fn trickled_bodies_neither_pass_without_a_token_nor_take_the_concurrency_s
         ..Options::default()
     })
     .await;
-    let served = app.serve_tcp(ConnectionLimits::default()).await;
+    let served = app.serve_tcp(crate::helpers::connection_limits()).await;
     let staff = app.staff();
 
     // No token: refused before the body is read (none is ever sent).
@@ -182,7 +182,7 @@ async fn imports_are_bounded_and_a_stalled_upload_times_out() {
         ..Options::default()
     })
     .await;
-    let served = app.serve_tcp(ConnectionLimits::default()).await;
+    let served = app.serve_tcp(crate::helpers::connection_limits()).await;
     let etl = app.token("etl", None);
     let path = "/v1/imports/customers?batch_id=slow-1";
     let head = format!(

@@ -5,9 +5,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use axum::http::{header, Method, StatusCode};
-use lakehouse_api::app::{self, AppState, HttpLimits};
+use lakehouse_api::app::{self, HttpLimits};
+use lakehouse_api::config::HttpConfig;
 use lakehouse_api::db::errors::classify;
 use lakehouse_api::error::ApiError;
+use lakehouse_api::state::AppState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -131,13 +133,20 @@ fn router_with_pool(app: &TestApp, connect: PgConnectOptions, size: u32) -> (axu
         .max_connections(size)
         .acquire_timeout(Duration::from_millis(300))
         .connect_lazy_with(connect);
+    let http = HttpConfig {
+        body_limit_bytes: 65536,
+        rate_limits: crate::helpers::unlimited(),
+        request_timeout: Duration::from_secs(5),
+        ..HttpConfig::default()
+    };
     let state = AppState::new(
         pool.clone(),
         app.keys.clone(),
         app.cipher.clone(),
         Duration::from_secs(5),
+        &http,
     );
-    let limits = HttpLimits::new(65536, Duration::from_secs(5));
+    let limits = HttpLimits::from_config(&http);
     (app::router(state, limits), pool)
 }
 

@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use lakehouse_api::app::{self, AppState, HttpLimits};
+use lakehouse_api::app::{self, HttpLimits};
 use lakehouse_api::auth::JwtKeys;
+use lakehouse_api::config::HttpConfig;
 use lakehouse_api::config::Secret;
 use lakehouse_api::db;
-use lakehouse_api::pg_cluster::TempCluster;
+use lakehouse_api::devtools::TempCluster;
 use lakehouse_api::pii::PiiCipher;
+use lakehouse_api::state::AppState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
@@ -60,13 +62,20 @@ async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself()
         exp: chrono::Utc::now().timestamp() + 600,
         iat: None,
     });
+    let http = HttpConfig {
+        body_limit_bytes: 65536,
+        rate_limits: crate::helpers::unlimited(),
+        request_timeout: Duration::from_secs(3),
+        ..HttpConfig::default()
+    };
     let state = AppState::new(
         pool,
         keys,
         PiiCipher::new(&pii_keys()),
         Duration::from_secs(2),
+        &http,
     );
-    let router = app::router(state, HttpLimits::new(65536, Duration::from_secs(3)));
+    let router = app::router(state, HttpLimits::from_config(&http));
 
     // A client writing customers one after another, logging each answer.
     let writer = tokio::spawn({

@@ -19,13 +19,14 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use lakehouse_api::app::{self, AppState, HttpLimits};
+use lakehouse_api::app::{self, HttpLimits};
 use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::{PiiKeys, Rate, RateLimitConfig, Secret};
+use lakehouse_api::config::{HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret};
 use lakehouse_api::db;
-use lakehouse_api::edge::RateLimits;
-use lakehouse_api::pg_cluster::TempCluster;
+use lakehouse_api::devtools::TempCluster;
 use lakehouse_api::pii::PiiCipher;
+use lakehouse_api::server::ConnectionLimits;
+use lakehouse_api::state::AppState;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123456789";
 const DEFAULT_APP_PASSWORD: &str = "test-app-password-0123456789";
@@ -148,20 +149,49 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The service's own defaults, but a smaller body limit, a longer acquire timeout and rates
+    /// no test reaches unless it means to.
     fn default() -> Self {
+        let http = HttpConfig::default();
         Self {
             pool_size: 8,
             body_limit_bytes: 64 * 1024,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: http.request_timeout,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
-            max_concurrent_requests: 256,
-            body_read_timeout: Duration::from_secs(30),
-            max_buffered_bodies: 64,
+            max_concurrent_requests: http.max_concurrent_requests,
+            body_read_timeout: http.body_read_timeout,
+            max_buffered_bodies: http.max_buffered_bodies,
             rate_limits: unlimited(),
-            max_concurrent_imports: 2,
-            import_read_timeout: Duration::from_secs(120),
+            max_concurrent_imports: http.max_concurrent_imports,
+            import_read_timeout: http.import_read_timeout,
         }
+    }
+}
+
+impl Options {
+    /// The service's HTTP settings with these knobs turned.
+    pub fn http(&self) -> HttpConfig {
+        HttpConfig {
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: self.request_timeout,
+            max_concurrent_requests: self.max_concurrent_requests,
+            body_read_timeout: self.body_read_timeout,
+            max_buffered_bodies: self.max_buffered_bodies,
+            rate_limits: self.rate_limits,
+            max_concurrent_imports: self.max_concurrent_imports,
+            import_read_timeout: self.import_read_timeout,
+            ..HttpConfig::default()
+        }
+    }
+}
+
+/// The connection limits `serve` uses by default.
+pub fn connection_limits() -> ConnectionLimits {
+    let http = HttpConfig::default();
+    ConnectionLimits {
+        header_read_timeout: http.header_read_timeout,
+        shutdown_timeout: http.shutdown_timeout,
     }
 }
 
@@ -233,24 +263,15 @@ impl TestApp {
             );
         let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
         let cipher = PiiCipher::new(&pii_keys());
-        let mut state = AppState::new(
+        let http = options.http();
+        let state = AppState::new(
             pool.clone(),
             keys.clone(),
             cipher.clone(),
             options.statement_timeout,
+            &http,
         );
-        state.rate_limits = Arc::new(RateLimits::new(&options.rate_limits));
-        state.imports = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_imports));
-        state.import_read_timeout = options.import_read_timeout;
-        let router = app::router(
-            state.clone(),
-            HttpLimits {
-                max_concurrent_requests: options.max_concurrent_requests,
-                body_read_timeout: options.body_read_timeout,
-                max_buffered_bodies: options.max_buffered_bodies,
-                ..HttpLimits::new(options.body_limit_bytes, options.request_timeout)
-            },
-        );
+        let router = app::router(state.clone(), HttpLimits::from_config(&http));
         let owner_url = database_url(&server.admin_url, &database);
         Self {
             router,
@@ -618,16 +639,17 @@ impl TestApp {
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .connect_lazy_with(through);
-        let mut state = AppState::new(
+        let http = Options::default().http();
+        let state = AppState::new(
             app.pool.clone(),
             app.keys.clone(),
             app.cipher.clone(),
             Duration::from_secs(5),
+            &http,
         )
         .with_listen_connection(direct);
-        state.rate_limits = Arc::new(RateLimits::new(&unlimited()));
         app.state = state.clone();
-        app.router = app::router(state, HttpLimits::new(64 * 1024, Duration::from_secs(10)));
+        app.router = app::router(state, HttpLimits::from_config(&http));
         Some(app)
     }
 }

@@ -20,4 +20,5 @@ mod payments;
 mod pgbouncer;
 mod rls;
 mod schema;
+mod structure;
 mod tls;

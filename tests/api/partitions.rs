@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use lakehouse_api::auth::begin_statement;
 use lakehouse_api::auth::{Caller, Role};
-use lakehouse_api::db::begin_statement;
 use lakehouse_api::loans::repo::find_sql;
 use serde_json::Value;
 use uuid::Uuid;

@@ -349,7 +349,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
     };
     let mut tx = app
         .pool
-        .begin_with(lakehouse_api::db::begin_statement(&caller, true, 1234))
+        .begin_with(lakehouse_api::auth::begin_statement(&caller, true, 1234))
         .await
         .unwrap();
     let inside: (String, String, String, String, String) = sqlx::query_as(

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use lakehouse_api::app::{self, AppState, HttpLimits};
-use lakehouse_api::config::{PoolConfig, Secret};
+use lakehouse_api::app::{self, HttpLimits};
+use lakehouse_api::config::{HttpConfig, PoolConfig, Secret};
 use lakehouse_api::db;
-use lakehouse_api::pg_cluster::TempCluster;
+use lakehouse_api::devtools::TempCluster;
+use lakehouse_api::state::AppState;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -172,9 +173,10 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
         keys,
         lakehouse_api::pii::PiiCipher::new(&pii_keys()),
         Duration::from_secs(5),
+        &HttpConfig::default(),
     )
     .with_listen_connection(config.listen.clone().unwrap());
-    let router = app::router(state, HttpLimits::new(64 * 1024, Duration::from_secs(10)));
+    let router = app::router(state, HttpLimits::from_config(&HttpConfig::default()));
     let request = |path: &str| {
         axum::http::Request::builder()
             .method(Method::GET)

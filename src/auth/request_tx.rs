@@ -8,8 +8,12 @@ use axum::http::request::Parts;
 use axum::http::Method;
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use crate::app::AppState;
-use crate::auth::{Access, AnyCaller, Caller};
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use super::{Access, AnyCaller, Caller, JwtKeys};
+use crate::db::Database;
 use crate::error::ApiError;
 
 /// A transaction already running as the caller's database role, with the caller's customer id,
@@ -27,15 +31,11 @@ pub struct RequestTx<A = AnyCaller> {
 impl<A: Access> RequestTx<A> {
     /// Begins a transaction for `caller` outside extraction (for handlers that must do
     /// something before it, like claiming an idempotency key). 403 unless `A` permits the role.
-    pub async fn begin(
-        state: &AppState,
-        caller: Caller,
-        read_only: bool,
-    ) -> Result<Self, ApiError> {
+    pub async fn begin(db: &Database, caller: Caller, read_only: bool) -> Result<Self, ApiError> {
         if !A::permits(caller.role) {
             return Err(ApiError::Forbidden);
         }
-        let begin = begin_statement(&caller, read_only, state.statement_timeout.as_millis());
+        let begin = begin_statement(&caller, read_only, db.statement_timeout.as_millis());
         let waiting = metrics::gauge!("db_pool_acquire_waiting");
         waiting.increment(1.0);
         // On a task of its own: if the client goes away while BEGIN is in flight, sqlx would
@@ -43,7 +43,7 @@ impl<A: Access> RequestTx<A> {
         // (its rollback guard only covers a BEGIN it has seen complete), and the next request
         // on it would run inside that transaction. A spawned begin always completes, and its
         // Transaction, if unused, rolls back properly.
-        let pool = state.pool.clone();
+        let pool = db.pool.clone();
         let tx = tokio::spawn(async move { pool.begin_with(begin).await }).await;
         waiting.decrement(1.0);
         let tx = tx.map_err(|e| ApiError::Internal(format!("begin task failed: {e}")))??;
@@ -128,14 +128,18 @@ fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''").replace('\0', ""))
 }
 
-impl<A: Access> FromRequestParts<AppState> for RequestTx<A> {
+impl<A: Access, S: Send + Sync> FromRequestParts<S> for RequestTx<A>
+where
+    Database: FromRef<S>,
+    Arc<JwtKeys>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         // Reads run READ ONLY: a bug cannot write through a GET, and PostgreSQL can skip work.
         let read_only = matches!(parts.method, Method::GET | Method::HEAD);
-        Self::begin(state, caller, read_only).await
+        Self::begin(&Database::from_ref(state), caller, read_only).await
     }
 }
 

@@ -1,11 +1,12 @@
-//! The risk assessment written on every application (the seed guide's categories).
+//! Credit risk: the assessment written on every application, and the score thresholds of the
+//! seed guide's categories, which the high-risk views filter by.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::model::Collateral;
+use crate::money::Money;
 
 /// Stored as `risk_assessment` JSONB.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -34,17 +35,25 @@ pub fn category(credit_score: Option<i32>) -> &'static str {
     }
 }
 
+/// Pledged collateral: its kind and appraised value.
+pub struct Pledge<'a> {
+    pub kind: &'a str,
+    pub value: Money,
+}
+
 pub fn assess(
     credit_score: Option<i32>,
     amount: Decimal,
-    collateral: Option<&Collateral>,
+    collateral: Option<Pledge<'_>>,
     at: DateTime<Utc>,
 ) -> RiskAssessment {
     RiskAssessment {
         credit_score,
         risk_category: category(credit_score),
-        loan_to_value: collateral.map(|c| (amount / c.value.amount()).round_dp(4)),
-        collateral_type: collateral.map(|c| c.kind.clone()),
+        loan_to_value: collateral
+            .as_ref()
+            .map(|c| (amount / c.value.amount()).round_dp(4)),
+        collateral_type: collateral.map(|c| c.kind.to_owned()),
         assessed_at: at,
     }
 }
@@ -52,7 +61,6 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::money::Money;
 
     #[test]
     fn categories_follow_the_seed_thresholds() {
@@ -65,15 +73,14 @@ mod tests {
 
     #[test]
     fn loan_to_value_is_amount_over_collateral() {
-        let collateral = Collateral {
-            kind: "MOTORBIKE".into(),
+        let collateral = Pledge {
+            kind: "MOTORBIKE",
             value: Money::parse("30000000").unwrap(),
-            description: None,
         };
         let r = assess(
             Some(750),
             Decimal::new(50_000_000, 0),
-            Some(&collateral),
+            Some(collateral),
             Utc::now(),
         );
         assert_eq!(r.loan_to_value, Some(Decimal::new(16667, 4)));

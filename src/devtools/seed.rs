@@ -103,7 +103,7 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     for c in lab_customers() {
         let id = Uuid::now_v7();
         let number = IdNumber::parse(c.id_number).map_err(|e| format!("{}: {e}", c.code))?;
-        let sealed = cipher.seal(&number, id);
+        let sealed = cipher.seal(&number, id)?;
         let (y, m, d) = c.born;
         sqlx::query(
             "INSERT INTO core.customers (customer_id, customer_code, full_name, \
@@ -474,7 +474,7 @@ async fn insert_customers(
         for i in done..done + n {
             let id = Uuid::now_v7();
             let number = IdNumber::parse(&format!("{run}{i:08}")).map_err(|e| e.to_string())?;
-            let sealed = cipher.seal(&number, id);
+            let sealed = cipher.seal(&number, id)?;
             ids.push(id);
             codes.push(format!("LT{run}{i:08}"));
             names.push(format!("Load Test {i}"));

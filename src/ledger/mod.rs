@@ -1,0 +1,143 @@
+//! Every money movement on a loan: disbursement, repayment, fee and reversal, applied exactly
+//! (fees first, then each installment in due order, interest before principal) under the
+//! loan's row lock. Loans and payments call it; it calls nothing above the database layer.
+
+mod engine;
+pub mod model;
+pub mod repo;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub use self::engine::{Allocation, Balances, Component, InstallmentState, Ledger, LedgerError};
+use self::repo::LockedLoan;
+use crate::error::{ApiError, FieldError};
+use crate::money::annuity_schedule;
+
+pub fn overpayment(outstanding: Decimal) -> ApiError {
+    ApiError::Unprocessable {
+        detail: format!("the amount is more than the {outstanding} outstanding on the loan"),
+        errors: vec![FieldError::new("amount", "exceeds the outstanding balance")],
+    }
+}
+
+/// The API error for a refused movement.
+pub fn error(error: LedgerError) -> ApiError {
+    match error {
+        LedgerError::Overpayment { outstanding } => overpayment(outstanding),
+        LedgerError::FeeAlreadyPaid => {
+            ApiError::conflict("repayments have already paid this fee; reverse them first")
+        }
+    }
+}
+
+/// The ledger of a loan that can take payments (DISBURSED, or CLOSED with nothing owed).
+/// Loans disbursed before schedules were stored get theirs written on first use.
+pub async fn open(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, ApiError> {
+    let (Some(disbursed), "DISBURSED" | "CLOSED") = (loan.disbursement_date, loan.status.as_str())
+    else {
+        return Err(ApiError::conflict(format!(
+            "a loan that is {} takes no payments",
+            loan.status
+        )));
+    };
+    let mut installments = repo::load_installments(conn, loan.loan_id).await?;
+    if installments.is_empty() {
+        write_schedule(
+            conn,
+            loan.loan_id,
+            loan.customer_id,
+            loan.loan_amount,
+            loan.interest_rate,
+            loan.term_months,
+            disbursed,
+        )
+        .await?;
+        installments = repo::load_installments(conn, loan.loan_id).await?;
+    }
+    Ok(Ledger {
+        fees_outstanding: loan.fees_outstanding,
+        installments,
+    })
+}
+
+/// Writes a disbursed loan's schedule (installments) and returns its first due date and total
+/// interest, for the loan's balance columns.
+pub async fn write_schedule(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    customer_id: Uuid,
+    amount: Decimal,
+    rate: Decimal,
+    term_months: i32,
+    disbursed: DateTime<Utc>,
+) -> Result<(Option<NaiveDate>, Decimal), ApiError> {
+    let months = u32::try_from(term_months)
+        .map_err(|_| ApiError::Internal(format!("loan {loan_id} has term {term_months}")))?;
+    let schedule = annuity_schedule(amount, rate, months, disbursed);
+    repo::insert_installments(conn, loan_id, customer_id, &schedule).await?;
+    Ok((
+        schedule.first().map(|i| i.due_date),
+        schedule.iter().map(|i| i.interest).sum(),
+    ))
+}
+
+/// Writes the ledger back: closes the loan when nothing is left, reopens it when a reversal
+/// brings debt back to a closed loan.
+pub async fn save(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    before: &Ledger,
+    after: &Ledger,
+    paid: Decimal,
+) -> Result<(), ApiError> {
+    let cleared = after.balances().total().is_zero();
+    let status = match (loan.status.as_str(), cleared) {
+        ("DISBURSED", true) => Some("CLOSED"),
+        ("CLOSED", false) => Some("DISBURSED"),
+        _ => None,
+    };
+    repo::save_ledger(conn, loan, before, after, paid, status).await?;
+    Ok(())
+}
+
+/// A loan being paid out.
+pub struct Disbursal<'a> {
+    pub loan_id: Uuid,
+    pub customer_id: Uuid,
+    pub loan_number: &'a str,
+    pub amount: Decimal,
+    pub interest_rate: Decimal,
+    pub term_months: i32,
+}
+
+/// Pays a loan out at `at`: writes its schedule and the DISBURSEMENT payment. Returns the first
+/// due date and the total interest, for the loan's balance columns.
+pub async fn disburse(
+    conn: &mut PgConnection,
+    loan: &Disbursal<'_>,
+    at: DateTime<Utc>,
+) -> Result<(Option<NaiveDate>, Decimal), ApiError> {
+    let (first_due, interest) = write_schedule(
+        conn,
+        loan.loan_id,
+        loan.customer_id,
+        loan.amount,
+        loan.interest_rate,
+        loan.term_months,
+        at,
+    )
+    .await?;
+    repo::insert_disbursement(
+        conn,
+        loan.loan_id,
+        loan.customer_id,
+        loan.loan_number,
+        loan.amount,
+        at,
+    )
+    .await?;
+    Ok((first_due, interest))
+}
