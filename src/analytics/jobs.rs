@@ -10,22 +10,19 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::RequestTx;
-use crate::auth::{Access, Analysts, Caller};
+use crate::auth::{Analysts, Authorized, Caller};
 use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppQuery};
 use crate::jobs::{self, JobRun, Session};
 use crate::pagination::{IdCursor, Page, PageQuery, PageRequest};
 use crate::state::AppState;
 
-fn analyst_session(state: &AppState, caller: Caller) -> Result<Session, ApiError> {
-    if !Analysts::permits(caller.role) {
-        return Err(ApiError::Forbidden);
-    }
-    Ok(Session::Caller {
+fn analyst_session(state: &AppState, caller: Caller) -> Session {
+    Session::Caller {
         pool: state.db.pool.clone(),
         caller,
         statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
-    })
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -52,10 +49,10 @@ pub struct RefreshMetricsRequest {
 )]
 async fn refresh_customer_metrics(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<Analysts>,
     AppJson(request): AppJson<RefreshMetricsRequest>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let session = analyst_session(&state, caller)?;
+    let session = analyst_session(&state, caller);
     let day = request.date.unwrap_or_else(|| Utc::now().date_naive());
     if !(1900..=2100).contains(&chrono::Datelike::year(&day)) {
         return Err(ApiError::invalid_field(
@@ -146,9 +143,9 @@ async fn list_customer_metrics(
 )]
 async fn refresh_risk_indicators(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<Analysts>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let session = analyst_session(&state, caller)?;
+    let session = analyst_session(&state, caller);
     Ok(Json(jobs::risk::refresh(&session).await?))
 }
 

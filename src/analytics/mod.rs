@@ -16,6 +16,7 @@ use crate::auth::RequestTx;
 use crate::auth::RiskViewers;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppPath, AppQuery};
+use crate::ledger::model::LoanStatus;
 use crate::pagination::{Page, PageQuery, PageRequest};
 use crate::risk;
 use crate::state::AppState;
@@ -98,7 +99,8 @@ pub struct HighRiskLoan {
     pub collateral_type: Option<String>,
     /// As recorded in collateral_info.
     pub collateral_value: Option<String>,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: LoanStatus,
     pub application_date: DateTime<Utc>,
 }
 

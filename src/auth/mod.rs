@@ -166,6 +166,32 @@ where
     }
 }
 
+/// A caller whose role `A` permits, for handlers that act as the caller before (or instead of)
+/// opening a [`RequestTx`]: claiming an idempotency key, streaming an import, running a job.
+/// Other roles get 403 before anything else happens.
+pub struct Authorized<A> {
+    pub caller: Caller,
+    _access: std::marker::PhantomData<A>,
+}
+
+impl<A: Access, S: Send + Sync> FromRequestParts<S> for Authorized<A>
+where
+    Arc<JwtKeys>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !A::permits(caller.role) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Self {
+            caller,
+            _access: std::marker::PhantomData,
+        })
+    }
+}
+
 /// Which roles may use a route. Implemented by zero-sized markers, so the permission is part of
 /// the handler's signature: `RequestTx<StaffOnly>`.
 pub trait Access: Send + Sync + 'static {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use self::model::{
     CheckedKycDecision, CreateCustomerRequest, Customer, CustomerChanges, CustomerId,
-    CustomerListQuery, KycDecisionRequest, KycStatus, NewCustomer, UpdateCustomerRequest,
+    CustomerListQuery, KycDecisionRequest, NewCustomer, UpdateCustomerRequest,
 };
 use self::repo::{Conditional, CustomerRow, ListFilter, PiiView};
 use crate::auth::RequestTx;
@@ -54,8 +54,7 @@ fn to_customer(row: CustomerRow, cipher: &PiiCipher) -> Result<Customer, ApiErro
         })?,
         None => pii::mask(&row.id_number_last4),
     };
-    let kyc_status = KycStatus::parse(&row.kyc_status)
-        .ok_or_else(|| ApiError::Internal(format!("unknown kyc_status {:?}", row.kyc_status)))?;
+    let kyc_status = row.kyc_status;
     Ok(Customer {
         customer_id: CustomerId(row.customer_id),
         customer_code: row.customer_code,

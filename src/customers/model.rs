@@ -18,28 +18,12 @@ pub use crate::customer_record::{Address, CreateCustomerRequest, NewCustomer};
 #[serde(transparent)]
 pub struct CustomerId(pub Uuid);
 
-/// Where KYC (know-your-customer) checks stand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum KycStatus {
-    Pending,
-    Approved,
-    Rejected,
-}
-
-impl KycStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Approved => "APPROVED",
-            Self::Rejected => "REJECTED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Approved, Self::Rejected]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+crate::closed_set! {
+    /// Where KYC (know-your-customer) checks stand.
+    pub enum KycStatus {
+        Pending = "PENDING",
+        Approved = "APPROVED",
+        Rejected = "REJECTED",
     }
 }
 

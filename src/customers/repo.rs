@@ -52,7 +52,7 @@ pub struct CustomerRow {
     pub email: Option<String>,
     pub date_of_birth: Option<NaiveDate>,
     pub address: Option<Json<Address>>,
-    pub kyc_status: String,
+    pub kyc_status: KycStatus,
     pub kyc_decided_at: Option<DateTime<Utc>>,
     pub kyc_reason: Option<String>,
     pub credit_score: Option<i32>,

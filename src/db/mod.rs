@@ -1,5 +1,6 @@
 //! The connection pool, migrations, the LISTEN connection, error mapping and partition upkeep.
 
+mod closed_set;
 pub mod errors;
 pub mod listen;
 pub mod partitions;

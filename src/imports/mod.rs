@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use self::records::{Format, RawRecord, Splitter};
 use crate::auth::RequestTx;
-use crate::auth::{Access, Caller, EtlOnly};
+use crate::auth::{Authorized, EtlOnly};
 use crate::customer_record::{Address, CreateCustomerRequest, NewCustomer};
 use crate::error::{responses, ApiError};
 use crate::extract::{from_json_value, AppPath};
@@ -123,14 +123,11 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
 )]
 async fn import_customers(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<EtlOnly>,
     Query(query): Query<ImportQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ImportReport>, ApiError> {
-    if !EtlOnly::permits(caller.role) {
-        return Err(ApiError::Forbidden);
-    }
     // Each upload holds a pooled connection until its body has arrived: a few slow ones must
     // not drain the pool, so only so many run at once, and each body has a deadline.
     let Ok(_running) = state.jobs.imports.clone().try_acquire_owned() else {

@@ -64,13 +64,23 @@ pub struct Counts {
     pub failed: i64,
 }
 
+crate::closed_set! {
+    /// Where a job run stands.
+    pub enum JobStatus {
+        Running = "RUNNING",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+    }
+}
+
 /// A job run, as `metadata.job_execution` holds it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct JobRun {
     pub job_id: Uuid,
     pub job_name: String,
     /// RUNNING, SUCCEEDED or FAILED.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: JobStatus,
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<sqlx::types::JsonValue>,
     pub started_at: DateTime<Utc>,

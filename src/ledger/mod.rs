@@ -12,6 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use self::engine::{Allocation, Balances, Component, InstallmentState, Ledger, LedgerError};
+use self::model::LoanStatus;
 use self::repo::LockedLoan;
 use crate::error::{ApiError, FieldError};
 use crate::money::annuity_schedule;
@@ -36,7 +37,8 @@ pub fn error(error: LedgerError) -> ApiError {
 /// The ledger of a loan that can take payments (DISBURSED, or CLOSED with nothing owed).
 /// Loans disbursed before schedules were stored get theirs written on first use.
 pub async fn open(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, ApiError> {
-    let (Some(disbursed), "DISBURSED" | "CLOSED") = (loan.disbursement_date, loan.status.as_str())
+    let (Some(disbursed), LoanStatus::Disbursed | LoanStatus::Closed) =
+        (loan.disbursement_date, loan.status)
     else {
         return Err(ApiError::conflict(format!(
             "a loan that is {} takes no payments",
@@ -94,9 +96,9 @@ pub async fn save(
     paid: Decimal,
 ) -> Result<(), ApiError> {
     let cleared = after.balances().total().is_zero();
-    let status = match (loan.status.as_str(), cleared) {
-        ("DISBURSED", true) => Some("CLOSED"),
-        ("CLOSED", false) => Some("DISBURSED"),
+    let status = match (loan.status, cleared) {
+        (LoanStatus::Disbursed, true) => Some(LoanStatus::Closed),
+        (LoanStatus::Closed, false) => Some(LoanStatus::Disbursed),
         _ => None,
     };
     repo::save_ledger(conn, loan, before, after, paid, status).await?;

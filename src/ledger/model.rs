@@ -2,27 +2,39 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
-    Pending,
-    Completed,
-    Failed,
-    Reversed,
+crate::closed_set! {
+    /// Where a payment stands.
+    pub enum PaymentStatus {
+        Pending = "PENDING",
+        Completed = "COMPLETED",
+        Failed = "FAILED",
+        Reversed = "REVERSED",
+    }
 }
 
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Reversed => "REVERSED",
-        }
+crate::closed_set! {
+    /// What a payment does: pays the loan out, pays it down, or charges a fee.
+    pub enum PaymentKind {
+        Disbursement = "DISBURSEMENT",
+        Repayment = "REPAYMENT",
+        Fee = "FEE",
+    }
+}
+
+crate::closed_set! {
+    /// Where a loan is in its life.
+    pub enum LoanStatus {
+        Applied = "APPLIED",
+        Approved = "APPROVED",
+        Rejected = "REJECTED",
+        Cancelled = "CANCELLED",
+        Disbursed = "DISBURSED",
+        Closed = "CLOSED",
+        Defaulted = "DEFAULTED",
     }
 }
 
@@ -37,7 +49,8 @@ pub struct Payment {
     pub loan_id: Uuid,
     pub customer_id: Uuid,
     /// DISBURSEMENT, REPAYMENT or FEE.
-    pub payment_type: String,
+    #[schema(value_type = String)]
+    pub payment_type: PaymentKind,
     #[serde(serialize_with = "crate::money::as_cents")]
     #[schema(value_type = String, example = "2500000.00")]
     pub amount: Decimal,
@@ -45,7 +58,8 @@ pub struct Payment {
     pub payment_date: DateTime<Utc>,
     pub due_date: Option<NaiveDate>,
     /// PENDING, COMPLETED, FAILED or REVERSED.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: PaymentStatus,
     /// MOBILE_APP, BRANCH, BANK_TRANSFER or SYSTEM.
     pub channel: Option<String>,
     pub status_changed_at: Option<DateTime<Utc>>,

@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::engine::{Allocation, Component, InstallmentState, Ledger};
-use super::model::{Payment, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
+use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
 use crate::money::Installment;
 
 /// A new payment row.
@@ -16,7 +16,7 @@ pub struct NewPayment<'a> {
     pub client_reference: Option<&'a str>,
     pub loan_id: Uuid,
     pub customer_id: Uuid,
-    pub payment_type: &'a str,
+    pub payment_type: PaymentKind,
     pub amount: Decimal,
     pub payment_method: Option<&'a str>,
     pub payment_date: DateTime<Utc>,
@@ -62,7 +62,7 @@ pub async fn insert_disbursement(
         client_reference: None,
         loan_id,
         customer_id,
-        payment_type: "DISBURSEMENT",
+        payment_type: PaymentKind::Disbursement,
         amount,
         payment_method: Some("BANK_TRANSFER"),
         payment_date: at,
@@ -81,7 +81,7 @@ pub struct LockedLoan {
     pub application_date: DateTime<Utc>,
     pub customer_id: Uuid,
     pub loan_number: String,
-    pub status: String,
+    pub status: LoanStatus,
     pub loan_amount: Decimal,
     pub interest_rate: Decimal,
     pub term_months: i32,
@@ -112,7 +112,7 @@ pub async fn lock_loan(
 pub struct LoanBalances {
     pub loan_id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: LoanStatus,
     pub principal_outstanding: Option<Decimal>,
     pub interest_outstanding: Option<Decimal>,
     pub fees_outstanding: Decimal,
@@ -198,7 +198,7 @@ pub async fn save_ledger(
     before: &Ledger,
     after: &Ledger,
     total_paid_delta: Decimal,
-    status: Option<&str>,
+    status: Option<LoanStatus>,
 ) -> Result<(), sqlx::Error> {
     let changed: Vec<&InstallmentState> = after
         .installments

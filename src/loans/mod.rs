@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::model::{
-    ApplyLoanRequest, Loan, LoanListQuery, LoanSchedule, LoanStatus, RejectLoanRequest, Transition,
+    ApplyLoanRequest, Loan, LoanListQuery, LoanSchedule, RejectLoanRequest, Transition,
 };
 use self::repo::{ListFilter, NewLoan};
 use crate::auth::RequestTx;
@@ -257,9 +257,9 @@ async fn move_loan<A>(
             transition.verb()
         ))
     };
-    let observed = LoanStatus::parse(&current.status)
+    let observed = Some(current.status)
         .filter(|s| transition.allowed_from(role).contains(s))
-        .ok_or_else(|| illegal(&current.status))?;
+        .ok_or_else(|| illegal(current.status.as_str()))?;
     let key = repo::LoanKey {
         loan_id: current.loan_id,
         application_date: current.application_date,
@@ -267,12 +267,12 @@ async fn move_loan<A>(
     let Some(loan) = repo::transition(&mut tx, key, transition, observed, reason).await? else {
         let now_status = repo::find(&mut tx, id)
             .await?
-            .map_or_else(|| "gone".to_owned(), |l| l.status);
+            .map_or("gone", |l| l.status.as_str());
         return Err(
-            if now_status == current.status && transition == Transition::Approve {
+            if now_status == current.status.as_str() && transition == Transition::Approve {
                 ApiError::conflict("the customer's KYC is not approved")
             } else {
-                illegal(&now_status)
+                illegal(now_status)
             },
         );
     };

@@ -10,46 +10,7 @@ use crate::auth::Role;
 use crate::error::ApiError;
 use crate::money::{Installment, Money};
 
-/// Where a loan is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LoanStatus {
-    Applied,
-    Approved,
-    Rejected,
-    Cancelled,
-    Disbursed,
-    Closed,
-    Defaulted,
-}
-
-impl LoanStatus {
-    pub const ALL: [LoanStatus; 7] = [
-        Self::Applied,
-        Self::Approved,
-        Self::Rejected,
-        Self::Cancelled,
-        Self::Disbursed,
-        Self::Closed,
-        Self::Defaulted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "APPLIED",
-            Self::Approved => "APPROVED",
-            Self::Rejected => "REJECTED",
-            Self::Cancelled => "CANCELLED",
-            Self::Disbursed => "DISBURSED",
-            Self::Closed => "CLOSED",
-            Self::Defaulted => "DEFAULTED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
+pub use crate::ledger::model::LoanStatus;
 
 /// A move in the lifecycle: APPLIED → APPROVED | REJECTED | CANCELLED; APPROVED → DISBURSED |
 /// CANCELLED; DISBURSED → CLOSED | DEFAULTED (through payments).
@@ -172,7 +133,8 @@ pub struct Loan {
     #[schema(value_type = String, example = "0.1250")]
     pub interest_rate: Decimal,
     pub term_months: i32,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: LoanStatus,
     pub application_date: DateTime<Utc>,
     pub approval_date: Option<DateTime<Utc>>,
     pub approved_by: Option<String>,

@@ -6,7 +6,6 @@
 pub mod model;
 pub mod repo;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -19,17 +18,18 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::model::{
-    CreatePaymentRequest, Payment, PaymentActionRequest, PaymentList, PaymentListQuery,
-    PaymentStatus, PaymentType,
+    CheckedPayment, CreatePaymentRequest, Payment, PaymentActionRequest, PaymentKind, PaymentList,
+    PaymentListQuery, PaymentStatus, PaymentType, Reason,
 };
 use self::repo::ListFilter;
 use crate::auth::RequestTx;
-use crate::auth::{Access, Caller, LoanReaders, PaymentMakers, Role, StaffOnly};
+use crate::auth::{Authorized, LoanReaders, PaymentMakers, Role, StaffOnly};
 use crate::db::errors::ResultExt;
 use crate::error::{responses, ApiError, FieldError};
-use crate::extract::{from_json_value, is_json, AppPath, AppQuery, JsonValue};
+use crate::extract::{from_json_value, AppPath, AppQuery, JsonValue, MaybeJson};
 use crate::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
 use crate::ledger;
+use crate::ledger::model::LoanStatus;
 use crate::ledger::repo::{self as movements, NewPayment};
 use crate::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
 use crate::state::AppState;
@@ -66,13 +66,10 @@ const PAYMENTS_PATH: &str = "/v1/payments";
 )]
 async fn create_payment(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<PaymentMakers>,
     headers: HeaderMap,
     JsonValue(value): JsonValue,
 ) -> Result<Response, ApiError> {
-    if !PaymentMakers::permits(caller.role) {
-        return Err(ApiError::Forbidden);
-    }
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
     match idempotency::claim(&state.db, &caller, &key, &fingerprint).await? {
@@ -135,21 +132,6 @@ fn new_transaction_id() -> String {
     format!("TXN{}", Uuid::now_v7().simple()).to_uppercase()
 }
 
-/// A client's own reference: 1 to 40 visible ASCII characters, unique per customer.
-fn check_client_reference(reference: Option<&str>) -> Result<Option<&str>, ApiError> {
-    match reference {
-        Some(r) if !is_client_reference(r) => Err(ApiError::invalid_field(
-            "client_reference",
-            "must be 1 to 40 visible ASCII characters",
-        )),
-        other => Ok(other),
-    }
-}
-
-pub fn is_client_reference(reference: &str) -> bool {
-    (1..=40).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// The work of `create_payment`, inside its transaction.
 async fn record_payment(
     state: &AppState,
@@ -162,7 +144,7 @@ async fn record_payment(
             "is assigned by the server; send your own reference as client_reference",
         ));
     }
-    let request: CreatePaymentRequest = from_json_value(body)?;
+    let request = CheckedPayment::try_from(from_json_value::<CreatePaymentRequest>(body)?)?;
     let role = tx.caller().role;
     let now = Utc::now();
     let payment_date = match (request.payment_date, role) {
@@ -182,14 +164,8 @@ async fn record_payment(
         return Err(ApiError::Forbidden);
     }
     let transaction_id = new_transaction_id();
-    let client_reference = check_client_reference(request.client_reference.as_deref())?;
-    let method = request.payment_method.as_deref().map(str::trim);
-    if method.is_some_and(|m| m.is_empty() || m.len() > 30) {
-        return Err(ApiError::invalid_field(
-            "payment_method",
-            "must be 1 to 30 characters",
-        ));
-    }
+    let client_reference = request.client_reference.as_deref();
+    let method = request.payment_method.as_deref();
     state.partitions.ensure_payments(payment_date).await?;
     let amount = request.amount.amount();
     let new = |loan_id, customer_id, status, channel| NewPayment {
@@ -197,7 +173,7 @@ async fn record_payment(
         client_reference,
         loan_id,
         customer_id,
-        payment_type: request.payment_type.as_str(),
+        payment_type: request.payment_type.kind(),
         amount,
         payment_method: method,
         payment_date,
@@ -211,7 +187,7 @@ async fn record_payment(
         let loan = movements::loan_balances(tx, request.loan_id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        if loan.status != "DISBURSED" {
+        if loan.status != LoanStatus::Disbursed {
             return Err(ApiError::conflict(format!(
                 "a loan that is {} takes no payments",
                 loan.status
@@ -343,24 +319,17 @@ async fn list_payments(
     if query
         .client_reference
         .as_deref()
-        .is_some_and(|r| !is_client_reference(r))
+        .is_some_and(|r| !model::is_client_reference(r))
     {
         return Err(ApiError::BadRequest(
             "client_reference must be 1 to 40 visible ASCII characters".into(),
         ));
     }
-    if let Some(kind) = &query.payment_type {
-        if !["DISBURSEMENT", "REPAYMENT", "FEE"].contains(&kind.as_str()) {
-            return Err(ApiError::BadRequest(
-                "payment_type must be DISBURSEMENT, REPAYMENT or FEE".into(),
-            ));
-        }
-    }
     let filter = ListFilter {
         loan_id: query.loan_id,
         customer_id: query.customer_id,
         status: query.status,
-        payment_type: query.payment_type.as_deref(),
+        payment_type: query.payment_type,
         client_reference: query.client_reference.as_deref(),
         from,
         before,
@@ -388,27 +357,12 @@ async fn lock_payment(
     Ok((payment, loan))
 }
 
-/// The optional `{"reason": …}` body of fail and reverse: an empty body is no reason.
-fn reason(headers: &HeaderMap, body: &Bytes) -> Result<Option<String>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    if !is_json(headers) {
-        return Err(ApiError::UnsupportedMediaType(
-            "send the body as JSON with Content-Type: application/json".into(),
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    let request: PaymentActionRequest = from_json_value(value)?;
-    match request.reason.map(|r| r.trim().to_owned()) {
-        Some(r) if r.chars().count() > 500 => Err(ApiError::invalid_field(
-            "reason",
-            "must be at most 500 characters",
-        )),
-        Some(r) if r.is_empty() => Ok(None),
-        other => Ok(other),
-    }
+/// The reason of fail and reverse, from their optional body: none, or 1 to 500 characters.
+fn reason(request: Option<PaymentActionRequest>) -> Result<Option<String>, ApiError> {
+    Ok(match request {
+        Some(request) => Reason::try_from(request)?.0,
+        None => None,
+    })
 }
 
 fn illegal(verb: &str, payment: &Payment) -> ApiError {
@@ -437,7 +391,7 @@ async fn confirm_payment(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Payment>, ApiError> {
     let (payment, loan) = lock_payment(&mut tx, id).await?;
-    if payment.status != PaymentStatus::Pending.as_str() {
+    if payment.status != PaymentStatus::Pending {
         return Err(illegal("confirm", &payment));
     }
     let mut books = ledger::open(&mut tx, &loan).await?;
@@ -468,12 +422,11 @@ async fn confirm_payment(
 async fn fail_payment(
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
-    headers: HeaderMap,
-    body: Bytes,
+    MaybeJson(body): MaybeJson<PaymentActionRequest>,
 ) -> Result<Json<Payment>, ApiError> {
-    let reason = reason(&headers, &body)?;
+    let reason = reason(body)?;
     let (payment, _loan) = lock_payment(&mut tx, id).await?;
-    if payment.status != PaymentStatus::Pending.as_str() {
+    if payment.status != PaymentStatus::Pending {
         return Err(illegal("fail", &payment));
     }
     let payment =
@@ -501,18 +454,18 @@ async fn fail_payment(
 async fn reverse_payment(
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
-    headers: HeaderMap,
-    body: Bytes,
+    MaybeJson(body): MaybeJson<PaymentActionRequest>,
 ) -> Result<Json<Payment>, ApiError> {
-    let reason = reason(&headers, &body)?;
+    let reason = reason(body)?;
     let (payment, loan) = lock_payment(&mut tx, id).await?;
-    if payment.status != PaymentStatus::Completed.as_str() || payment.payment_type == "DISBURSEMENT"
+    if payment.status != PaymentStatus::Completed
+        || payment.payment_type == PaymentKind::Disbursement
     {
         return Err(illegal("reverse", &payment));
     }
     let mut books = ledger::open(&mut tx, &loan).await?;
     let before = books.clone();
-    let paid = if payment.payment_type == "FEE" {
+    let paid = if payment.payment_type == PaymentKind::Fee {
         books.reverse_fee(payment.amount).map_err(ledger::error)?;
         Decimal::ZERO
     } else {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::ledger::model::{Payment, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
+use crate::ledger::model::{Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
 use crate::pagination::TimeCursor;
 
 /// One payment by id: the directory gives the partition key (see loans::repo::find_sql).
@@ -77,7 +77,7 @@ pub struct ListFilter<'a> {
     pub loan_id: Option<Uuid>,
     pub customer_id: Option<Uuid>,
     pub status: Option<PaymentStatus>,
-    pub payment_type: Option<&'a str>,
+    pub payment_type: Option<PaymentKind>,
     pub client_reference: Option<&'a str>,
     pub from: Option<DateTime<Utc>>,
     pub before: Option<DateTime<Utc>>,
@@ -97,7 +97,7 @@ pub fn list_query<'a>(filter: &'a ListFilter<'a>) -> QueryBuilder<'a, Postgres> 
         q.push(" AND p.customer_id = ").push_bind(customer);
     }
     if let Some(status) = filter.status {
-        q.push(" AND p.status = ").push_bind(status.as_str());
+        q.push(" AND p.status = ").push_bind(status);
     }
     if let Some(kind) = filter.payment_type {
         q.push(" AND p.payment_type = ").push_bind(kind);

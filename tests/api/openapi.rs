@@ -84,3 +84,26 @@ async fn swagger_ui_and_its_assets_are_served_without_network_access() {
     let redirect = fetch(&app, "/docs").await;
     assert!(redirect.status.is_redirection());
 }
+
+/// Every closed set of the crate: its texts are the ones serde writes and reads.
+#[test]
+fn every_closed_set_spells_its_texts_as_serde_does() {
+    fn check<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        all: &[T],
+        text: impl Fn(&T) -> &'static str,
+    ) {
+        for value in all {
+            let json = serde_json::to_string(value).unwrap();
+            assert_eq!(json, format!("\"{}\"", text(value)));
+            assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value);
+        }
+    }
+    use lakehouse_api::customers::model::KycStatus;
+    use lakehouse_api::jobs::JobStatus;
+    use lakehouse_api::ledger::model::{LoanStatus, PaymentKind, PaymentStatus};
+    check(KycStatus::ALL, |v| v.as_str());
+    check(JobStatus::ALL, |v| v.as_str());
+    check(LoanStatus::ALL, |v| v.as_str());
+    check(PaymentKind::ALL, |v| v.as_str());
+    check(PaymentStatus::ALL, |v| v.as_str());
+}
