@@ -84,6 +84,28 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// Any amount of money, negative too (balances, totals, journal lines), read from PostgreSQL
+/// `numeric` as is and written to JSON as a string with exactly two decimals (`"-12.50"`).
+/// Response fields of this type need no serialisation attributes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, ToSchema, sqlx::Type,
+)]
+#[sqlx(transparent)]
+#[schema(value_type = String, example = "2500000.00")]
+pub struct Amount(pub Decimal);
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        as_cents(&self.0, serializer)
+    }
+}
+
+impl From<Decimal> for Amount {
+    fn from(value: Decimal) -> Self {
+        Self(value)
+    }
+}
+
 /// Rounds to cents, half away from zero (the usual rule for money).
 pub fn cents(value: Decimal) -> Decimal {
     let mut rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);

@@ -14,6 +14,7 @@ use crate::auth::{Analysts, Authorized, Caller};
 use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppQuery};
 use crate::jobs::{self, JobRun, Session};
+use crate::money::Amount;
 use crate::pagination::{IdCursor, Page, PageQuery, PageRequest};
 use crate::state::AppState;
 
@@ -70,15 +71,9 @@ pub struct CustomerMetrics {
     pub metric_date: NaiveDate,
     pub total_loans: i32,
     pub active_loans: i32,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub total_borrowed: Decimal,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub total_repaid: Decimal,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub current_outstanding: Decimal,
+    pub total_borrowed: Amount,
+    pub total_repaid: Amount,
+    pub current_outstanding: Amount,
     pub days_past_due: i32,
     #[schema(value_type = Option<String>)]
     pub risk_score: Option<Decimal>,

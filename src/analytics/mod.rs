@@ -17,6 +17,7 @@ use crate::auth::RiskViewers;
 use crate::error::{responses, ApiError};
 use crate::extract::{AppPath, AppQuery};
 use crate::ledger::model::LoanStatus;
+use crate::money::Amount;
 use crate::pagination::{Page, PageQuery, PageRequest};
 use crate::risk;
 use crate::state::AppState;
@@ -38,9 +39,7 @@ pub struct Portfolio {
     pub total_loans: i64,
     /// Money actually lent: disbursed, closed and defaulted loans (the guide also counted
     /// applications that were never paid out).
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub total_borrowed: Decimal,
+    pub total_borrowed: Amount,
     /// Mean annual rate over the customer's loans; null without loans.
     #[schema(value_type = Option<String>)]
     pub average_interest_rate: Option<Decimal>,
@@ -77,7 +76,7 @@ async fn get_portfolio(
     .await?;
     tx.commit().await?;
     let mut portfolio = portfolio.ok_or(ApiError::NotFound)?;
-    portfolio.total_borrowed = crate::money::cents(portfolio.total_borrowed);
+    portfolio.total_borrowed = Amount(crate::money::cents(portfolio.total_borrowed.0));
     Ok(Json(portfolio))
 }
 
@@ -88,9 +87,7 @@ pub struct HighRiskLoan {
     pub loan_number: String,
     pub customer_id: Uuid,
     pub customer_code: String,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub loan_amount: Decimal,
+    pub loan_amount: Amount,
     #[schema(value_type = String)]
     pub interest_rate: Decimal,
     pub credit_score: Option<i32>,

@@ -1,10 +1,11 @@
 //! The record of a money movement on a loan, as stored and as the API shows it.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::money::Amount;
 
 crate::closed_set! {
     /// Where a payment stands.
@@ -51,9 +52,7 @@ pub struct Payment {
     /// DISBURSEMENT, REPAYMENT or FEE.
     #[schema(value_type = String)]
     pub payment_type: PaymentKind,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String, example = "2500000.00")]
-    pub amount: Decimal,
+    pub amount: Amount,
     pub payment_method: Option<String>,
     pub payment_date: DateTime<Utc>,
     pub due_date: Option<NaiveDate>,

@@ -22,6 +22,7 @@ use crate::error::{responses, ApiError};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::ledger;
 use crate::money::annuity_schedule;
+use crate::money::Amount;
 use crate::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
 use crate::product_terms;
 use crate::risk;
@@ -220,14 +221,14 @@ async fn get_loan_schedule(
     let months = u32::try_from(loan.term_months)
         .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
     let start = loan.disbursement_date.unwrap_or_else(Utc::now);
-    let installments = annuity_schedule(loan.loan_amount, loan.interest_rate, months, start);
+    let installments = annuity_schedule(loan.loan_amount.0, loan.interest_rate, months, start);
     Ok(Json(LoanSchedule {
         loan_id: loan.loan_id,
         loan_amount: loan.loan_amount,
         interest_rate: loan.interest_rate,
         term_months: loan.term_months,
         projected: loan.disbursement_date.is_none(),
-        total_interest: installments.iter().map(|i| i.interest).sum(),
+        total_interest: Amount(installments.iter().map(|i| i.interest).sum()),
         installments,
     }))
 }
@@ -282,12 +283,12 @@ async fn move_loan<A>(
             loan_id: loan.loan_id,
             customer_id: loan.customer_id,
             loan_number: &loan.loan_number,
-            amount: loan.loan_amount,
+            amount: loan.loan_amount.0,
             interest_rate: loan.interest_rate,
             term_months: loan.term_months,
         };
         let (first_due, interest) = ledger::disburse(&mut tx, &disbursal, at).await?;
-        repo::open_balances(&mut tx, key, loan.loan_amount, interest, first_due).await?;
+        repo::open_balances(&mut tx, key, loan.loan_amount.0, interest, first_due).await?;
     }
     let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;

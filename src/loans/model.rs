@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::money::{Installment, Money};
+use crate::money::{Amount, Installment, Money};
 
 pub use crate::ledger::model::LoanStatus;
 
@@ -126,9 +126,7 @@ pub struct Loan {
     pub customer_id: Uuid,
     pub product_code: String,
     pub product_type: String,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String, example = "50000000.00")]
-    pub loan_amount: Decimal,
+    pub loan_amount: Amount,
     /// Annual, as a fraction: "0.1250" is 12.5%.
     #[schema(value_type = String, example = "0.1250")]
     pub interest_rate: Decimal,
@@ -152,20 +150,12 @@ pub struct Loan {
     #[schema(value_type = Option<Object>)]
     pub risk_assessment: Option<sqlx::types::JsonValue>,
     /// Principal still owed; null until disbursed.
-    #[serde(serialize_with = "crate::money::as_optional_cents")]
-    #[schema(value_type = Option<String>)]
-    pub principal_outstanding: Option<Decimal>,
+    pub principal_outstanding: Option<Amount>,
     /// Scheduled interest not yet paid; null until disbursed.
-    #[serde(serialize_with = "crate::money::as_optional_cents")]
-    #[schema(value_type = Option<String>)]
-    pub interest_outstanding: Option<Decimal>,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub fees_outstanding: Decimal,
+    pub interest_outstanding: Option<Amount>,
+    pub fees_outstanding: Amount,
     /// Completed repayments, net of reversals.
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub total_paid: Decimal,
+    pub total_paid: Amount,
     /// Due date of the first installment not fully paid.
     pub next_due_date: Option<NaiveDate>,
     /// Days since `next_due_date`, 0 when not overdue.
@@ -180,16 +170,12 @@ pub struct Loan {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoanSchedule {
     pub loan_id: Uuid,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub loan_amount: Decimal,
+    pub loan_amount: Amount,
     #[schema(value_type = String)]
     pub interest_rate: Decimal,
     pub term_months: i32,
     /// True until the loan is disbursed: due dates then count from today.
     pub projected: bool,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String)]
-    pub total_interest: Decimal,
+    pub total_interest: Amount,
     pub installments: Vec<Installment>,
 }

@@ -396,10 +396,10 @@ async fn confirm_payment(
     }
     let mut books = ledger::open(&mut tx, &loan).await?;
     let before = books.clone();
-    let allocations = books.allocate(payment.amount).map_err(ledger::error)?;
+    let allocations = books.allocate(payment.amount.0).map_err(ledger::error)?;
     let payment = repo::set_status(&mut tx, &payment, PaymentStatus::Completed, None).await?;
     movements::insert_allocations(&mut tx, &payment, &allocations).await?;
-    ledger::save(&mut tx, &loan, &before, &books, payment.amount).await?;
+    ledger::save(&mut tx, &loan, &before, &books, payment.amount.0).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }
@@ -466,12 +466,12 @@ async fn reverse_payment(
     let mut books = ledger::open(&mut tx, &loan).await?;
     let before = books.clone();
     let paid = if payment.payment_type == PaymentKind::Fee {
-        books.reverse_fee(payment.amount).map_err(ledger::error)?;
+        books.reverse_fee(payment.amount.0).map_err(ledger::error)?;
         Decimal::ZERO
     } else {
         let allocations = movements::reverse_allocations(&mut tx, payment.payment_id).await?;
         books.reverse(&allocations);
-        -payment.amount
+        -payment.amount.0
     };
     let payment = repo::set_status(
         &mut tx,

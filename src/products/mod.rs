@@ -155,10 +155,10 @@ async fn update_product(
         name: request.name.unwrap_or(current.name),
         min_amount: request
             .min_amount
-            .map_or(current.min_amount, |m| m.amount()),
+            .map_or(current.min_amount.0, |m| m.amount()),
         max_amount: request
             .max_amount
-            .map_or(current.max_amount, |m| m.amount()),
+            .map_or(current.max_amount.0, |m| m.amount()),
         min_term_months: request.min_term_months.unwrap_or(current.min_term_months),
         max_term_months: request.max_term_months.unwrap_or(current.max_term_months),
         annual_interest_rate: request

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, FieldError};
+use crate::money::Amount;
 use crate::money::Money;
 
 /// A product as the API shows it.
@@ -15,12 +16,8 @@ pub struct Product {
     pub name: String,
     /// PERSONAL_LOAN, BUSINESS_LOAN, …
     pub product_type: String,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String, example = "5000000.00")]
-    pub min_amount: Decimal,
-    #[serde(serialize_with = "crate::money::as_cents")]
-    #[schema(value_type = String, example = "500000000.00")]
-    pub max_amount: Decimal,
+    pub min_amount: Amount,
+    pub max_amount: Amount,
     pub min_term_months: i32,
     pub max_term_months: i32,
     /// Annual rate as a fraction: "0.1250" is 12.5%.
