@@ -15,6 +15,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::ledger::{self, model::PaymentKind, model::PaymentStatus};
 use crate::pii::{IdNumber, PiiCipher};
 use crate::CliResult;
 use binary_copy::BinaryCopy;
@@ -164,13 +165,13 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
             .execute(&mut *tx)
             .await?;
         let loan_id = Uuid::now_v7();
-        sqlx::query(
+        let customer_id: Uuid = sqlx::query_scalar(
             "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
              loan_amount, interest_rate, term_months, status, application_date, approval_date, \
              disbursement_date, maturity_date, collateral_info) \
              SELECT $1, $2, customer_id, $4, $5, $6, $7::numeric, $8, 'DISBURSED', $9, $9, $10, \
                     ($10 AT TIME ZONE 'UTC' + make_interval(months => $8))::date, $11 \
-             FROM core.customers WHERE customer_code = $3",
+             FROM core.customers WHERE customer_code = $3 RETURNING customer_id",
         )
         .bind(loan_id)
         .bind(number)
@@ -183,19 +184,21 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
         .bind(applied)
         .bind(disbursed)
         .bind(&collateral)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        insert_payment(
-            &mut tx,
-            &format!("DSB-{number}"),
+        // Paid out the way the service pays out: schedule, DISBURSEMENT payment, balances.
+        let disbursal = ledger::Disbursal {
             loan_id,
-            "DISBURSEMENT",
+            application_date: applied,
+            customer_id,
+            loan_number: number,
             amount,
-            disbursed,
-            "SYSTEM",
-            "COMPLETED",
-        )
-        .await?;
+            interest_rate: rate.parse()?,
+            term_months: term,
+        };
+        ledger::disburse(&mut tx, &disbursal, disbursed)
+            .await
+            .map_err(|e| format!("disbursing {number}: {e:?}"))?;
     }
 
     let paid_at: DateTime<Utc> = "2024-01-31T16:30:00Z".parse()?;
@@ -208,49 +211,27 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     )
     .fetch_one(&mut *tx)
     .await?;
-    insert_payment(
-        &mut tx,
-        "TXN2024001",
+    // Applied the way the service applies a completed repayment.
+    let loan = ledger::repo::lock_loan(&mut tx, loan_id)
+        .await?
+        .ok_or("LN2024001 was not inserted")?;
+    let repayment = ledger::repo::NewPayment {
+        transaction_id: "TXN2024001",
+        client_reference: None,
         loan_id,
-        "REPAYMENT",
-        Decimal::new(250_000_000, 2),
-        paid_at,
-        "MOBILE_APP",
-        "COMPLETED",
-    )
-    .await?;
+        customer_id: loan.customer_id,
+        payment_type: PaymentKind::Repayment,
+        amount: Decimal::new(250_000_000, 2),
+        payment_method: Some("BANK_TRANSFER"),
+        payment_date: paid_at,
+        status: PaymentStatus::Completed,
+        channel: "MOBILE_APP",
+    };
+    ledger::record_completed(&mut tx, &loan, &repayment)
+        .await
+        .map_err(|e| format!("repaying LN2024001: {e:?}"))?;
     tx.commit().await?;
     Ok(true)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_payment(
-    conn: &mut PgConnection,
-    transaction_id: &str,
-    loan_id: Uuid,
-    kind: &str,
-    amount: Decimal,
-    at: DateTime<Utc>,
-    channel: &str,
-    status: &str,
-) -> CliResult {
-    sqlx::query(
-        "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, payment_type, \
-         amount, payment_method, payment_date, status, channel) \
-         SELECT $1, $2, loan_id, customer_id, $3, $4, 'BANK_TRANSFER', $5, $6, $7 \
-         FROM core.loan_directory WHERE loan_id = $8",
-    )
-    .bind(Uuid::now_v7())
-    .bind(transaction_id)
-    .bind(kind)
-    .bind(amount)
-    .bind(at)
-    .bind(status)
-    .bind(channel)
-    .bind(loan_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// How much to generate for load tests: never more than [`generate`] can hold in memory.

@@ -12,8 +12,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use self::engine::{Allocation, Balances, Component, InstallmentState, Ledger, LedgerError};
-use self::model::LoanStatus;
-use self::repo::LockedLoan;
+use self::model::{LoanStatus, Payment, PaymentKind};
+use self::repo::{LockedLoan, NewPayment};
+use crate::db::errors::ResultExt;
 use crate::error::{ApiError, FieldError};
 use crate::money::annuity_schedule;
 
@@ -105,9 +106,55 @@ pub async fn save(
     Ok(())
 }
 
+/// Inserts a payment row; a client reference the customer used before is 409.
+pub async fn insert_payment(
+    conn: &mut PgConnection,
+    payment: &NewPayment<'_>,
+) -> Result<Payment, ApiError> {
+    let inserted = repo::insert(conn, payment).await.on_constraint(
+        "payment_directory_client_reference_key",
+        || ApiError::Conflict {
+            detail: "this customer has a payment with this client_reference".into(),
+            errors: vec![FieldError::new("client_reference", "already used")],
+        },
+    )?;
+    Ok(inserted)
+}
+
+/// Records a COMPLETED repayment or fee on `loan` (locked by the caller): a repayment is
+/// allocated fees first, then installment by installment, interest before principal; a fee is
+/// charged. The balances follow, closing the loan when nothing is left.
+pub async fn record_completed(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    payment: &NewPayment<'_>,
+) -> Result<Payment, ApiError> {
+    let mut books = open(conn, loan).await?;
+    let before = books.clone();
+    match payment.payment_type {
+        PaymentKind::Repayment => {
+            let allocations = books.allocate(payment.amount).map_err(error)?;
+            let inserted = insert_payment(conn, payment).await?;
+            repo::insert_allocations(conn, &inserted, &allocations).await?;
+            save(conn, loan, &before, &books, payment.amount).await?;
+            Ok(inserted)
+        }
+        PaymentKind::Fee => {
+            books.charge_fee(payment.amount);
+            let inserted = insert_payment(conn, payment).await?;
+            save(conn, loan, &before, &books, Decimal::ZERO).await?;
+            Ok(inserted)
+        }
+        PaymentKind::Disbursement => Err(ApiError::Internal(
+            "a disbursement is recorded by disburse".into(),
+        )),
+    }
+}
+
 /// A loan being paid out.
 pub struct Disbursal<'a> {
     pub loan_id: Uuid,
+    pub application_date: DateTime<Utc>,
     pub customer_id: Uuid,
     pub loan_number: &'a str,
     pub amount: Decimal,
@@ -115,13 +162,13 @@ pub struct Disbursal<'a> {
     pub term_months: i32,
 }
 
-/// Pays a loan out at `at`: writes its schedule and the DISBURSEMENT payment. Returns the first
-/// due date and the total interest, for the loan's balance columns.
+/// Pays a loan out at `at`: writes its schedule and the DISBURSEMENT payment, and opens its
+/// balances (the principal lent and the schedule's interest; nothing paid, no fees).
 pub async fn disburse(
     conn: &mut PgConnection,
     loan: &Disbursal<'_>,
     at: DateTime<Utc>,
-) -> Result<(Option<NaiveDate>, Decimal), ApiError> {
+) -> Result<(), ApiError> {
     let (first_due, interest) = write_schedule(
         conn,
         loan.loan_id,
@@ -141,5 +188,14 @@ pub async fn disburse(
         at,
     )
     .await?;
-    Ok((first_due, interest))
+    repo::open_balances(
+        conn,
+        loan.loan_id,
+        loan.application_date,
+        loan.amount,
+        interest,
+        first_due,
+    )
+    .await?;
+    Ok(())
 }

@@ -106,6 +106,30 @@ pub async fn lock_loan(
     .await
 }
 
+/// Opens a disbursed loan's balance columns.
+pub async fn open_balances(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    application_date: DateTime<Utc>,
+    principal: Decimal,
+    interest: Decimal,
+    first_due: Option<NaiveDate>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE core.loans SET principal_outstanding = $3, interest_outstanding = $4, \
+         fees_outstanding = 0, total_paid = 0, next_due_date = $5 \
+         WHERE loan_id = $1 AND application_date = $2",
+    )
+    .bind(loan_id)
+    .bind(application_date)
+    .bind(principal)
+    .bind(interest)
+    .bind(first_due)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A loan's status and balances, unlocked: what a customer's repayment is checked against
 /// before staff confirm it (the confirmation checks again, under the lock).
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -281,14 +281,14 @@ async fn move_loan<A>(
         let at = loan.disbursement_date.unwrap_or(now);
         let disbursal = ledger::Disbursal {
             loan_id: loan.loan_id,
+            application_date: loan.application_date,
             customer_id: loan.customer_id,
             loan_number: &loan.loan_number,
             amount: loan.loan_amount.0,
             interest_rate: loan.interest_rate,
             term_months: loan.term_months,
         };
-        let (first_due, interest) = ledger::disburse(&mut tx, &disbursal, at).await?;
-        repo::open_balances(&mut tx, key, loan.loan_amount.0, interest, first_due).await?;
+        ledger::disburse(&mut tx, &disbursal, at).await?;
     }
     let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;

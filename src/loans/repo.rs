@@ -1,7 +1,7 @@
 //! SQL for loans. A loan known only by id or number is found through `core.loan_directory`
 //! (one primary-key probe), which gives the partition key, so only one partition is searched.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -147,29 +147,6 @@ pub async fn transition(
         query = query.bind(reason);
     }
     query.fetch_optional(conn).await
-}
-
-/// Sets a newly disbursed loan's balances: all principal and scheduled interest outstanding.
-pub async fn open_balances(
-    conn: &mut PgConnection,
-    key: LoanKey,
-    principal: Decimal,
-    interest: Decimal,
-    first_due: Option<NaiveDate>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE core.loans SET principal_outstanding = $3, interest_outstanding = $4, \
-         fees_outstanding = 0, total_paid = 0, next_due_date = $5 \
-         WHERE loan_id = $1 AND application_date = $2",
-    )
-    .bind(key.loan_id)
-    .bind(key.application_date)
-    .bind(principal)
-    .bind(interest)
-    .bind(first_due)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Filters and position of one page of `list`.

@@ -12,7 +12,6 @@ use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
 use rust_decimal::Decimal;
-use sqlx::PgConnection;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -24,8 +23,7 @@ use self::model::{
 use self::repo::ListFilter;
 use crate::auth::RequestTx;
 use crate::auth::{Authorized, LoanReaders, PaymentMakers, Role, StaffOnly};
-use crate::db::errors::ResultExt;
-use crate::error::{responses, ApiError, FieldError};
+use crate::error::{responses, ApiError};
 use crate::extract::{from_json_value, AppPath, AppQuery, JsonValue, MaybeJson};
 use crate::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
 use crate::ledger;
@@ -206,7 +204,7 @@ async fn record_payment(
             PaymentStatus::Pending,
             "MOBILE_APP",
         );
-        return insert_payment(tx, &pending).await;
+        return ledger::insert_payment(tx, &pending).await;
     }
 
     let loan = movements::lock_loan(tx, request.loan_id)
@@ -218,43 +216,13 @@ async fn record_payment(
             "must not be before the loan's application",
         ));
     }
-    let mut books = ledger::open(tx, &loan).await?;
-    let before = books.clone();
     let completed = new(
         loan.loan_id,
         loan.customer_id,
         PaymentStatus::Completed,
         "BRANCH",
     );
-    match request.payment_type {
-        PaymentType::Repayment => {
-            let allocations = books.allocate(amount).map_err(ledger::error)?;
-            let payment = insert_payment(tx, &completed).await?;
-            movements::insert_allocations(tx, &payment, &allocations).await?;
-            ledger::save(tx, &loan, &before, &books, amount).await?;
-            Ok(payment)
-        }
-        PaymentType::Fee => {
-            books.charge_fee(amount);
-            let payment = insert_payment(tx, &completed).await?;
-            ledger::save(tx, &loan, &before, &books, Decimal::ZERO).await?;
-            Ok(payment)
-        }
-    }
-}
-
-async fn insert_payment(
-    conn: &mut PgConnection,
-    payment: &NewPayment<'_>,
-) -> Result<Payment, ApiError> {
-    let inserted = movements::insert(conn, payment).await.on_constraint(
-        "payment_directory_client_reference_key",
-        || ApiError::Conflict {
-            detail: "this customer has a payment with this client_reference".into(),
-            errors: vec![FieldError::new("client_reference", "already used")],
-        },
-    )?;
-    Ok(inserted)
+    ledger::record_completed(tx, &loan, &completed).await
 }
 
 /// The loan's payments, oldest first (the disbursement among them once paid out).

@@ -314,6 +314,28 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     let structure = app.count(STRUCTURE).await;
     let (ok, _, stderr) = seed(&[]);
     assert!(ok, "{stderr}");
+    // The lab loans are paid out and repaid through the ledger, as the service does it: each has
+    // its schedule and open balances, and TXN2024001's 2,500,000 is allocated to LN2024001.
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.loan_installments").await,
+        24 + 36
+    );
+    let allocated: rust_decimal::Decimal = sqlx::query_scalar(
+        "SELECT sum(a.amount) FROM core.payment_allocations a \
+         JOIN core.payment_directory d USING (payment_id) WHERE d.transaction_id = 'TXN2024001'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(allocated, rust_decimal::Decimal::new(2_500_000, 0));
+    let (principal, total_paid): (rust_decimal::Decimal, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT principal_outstanding, total_paid FROM core.loans WHERE loan_number = 'LN2024001'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(total_paid, rust_decimal::Decimal::new(2_500_000, 0));
+    assert!(principal < rust_decimal::Decimal::new(50_000_000, 0), "{principal}");
     let (ok, _, stderr) = seed(&[
         "--customers",
         "40",

@@ -22,7 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("edge", 0),
     ("server", 0),
     ("state", 0),
-    ("devtools", 0),
+    ("devtools", 1),
     ("ledger", 1),
     ("idempotency", 1),
     ("jobs", 1),
