@@ -1,20 +1,17 @@
 //! `Idempotency-Key` for requests that move money (Stripe semantics).
 //!
-//! Keys belong to a principal (issuer, subject, role, customer: `app.actor`). The first request with a key claims
-//! it in a short transaction of its own; its response, errors included, is stored with the work
-//! (in the same transaction when the work commits) and replayed byte for byte to any later
-//! request with the same key and body. The same key with another body is 422; while the first
-//! is still running, 409. A claim whose request died (no response after a minute) can be taken
-//! over. Keys are kept 24 hours.
+//! Keys belong to a principal (issuer, subject, role, customer: `app.actor`). The first request
+//! with a key claims it inside its own transaction, and its response, business errors included
+//! (the work rolled back to a savepoint), commits with it; it is replayed byte for byte to any
+//! later request with the same key and body. The same key with another body is 422; a request
+//! that finds the first still running waits for it a little, then gets 409. A request that
+//! fails with a 5xx, a timeout or a lost connection leaves no key. Keys are kept 24 hours.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use crate::auth;
-use crate::auth::Caller;
-use crate::db::Database;
 use crate::error::{ApiError, PROBLEM_JSON};
 
 pub const HEADER: &str = "idempotency-key";
@@ -100,64 +97,92 @@ pub enum Claim {
     Mismatch,
 }
 
-/// How long a claim without a response blocks its key before another request may take it over.
-const ABANDONED_AFTER: &str = "60 seconds";
+/// How long a request waits for another with the same key to finish before it is told 409.
+const WAIT_FOR_FIRST: &str = "SET LOCAL lock_timeout = '3s'";
 
+/// Claims `key` inside the work's own transaction, on `conn`, before the work starts.
+///
+/// The key's row is inserted uncommitted, so it holds the key until the transaction ends: a
+/// concurrent request with the same key waits on it (at most three seconds, then
+/// [`Claim::InFlight`]) and then sees the committed response, or claims the key itself if the
+/// first rolled back. A key is therefore only ever committed together with its response: a
+/// 5xx, a timeout or a lost connection rolls the claim back and leaves no key behind.
 pub async fn claim(
-    db: &Database,
-    caller: &Caller,
+    conn: &mut PgConnection,
     key: &IdempotencyKey,
     fingerprint: &[u8],
 ) -> Result<Claim, ApiError> {
-    let mut tx = auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
-    let fresh: Option<bool> = sqlx::query_scalar(&format!(
+    sqlx::query(WAIT_FOR_FIRST).execute(&mut *conn).await?;
+    // A committed IN_FLIGHT row comes from before claims lived in the work's transaction; it
+    // has no response and no work behind it, so it is taken over.
+    let inserted = sqlx::query_scalar::<_, bool>(
         "INSERT INTO core.idempotency_keys AS k (db_role, actor, idempotency_key, request_hash) \
          VALUES (current_user, core.current_actor(), $1, $2) \
          ON CONFLICT (db_role, actor, idempotency_key) DO UPDATE \
              SET locked_at = now(), request_hash = EXCLUDED.request_hash \
-             WHERE k.state = 'IN_FLIGHT' AND k.locked_at < now() - interval '{ABANDONED_AFTER}' \
-         RETURNING true"
-    ))
+             WHERE k.state = 'IN_FLIGHT' \
+         RETURNING true",
+    )
     .bind(&key.0)
     .bind(fingerprint)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let claim = if fresh.is_some() {
-        Claim::Fresh
-    } else {
-        let row: StoredKey = sqlx::query_as(
-            "SELECT state, request_hash, response_status, response_body, response_location \
-             FROM core.idempotency_keys \
-             WHERE db_role = current_user AND actor = core.current_actor() AND idempotency_key = $1",
-        )
-        .bind(&key.0)
-        .fetch_one(&mut *tx)
-        .await?;
-        let StoredKey {
-            state,
-            request_hash: hash,
-            response_status: status,
-            response_body: body,
-            response_location: location,
-        } = row;
-        match (hash == fingerprint, state.as_str(), status) {
-            (false, _, _) => Claim::Mismatch,
-            (true, "DONE", Some(status)) => Claim::Replay(StoredResponse {
-                status: u16::try_from(status)
-                    .map_err(|_| ApiError::Internal(format!("stored status {status}")))?,
-                body: body.ok_or_else(|| {
-                    ApiError::Internal("a stored response without its body".into())
-                })?,
-                location,
-            }),
-            _ => Claim::InFlight,
+    .fetch_optional(&mut *conn)
+    .await;
+    let fresh = match inserted {
+        Ok(fresh) => fresh,
+        // lock_not_available: the first request with this key is still running.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            return Ok(Claim::InFlight)
         }
+        Err(e) => return Err(e.into()),
     };
-    tx.commit().await?;
-    Ok(claim)
+    if fresh.is_some() {
+        // The work waits for locks as any request does, and may be undone to this point.
+        sqlx::query("SET LOCAL lock_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SAVEPOINT idempotent_work")
+            .execute(&mut *conn)
+            .await?;
+        return Ok(Claim::Fresh);
+    }
+    let row: StoredKey = sqlx::query_as(
+        "SELECT state, request_hash, response_status, response_body, response_location \
+         FROM core.idempotency_keys \
+         WHERE db_role = current_user AND actor = core.current_actor() AND idempotency_key = $1",
+    )
+    .bind(&key.0)
+    .fetch_one(&mut *conn)
+    .await?;
+    let StoredKey {
+        state,
+        request_hash: hash,
+        response_status: status,
+        response_body: body,
+        response_location: location,
+    } = row;
+    Ok(match (hash == fingerprint, state.as_str(), status) {
+        (false, _, _) => Claim::Mismatch,
+        (true, "DONE", Some(status)) => Claim::Replay(StoredResponse {
+            status: u16::try_from(status)
+                .map_err(|_| ApiError::Internal(format!("stored status {status}")))?,
+            body: body
+                .ok_or_else(|| ApiError::Internal("a stored response without its body".into()))?,
+            location,
+        }),
+        _ => Claim::InFlight,
+    })
 }
 
-/// Stores the response for `key` on `conn` (inside the work's transaction, or on its own).
+/// Undoes the work of a [`Claim::Fresh`] request that ended in a business error (4xx), keeping
+/// the claim, so that the error can be stored as the key's response.
+pub async fn undo_work(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("ROLLBACK TO SAVEPOINT idempotent_work")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores the response for `key` in the work's transaction, as it commits.
 pub async fn record(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
@@ -175,41 +200,6 @@ pub async fn record(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Stores an error response after the work rolled back.
-pub async fn record_alone(
-    db: &Database,
-    caller: &Caller,
-    key: &IdempotencyKey,
-    response: &StoredResponse,
-) -> Result<(), ApiError> {
-    let mut tx = auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
-    record(&mut tx, key, response).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Frees a key whose request failed for a reason worth retrying (database unavailable,
-/// contention, timeout), so the client's retry does the work.
-pub async fn release(db: &Database, caller: &Caller, key: &IdempotencyKey) {
-    let result = async {
-        let mut tx =
-            auth::begin_as(&db.pool, caller, false, db.statement_timeout.as_millis()).await?;
-        sqlx::query(
-            "UPDATE core.idempotency_keys SET locked_at = '-infinity' \
-             WHERE db_role = current_user AND actor = core.current_actor() \
-               AND idempotency_key = $1 AND state = 'IN_FLIGHT'",
-        )
-        .bind(&key.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not release an idempotency key; it frees itself in a minute");
-    }
 }
 
 /// Removes keys older than 24 hours (the hourly upkeep).

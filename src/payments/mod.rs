@@ -70,7 +70,10 @@ async fn create_payment(
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
-    match idempotency::claim(&state.db, &caller, &key, &fingerprint).await? {
+    // One transaction: the key's claim, the work and the response commit together, or not at
+    // all (a 5xx drops the transaction, and with it the claim).
+    let mut tx = RequestTx::<PaymentMakers>::begin(&state.db, caller, false).await?;
+    match idempotency::claim(&mut tx, &key, &fingerprint).await? {
         Claim::Fresh => {}
         Claim::Replay(stored) => return Ok(stored.into_response(true)),
         Claim::InFlight => {
@@ -85,43 +88,27 @@ async fn create_payment(
             ))
         }
     }
-
-    let mut tx = match RequestTx::<PaymentMakers>::begin(&state.db, caller.clone(), false).await {
-        Ok(tx) => tx,
+    let stored = match record_payment(&state, &mut tx, value).await {
+        Ok(payment) => StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: serde_json::to_vec(&payment)
+                .map_err(|e| ApiError::Internal(format!("payment response: {e}")))?,
+            location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
+        },
+        Err(error) if error.status().is_server_error() => return Err(error),
         Err(error) => {
-            idempotency::release(&state.db, &caller, &key).await;
-            return Err(error);
-        }
-    };
-    match record_payment(&state, &mut tx, value).await {
-        Ok(payment) => {
-            let stored = StoredResponse {
-                status: StatusCode::CREATED.as_u16(),
-                body: serde_json::to_vec(&payment)
-                    .map_err(|e| ApiError::Internal(format!("payment response: {e}")))?,
-                location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
-            };
-            idempotency::record(&mut tx, &key, &stored).await?;
-            tx.commit().await?;
-            Ok(stored.into_response(false))
-        }
-        Err(error) if error.status().is_server_error() => {
-            drop(tx);
-            idempotency::release(&state.db, &caller, &key).await;
-            Err(error)
-        }
-        Err(error) => {
-            drop(tx);
+            idempotency::undo_work(&mut tx).await?;
             let (status, body) = error.render(PAYMENTS_PATH);
-            let stored = StoredResponse {
+            StoredResponse {
                 status: status.as_u16(),
                 body,
                 location: None,
-            };
-            idempotency::record_alone(&state.db, &caller, &key, &stored).await?;
-            Ok(stored.into_response(false))
+            }
         }
-    }
+    };
+    idempotency::record(&mut tx, &key, &stored).await?;
+    tx.commit().await?;
+    Ok(stored.into_response(false))
 }
 
 /// A new server-assigned transaction id. Clients never choose one: a chosen id could be the

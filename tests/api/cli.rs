@@ -317,7 +317,8 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     // The lab loans are paid out and repaid through the ledger, as the service does it: each has
     // its schedule and open balances, and TXN2024001's 2,500,000 is allocated to LN2024001.
     assert_eq!(
-        app.count("SELECT count(*) FROM core.loan_installments").await,
+        app.count("SELECT count(*) FROM core.loan_installments")
+            .await,
         24 + 36
     );
     let allocated: rust_decimal::Decimal = sqlx::query_scalar(
@@ -335,7 +336,10 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     .await
     .unwrap();
     assert_eq!(total_paid, rust_decimal::Decimal::new(2_500_000, 0));
-    assert!(principal < rust_decimal::Decimal::new(50_000_000, 0), "{principal}");
+    assert!(
+        principal < rust_decimal::Decimal::new(50_000_000, 0),
+        "{principal}"
+    );
     let (ok, _, stderr) = seed(&[
         "--customers",
         "40",

@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod lakehouse;
 mod loans;
+mod money_core;
 mod openapi;
 mod operations;
 mod ops;

@@ -1,0 +1,276 @@
+//! The money core's commands: one transaction per command, the Idempotency-Key claim inside it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use lakehouse_api::app::{self, HttpLimits};
+use lakehouse_api::auth::{Claims, JwtKeys};
+use lakehouse_api::config::{HttpConfig, Secret};
+use lakehouse_api::db;
+use lakehouse_api::devtools::TempCluster;
+use lakehouse_api::pii::PiiCipher;
+use lakehouse_api::state::AppState;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::{customer_body, pii_keys, send_via, TestApp, JWT_SECRET};
+
+fn repayment(loan: &Value, amount: &str) -> Value {
+    json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_with_one_key_wait_for_the_first_and_replay_its_response() {
+    let app = Arc::new(TestApp::spawn().await);
+    let customer = app.approved_customer("CUSTM01", "610610610").await;
+    let loan = app
+        .disbursed_loan(customer, "ZERO_RATE", "1000000.00", 10)
+        .await;
+    let body = repayment(&loan, "1000.00");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move {
+                let r = app.pay(&app.staff(), "one-key", &body).await;
+                let replayed = r.header("idempotent-replayed").is_some();
+                (r.status, r.body, replayed)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    // No 409: each waited for the first and got its response.
+    assert!(
+        answers.iter().all(|(s, ..)| *s == StatusCode::CREATED),
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|(_, b, _)| *b == answers[0].1));
+    assert_eq!(answers.iter().filter(|(.., replayed)| !replayed).count(), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.payments WHERE payment_type = 'REPAYMENT'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_first_is_still_running_gets_409_after_a_bounded_wait() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTM02", "620620620").await;
+    let loan = app
+        .disbursed_loan(customer, "ZERO_RATE", "1000000.00", 10)
+        .await;
+    // A first request with this key, still running: its claim is inserted, not committed.
+    let mut first = PgConnection::connect(&app.owner_url).await.unwrap();
+    sqlx::raw_sql(
+        "BEGIN; INSERT INTO core.idempotency_keys (db_role, actor, idempotency_key, request_hash) \
+         VALUES ('lakehouse_staff', 'local|test-staff|staff', 'held', '\\x00')",
+    )
+    .execute(&mut first)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let waited = app
+        .pay(&app.staff(), "held", &repayment(&loan, "5.00"))
+        .await;
+    waited.problem(StatusCode::CONFLICT);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for the first"
+    );
+    // The first goes away without a response (a crash, say): the key is free at once.
+    sqlx::raw_sql("ROLLBACK").execute(&mut first).await.unwrap();
+    let retried = app
+        .pay(&app.staff(), "held", &repayment(&loan, "5.00"))
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text());
+}
+
+#[tokio::test]
+async fn a_failed_request_leaves_no_key_and_a_business_error_is_stored() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTM03", "630630630").await;
+    let loan = app
+        .disbursed_loan(customer, "ZERO_RATE", "1000000.00", 10)
+        .await;
+    let too_much = app
+        .pay(&app.staff(), "too-much", &repayment(&loan, "5000000.00"))
+        .await;
+    too_much.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let stored: (String, i32) = sqlx::query_as(
+        "SELECT state, response_status FROM core.idempotency_keys WHERE idempotency_key = 'too-much'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(stored, ("DONE".into(), 422));
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.payments WHERE payment_type = 'REPAYMENT'")
+            .await,
+        0,
+        "the refused work was rolled back, the claim kept"
+    );
+}
+
+/// PostgreSQL stops while a payment waits for its loan's lock; after the restart the client's
+/// retry with the same key is served at once (the old separate claim left the key "still being
+/// processed" for a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
+    let cluster = match TempCluster::start() {
+        Ok(c) => c,
+        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
+            eprintln!("outage test skipped: no local PostgreSQL binaries ({e})");
+            return;
+        }
+        Err(e) => panic!("cannot start a cluster: {e}"),
+    };
+    cluster
+        .remove_when_process_exits(std::process::id())
+        .unwrap();
+    let admin: PgConnectOptions = cluster.url("postgres").parse().unwrap();
+    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+    sqlx::raw_sql("CREATE DATABASE outage")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let owner = admin.clone().database("outage");
+    let password = "outage-test-app-password";
+    db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(800))
+        .test_before_acquire(false)
+        .connect_lazy_with(
+            owner
+                .clone()
+                .username(db::AUTHENTICATOR_ROLE)
+                .password(password),
+        );
+    let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+    let staff = keys.sign(&Claims {
+        sub: "outage".into(),
+        role: "staff".into(),
+        customer_id: None,
+        exp: chrono::Utc::now().timestamp() + 600,
+        iat: None,
+    });
+    let http = HttpConfig {
+        rate_limits: crate::helpers::unlimited(),
+        ..HttpConfig::default()
+    };
+    let state = AppState::new(
+        pool,
+        keys,
+        PiiCipher::new(&pii_keys()),
+        Duration::from_secs(5),
+        &http,
+    );
+    let router = app::router(state, HttpLimits::from_config(&http));
+    let send = |method: Method, path: String, body: Value, key: Option<&str>| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {staff}"))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let router = router.clone();
+        async move { send_via(&router, request).await }
+    };
+
+    let mut owner_conn = PgConnection::connect_with(&owner).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
+         min_term_months, max_term_months, annual_interest_rate) \
+         VALUES ('ZERO_RATE', 'Interest-free', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0)",
+    )
+    .execute(&mut owner_conn)
+    .await
+    .unwrap();
+    let customer = send(
+        Method::POST,
+        "/v1/customers".into(),
+        customer_body("CUSTM04", "640640640"),
+        None,
+    )
+    .await;
+    assert_eq!(customer.status, StatusCode::CREATED, "{}", customer.text());
+    let customer_id = customer.json()["customer_id"].as_str().unwrap().to_owned();
+    let kyc = send(
+        Method::POST,
+        format!("/v1/customers/{customer_id}/kyc"),
+        json!({"decision": "APPROVE"}),
+        None,
+    )
+    .await;
+    assert_eq!(kyc.status, StatusCode::OK);
+    let loan = send(Method::POST, "/v1/loans".into(), json!({"customer_id": customer_id, "product_code": "ZERO_RATE", "amount": "1000000.00", "term_months": 10}), None).await;
+    assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
+    let loan = loan.json();
+    let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
+    for verb in ["approve", "disburse"] {
+        let moved = send(
+            Method::POST,
+            format!("/v1/loans/{loan_id}/{verb}"),
+            json!({}),
+            None,
+        )
+        .await;
+        assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
+    }
+
+    // The payment waits behind a lock on its loan while PostgreSQL goes down.
+    sqlx::raw_sql(&format!(
+        "BEGIN; SELECT 1 FROM core.loans WHERE loan_id = '{loan_id}' FOR UPDATE"
+    ))
+    .execute(&mut owner_conn)
+    .await
+    .unwrap();
+    let paying = tokio::spawn(send(
+        Method::POST,
+        "/v1/payments".into(),
+        repayment(&loan, "100.00"),
+        Some("outage-key"),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop().unwrap();
+    let failed = paying.await.unwrap();
+    assert!(
+        failed.status.is_server_error(),
+        "{} {}",
+        failed.status,
+        failed.text()
+    );
+    cluster.restart().unwrap();
+
+    let started = Instant::now();
+    let retried = loop {
+        let r = send(
+            Method::POST,
+            "/v1/payments".into(),
+            repayment(&loan, "100.00"),
+            Some("outage-key"),
+        )
+        .await;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
