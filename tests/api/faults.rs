@@ -9,10 +9,9 @@ use lakehouse_api::auth::JwtKeys;
 use lakehouse_api::config::HttpConfig;
 use lakehouse_api::config::Secret;
 use lakehouse_api::db;
-use lakehouse_api::devtools::TempCluster;
 use lakehouse_api::pii::PiiCipher;
 use lakehouse_api::state::AppState;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{customer_body, pii_keys, send_via, JWT_SECRET};
@@ -20,30 +19,10 @@ use crate::helpers::{customer_body, pii_keys, send_via, JWT_SECRET};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself() {
     // A cluster of its own: stopping the shared one would fail every other test.
-    let cluster = match TempCluster::start() {
-        Ok(c) => c,
-        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
-            eprintln!("fault test skipped: no local PostgreSQL binaries ({e})");
-            return;
-        }
-        Err(e) => panic!("cannot start a cluster: {e}"),
-    };
-    cluster
-        .remove_when_process_exits(std::process::id())
-        .unwrap();
-    let admin: PgConnectOptions = cluster.url("postgres").parse().unwrap();
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::raw_sql("CREATE DATABASE faults")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let owner = admin.clone().database("faults");
     let password = "fault-test-app-password";
-    db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
-        .await
-        .unwrap();
-
+    let Some((cluster, owner)) = crate::helpers::own_cluster("faults", password).await else {
+        return;
+    };
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_millis(800))

@@ -697,3 +697,35 @@ impl Drop for Served {
         self.task.abort();
     }
 }
+
+/// A cluster of the test's own (for tests that stop PostgreSQL), with `database` created and
+/// migrated and `app_password` set on the pool's login. `None`, after saying why, where the
+/// PostgreSQL binaries are missing and DATABASE_URL names the server instead.
+pub async fn own_cluster(
+    database: &str,
+    app_password: &str,
+) -> Option<(TempCluster, PgConnectOptions)> {
+    let cluster = match TempCluster::start() {
+        Ok(c) => c,
+        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
+            eprintln!("skipped: no local PostgreSQL binaries to stop and start ({e})");
+            return None;
+        }
+        Err(e) => panic!("cannot start a cluster: {e}"),
+    };
+    cluster
+        .remove_when_process_exits(std::process::id())
+        .expect("a watchdog for the cluster");
+    let admin: PgConnectOptions = cluster.url("postgres").parse().expect("the cluster's URL");
+    let mut conn = PgConnection::connect_with(&admin).await.expect("connect");
+    sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
+        .execute(&mut conn)
+        .await
+        .expect("create the database");
+    conn.close().await.ok();
+    let owner = admin.database(database);
+    db::migrate(&owner, Some(&Secret::new(app_password.as_bytes().to_vec())))
+        .await
+        .expect("migrate");
+    Some((cluster, owner))
+}

@@ -8,11 +8,10 @@ use lakehouse_api::app::{self, HttpLimits};
 use lakehouse_api::auth::{Claims, JwtKeys};
 use lakehouse_api::config::{HttpConfig, Secret};
 use lakehouse_api::db;
-use lakehouse_api::devtools::TempCluster;
 use lakehouse_api::pii::PiiCipher;
 use lakehouse_api::state::AppState;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{customer_body, pii_keys, send_via, TestApp, JWT_SECRET};
@@ -121,29 +120,10 @@ async fn a_failed_request_leaves_no_key_and_a_business_error_is_stored() {
 /// processed" for a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
-    let cluster = match TempCluster::start() {
-        Ok(c) => c,
-        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
-            eprintln!("outage test skipped: no local PostgreSQL binaries ({e})");
-            return;
-        }
-        Err(e) => panic!("cannot start a cluster: {e}"),
-    };
-    cluster
-        .remove_when_process_exits(std::process::id())
-        .unwrap();
-    let admin: PgConnectOptions = cluster.url("postgres").parse().unwrap();
-    let mut conn = PgConnection::connect_with(&admin).await.unwrap();
-    sqlx::raw_sql("CREATE DATABASE outage")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let owner = admin.clone().database("outage");
     let password = "outage-test-app-password";
-    db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
-        .await
-        .unwrap();
+    let Some((cluster, owner)) = crate::helpers::own_cluster("outage", password).await else {
+        return;
+    };
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_millis(800))

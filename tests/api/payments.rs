@@ -347,45 +347,6 @@ async fn idempotency_keys_replay_the_first_response_and_refuse_a_different_body(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_requests_with_one_key_make_one_payment() {
-    let app = Arc::new(TestApp::spawn().await);
-    let customer = app.approved_customer("CUST540", "540540540").await;
-    let loan = app
-        .disbursed_loan(customer, "ZERO_RATE", "1000000.00", 10)
-        .await;
-    let body = repayment(&loan, "1000.00");
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (app, body) = (app.clone(), body.clone());
-            tokio::spawn(async move {
-                let r = app.pay(&app.staff(), "same-key", &body).await;
-                (r.status, r.body)
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.unwrap());
-    }
-    assert_eq!(
-        app.count("SELECT count(*) FROM core.payments WHERE payment_type = 'REPAYMENT'")
-            .await,
-        1
-    );
-    let settled: Vec<_> = answers
-        .iter()
-        .filter(|(s, _)| *s != StatusCode::CONFLICT)
-        .collect();
-    assert!(!settled.is_empty());
-    assert!(settled.iter().all(|a| *a == settled[0]), "{settled:?}");
-    assert_eq!(settled[0].0, StatusCode::CREATED);
-    assert!(answers
-        .iter()
-        .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
-    assert_eq!(app.loan(&loan).await["total_paid"], "1000.00");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_repayments_where_ten_fit_complete_exactly_ten() {
     let app = Arc::new(TestApp::spawn().await);
     let customer = app.approved_customer("CUST550", "550550550").await;
