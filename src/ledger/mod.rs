@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use self::engine::{Allocation, Balances, Component, InstallmentState, Ledger, LedgerError};
-use self::model::{LoanStatus, Payment, PaymentKind};
+use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
 use self::repo::{LockedLoan, NewPayment};
 use crate::db::errors::ResultExt;
 use crate::error::{ApiError, FieldError};
@@ -149,6 +149,52 @@ pub async fn record_completed(
             "a disbursement is recorded by disburse".into(),
         )),
     }
+}
+
+/// Confirms a PENDING repayment on `loan` (locked by the caller): it is applied as a completed
+/// one would be, against the balances of now (422 if it is more than is owed by then).
+pub async fn confirm(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    payment: &Payment,
+) -> Result<Payment, ApiError> {
+    let mut books = open(conn, loan).await?;
+    let before = books.clone();
+    let amount = payment.amount.0;
+    let allocations = books.allocate(amount).map_err(error)?;
+    let confirmed = repo::set_status(conn, payment, PaymentStatus::Completed, None).await?;
+    repo::insert_allocations(conn, &confirmed, &allocations).await?;
+    save(conn, loan, &before, &books, amount).await?;
+    Ok(confirmed)
+}
+
+/// Reverses a COMPLETED repayment or fee on `loan` (locked by the caller): exactly what it did
+/// is undone, reopening a loan it had closed.
+pub async fn reverse(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    payment: &Payment,
+    reason: Option<&str>,
+) -> Result<Payment, ApiError> {
+    let mut books = open(conn, loan).await?;
+    let before = books.clone();
+    let paid = match payment.payment_type {
+        PaymentKind::Fee => {
+            books.reverse_fee(payment.amount.0).map_err(error)?;
+            Decimal::ZERO
+        }
+        PaymentKind::Repayment => {
+            let allocations = repo::reverse_allocations(conn, payment.payment_id).await?;
+            books.reverse(&allocations);
+            -payment.amount.0
+        }
+        PaymentKind::Disbursement => {
+            return Err(ApiError::conflict("a disbursement is not reversed"))
+        }
+    };
+    let reversed = repo::set_status(conn, payment, PaymentStatus::Reversed, reason).await?;
+    save(conn, loan, &before, &books, paid).await?;
+    Ok(reversed)
 }
 
 /// A loan being paid out.

@@ -349,12 +349,7 @@ async fn confirm_payment(
     if payment.status != PaymentStatus::Pending {
         return Err(illegal("confirm", &payment));
     }
-    let mut books = ledger::open(&mut tx, &loan).await?;
-    let before = books.clone();
-    let allocations = books.allocate(payment.amount.0).map_err(ledger::error)?;
-    let payment = repo::set_status(&mut tx, &payment, PaymentStatus::Completed, None).await?;
-    movements::insert_allocations(&mut tx, &payment, &allocations).await?;
-    ledger::save(&mut tx, &loan, &before, &books, payment.amount.0).await?;
+    let payment = ledger::confirm(&mut tx, &loan, &payment).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }
@@ -385,7 +380,7 @@ async fn fail_payment(
         return Err(illegal("fail", &payment));
     }
     let payment =
-        repo::set_status(&mut tx, &payment, PaymentStatus::Failed, reason.as_deref()).await?;
+        movements::set_status(&mut tx, &payment, PaymentStatus::Failed, reason.as_deref()).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }
@@ -418,24 +413,7 @@ async fn reverse_payment(
     {
         return Err(illegal("reverse", &payment));
     }
-    let mut books = ledger::open(&mut tx, &loan).await?;
-    let before = books.clone();
-    let paid = if payment.payment_type == PaymentKind::Fee {
-        books.reverse_fee(payment.amount.0).map_err(ledger::error)?;
-        Decimal::ZERO
-    } else {
-        let allocations = movements::reverse_allocations(&mut tx, payment.payment_id).await?;
-        books.reverse(&allocations);
-        -payment.amount.0
-    };
-    let payment = repo::set_status(
-        &mut tx,
-        &payment,
-        PaymentStatus::Reversed,
-        reason.as_deref(),
-    )
-    .await?;
-    ledger::save(&mut tx, &loan, &before, &books, paid).await?;
+    let payment = ledger::reverse(&mut tx, &loan, &payment, reason.as_deref()).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }

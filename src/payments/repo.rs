@@ -22,27 +22,6 @@ pub async fn find(
     sqlx::query_as(&sql).bind(id).fetch_optional(conn).await
 }
 
-pub async fn set_status(
-    conn: &mut PgConnection,
-    payment: &Payment,
-    to: PaymentStatus,
-    reason: Option<&str>,
-) -> Result<Payment, sqlx::Error> {
-    let sql = format!(
-        "UPDATE core.payments AS p SET status = $3, status_changed_at = now(), \
-         status_changed_by = core.current_actor(), status_reason = $4, version = version + 1, \
-         updated_at = now(), updated_by = core.current_actor() \
-         WHERE p.payment_id = $1 AND p.payment_date = $2 RETURNING {COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(payment.payment_id)
-        .bind(payment.payment_date)
-        .bind(to.as_str())
-        .bind(reason)
-        .fetch_one(conn)
-        .await
-}
-
 /// When a loan was applied for (its partition key), through the directory; `None` when the
 /// caller cannot see it.
 pub async fn loan_applied_at(
