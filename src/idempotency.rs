@@ -97,10 +97,12 @@ pub enum Claim {
     Mismatch,
 }
 
-/// How long a request waits for another with the same key to finish before it is told 409.
-const WAIT_FOR_FIRST: &str = "SET LOCAL lock_timeout = '3s'";
+/// How long a request waits for another with the same key to finish before it is told 409: the
+/// lock timeout of the transaction the claim is made in (`RequestTx::begin_bounded`).
+pub const WAIT_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Claims `key` inside the work's own transaction, on `conn`, before the work starts.
+/// Claims `key` inside the work's own transaction, on `conn`, before the work starts; the
+/// transaction was begun with [`WAIT_FOR_FIRST`] as its lock timeout.
 ///
 /// The key's row is inserted uncommitted, so it holds the key until the transaction ends: a
 /// concurrent request with the same key waits on it (at most three seconds, then
@@ -112,7 +114,6 @@ pub async fn claim(
     key: &IdempotencyKey,
     fingerprint: &[u8],
 ) -> Result<Claim, ApiError> {
-    sqlx::query(WAIT_FOR_FIRST).execute(&mut *conn).await?;
     // A committed IN_FLIGHT row comes from before claims lived in the work's transaction; it
     // has no response and no work behind it, so it is taken over.
     let inserted = sqlx::query_scalar::<_, bool>(
@@ -136,10 +137,8 @@ pub async fn claim(
         Err(e) => return Err(e.into()),
     };
     if fresh.is_some() {
-        // The work waits for locks as any request does, and may be undone to this point.
-        sqlx::query("SET LOCAL lock_timeout = 0")
-            .execute(&mut *conn)
-            .await?;
+        // The work may be undone to this point (its lock waits keep the same bound: one that
+        // runs out is a 5xx, and the claim goes with it).
         sqlx::query("SAVEPOINT idempotent_work")
             .execute(&mut *conn)
             .await?;

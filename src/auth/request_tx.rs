@@ -32,10 +32,35 @@ impl<A: Access> RequestTx<A> {
     /// Begins a transaction for `caller` outside extraction (for handlers that must do
     /// something before it, like claiming an idempotency key). 403 unless `A` permits the role.
     pub async fn begin(db: &Database, caller: Caller, read_only: bool) -> Result<Self, ApiError> {
+        let begin = begin_statement(&caller, read_only, db.statement_timeout.as_millis());
+        Self::begin_with(db, caller, read_only, begin).await
+    }
+
+    /// Begins a writing transaction whose every lock wait ends after `lock_timeout` (with
+    /// SQLSTATE 55P03), set in the same message as the `BEGIN`: for commands that claim an
+    /// idempotency key first, so that a request whose key is still held waits that long.
+    pub async fn begin_bounded(
+        db: &Database,
+        caller: Caller,
+        lock_timeout: std::time::Duration,
+    ) -> Result<Self, ApiError> {
+        let begin = format!(
+            "{}; SET LOCAL lock_timeout = {}",
+            begin_statement(&caller, false, db.statement_timeout.as_millis()),
+            lock_timeout.as_millis()
+        );
+        Self::begin_with(db, caller, false, begin).await
+    }
+
+    async fn begin_with(
+        db: &Database,
+        caller: Caller,
+        read_only: bool,
+        begin: String,
+    ) -> Result<Self, ApiError> {
         if !A::permits(caller.role) {
             return Err(ApiError::Forbidden);
         }
-        let begin = begin_statement(&caller, read_only, db.statement_timeout.as_millis());
         let waiting = metrics::gauge!("db_pool_acquire_waiting");
         waiting.increment(1.0);
         // On a task of its own: if the client goes away while BEGIN is in flight, sqlx would

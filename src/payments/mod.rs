@@ -72,7 +72,9 @@ async fn create_payment(
     let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
     // One transaction: the key's claim, the work and the response commit together, or not at
     // all (a 5xx drops the transaction, and with it the claim).
-    let mut tx = RequestTx::<PaymentMakers>::begin(&state.db, caller, false).await?;
+    let mut tx =
+        RequestTx::<PaymentMakers>::begin_bounded(&state.db, caller, idempotency::WAIT_FOR_FIRST)
+            .await?;
     match idempotency::claim(&mut tx, &key, &fingerprint).await? {
         Claim::Fresh => {}
         Claim::Replay(stored) => return Ok(stored.into_response(true)),
