@@ -124,7 +124,7 @@ pub async fn buffer_body(State(gate): State<BodyGate>, request: Request, next: N
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let Ok(_permit) = gate.permits.clone().try_acquire_owned() else {
+    let Ok(permit) = gate.permits.clone().try_acquire_owned() else {
         metrics::counter!("http_body_gate_full_total").increment(1);
         return ApiError::Unavailable {
             retry_after_secs: 1,
@@ -144,7 +144,7 @@ pub async fn buffer_body(State(gate): State<BodyGate>, request: Request, next: N
         Ok(Err(_)) => return ApiError::PayloadTooLarge.into_response(),
         Ok(Ok(bytes)) => bytes,
     };
-    drop(_permit);
+    drop(permit);
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

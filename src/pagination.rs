@@ -175,16 +175,6 @@ pub struct IdCursor {
     pub after: Uuid,
 }
 
-impl IdCursor {
-    pub fn encode(&self) -> Result<String, ApiError> {
-        encode(self)
-    }
-
-    pub fn decode(text: &str) -> Result<Self, ApiError> {
-        decode(text)
-    }
-}
-
 /// An opaque cursor for any position type.
 pub fn encode<T: Serialize>(position: &T) -> Result<String, ApiError> {
     serde_json::to_vec(position)
@@ -210,8 +200,11 @@ mod tests {
         let cursor = IdCursor {
             after: Uuid::now_v7(),
         };
-        assert_eq!(IdCursor::decode(&cursor.encode().unwrap()).unwrap(), cursor);
-        assert!(IdCursor::decode("not-a-cursor").is_err());
+        assert_eq!(
+            decode::<IdCursor>(&encode(&cursor).unwrap()).unwrap(),
+            cursor
+        );
+        assert!(decode::<IdCursor>("not-a-cursor").is_err());
     }
 
     #[test]
@@ -222,7 +215,7 @@ mod tests {
         let page = request(2).page(ids.clone(), by_id).unwrap();
         assert_eq!(page.data, ids[..2]);
         let next = page.next_cursor.unwrap();
-        assert_eq!(IdCursor::decode(&next).unwrap().after, ids[1]);
+        assert_eq!(decode::<IdCursor>(&next).unwrap().after, ids[1]);
         assert!(request(3).page(ids, by_id).unwrap().next_cursor.is_none());
     }
 

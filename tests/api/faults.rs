@@ -4,57 +4,24 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::auth::JwtKeys;
-use lakehouse_api::config::HttpConfig;
-use lakehouse_api::config::Secret;
-use lakehouse_api::db;
-use lakehouse_api::pii::PiiCipher;
-use lakehouse_api::state::AppState;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{customer_body, pii_keys, send_via, JWT_SECRET};
+use crate::helpers::{customer_body, send_via, OwnCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself() {
     // A cluster of its own: stopping the shared one would fail every other test.
-    let password = "fault-test-app-password";
-    let Some((cluster, owner)) = crate::helpers::own_cluster("faults", password).await else {
+    let Some(own) =
+        OwnCluster::start("faults", Duration::from_secs(2), Duration::from_secs(3)).await
+    else {
         return;
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(800))
-        .test_before_acquire(false)
-        .connect_lazy_with(
-            owner
-                .clone()
-                .username(db::AUTHENTICATOR_ROLE)
-                .password(password),
-        );
-    let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
-    let token = keys.sign(&lakehouse_api::auth::Claims {
-        sub: "fault-test".into(),
-        role: "staff".into(),
-        customer_id: None,
-        exp: chrono::Utc::now().timestamp() + 600,
-        iat: None,
-    });
-    let http = HttpConfig {
-        body_limit_bytes: 65536,
-        rate_limits: crate::helpers::unlimited(),
-        request_timeout: Duration::from_secs(3),
-        ..HttpConfig::default()
-    };
-    let state = AppState::new(
-        pool,
-        keys,
-        PiiCipher::new(&pii_keys()),
-        Duration::from_secs(2),
-        &http,
-    );
-    let router = app::router(state, HttpLimits::from_config(&http));
+    let OwnCluster {
+        cluster,
+        owner,
+        router,
+        staff: token,
+    } = own;
 
     // A client writing customers one after another, logging each answer.
     let writer = tokio::spawn({

@@ -698,34 +698,84 @@ impl Drop for Served {
     }
 }
 
-/// A cluster of the test's own (for tests that stop PostgreSQL), with `database` created and
-/// migrated and `app_password` set on the pool's login. `None`, after saying why, where the
-/// PostgreSQL binaries are missing and DATABASE_URL names the server instead.
-pub async fn own_cluster(
-    database: &str,
-    app_password: &str,
-) -> Option<(TempCluster, PgConnectOptions)> {
-    let cluster = match TempCluster::start() {
-        Ok(c) => c,
-        Err(e) if std::env::var("DATABASE_URL").is_ok() => {
-            eprintln!("skipped: no local PostgreSQL binaries to stop and start ({e})");
-            return None;
-        }
-        Err(e) => panic!("cannot start a cluster: {e}"),
-    };
-    cluster
-        .remove_when_process_exits(std::process::id())
-        .expect("a watchdog for the cluster");
-    let admin: PgConnectOptions = cluster.url("postgres").parse().expect("the cluster's URL");
-    let mut conn = PgConnection::connect_with(&admin).await.expect("connect");
-    sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
-        .execute(&mut conn)
-        .await
-        .expect("create the database");
-    conn.close().await.ok();
-    let owner = admin.database(database);
-    db::migrate(&owner, Some(&Secret::new(app_password.as_bytes().to_vec())))
-        .await
-        .expect("migrate");
-    Some((cluster, owner))
+/// A cluster of the test's own (for tests that stop PostgreSQL), with `database` migrated, and
+/// the service's router on it with these timeouts and a staff token for it.
+pub struct OwnCluster {
+    pub cluster: TempCluster,
+    /// The owner, on `database`.
+    pub owner: PgConnectOptions,
+    pub router: Router,
+    pub staff: String,
+}
+
+impl OwnCluster {
+    /// `None`, after saying why, where the PostgreSQL binaries are missing and DATABASE_URL
+    /// names the server instead.
+    pub async fn start(
+        database: &str,
+        statement_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Option<Self> {
+        let cluster = match TempCluster::start() {
+            Ok(c) => c,
+            Err(e) if std::env::var("DATABASE_URL").is_ok() => {
+                eprintln!("skipped: no local PostgreSQL binaries to stop and start ({e})");
+                return None;
+            }
+            Err(e) => panic!("cannot start a cluster: {e}"),
+        };
+        cluster
+            .remove_when_process_exits(std::process::id())
+            .expect("a watchdog for the cluster");
+        let admin: PgConnectOptions = cluster.url("postgres").parse().expect("the cluster's URL");
+        let mut conn = PgConnection::connect_with(&admin).await.expect("connect");
+        sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the database");
+        conn.close().await.ok();
+        let owner = admin.database(database);
+        let password = "own-cluster-app-password";
+        db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
+            .await
+            .expect("migrate");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_millis(800))
+            .test_before_acquire(false)
+            .connect_lazy_with(
+                owner
+                    .clone()
+                    .username(db::AUTHENTICATOR_ROLE)
+                    .password(password),
+            );
+        let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+        let staff = keys.sign(&Claims {
+            sub: format!("{database}-staff"),
+            role: "staff".into(),
+            customer_id: None,
+            exp: chrono::Utc::now().timestamp() + 600,
+            iat: None,
+        });
+        let http = HttpConfig {
+            body_limit_bytes: 65536,
+            rate_limits: unlimited(),
+            request_timeout,
+            ..HttpConfig::default()
+        };
+        let state = AppState::new(
+            pool,
+            keys,
+            PiiCipher::new(&pii_keys()),
+            statement_timeout,
+            &http,
+        );
+        let router = app::router(state, HttpLimits::from_config(&http));
+        Some(Self {
+            cluster,
+            owner,
+            router,
+            staff,
+        })
+    }
 }

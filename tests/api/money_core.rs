@@ -4,17 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::{HttpConfig, Secret};
-use lakehouse_api::db;
-use lakehouse_api::pii::PiiCipher;
-use lakehouse_api::state::AppState;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{customer_body, pii_keys, send_via, TestApp, JWT_SECRET};
+use crate::helpers::{customer_body, send_via, OwnCluster, TestApp};
 
 fn repayment(loan: &Value, amount: &str) -> Value {
     json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount})
@@ -120,40 +113,17 @@ async fn a_failed_request_leaves_no_key_and_a_business_error_is_stored() {
 /// processed" for a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
-    let password = "outage-test-app-password";
-    let Some((cluster, owner)) = crate::helpers::own_cluster("outage", password).await else {
+    let Some(own) =
+        OwnCluster::start("outage", Duration::from_secs(5), Duration::from_secs(10)).await
+    else {
         return;
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(800))
-        .test_before_acquire(false)
-        .connect_lazy_with(
-            owner
-                .clone()
-                .username(db::AUTHENTICATOR_ROLE)
-                .password(password),
-        );
-    let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
-    let staff = keys.sign(&Claims {
-        sub: "outage".into(),
-        role: "staff".into(),
-        customer_id: None,
-        exp: chrono::Utc::now().timestamp() + 600,
-        iat: None,
-    });
-    let http = HttpConfig {
-        rate_limits: crate::helpers::unlimited(),
-        ..HttpConfig::default()
-    };
-    let state = AppState::new(
-        pool,
-        keys,
-        PiiCipher::new(&pii_keys()),
-        Duration::from_secs(5),
-        &http,
-    );
-    let router = app::router(state, HttpLimits::from_config(&http));
+    let OwnCluster {
+        cluster,
+        owner,
+        router,
+        staff,
+    } = own;
     let send = |method: Method, path: String, body: Value, key: Option<&str>| {
         let mut request = axum::http::Request::builder()
             .method(method)
