@@ -33,8 +33,8 @@ use crate::pii::PiiCipher;
 use crate::server::{self, ConnectionLimits};
 use crate::state::AppState;
 use crate::{
-    analytics, customers, db, events, imports, loans, metadata, openapi, ops, payments, products,
-    retry,
+    analytics, books, customers, db, events, imports, loans, metadata, openapi, ops, payments,
+    products, retry,
 };
 
 /// Limits the HTTP layer enforces.
@@ -73,6 +73,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(customers::router())
         .merge(products::router())
         .merge(loans::router())
+        .merge(books::router())
         .merge(payments::router())
         .merge(analytics::router())
         .merge(events::router())
@@ -86,6 +87,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 pub fn job_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(analytics::jobs::runs())
+        .merge(ops::servicing_router())
         .merge(imports::upload_router())
 }
 
@@ -108,7 +110,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     // Installed before anything can count: database errors are counted wherever they happen.
     crate::telemetry::metrics_recorder();
     let (api, _) = api_routes().split_for_parts();
-    let (runs, _) = analytics::jobs::runs().split_for_parts();
+    let (runs, _) = analytics::jobs::runs()
+        .merge(ops::servicing_router())
+        .split_for_parts();
     let (uploads, _) = imports::upload_router().split_for_parts();
     // Health probes stay outside the concurrency limit: an overloaded instance is alive, and
     // saying so is cheap.
@@ -296,6 +300,18 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         pool.clone(),
         state.rate_limits.clone(),
     ));
+    let scheduler = (!config.http.scheduler_interval.is_zero()).then(|| {
+        let session = crate::jobs::Session::Caller {
+            pool: pool.clone(),
+            caller: crate::auth::Caller::system("scheduler"),
+            statement_timeout_ms: config.http.job_timeout.as_millis(),
+        };
+        tokio::spawn(crate::jobs::scheduler::run(
+            pool.clone(),
+            session,
+            config.http.scheduler_interval,
+        ))
+    });
     let metrics_listener = TcpListener::bind(config.http.metrics_addr).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
     let metrics = tokio::spawn(server::serve(
@@ -315,6 +331,9 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     .await;
     metrics.abort();
     maintenance.abort();
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     // Connections still held by requests cut off at the deadline are not waited for.
     let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("stopped");

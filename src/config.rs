@@ -345,6 +345,8 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Timeout of job routes (metrics, risk indicators, imports), and their statement_timeout.
     pub job_timeout: Duration,
+    /// How often the in-service scheduler checks whether daily servicing is due; zero: never.
+    pub scheduler_interval: Duration,
     pub import_limit_bytes: usize,
     /// Imports running at once; beyond it, 429 with Retry-After.
     pub max_concurrent_imports: usize,
@@ -371,6 +373,7 @@ impl Default for HttpConfig {
             header_read_timeout: ms(10_000),
             shutdown_timeout: ms(30_000),
             job_timeout: ms(300_000),
+            scheduler_interval: ms(600_000),
             import_limit_bytes: 268_435_456,
             max_concurrent_imports: 2,
             import_read_timeout: ms(120_000),
@@ -410,6 +413,7 @@ impl HttpConfig {
             header_read_timeout: millis(src, "HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
             shutdown_timeout: millis(src, "SHUTDOWN_TIMEOUT_MS", d.shutdown_timeout)?,
             job_timeout: millis(src, "JOB_TIMEOUT_MS", d.job_timeout)?,
+            scheduler_interval: millis(src, "SCHEDULER_INTERVAL_MS", d.scheduler_interval)?,
             import_limit_bytes: parsed(
                 src,
                 "IMPORT_BODY_LIMIT_BYTES",

@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod app;
 pub mod auth;
+pub mod books;
 pub mod conditional;
 pub mod config;
 pub mod customer_record;

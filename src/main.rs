@@ -49,7 +49,8 @@ enum Command {
         #[arg(long)]
         sub: Option<String>,
     },
-    /// Run a batch job as the owner: `metrics [--date D]` or `risk`.
+    /// Run a batch job as the owner: `metrics [--date D]`, `risk` or
+    /// `servicing [--from D] [--date D]`.
     Jobs {
         #[command(subcommand)]
         job: Job,
@@ -74,6 +75,14 @@ enum Job {
     },
     /// Recompute analytics.risk_indicators.
     Risk,
+    /// Service every active loan for each business day from --from (default --date) to --date
+    /// (default today): interest falling due, late fees, default and cure.
+    Servicing {
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+    },
 }
 
 // glibc's malloc was a tenth of the service's CPU under load (bench/run, perf); mimalloc's
@@ -149,6 +158,9 @@ async fn migrate(src: &dyn Source) -> CliResult {
         .get("TRINO_DB_PASSWORD")
         .map(|p| config::Secret::new(p.into_bytes()));
     db::migrate_with_logins(&owner.connect, Some(&login.password), trino.as_ref()).await?;
+    if let Some(zone) = src.get("BUSINESS_TIMEZONE") {
+        db::set_business_timezone(&owner.connect, &zone).await?;
+    }
     eprintln!("migrations applied");
     Ok(())
 }
@@ -166,6 +178,13 @@ async fn run_job(src: &dyn Source, job: Job) -> CliResult {
             lakehouse_api::jobs::metrics::refresh(&session, day).await
         }
         Job::Risk => lakehouse_api::jobs::risk::refresh(&session).await,
+        Job::Servicing { date, from } => {
+            let mut conn = pool.acquire().await?;
+            let today = lakehouse_api::ledger::servicing::today(&mut conn).await?;
+            drop(conn);
+            let to = date.unwrap_or(today);
+            lakehouse_api::jobs::servicing::run(&session, from.unwrap_or(to), to).await
+        }
     };
     pool.close().await;
     let run = run.map_err(|e| format!("job failed: {e:?}"))?;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Months, NaiveDate, Utc};
+use chrono::{Months, NaiveDate};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -198,14 +198,13 @@ pub fn annuity_schedule(
     principal: Decimal,
     annual_rate: Decimal,
     months: u32,
-    start: DateTime<Utc>,
+    start: NaiveDate,
 ) -> Vec<Installment> {
     if months == 0 {
         return Vec::new();
     }
     let monthly_rate = annual_rate / Decimal::from(12);
     let payment = cents(level_payment(principal, monthly_rate, months));
-    let start = start.date_naive();
     let mut balance = cents(principal);
     let mut schedule = Vec::with_capacity(months as usize);
     for number in 1..=months {
@@ -252,8 +251,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn start() -> DateTime<Utc> {
-        "2024-01-31T09:00:00Z".parse().unwrap()
+    fn start() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 1, 31).unwrap()
     }
 
     #[test]

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         (name = "products", description = "Loan products and their bounds"),
         (name = "loans", description = "Applications, decisions, disbursement, schedules"),
         (name = "payments", description = "Repayments and fees, exactly once (Idempotency-Key)"),
+        (name = "ledger", description = "The double-entry journal: trial balance"),
         (name = "events", description = "Loan status changes as Server-Sent Events"),
         (name = "analytics", description = "Portfolio and risk views"),
         (name = "ops", description = "Health probes")

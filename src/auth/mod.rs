@@ -130,6 +130,16 @@ fn is_valid_subject(sub: &str) -> bool {
 }
 
 impl Caller {
+    /// The service itself, as an administrator: what its scheduler runs jobs as.
+    pub fn system(subject: &str) -> Self {
+        Self {
+            issuer: "system".into(),
+            subject: subject.into(),
+            role: Role::Admin,
+            customer_id: None,
+        }
+    }
+
     /// The caller a request's bearer token names; the reason for a refusal is logged, never
     /// sent.
     pub fn from_headers(headers: &HeaderMap, keys: &JwtKeys) -> Result<Self, ApiError> {

@@ -70,6 +70,21 @@ pub async fn migrate_with_logins(
     Ok(())
 }
 
+/// Sets the time zone of the business day (BUSINESS_TIMEZONE), kept with the books so that every
+/// instance agrees on due dates and on "today". A zone PostgreSQL does not know is refused.
+pub async fn set_business_timezone(owner: &PgConnectOptions, zone: &str) -> CliResult {
+    let mut conn = PgConnection::connect_with(owner).await?;
+    sqlx::query("UPDATE core.business_settings SET timezone = $1")
+        .bind(zone)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| {
+            format!("BUSINESS_TIMEZONE {zone:?} is not a time zone PostgreSQL knows: {e}")
+        })?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Creates the partitions for the window around today (see `core.ensure_partitions_around`).
 pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT core.ensure_partitions_around(now())")

@@ -91,11 +91,12 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     let mut tx = conn.begin().await?;
     sqlx::raw_sql(
         "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
-             min_term_months, max_term_months, annual_interest_rate) VALUES \
-         ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250), \
-         ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150), \
-         ('AUTO_STD', 'Car loan', 'AUTO_LOAN', 50000000, 2000000000, 12, 84, 0.0990), \
-         ('MORTGAGE_STD', 'Home loan', 'MORTGAGE', 200000000, 20000000000, 60, 360, 0.0850) \
+             min_term_months, max_term_months, annual_interest_rate, grace_days, late_fee_amount, \
+             late_fee_rate, default_after_days, prepayment_fee_rate) VALUES \
+         ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250, 5, 50000, 0.01, 90, 0.01), \
+         ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150, 10, 200000, 0.01, 90, 0.02), \
+         ('AUTO_STD', 'Car loan', 'AUTO_LOAN', 50000000, 2000000000, 12, 84, 0.0990, 5, 100000, 0, 90, 0), \
+         ('MORTGAGE_STD', 'Home loan', 'MORTGAGE', 200000000, 20000000000, 60, 360, 0.0850, 15, 500000, 0, 120, 0.01) \
          ON CONFLICT (product_code) DO NOTHING",
     )
     .execute(&mut *tx)
@@ -212,7 +213,7 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     .fetch_one(&mut *tx)
     .await?;
     // Applied the way the service applies a completed repayment.
-    let loan = ledger::repo::lock_loan(&mut tx, loan_id)
+    let loan = ledger::repo::lock_loan(&mut tx, loan_id, paid_at)
         .await?
         .ok_or("LN2024001 was not inserted")?;
     let repayment = ledger::repo::NewPayment {
@@ -230,6 +231,8 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     ledger::record_completed(&mut tx, &loan, &repayment)
         .await
         .map_err(|e| format!("repaying LN2024001: {e:?}"))?;
+    // Serviced through today, as the scheduler would: interest due, late fees, defaults.
+    service_through_today(&mut tx).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -665,4 +668,13 @@ async fn deferred_structures(conn: &mut PgConnection, table: &str) -> CliResult<
     .bind(table)
     .fetch_all(conn)
     .await?)
+}
+
+/// Services every active loan for today (which catches up every earlier due date), as the
+/// in-service scheduler does daily.
+async fn service_through_today(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT * FROM core.service_loans(core.business_date(now()), NULL, 2147483647)")
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -26,21 +26,22 @@ pub const SPEC: JobSpec = JobSpec {
 /// counting as 575, plus a third of the days past due up to 90; ltv_ratio = amount of active
 /// loans with collateral / their collateral's value.
 const REFRESH: &str = "
-WITH cutoff AS (SELECT (($1::date + 1)::timestamp AT TIME ZONE 'UTC') AS at),
+WITH cutoff AS (SELECT (($1::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM core.business_settings)) AS at),
 loan_stats AS (
     SELECT l.customer_id,
            count(*) AS total_loans,
-           count(*) FILTER (WHERE l.status = 'DISBURSED' AND l.disbursement_date < cutoff.at) AS active_loans,
+           count(*) FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS active_loans,
            sum(l.loan_amount) FILTER (WHERE l.disbursement_date < cutoff.at) AS total_borrowed,
-           sum(coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0) + l.fees_outstanding)
-               FILTER (WHERE l.status = 'DISBURSED' AND l.disbursement_date < cutoff.at) AS outstanding,
+           sum(coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0) + l.fees_outstanding
+               + l.penalties_outstanding)
+               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS outstanding,
            max(greatest(0, $1::date - l.next_due_date))
-               FILTER (WHERE l.status = 'DISBURSED' AND l.disbursement_date < cutoff.at) AS days_past_due,
+               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS days_past_due,
            sum(l.loan_amount)
-               FILTER (WHERE l.status = 'DISBURSED' AND l.disbursement_date < cutoff.at
+               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
                          AND (l.collateral_info->>'value')::numeric > 0) AS secured_amount,
            sum((l.collateral_info->>'value')::numeric)
-               FILTER (WHERE l.status = 'DISBURSED' AND l.disbursement_date < cutoff.at
+               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
                          AND (l.collateral_info->>'value')::numeric > 0) AS collateral_value
     FROM core.loans l, cutoff
     WHERE l.application_date < cutoff.at

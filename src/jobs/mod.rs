@@ -7,6 +7,8 @@
 
 pub mod metrics;
 pub mod risk;
+pub mod scheduler;
+pub mod servicing;
 
 use std::future::Future;
 

@@ -29,11 +29,11 @@ const REPLACE: &str = "DELETE FROM analytics.risk_indicators";
 const DERIVE: &str = "
 WITH active AS (
     SELECT l.loan_id, l.customer_id, l.product_type, l.loan_amount,
-           greatest(0, (now() AT TIME ZONE 'UTC')::date - l.next_due_date) AS dpd,
+           greatest(0, core.business_date(now()) - l.next_due_date) AS dpd,
            nullif((l.collateral_info->>'value')::numeric, 0) AS collateral,
            coalesce(l.principal_outstanding, l.loan_amount) + coalesce(l.interest_outstanding, 0)
-               + l.fees_outstanding AS outstanding
-    FROM core.loans l WHERE l.status = 'DISBURSED'
+               + l.fees_outstanding + l.penalties_outstanding AS outstanding
+    FROM core.loans l WHERE l.status IN ('DISBURSED', 'DEFAULTED')
 ),
 measured AS (
     SELECT 'LOAN' AS entity_type, loan_id AS entity_id, 'DAYS_PAST_DUE' AS indicator_type,

@@ -36,6 +36,7 @@ crate::closed_set! {
         Disbursed = "DISBURSED",
         Closed = "CLOSED",
         Defaulted = "DEFAULTED",
+        WrittenOff = "WRITTEN_OFF",
     }
 }
 

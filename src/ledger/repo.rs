@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::engine::{Allocation, Component, InstallmentState, Ledger};
+use super::engine::{Allocation, Component, InstallmentState};
+use super::journal::{Account, EntryKind, Lines};
 use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
 use crate::money::Installment;
 
@@ -86,22 +87,64 @@ pub struct LockedLoan {
     pub interest_rate: Decimal,
     pub term_months: i32,
     pub disbursement_date: Option<DateTime<Utc>>,
+    /// The business day of the disbursement.
+    pub disbursed_on: Option<NaiveDate>,
+    pub principal_outstanding: Option<Decimal>,
+    pub interest_outstanding: Option<Decimal>,
     pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub next_due_date: Option<NaiveDate>,
+    pub written_off_amount: Option<Decimal>,
+    pub recovered_amount: Decimal,
+    pub prepayment_fee_rate: Decimal,
+    /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
+    pub business_date: NaiveDate,
 }
 
+impl LockedLoan {
+    /// What the loan's balance columns (its journal) say it owes.
+    pub fn outstanding(&self) -> Decimal {
+        self.principal_outstanding.unwrap_or_default()
+            + self.interest_outstanding.unwrap_or_default()
+            + self.fees_outstanding
+            + self.penalties_outstanding
+    }
+}
+
+/// The business day of `at`.
+pub async fn business_date(
+    conn: &mut PgConnection,
+    at: DateTime<Utc>,
+) -> Result<NaiveDate, sqlx::Error> {
+    sqlx::query_scalar("SELECT core.business_date($1)")
+        .bind(at)
+        .fetch_one(conn)
+        .await
+}
+
+/// Locks the loan; `at` is the moment whose business day the movement is for.
 pub async fn lock_loan(
     conn: &mut PgConnection,
     loan_id: Uuid,
+    at: DateTime<Utc>,
 ) -> Result<Option<LockedLoan>, sqlx::Error> {
     sqlx::query_as(
         "SELECT l.loan_id, l.application_date, l.customer_id, l.loan_number, l.status, \
-                l.loan_amount, l.interest_rate, l.term_months, l.disbursement_date, l.fees_outstanding \
+                l.loan_amount, l.interest_rate, l.term_months, l.disbursement_date, \
+                core.business_date(l.disbursement_date) AS disbursed_on, \
+                l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
+                l.penalties_outstanding, l.next_due_date, l.written_off_amount, \
+                l.recovered_amount, \
+                (SELECT p.prepayment_fee_rate FROM core.products p \
+                 WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \
+                core.business_date($2) AS business_date \
          FROM core.loans l \
          WHERE (l.loan_id, l.application_date) = \
                (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1) \
          FOR UPDATE OF l",
     )
     .bind(loan_id)
+    .bind(at)
     .fetch_optional(conn)
     .await
 }
@@ -127,30 +170,6 @@ pub async fn set_status(
         .await
 }
 
-/// Opens a disbursed loan's balance columns.
-pub async fn open_balances(
-    conn: &mut PgConnection,
-    loan_id: Uuid,
-    application_date: DateTime<Utc>,
-    principal: Decimal,
-    interest: Decimal,
-    first_due: Option<NaiveDate>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE core.loans SET principal_outstanding = $3, interest_outstanding = $4, \
-         fees_outstanding = 0, total_paid = 0, next_due_date = $5 \
-         WHERE loan_id = $1 AND application_date = $2",
-    )
-    .bind(loan_id)
-    .bind(application_date)
-    .bind(principal)
-    .bind(interest)
-    .bind(first_due)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// A loan's status and balances, unlocked: what a customer's repayment is checked against
 /// before staff confirm it (the confirmation checks again, under the lock).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -161,6 +180,10 @@ pub struct LoanBalances {
     pub principal_outstanding: Option<Decimal>,
     pub interest_outstanding: Option<Decimal>,
     pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub disbursed_on: Option<NaiveDate>,
+    pub prepayment_fee_rate: Decimal,
+    pub business_date: NaiveDate,
 }
 
 pub async fn loan_balances(
@@ -169,7 +192,11 @@ pub async fn loan_balances(
 ) -> Result<Option<LoanBalances>, sqlx::Error> {
     sqlx::query_as(
         "SELECT l.loan_id, l.customer_id, l.status, l.principal_outstanding, \
-                l.interest_outstanding, l.fees_outstanding \
+                l.interest_outstanding, l.fees_outstanding, l.penalties_outstanding, \
+                core.business_date(l.disbursement_date) AS disbursed_on, \
+                (SELECT p.prepayment_fee_rate FROM core.products p \
+                 WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \
+                core.business_date(now()) AS business_date \
          FROM core.loans l \
          WHERE (l.loan_id, l.application_date) = \
                (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)",
@@ -211,107 +238,140 @@ pub async fn load_installments(
     conn: &mut PgConnection,
     loan_id: Uuid,
 ) -> Result<Vec<InstallmentState>, sqlx::Error> {
-    let rows: Vec<(i32, NaiveDate, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT installment_number, due_date, principal_due, interest_due, principal_paid, interest_paid \
+    sqlx::query_as(
+        "SELECT installment_number AS number, due_date, principal_due, interest_due, \
+                interest_posted, principal_paid, interest_paid \
          FROM core.loan_installments WHERE loan_id = $1 ORDER BY installment_number",
     )
     .bind(loan_id)
     .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(number, due_date, principal_due, interest_due, principal_paid, interest_paid)| {
-                InstallmentState {
-                    number,
-                    due_date,
-                    principal_due,
-                    interest_due,
-                    principal_paid,
-                    interest_paid,
-                }
-            },
-        )
-        .collect())
+    .await
 }
 
-/// Writes back what changed between `before` and `after`, and the loan's balance columns.
-/// `status` closes or reopens the loan when given.
-pub async fn save_ledger(
-    conn: &mut PgConnection,
-    loan: &LockedLoan,
-    before: &Ledger,
-    after: &Ledger,
-    total_paid_delta: Decimal,
-    status: Option<LoanStatus>,
-) -> Result<(), sqlx::Error> {
-    let changed: Vec<&InstallmentState> = after
-        .installments
-        .iter()
-        .zip(&before.installments)
-        .filter(|(a, b)| a != b)
-        .map(|(a, _)| a)
-        .collect();
-    if !changed.is_empty() {
-        let numbers: Vec<i32> = changed.iter().map(|s| s.number).collect();
-        let principal: Vec<Decimal> = changed.iter().map(|s| s.principal_paid).collect();
-        let interest: Vec<Decimal> = changed.iter().map(|s| s.interest_paid).collect();
-        sqlx::query(
-            "UPDATE core.loan_installments i SET principal_paid = t.p, interest_paid = t.i \
-             FROM unnest($2::int[], $3::numeric[], $4::numeric[]) AS t(n, p, i) \
-             WHERE i.loan_id = $1 AND i.installment_number = t.n",
-        )
-        .bind(loan.loan_id)
-        .bind(numbers)
-        .bind(principal)
-        .bind(interest)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let b = after.balances();
-    sqlx::query(
-        "UPDATE core.loans SET principal_outstanding = $3, interest_outstanding = $4, \
-         fees_outstanding = $5, total_paid = total_paid + $6, next_due_date = $7, \
-         status = coalesce($8, status), \
-         closed_at = CASE WHEN $8 = 'CLOSED' THEN now() WHEN $8 IS NOT NULL THEN NULL ELSE closed_at END, \
-         version = version + 1, updated_at = now(), updated_by = core.current_actor() \
-         WHERE loan_id = $1 AND application_date = $2",
-    )
-    .bind(loan.loan_id)
-    .bind(loan.application_date)
-    .bind(b.principal_outstanding)
-    .bind(b.interest_outstanding)
-    .bind(b.fees_outstanding)
-    .bind(total_paid_delta)
-    .bind(b.next_due_date)
-    .bind(status)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// A loan's row as a movement leaves it.
+pub struct LoanChange {
+    pub total_paid: Decimal,
+    pub recovered: Decimal,
+    pub next_due_date: Option<NaiveDate>,
+    /// The new status, if it changes.
+    pub status: Option<LoanStatus>,
 }
 
-pub async fn insert_allocations(
-    conn: &mut PgConnection,
-    payment: &Payment,
-    allocations: &[Allocation],
-) -> Result<(), sqlx::Error> {
-    let installments: Vec<Option<i32>> = allocations.iter().map(|a| a.installment).collect();
-    let components: Vec<&str> = allocations.iter().map(|a| a.component.as_str()).collect();
-    let amounts: Vec<Decimal> = allocations.iter().map(|a| a.amount).collect();
+/// One money movement, written in one statement: the journal entry and its lines, the
+/// installments it changed, the payment's allocations, and the loan's balance columns, which
+/// move by exactly the entry's lines on the loan accounts (so they always equal the journal).
+pub struct Movement<'a> {
+    pub loan_id: Uuid,
+    pub application_date: DateTime<Utc>,
+    pub customer_id: Uuid,
+    pub kind: EntryKind,
+    pub business_date: NaiveDate,
+    pub payment_id: Option<Uuid>,
+    pub reverses: Option<Uuid>,
+    pub lines: &'a Lines,
+    pub installments: Vec<&'a InstallmentState>,
+    pub allocations: &'a [Allocation],
+    pub loan: LoanChange,
+}
+
+pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sqlx::Error> {
+    let entry_id = Uuid::now_v7();
+    let numbers: Vec<i32> = m.installments.iter().map(|s| s.number).collect();
+    let principal_paid: Vec<Decimal> = m.installments.iter().map(|s| s.principal_paid).collect();
+    let interest_paid: Vec<Decimal> = m.installments.iter().map(|s| s.interest_paid).collect();
+    let interest_posted: Vec<Decimal> = m.installments.iter().map(|s| s.interest_posted).collect();
+    let targets: Vec<Option<i32>> = m.allocations.iter().map(|a| a.installment).collect();
+    let components: Vec<&str> = m.allocations.iter().map(|a| a.component.as_str()).collect();
+    let amounts: Vec<Decimal> = m.allocations.iter().map(|a| a.amount).collect();
+    let posted: Vec<Decimal> = m.allocations.iter().map(|a| a.posted).collect();
     sqlx::query(
-        "INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, installment_number, \
-         component, amount) \
-         SELECT $1, $2, $3, n, c, a FROM unnest($4::int[], $5::text[], $6::numeric[]) AS t(n, c, a)",
+        "WITH entry AS ( \
+             INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
+                                               payment_id, reverses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)), \
+         lines AS ( \
+             INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount) \
+             SELECT $1, n, $2, $3, a, x FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)), \
+         installments AS ( \
+             UPDATE core.loan_installments i \
+             SET principal_paid = t.p, interest_paid = t.i, interest_posted = t.ip \
+             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[]) AS t(n, p, i, ip) \
+             WHERE i.loan_id = $2 AND i.installment_number = t.n), \
+         allocations AS ( \
+             INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, \
+                                                   installment_number, component, amount, posted) \
+             SELECT $6, $2, $3, n, c, a, ps \
+             FROM unnest($14::int[], $15::text[], $16::numeric[], $17::numeric[]) AS t(n, c, a, ps)) \
+         UPDATE core.loans SET \
+             principal_outstanding = coalesce(principal_outstanding, 0) + $19, \
+             interest_outstanding = coalesce(interest_outstanding, 0) + $20, \
+             fees_outstanding = fees_outstanding + $21, \
+             penalties_outstanding = penalties_outstanding + $22, \
+             total_paid = total_paid + $23, recovered_amount = recovered_amount + $24, \
+             next_due_date = $25, status = coalesce($26, status), \
+             closed_at = CASE WHEN $26 = 'CLOSED' THEN now() WHEN $26 IS NOT NULL THEN NULL ELSE closed_at END, \
+             defaulted_at = CASE WHEN $26 = 'DISBURSED' THEN NULL ELSE defaulted_at END, \
+             written_off_at = CASE WHEN $26 = 'WRITTEN_OFF' THEN now() ELSE written_off_at END, \
+             written_off_by = CASE WHEN $26 = 'WRITTEN_OFF' THEN core.current_actor() ELSE written_off_by END, \
+             written_off_amount = CASE WHEN $26 = 'WRITTEN_OFF' THEN $27 ELSE written_off_amount END, \
+             version = version + 1, updated_at = now(), updated_by = core.current_actor() \
+         WHERE loan_id = $2 AND application_date = $18",
     )
-    .bind(payment.payment_id)
-    .bind(payment.loan_id)
-    .bind(payment.customer_id)
-    .bind(installments)
+    .bind(entry_id)
+    .bind(m.loan_id)
+    .bind(m.customer_id)
+    .bind(m.kind)
+    .bind(m.business_date)
+    .bind(m.payment_id)
+    .bind(m.reverses)
+    .bind(m.lines.accounts())
+    .bind(m.lines.amounts())
+    .bind(numbers)
+    .bind(principal_paid)
+    .bind(interest_paid)
+    .bind(interest_posted)
+    .bind(targets)
     .bind(components)
     .bind(amounts)
+    .bind(posted)
+    .bind(m.application_date)
+    .bind(m.lines.of(Account::LoanPrincipal))
+    .bind(m.lines.of(Account::LoanInterest))
+    .bind(m.lines.of(Account::LoanFees))
+    .bind(m.lines.of(Account::LoanPenalties))
+    .bind(m.loan.total_paid)
+    .bind(m.loan.recovered)
+    .bind(m.loan.next_due_date)
+    .bind(m.loan.status)
+    .bind(m.lines.of(Account::WriteOffExpense))
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(entry_id)
+}
+
+/// The entry a payment posted (not a reversal), with its lines.
+pub async fn payment_entry(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Option<(Uuid, EntryKind, Lines)>, sqlx::Error> {
+    let rows: Vec<(Uuid, EntryKind, Account, Decimal)> = sqlx::query_as(
+        "SELECT e.entry_id, e.kind, l.account, l.amount \
+         FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id \
+         WHERE e.payment_id = $1 AND e.kind <> 'REVERSAL' ORDER BY l.line_number",
+    )
+    .bind(payment_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.first().map(|(entry_id, kind, _, _)| {
+        (
+            *entry_id,
+            *kind,
+            Lines::from_rows(
+                rows.iter()
+                    .map(|(_, _, account, amount)| (*account, *amount)),
+            ),
+        )
+    }))
 }
 
 /// Marks a payment's live allocations reversed and returns them.
@@ -319,22 +379,21 @@ pub async fn reverse_allocations(
     conn: &mut PgConnection,
     payment_id: Uuid,
 ) -> Result<Vec<Allocation>, sqlx::Error> {
-    let rows: Vec<(Option<i32>, String, Decimal)> = sqlx::query_as(
+    let rows: Vec<(Option<i32>, Component, Decimal, Decimal)> = sqlx::query_as(
         "UPDATE core.payment_allocations SET reversed_at = now() \
          WHERE payment_id = $1 AND reversed_at IS NULL \
-         RETURNING installment_number, component, amount",
+         RETURNING installment_number, component, amount, posted",
     )
     .bind(payment_id)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(installment, component, amount)| {
-            Component::parse(&component).map(|component| Allocation {
-                installment,
-                component,
-                amount,
-            })
+        .map(|(installment, component, amount, posted)| Allocation {
+            installment,
+            component,
+            amount,
+            posted,
         })
         .collect())
 }

@@ -13,13 +13,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::model::{
-    ApplyLoanRequest, Loan, LoanListQuery, LoanSchedule, RejectLoanRequest, Transition,
+    ApplyLoanRequest, Loan, LoanListQuery, LoanSchedule, LoanStatus, PayoffQuery, PayoffQuote,
+    RejectLoanRequest, Transition, WriteOffRequest,
 };
 use self::repo::{ListFilter, NewLoan};
 use crate::auth::RequestTx;
 use crate::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
 use crate::error::{responses, ApiError};
-use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::extract::{AppJson, AppPath, AppQuery, MaybeJson};
 use crate::ledger;
 use crate::money::annuity_schedule;
 use crate::money::Amount;
@@ -38,6 +39,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reject_loan))
         .routes(routes!(disburse_loan))
         .routes(routes!(cancel_loan))
+        .routes(routes!(get_payoff_quote))
+        .routes(routes!(write_off_loan))
 }
 
 /// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
@@ -217,11 +220,15 @@ async fn get_loan_schedule(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<LoanSchedule>, ApiError> {
     let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let installments = if loan.disbursement_date.is_some() {
+        ledger::stored_schedule(&mut tx, loan.loan_id).await?
+    } else {
+        let months = u32::try_from(loan.term_months)
+            .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
+        let today = ledger::repo::business_date(&mut tx, Utc::now()).await?;
+        annuity_schedule(loan.loan_amount.0, loan.interest_rate, months, today)
+    };
     tx.commit().await?;
-    let months = u32::try_from(loan.term_months)
-        .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
-    let start = loan.disbursement_date.unwrap_or_else(Utc::now);
-    let installments = annuity_schedule(loan.loan_amount.0, loan.interest_rate, months, start);
     Ok(Json(LoanSchedule {
         loan_id: loan.loan_id,
         loan_amount: loan.loan_amount,
@@ -374,4 +381,80 @@ async fn cancel_loan(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Loan>, ApiError> {
     move_loan(&state, tx, id, Transition::Cancel, None).await
+}
+
+/// What it costs to pay the loan off on a day (default today): principal, interest due and
+/// accrued to that day, fees, late fees and any prepayment fee, with the APR and the total cost
+/// of credit. A repayment of exactly `total` on that day closes the loan.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/payoff",
+    tag = "loans",
+    operation_id = "get_payoff_quote",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id"), PayoffQuery),
+    responses(
+        (status = 200, description = "The quote", body = PayoffQuote),
+        responses::Common, responses::NotFound, responses::Conflict, responses::Unprocessable
+    )
+)]
+async fn get_payoff_quote(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<PayoffQuery>,
+) -> Result<Json<PayoffQuote>, ApiError> {
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    if !matches!(
+        loan.status,
+        LoanStatus::Disbursed | LoanStatus::Defaulted | LoanStatus::Closed
+    ) {
+        return Err(ApiError::conflict(format!(
+            "a loan that is {} has no payoff",
+            loan.status
+        )));
+    }
+    let quote = ledger::payoff_quote(&mut tx, id, query.date).await?;
+    tx.commit().await?;
+    let apr = ledger::schedule_apr(loan.loan_amount.0, &quote.installments);
+    Ok(Json(PayoffQuote {
+        loan_id: id,
+        date: quote.date,
+        principal: Amount(quote.quote.principal),
+        interest: Amount(quote.quote.interest),
+        fees: Amount(quote.quote.fees),
+        penalties: Amount(quote.quote.penalties),
+        prepayment_fee: Amount(quote.quote.prepayment_fee),
+        total: Amount(quote.quote.total),
+        apr,
+        total_cost_of_credit: Amount(loan.total_paid.0 + quote.quote.total - loan.loan_amount.0),
+    }))
+}
+
+/// Write off a DEFAULTED loan (staff): everything it owes moves to the write-off expense and it
+/// becomes WRITTEN_OFF. Money received later is recorded as a repayment: a recovery.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/write-off",
+    tag = "loans",
+    operation_id = "write_off_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    request_body(content = Option<WriteOffRequest>),
+    responses(
+        (status = 200, description = "Written off", body = Loan),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict
+    )
+)]
+async fn write_off_loan(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    MaybeJson(_request): MaybeJson<WriteOffRequest>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = ledger::repo::lock_loan(&mut tx, id, Utc::now())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    ledger::write_off(&mut tx, &loan).await?;
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
 }

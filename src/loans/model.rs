@@ -13,7 +13,8 @@ use crate::money::{Amount, Installment, Money};
 pub use crate::ledger::model::LoanStatus;
 
 /// A move in the lifecycle: APPLIED → APPROVED | REJECTED | CANCELLED; APPROVED → DISBURSED |
-/// CANCELLED; DISBURSED → CLOSED | DEFAULTED (through payments).
+/// CANCELLED. DISBURSED ⇄ CLOSED through payments and reversals, DISBURSED ⇄ DEFAULTED through
+/// servicing (and repayments that clear the arrears), DEFAULTED → WRITTEN_OFF by staff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Approve,
@@ -151,15 +152,26 @@ pub struct Loan {
     pub risk_assessment: Option<sqlx::types::JsonValue>,
     /// Principal still owed; null until disbursed.
     pub principal_outstanding: Option<Amount>,
-    /// Scheduled interest not yet paid; null until disbursed.
+    /// Interest receivable: interest that has fallen due (or that a payment paid ahead) and
+    /// is unpaid; null until disbursed. Interest of later installments is only in the schedule.
     pub interest_outstanding: Option<Amount>,
     pub fees_outstanding: Amount,
+    /// Late fees charged by servicing and not yet paid.
+    pub penalties_outstanding: Amount,
     /// Completed repayments, net of reversals.
     pub total_paid: Amount,
     /// Due date of the first installment not fully paid.
     pub next_due_date: Option<NaiveDate>,
-    /// Days since `next_due_date`, 0 when not overdue.
+    /// Days since `next_due_date` on today's business date, 0 when not overdue (and for a loan
+    /// that is not DISBURSED or DEFAULTED).
     pub days_past_due: i32,
+    pub defaulted_at: Option<DateTime<Utc>>,
+    pub written_off_at: Option<DateTime<Utc>>,
+    pub written_off_by: Option<String>,
+    /// What the write-off moved to the write-off expense.
+    pub written_off_amount: Option<Amount>,
+    /// Recovery payments received after the write-off, net of reversals.
+    pub recovered_amount: Amount,
     pub version: i32,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -178,4 +190,40 @@ pub struct LoanSchedule {
     pub projected: bool,
     pub total_interest: Amount,
     pub installments: Vec<Installment>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PayoffQuery {
+    /// The business day of the payoff; default today. From the disbursement to a year ahead.
+    pub date: Option<NaiveDate>,
+}
+
+/// What paying a loan off on a day costs: a repayment of exactly `total` on that day closes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayoffQuote {
+    pub loan_id: Uuid,
+    pub date: NaiveDate,
+    /// Principal not yet repaid.
+    pub principal: Amount,
+    /// Interest due and unpaid, plus interest accrued in the current period up to `date`.
+    pub interest: Amount,
+    pub fees: Amount,
+    /// Late fees.
+    pub penalties: Amount,
+    /// The product's prepayment fee on the principal not yet due.
+    pub prepayment_fee: Amount,
+    pub total: Amount,
+    /// The annual percentage rate of the loan's schedule (monthly rate × 12), as a fraction.
+    #[schema(value_type = String, example = "0.1250")]
+    pub apr: Decimal,
+    /// Everything paid and to pay beyond the principal lent, if the loan is paid off on `date`.
+    pub total_cost_of_credit: Amount,
+}
+
+/// Why a loan is written off; optional.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteOffRequest {
+    pub reason: Option<String>,
 }

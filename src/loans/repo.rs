@@ -16,8 +16,11 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
      l.approved_by, l.rejected_at, l.rejected_by, l.rejection_reason, l.disbursement_date, \
      l.disbursed_by, l.maturity_date, l.cancelled_at, l.cancelled_by, l.closed_at, \
      l.collateral_info, l.risk_assessment, l.principal_outstanding, l.interest_outstanding, \
-     l.fees_outstanding, l.total_paid, l.next_due_date, \
-     coalesce(greatest(0, (now() AT TIME ZONE 'UTC')::date - l.next_due_date), 0) AS days_past_due, \
+     l.fees_outstanding, l.penalties_outstanding, l.total_paid, l.next_due_date, \
+     CASE WHEN l.status IN ('DISBURSED', 'DEFAULTED') \
+          THEN coalesce(greatest(0, core.business_date(now()) - l.next_due_date), 0) ELSE 0 END \
+          AS days_past_due, \
+     l.defaulted_at, l.written_off_at, l.written_off_by, l.written_off_amount, l.recovered_amount, \
      l.version, l.created_by, l.created_at, l.updated_at";
 
 /// The primary key of a loan: its id and the partition key.
@@ -122,7 +125,7 @@ pub async fn transition(
         }
         Transition::Disburse => {
             "disbursement_date = now(), disbursed_by = core.current_actor(), \
-             maturity_date = ((now() AT TIME ZONE 'UTC') + make_interval(months => term_months))::date"
+             maturity_date = (core.business_date(now()) + make_interval(months => term_months))::date"
         }
         Transition::Cancel => "cancelled_at = now(), cancelled_by = core.current_actor()",
     };

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod maintenance;
 pub mod metrics;
+pub mod servicing;
 
 use axum::extract::State;
 use axum::Json;
@@ -20,6 +21,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
+}
+
+/// Daily loan servicing on demand (a job route: the job timeout, no request retry).
+pub fn servicing_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(servicing::run_servicing))
 }
 
 /// The administrators' database report (authenticated like every `/v1` route).

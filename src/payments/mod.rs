@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
-use rust_decimal::Decimal;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -174,18 +173,19 @@ async fn record_payment(
         let loan = movements::loan_balances(tx, request.loan_id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        if loan.status != LoanStatus::Disbursed {
+        if !matches!(loan.status, LoanStatus::Disbursed | LoanStatus::Defaulted) {
             return Err(ApiError::conflict(format!(
                 "a loan that is {} takes no payments",
                 loan.status
             )));
         }
-        let outstanding = [loan.principal_outstanding, loan.interest_outstanding]
-            .into_iter()
-            .sum::<Option<Decimal>>()
-            .map(|owed| owed + loan.fees_outstanding);
-        if let Some(owed) = outstanding.filter(|owed| amount > *owed) {
-            return Err(ledger::overpayment(owed));
+        // Checked against the payoff of today now, and again under the lock at confirmation.
+        let payoff = ledger::payoff_quote(tx, loan.loan_id, None)
+            .await?
+            .quote
+            .total;
+        if amount > payoff {
+            return Err(ledger::overpayment(payoff));
         }
         let pending = new(
             loan.loan_id,
@@ -196,7 +196,7 @@ async fn record_payment(
         return ledger::insert_payment(tx, &pending).await;
     }
 
-    let loan = movements::lock_loan(tx, request.loan_id)
+    let loan = movements::lock_loan(tx, request.loan_id, payment_date)
         .await?
         .ok_or(ApiError::NotFound)?;
     if payment_date < loan.application_date {
@@ -301,13 +301,16 @@ async fn list_payments(
     })?))
 }
 
-/// A payment and its loan, locked in that order (the order every balance change uses).
+/// A payment and its loan, locked in that order (the order every balance change uses). The
+/// loan's business day is that of `at`, or of the payment's own date (its value date).
 async fn lock_payment(
     tx: &mut RequestTx<StaffOnly>,
     id: Uuid,
+    at: Option<chrono::DateTime<Utc>>,
 ) -> Result<(Payment, movements::LockedLoan), ApiError> {
     let unlocked = repo::find(tx, id, false).await?.ok_or(ApiError::NotFound)?;
-    let loan = movements::lock_loan(tx, unlocked.loan_id)
+    let at = at.unwrap_or(unlocked.payment_date);
+    let loan = movements::lock_loan(tx, unlocked.loan_id, at)
         .await?
         .ok_or(ApiError::NotFound)?;
     let payment = repo::find(tx, id, true).await?.ok_or(ApiError::NotFound)?;
@@ -347,7 +350,7 @@ async fn confirm_payment(
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Payment>, ApiError> {
-    let (payment, loan) = lock_payment(&mut tx, id).await?;
+    let (payment, loan) = lock_payment(&mut tx, id, None).await?;
     if payment.status != PaymentStatus::Pending {
         return Err(illegal("confirm", &payment));
     }
@@ -377,7 +380,7 @@ async fn fail_payment(
     MaybeJson(body): MaybeJson<PaymentActionRequest>,
 ) -> Result<Json<Payment>, ApiError> {
     let reason = reason(body)?;
-    let (payment, _loan) = lock_payment(&mut tx, id).await?;
+    let (payment, _loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
     if payment.status != PaymentStatus::Pending {
         return Err(illegal("fail", &payment));
     }
@@ -409,7 +412,7 @@ async fn reverse_payment(
     MaybeJson(body): MaybeJson<PaymentActionRequest>,
 ) -> Result<Json<Payment>, ApiError> {
     let reason = reason(body)?;
-    let (payment, loan) = lock_payment(&mut tx, id).await?;
+    let (payment, loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
     if payment.status != PaymentStatus::Completed
         || payment.payment_type == PaymentKind::Disbursement
     {

@@ -6,6 +6,7 @@ pub mod repo;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use rust_decimal::Decimal;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -101,6 +102,13 @@ async fn create_product(
         min_term_months: request.min_term_months,
         max_term_months: request.max_term_months,
         annual_interest_rate: request.annual_interest_rate,
+        grace_days: request.grace_days.unwrap_or(5),
+        late_fee_amount: request
+            .late_fee_amount
+            .map_or(Decimal::ZERO, |m| m.amount()),
+        late_fee_rate: request.late_fee_rate.unwrap_or_default(),
+        default_after_days: request.default_after_days.unwrap_or(90),
+        prepayment_fee_rate: request.prepayment_fee_rate.unwrap_or_default(),
         active: request.active,
     };
     fields.check()?;
@@ -164,6 +172,17 @@ async fn update_product(
         annual_interest_rate: request
             .annual_interest_rate
             .unwrap_or(current.annual_interest_rate),
+        grace_days: request.grace_days.unwrap_or(current.grace_days),
+        late_fee_amount: request
+            .late_fee_amount
+            .map_or(current.late_fee_amount.0, |m| m.amount()),
+        late_fee_rate: request.late_fee_rate.unwrap_or(current.late_fee_rate),
+        default_after_days: request
+            .default_after_days
+            .unwrap_or(current.default_after_days),
+        prepayment_fee_rate: request
+            .prepayment_fee_rate
+            .unwrap_or(current.prepayment_fee_rate),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

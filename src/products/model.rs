@@ -23,6 +23,18 @@ pub struct Product {
     /// Annual rate as a fraction: "0.1250" is 12.5%.
     #[schema(value_type = String, example = "0.1250")]
     pub annual_interest_rate: Decimal,
+    /// Days after a due date before an unpaid installment is charged its late fee.
+    pub grace_days: i32,
+    /// The fixed part of a late fee.
+    pub late_fee_amount: Amount,
+    /// The part of a late fee proportional to the installment's unpaid amount, as a fraction.
+    #[schema(value_type = String, example = "0.0000")]
+    pub late_fee_rate: Decimal,
+    /// Days past due after which servicing moves a loan to DEFAULTED.
+    pub default_after_days: i32,
+    /// The fee on principal paid off before it is due, as a fraction.
+    #[schema(value_type = String, example = "0.0000")]
+    pub prepayment_fee_rate: Decimal,
     pub active: bool,
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -43,6 +55,18 @@ pub struct CreateProductRequest {
     /// A fraction between 0 and 1, as a string: "0.1250".
     #[schema(value_type = String)]
     pub annual_interest_rate: Decimal,
+    /// Default 5.
+    pub grace_days: Option<i32>,
+    /// Default 0.
+    pub late_fee_amount: Option<Money>,
+    /// A fraction from 0 to 1; default 0.
+    #[schema(value_type = Option<String>)]
+    pub late_fee_rate: Option<Decimal>,
+    /// Default 90.
+    pub default_after_days: Option<i32>,
+    /// A fraction from 0 to 1; default 0.
+    #[schema(value_type = Option<String>)]
+    pub prepayment_fee_rate: Option<Decimal>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -62,6 +86,13 @@ pub struct UpdateProductRequest {
     pub max_term_months: Option<i32>,
     #[schema(value_type = Option<String>)]
     pub annual_interest_rate: Option<Decimal>,
+    pub grace_days: Option<i32>,
+    pub late_fee_amount: Option<Money>,
+    #[schema(value_type = Option<String>)]
+    pub late_fee_rate: Option<Decimal>,
+    pub default_after_days: Option<i32>,
+    #[schema(value_type = Option<String>)]
+    pub prepayment_fee_rate: Option<Decimal>,
     pub active: Option<bool>,
 }
 
@@ -73,6 +104,11 @@ pub struct ProductFields {
     pub min_term_months: i32,
     pub max_term_months: i32,
     pub annual_interest_rate: Decimal,
+    pub grace_days: i32,
+    pub late_fee_amount: Decimal,
+    pub late_fee_rate: Decimal,
+    pub default_after_days: i32,
+    pub prepayment_fee_rate: Decimal,
     pub active: bool,
 }
 
@@ -109,6 +145,23 @@ impl ProductFields {
                 "annual_interest_rate",
                 "must be a fraction from 0 up to 1 with at most 4 decimals",
             ));
+        }
+        if !(0..=365).contains(&self.grace_days) {
+            errors.push(FieldError::new("grace_days", "must be 0 to 365"));
+        }
+        if !(1..=3650).contains(&self.default_after_days) {
+            errors.push(FieldError::new("default_after_days", "must be 1 to 3650"));
+        }
+        for (field, rate) in [
+            ("late_fee_rate", self.late_fee_rate),
+            ("prepayment_fee_rate", self.prepayment_fee_rate),
+        ] {
+            if rate < Decimal::ZERO || rate > Decimal::ONE || rate.scale() > 6 {
+                errors.push(FieldError::new(
+                    field,
+                    "must be a fraction from 0 to 1 with at most 6 decimals",
+                ));
+            }
         }
         if errors.is_empty() {
             Ok(())

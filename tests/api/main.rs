@@ -1,6 +1,7 @@
 //! Black-box tests through the real router against a real PostgreSQL (see helpers.rs).
 
 mod auth;
+mod books;
 mod cli;
 mod customers;
 mod docs;

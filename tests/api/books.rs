@@ -1,0 +1,639 @@
+//! The money core's books: the double-entry journal, daily servicing, payoff and write-off.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use chrono::{Days, NaiveDate};
+use lakehouse_api::jobs::{servicing, Session};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+use crate::payments::{key, money};
+
+fn is_canonical_money(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        let s = s.strip_prefix('-').unwrap_or(s);
+        let (whole, cents) = s.split_once('.').unwrap_or((s, ""));
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && cents.len() == 2
+            && cents.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Every way the books can disagree, over every loan: an entry whose lines do not sum to zero,
+/// balance columns that differ from the journal, installments that differ from the balances
+/// (for loans not written off), or a negative balance. Empty when the books reconcile.
+pub async fn disagreements(owner: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "WITH journal AS ( \
+             SELECT loan_id, \
+                    coalesce(sum(amount) FILTER (WHERE account = 'LOAN_PRINCIPAL'), 0) AS principal, \
+                    coalesce(sum(amount) FILTER (WHERE account = 'LOAN_INTEREST'), 0) AS interest, \
+                    coalesce(sum(amount) FILTER (WHERE account = 'LOAN_FEES'), 0) AS fees, \
+                    coalesce(sum(amount) FILTER (WHERE account = 'LOAN_PENALTIES'), 0) AS penalties \
+             FROM core.journal_lines GROUP BY loan_id), \
+         schedule AS ( \
+             SELECT loan_id, sum(principal_due - principal_paid) AS principal, \
+                    sum(interest_posted - interest_paid) AS interest \
+             FROM core.loan_installments GROUP BY loan_id) \
+         SELECT format('entry %s sums to %s', entry_id, sum(amount)) FROM core.journal_lines \
+             GROUP BY entry_id HAVING sum(amount) <> 0 \
+         UNION ALL \
+         SELECT format('%s (%s): columns %s/%s/%s/%s, journal %s/%s/%s/%s', l.loan_number, l.status, \
+                       l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
+                       l.penalties_outstanding, j.principal, j.interest, j.fees, j.penalties) \
+         FROM core.loans l LEFT JOIN journal j USING (loan_id) \
+         WHERE l.disbursement_date IS NOT NULL AND ( \
+             j.loan_id IS NULL OR l.principal_outstanding <> j.principal \
+             OR l.interest_outstanding <> j.interest OR l.fees_outstanding <> j.fees \
+             OR l.penalties_outstanding <> j.penalties \
+             OR least(l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
+                      l.penalties_outstanding) < 0) \
+         UNION ALL \
+         SELECT format('%s (%s): balances %s/%s, installments %s/%s', l.loan_number, l.status, \
+                       l.principal_outstanding, l.interest_outstanding, s.principal, s.interest) \
+         FROM core.loans l LEFT JOIN schedule s USING (loan_id) \
+         WHERE l.disbursement_date IS NOT NULL AND l.status <> 'WRITTEN_OFF' AND ( \
+             s.loan_id IS NULL OR l.principal_outstanding <> s.principal \
+             OR l.interest_outstanding <> s.interest)",
+    )
+    .fetch_all(owner)
+    .await
+    .unwrap()
+}
+
+async fn assert_books_reconcile(app: &TestApp) {
+    let problems = disagreements(&app.owner).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+impl TestApp {
+    pub async fn get_loan_by_number(&self, number: &str) -> Value {
+        self.get(&format!("/v1/loans/by-number/{number}"), &self.staff())
+            .await
+            .json()
+    }
+
+    async fn today(&self) -> NaiveDate {
+        sqlx::query_scalar("SELECT core.business_date(now())")
+            .fetch_one(&self.owner)
+            .await
+            .unwrap()
+    }
+
+    /// Services every loan for each day from `today + from` to `today + to`, as the job does
+    /// (the route refuses future days; the owner's session does not).
+    async fn service(&self, from: u64, to: u64) -> Value {
+        let today = self.today().await;
+        let run = servicing::run(
+            &Session::Owner(self.owner.clone()),
+            today + Days::new(from),
+            today + Days::new(to),
+        )
+        .await
+        .unwrap();
+        serde_json::to_value(run).unwrap()
+    }
+
+    async fn set_terms(&self, terms: &str) {
+        sqlx::raw_sql(&format!(
+            "UPDATE core.products SET {terms} WHERE product_code = 'PERSONAL_STD'"
+        ))
+        .execute(&self.owner)
+        .await
+        .unwrap();
+    }
+
+    async fn loan_json(&self, loan: &Value) -> Value {
+        self.get(
+            &format!("/v1/loans/{}", loan["loan_id"].as_str().unwrap()),
+            &self.staff(),
+        )
+        .await
+        .json()
+    }
+
+    async fn journal(&self, loan: &Value, token: &str) -> crate::helpers::TestResponse {
+        self.get(
+            &format!("/v1/loans/{}/journal", loan["loan_id"].as_str().unwrap()),
+            token,
+        )
+        .await
+    }
+
+    async fn repay(&self, loan: &Value, amount: &str) -> crate::helpers::TestResponse {
+        self.pay(
+            &self.staff(),
+            &key(),
+            &json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount}),
+        )
+        .await
+    }
+}
+
+fn kinds(journal: &Value) -> Vec<&str> {
+    journal["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_journal() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTJ01", "710710710").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let fee = app
+        .pay(
+            &app.staff(),
+            &key(),
+            &json!({"loan_id": loan["loan_id"], "payment_type": "FEE", "amount": "50000"}),
+        )
+        .await;
+    assert_eq!(fee.status, StatusCode::CREATED, "{}", fee.text());
+    let first = app.repay(&loan, "1000000.00").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let first_id = first.json()["payment_id"].as_str().unwrap().to_owned();
+    let reversed = app
+        .json(
+            Method::POST,
+            &format!("/v1/payments/{first_id}/reverse"),
+            &app.staff(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+    assert_eq!(
+        app.repay(&loan, "500000.00").await.status,
+        StatusCode::CREATED
+    );
+
+    let journal = app.journal(&loan, &app.staff()).await;
+    assert_eq!(journal.status, StatusCode::OK, "{}", journal.text());
+    let journal = journal.json();
+    assert_eq!(
+        kinds(&journal),
+        ["DISBURSEMENT", "FEE", "REPAYMENT", "REVERSAL", "REPAYMENT"]
+    );
+    for entry in journal["entries"].as_array().unwrap() {
+        let lines = entry["lines"].as_array().unwrap();
+        assert!(lines.len() >= 2, "{entry}");
+        assert!(
+            lines.iter().all(|l| is_canonical_money(&l["amount"])),
+            "{entry}"
+        );
+        let sum: Decimal = lines.iter().map(|l| money(&l["amount"])).sum();
+        assert_eq!(sum, Decimal::ZERO, "{entry}");
+    }
+    // The reversal is the contra of the first repayment, line by line.
+    let entries = journal["entries"].as_array().unwrap();
+    assert_eq!(entries[3]["reverses"], entries[2]["entry_id"]);
+    for (line, contra) in entries[2]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(entries[3]["lines"].as_array().unwrap())
+    {
+        assert_eq!(line["account"], contra["account"]);
+        assert_eq!(money(&line["amount"]), -money(&contra["amount"]));
+    }
+    // The loan's balance columns are its journal's balances.
+    let now = app.loan_json(&loan).await;
+    let balance = |account: &str| {
+        journal["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["account"] == account)
+            .map(|b| b["balance"].clone())
+            .unwrap()
+    };
+    assert_eq!(balance("LOAN_PRINCIPAL"), now["principal_outstanding"]);
+    assert_eq!(balance("LOAN_INTEREST"), now["interest_outstanding"]);
+    assert_eq!(balance("LOAN_FEES"), now["fees_outstanding"]);
+    assert_eq!(balance("LOAN_PENALTIES"), now["penalties_outstanding"]);
+    assert_books_reconcile(&app).await;
+
+    // The customer reads their own loan's journal; another customer is told it does not exist.
+    let own = app.journal(&loan, &app.customer(customer)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(own.json()["entries"], journal["entries"]);
+    let stranger = app.approved_customer("CUSTJ02", "720720720").await;
+    app.journal(&loan, &app.customer(stranger))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let leaked: i64 = {
+        let mut tx = app.owner.begin().await.unwrap();
+        sqlx::raw_sql(&format!(
+            "SET LOCAL ROLE lakehouse_app_user; SET LOCAL app.current_customer_id = '{stranger}'"
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM core.journal_entries) + (SELECT count(*) FROM core.journal_lines)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        leaked, 0,
+        "row-level security keeps other customers' journals out"
+    );
+
+    // The trial balance sums to zero; analysts and administrators only.
+    let trial = app
+        .get("/v1/ledger/trial-balance", &app.token("analyst", None))
+        .await;
+    assert_eq!(trial.status, StatusCode::OK, "{}", trial.text());
+    let trial = trial.json();
+    assert_eq!(trial["balanced"], true);
+    assert_eq!(trial["total_debits"], trial["total_credits"]);
+    assert!(is_canonical_money(&trial["total_debits"]));
+    let sum: Decimal = trial["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| money(&a["balance"]))
+        .sum();
+    assert_eq!(sum, Decimal::ZERO);
+    assert_eq!(
+        app.get("/v1/ledger/trial-balance", &app.customer(customer))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Entries are immutable and balanced whoever writes: the database refuses the rest.
+    for statement in [
+        "UPDATE core.journal_lines SET amount = amount * 2",
+        "DELETE FROM core.journal_entries",
+        "INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date) \
+         SELECT gen_random_uuid(), loan_id, customer_id, 'FEE', current_date FROM core.loan_directory LIMIT 1; \
+         INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount) \
+         SELECT entry_id, 1, loan_id, customer_id, 'LOAN_FEES', 10 FROM core.journal_entries WHERE kind = 'FEE' \
+         ORDER BY posted_at DESC LIMIT 1",
+    ] {
+        let mut tx = app.owner.begin().await.unwrap();
+        sqlx::raw_sql("SET LOCAL ROLE lakehouse_staff")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let refused = sqlx::raw_sql(statement).execute(&mut *tx).await;
+        assert!(refused.is_err(), "{statement}");
+    }
+    assert_books_reconcile(&app).await;
+}
+
+#[tokio::test]
+async fn servicing_posts_interest_charges_late_fees_defaults_and_changes_nothing_twice() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms(
+        "grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0, default_after_days = 60",
+    )
+    .await;
+    let customer = app.approved_customer("CUSTS01", "730730730").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let first_interest = Decimal::new(12_500_000, 2);
+
+    // 45 days on: the first installment fell due, unpaid, and is past its grace days.
+    let run = app.service(45, 45).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let after = app.loan_json(&loan).await;
+    assert_eq!(money(&after["interest_outstanding"]), first_interest);
+    assert_eq!(after["penalties_outstanding"], "50000.00");
+    assert_eq!(after["status"], "DISBURSED");
+    let journal = app.journal(&loan, &app.staff()).await.json();
+    assert_eq!(
+        kinds(&journal),
+        ["DISBURSEMENT", "INTEREST_DUE", "LATE_FEE"]
+    );
+
+    // Twice for the same day: nothing changes.
+    app.service(45, 45).await;
+    let again = app.loan_json(&loan).await;
+    for field in [
+        "interest_outstanding",
+        "penalties_outstanding",
+        "status",
+        "version",
+    ] {
+        assert_eq!(again[field], after[field], "{field}");
+    }
+    assert_eq!(
+        kinds(&app.journal(&loan, &app.staff()).await.json()).len(),
+        3
+    );
+
+    // Catching up over a range: three installments due, each with its late fee, and more than
+    // 60 days past due, so the loan defaults (events for the fees and the default).
+    app.service(46, 100).await;
+    let defaulted = app.loan_json(&loan).await;
+    assert_eq!(defaulted["status"], "DEFAULTED", "{defaulted}");
+    assert!(defaulted["defaulted_at"].is_string());
+    assert_eq!(defaulted["penalties_outstanding"], "150000.00");
+    let events = app
+        .count("SELECT count(*) FROM metadata.outbox_events WHERE topic = 'loan_fee_charged'")
+        .await;
+    assert_eq!(events, 3);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM metadata.outbox_events WHERE topic = 'loan_status_changed' \
+             AND payload->>'new_status' = 'DEFAULTED'"
+        )
+        .await,
+        1
+    );
+    assert_books_reconcile(&app).await;
+
+    // A defaulted loan keeps taking repayments; clearing its arrears cures it.
+    let arrears =
+        money(&defaulted["interest_outstanding"]) + money(&defaulted["penalties_outstanding"]);
+    let principal_due: Decimal = sqlx::query_scalar(
+        "SELECT sum(principal_due - principal_paid) FROM core.loan_installments \
+         WHERE loan_id = $1 AND due_date <= core.business_date(now()) + 100",
+    )
+    .bind(Uuid::parse_str(loan["loan_id"].as_str().unwrap()).unwrap())
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    let paid = app
+        .repay(&loan, &(arrears + principal_due).to_string())
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let cured = app.loan_json(&loan).await;
+    assert_eq!(cured["status"], "DISBURSED", "{cured}");
+    assert_eq!(cured["penalties_outstanding"], "0.00");
+    assert_books_reconcile(&app).await;
+
+    // The administrators' route runs the same job for today, recorded like every job.
+    let today = app
+        .json(
+            Method::POST,
+            "/v1/admin/servicing",
+            &app.token("admin", None),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(today.status, StatusCode::OK, "{}", today.text());
+    assert_eq!(today.json()["job_name"], "loan_servicing");
+    app.json(
+        Method::POST,
+        "/v1/admin/servicing",
+        &app.token("admin", None),
+        &json!({"to": "2999-01-01"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.json(
+            Method::POST,
+            "/v1/admin/servicing",
+            &app.staff(),
+            &json!({})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_scheduler_runs_servicing_once_across_instances() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTS02", "740740740").await;
+    app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let session = Session::Caller {
+        pool: app.state.db.pool.clone(),
+        caller: lakehouse_api::auth::Caller::system("scheduler"),
+        statement_timeout_ms: 60_000,
+    };
+    let pool = app.state.db.pool.clone();
+    let instances: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, session) = (pool.clone(), session.clone());
+            tokio::spawn(async move {
+                lakehouse_api::jobs::scheduler::service_if_due(&pool, &session).await
+            })
+        })
+        .collect();
+    let mut ran = 0;
+    for instance in instances {
+        if instance.await.unwrap().unwrap().is_some() {
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 1, "one instance runs the day's servicing");
+    // Up to date now: a later check runs nothing.
+    assert!(
+        lakehouse_api::jobs::scheduler::service_if_due(&pool, &session)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM metadata.job_execution WHERE job_name = 'loan_servicing' \
+             AND status = 'SUCCEEDED' AND triggered_by = 'system|scheduler|admin'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_payoff_of_the_quote_closes_the_loan_and_more_is_refused() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("prepayment_fee_rate = 0.01").await;
+    let customer = app.approved_customer("CUSTP01", "750750750").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let path = format!("/v1/loans/{}/payoff", loan["loan_id"].as_str().unwrap());
+    let quote = app.get(&path, &app.customer(customer)).await;
+    assert_eq!(quote.status, StatusCode::OK, "{}", quote.text());
+    let quote = quote.json();
+    for field in [
+        "principal",
+        "interest",
+        "fees",
+        "penalties",
+        "prepayment_fee",
+        "total",
+        "total_cost_of_credit",
+    ] {
+        assert!(is_canonical_money(&quote[field]), "{field}: {quote}");
+    }
+    assert_eq!(quote["principal"], "12000000.00");
+    assert_eq!(quote["prepayment_fee"], "120000.00");
+    assert_eq!(quote["apr"], "0.1250");
+    assert_eq!(
+        money(&quote["total_cost_of_credit"]),
+        money(&quote["total"]) - Decimal::new(12_000_000, 0)
+    );
+    // A month ahead: the first installment's interest has fallen due.
+    let later = app
+        .get(
+            &format!("{path}?date={}", app.today().await + Days::new(40)),
+            &app.staff(),
+        )
+        .await
+        .json();
+    // A month and more ahead: the first installment's interest has fallen due, and some of the
+    // second period's has accrued.
+    assert!(
+        money(&later["interest"]) > Decimal::new(12_500_000, 2),
+        "{later}"
+    );
+    assert!(
+        money(&later["interest"]) < Decimal::new(25_000_000, 2),
+        "{later}"
+    );
+    app.get(&format!("{path}?date=1999-01-01"), &app.staff())
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    let too_much = money(&quote["total"]) + Decimal::new(1, 2);
+    app.repay(&loan, &too_much.to_string())
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let paid = app.repay(&loan, quote["total"].as_str().unwrap()).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let closed = app.loan_json(&loan).await;
+    assert_eq!(closed["status"], "CLOSED");
+    assert_eq!(closed["principal_outstanding"], "0.00");
+    assert_eq!(closed["interest_outstanding"], "0.00");
+    let journal = app.journal(&loan, &app.staff()).await.json();
+    assert_eq!(kinds(&journal), ["DISBURSEMENT", "PAYOFF"]);
+    // Servicing never charges a paid-off loan the interest of later periods.
+    app.service(200, 200).await;
+    assert_eq!(app.loan_json(&loan).await["interest_outstanding"], "0.00");
+    assert_books_reconcile(&app).await;
+}
+
+#[tokio::test]
+async fn staff_write_off_a_defaulted_loan_and_recoveries_are_journaled() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("default_after_days = 30, late_fee_amount = 10000")
+        .await;
+    let customer = app.approved_customer("CUSTW01", "760760760").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 6)
+        .await;
+    let path = format!("/v1/loans/{}/write-off", loan["loan_id"].as_str().unwrap());
+    app.json(Method::POST, &path, &app.staff(), &json!({}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    app.service(80, 80).await;
+    let defaulted = app.loan_json(&loan).await;
+    assert_eq!(defaulted["status"], "DEFAULTED");
+    let owed = money(&defaulted["principal_outstanding"])
+        + money(&defaulted["interest_outstanding"])
+        + money(&defaulted["penalties_outstanding"]);
+    assert_eq!(
+        app.json(Method::POST, &path, &app.customer(customer), &json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let written = app
+        .json(
+            Method::POST,
+            &path,
+            &app.staff(),
+            &json!({"reason": "uncollectable"}),
+        )
+        .await;
+    assert_eq!(written.status, StatusCode::OK, "{}", written.text());
+    let written = written.json();
+    assert_eq!(written["status"], "WRITTEN_OFF");
+    assert_eq!(money(&written["written_off_amount"]), owed);
+    assert_eq!(written["principal_outstanding"], "0.00");
+
+    let recovered = app.repay(&loan, "100000.00").await;
+    assert_eq!(
+        recovered.status,
+        StatusCode::CREATED,
+        "{}",
+        recovered.text()
+    );
+    assert_eq!(app.loan_json(&loan).await["recovered_amount"], "100000.00");
+    app.repay(&loan, &owed.to_string())
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let recovery_id = recovered.json()["payment_id"].as_str().unwrap().to_owned();
+    let reversed = app
+        .json(
+            Method::POST,
+            &format!("/v1/payments/{recovery_id}/reverse"),
+            &app.staff(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+    assert_eq!(app.loan_json(&loan).await["recovered_amount"], "0.00");
+    let journal = app.journal(&loan, &app.staff()).await.json();
+    let kinds = kinds(&journal);
+    assert!(
+        kinds.ends_with(&["WRITE_OFF", "RECOVERY", "REVERSAL"]),
+        "{kinds:?}"
+    );
+    assert_books_reconcile(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_parallel_repayments_and_reversals_on_one_loan_leave_the_books_reconciled() {
+    let app = Arc::new(TestApp::spawn().await);
+    let customer = app.approved_customer("CUSTC01", "770770770").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 12)
+        .await;
+    let payments: Vec<_> = (0..40)
+        .map(|i| {
+            let (app, loan) = (app.clone(), loan.clone());
+            tokio::spawn(async move {
+                let paid = app.repay(&loan, &format!("{}.37", 10_000 + i)).await;
+                assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+                let id = paid.json()["payment_id"].as_str().unwrap().to_owned();
+                if i % 3 == 0 {
+                    let reversed = app
+                        .json(
+                            Method::POST,
+                            &format!("/v1/payments/{id}/reverse"),
+                            &app.staff(),
+                            &json!({}),
+                        )
+                        .await;
+                    assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+                }
+            })
+        })
+        .collect();
+    for p in payments {
+        p.await.unwrap();
+    }
+    let (reversed, completed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'REVERSED'), count(*) FILTER (WHERE status = 'COMPLETED') \
+         FROM core.payments WHERE payment_type = 'REPAYMENT'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!((reversed, completed), (14, 26));
+    assert_books_reconcile(&app).await;
+}
