@@ -332,7 +332,9 @@ BEGIN
     )
     SELECT count(*) INTO interest_entries FROM due;
 
-    -- One late fee per installment past its grace days and not fully paid.
+    -- One late fee per installment past its grace days and not fully paid. Its event takes the
+    -- outbox's commit-order lock first, as status changes do (migration 0008).
+    PERFORM pg_advisory_xact_lock('metadata.outbox_events'::regclass::oid::bigint);
     WITH late AS (
         SELECT gen_random_uuid() AS entry_id, i.loan_id, i.customer_id, i.installment_number,
                i.due_date + p.grace_days + 1 AS charged_on,

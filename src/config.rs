@@ -413,7 +413,12 @@ impl HttpConfig {
             header_read_timeout: millis(src, "HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
             shutdown_timeout: millis(src, "SHUTDOWN_TIMEOUT_MS", d.shutdown_timeout)?,
             job_timeout: millis(src, "JOB_TIMEOUT_MS", d.job_timeout)?,
-            scheduler_interval: millis(src, "SCHEDULER_INTERVAL_MS", d.scheduler_interval)?,
+            scheduler_interval: Duration::from_millis(parsed(
+                src,
+                "SCHEDULER_INTERVAL_MS",
+                u64::try_from(d.scheduler_interval.as_millis()).unwrap_or(u64::MAX),
+                "a whole number of milliseconds (0: off)",
+            )?),
             import_limit_bytes: parsed(
                 src,
                 "IMPORT_BODY_LIMIT_BYTES",

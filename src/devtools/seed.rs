@@ -4,6 +4,7 @@
 
 mod binary_copy;
 mod generated;
+mod history;
 
 use std::io::Write;
 use std::time::Instant;
@@ -289,13 +290,13 @@ pub async fn generate(
         "core.payments",
     ];
     let mut deferred = Vec::with_capacity(tables.len());
-    for table in tables {
+    for table in tables.into_iter().chain(BOOKS) {
         deferred.push(deferred_structures(conn, table).await?);
     }
     let batches = volume.customers.div_ceil(BATCH) as usize;
-    // Customer batches; generating; four copies and their rebuilds; commit; ANALYZE.
+    // Customer batches; generating; four copies and their rebuilds; the books; commit; ANALYZE.
     let mut progress = Progress::new(
-        batches + 1 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 2,
+        batches + 1 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 4 + 2,
     );
     let customers = insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
 
@@ -308,16 +309,44 @@ pub async fn generate(
     )
     .execute(&mut *conn)
     .await?;
+    let terms: history::Terms = sqlx::query_as(
+        "SELECT annual_interest_rate, grace_days, late_fee_amount, late_fee_rate, \
+                default_after_days, prepayment_fee_rate \
+         FROM core.products WHERE product_code = 'PERSONAL_STD'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
 
-    // Loans and payments are generated here, on the seed's core, and copied in binary while the
-    // server works on the other core. They come in date order with UUIDv7 ids of their own
-    // dates, as the service writes them, so keys grow at their right edge.
+    // Loans and their histories are generated here, on the seed's core, and copied in binary
+    // while the server works on the other core. They come in date order with UUIDv7 ids of
+    // their own dates, as the service writes them, so keys grow at their right edge. Each loan
+    // is played through the ledger's engine (history.rs): its repayments, then servicing
+    // through today.
     let now = Utc::now();
+    let earliest = now - chrono::Duration::days(790);
     let mut rng = Rng::new(Uuid::now_v7().as_u128() as u64);
     let loans = generated::loans(&customers, volume.loans_per_customer, now, &mut rng);
-    let payments = generated::payments(&loans, volume.payments_per_loan, now, &mut rng);
+    let play = |loan: &generated::Loan| {
+        history::play(loan, &terms, now, earliest, volume.payments_per_loan)
+    };
+    let mut outcomes = Vec::with_capacity(loans.len());
+    let mut payments = Vec::new();
+    for (index, loan) in loans.iter().enumerate() {
+        let history = play(loan);
+        for r in &history.repayments {
+            payments.push(generated::Payment {
+                id: r.id,
+                loan: index,
+                number: r.number,
+                paid_at: r.paid_at,
+                amount: r.amount,
+            });
+        }
+        outcomes.push(Outcome::of(&history));
+    }
+    payments.sort_unstable_by_key(|payment| payment.paid_at);
     let loan_number = |index: usize| format!("{prefix}-{:08}", index + 1);
-    progress.step("loans and payments generated");
+    progress.step("loans and their histories generated");
 
     let mut tx = conn.begin().await?;
     sqlx::raw_sql("SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'")
@@ -339,7 +368,9 @@ pub async fn generate(
                              application_date) FROM STDIN (FORMAT binary)",
             table_copy: "COPY core.loans (loan_id, loan_number, customer_id, product_code, \
                          product_type, loan_amount, interest_rate, term_months, status, \
-                         application_date, approval_date, disbursement_date, maturity_date) \
+                         application_date, approval_date, disbursement_date, maturity_date, \
+                         principal_outstanding, interest_outstanding, penalties_outstanding, \
+                         total_paid, next_due_date, closed_at, defaulted_at, serviced_through) \
                          FROM STDIN (FORMAT binary)",
             rows: loans.len(),
             directory_entry: |index: usize| DirectoryEntry {
@@ -350,22 +381,35 @@ pub async fn generate(
             },
             table_row: |copy: &mut BinaryCopy, index: usize| {
                 let loan = &loans[index];
-                let disbursed = loan.applied_at + chrono::Duration::days(1);
-                let matures = (loan.applied_at + chrono::Months::new(25)).date_naive();
-                copy.row(13);
+                let outcome = &outcomes[index];
+                let disbursed = history::History::disbursed_at(loan);
+                let matures =
+                    (loan.applied_at + chrono::Months::new(history::TERM_MONTHS + 1)).date_naive();
+                copy.row(21);
                 copy.field(&loan.id)?;
                 copy.field(&loan_number(index))?;
                 copy.field(&loan.customer_id)?;
                 copy.field(&"PERSONAL_STD")?;
                 copy.field(&"PERSONAL_LOAN")?;
                 copy.field(&loan.amount)?;
-                copy.field(&Decimal::new(1250, 4))?;
-                copy.field(&24_i32)?;
-                copy.field(&"DISBURSED")?;
+                copy.field(&terms.annual_interest_rate)?;
+                copy.field(&(history::TERM_MONTHS as i32))?;
+                copy.field(&outcome.status.as_str())?;
                 copy.field(&loan.applied_at)?;
                 copy.field(&loan.applied_at)?;
                 copy.field(&disbursed)?;
-                copy.field(&matures)
+                copy.field(&matures)?;
+                copy.field(&outcome.balances.principal_outstanding)?;
+                copy.field(&outcome.balances.interest_outstanding)?;
+                copy.field(&outcome.balances.penalties_outstanding)?;
+                copy.field(&outcome.total_paid)?;
+                copy.field(&outcome.balances.next_due_date)?;
+                copy.field(&outcome.closed_at)?;
+                copy.field(&outcome.defaulted_at)?;
+                copy.field(
+                    &(outcome.status != ledger::model::LoanStatus::Closed)
+                        .then_some(now.date_naive()),
+                )
             },
         },
     )
@@ -384,8 +428,8 @@ pub async fn generate(
             directory_copy: "COPY core.payment_directory (payment_id, transaction_id, \
                              customer_id, payment_date) FROM STDIN (FORMAT binary)",
             table_copy: "COPY core.payments (payment_id, transaction_id, loan_id, customer_id, \
-                         payment_type, amount, payment_method, payment_date, status, channel) \
-                         FROM STDIN (FORMAT binary)",
+                         payment_type, amount, payment_method, payment_date, status, channel, \
+                         status_changed_at) FROM STDIN (FORMAT binary)",
             rows: payments.len(),
             directory_entry: |index: usize| DirectoryEntry {
                 id: payments[index].id,
@@ -396,21 +440,23 @@ pub async fn generate(
             table_row: |copy: &mut BinaryCopy, index: usize| {
                 let payment = &payments[index];
                 let loan = &loans[payment.loan];
-                copy.row(10);
+                copy.row(11);
                 copy.field(&payment.id)?;
                 copy.field(&transaction_id(payment))?;
                 copy.field(&loan.id)?;
                 copy.field(&loan.customer_id)?;
                 copy.field(&"REPAYMENT")?;
-                copy.field(&generated::instalment(loan))?;
+                copy.field(&payment.amount)?;
                 copy.field(&"BANK_TRANSFER")?;
                 copy.field(&payment.paid_at)?;
                 copy.field(&"COMPLETED")?;
-                copy.field(&"BRANCH")
+                copy.field(&"BRANCH")?;
+                copy.field(&payment.paid_at)
             },
         },
     )
     .await?;
+    let book_rows = load_books(&mut tx, &mut progress, &deferred[4..], &loans, &play).await?;
     tx.commit().await?;
     progress.step("committed");
     // Statistics now, not when autovacuum comes round: the payments' (the most partitions) on a
@@ -420,7 +466,9 @@ pub async fn generate(
         sqlx::raw_sql("ANALYZE core.payments").execute(&mut second),
         sqlx::raw_sql(
             "ANALYZE core.customers; ANALYZE core.loans; ANALYZE core.loan_directory; \
-             ANALYZE core.payment_directory"
+             ANALYZE core.payment_directory; ANALYZE core.loan_installments; \
+             ANALYZE core.payment_allocations; ANALYZE core.journal_entries; \
+             ANALYZE core.journal_lines"
         )
         .execute(&mut *conn),
     );
@@ -429,11 +477,183 @@ pub async fn generate(
     second.close().await?;
     progress.step("analyzed");
     eprintln!(
-        "\ngenerated {} customers, {loan_count} loans, {payment_count} payments in {:.1}s",
+        "\ngenerated {} customers, {loan_count} loans, {payment_count} payments, \
+         {book_rows} installment, allocation and journal rows in {:.1}s",
         volume.customers,
         progress.started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The tables of a loan's books, loaded after the loans and payments.
+const BOOKS: [&str; 4] = [
+    "core.loan_installments",
+    "core.payment_allocations",
+    "core.journal_entries",
+    "core.journal_lines",
+];
+
+/// What a loan's history leaves on its row.
+struct Outcome {
+    status: ledger::model::LoanStatus,
+    balances: ledger::Balances,
+    total_paid: Decimal,
+    closed_at: Option<DateTime<Utc>>,
+    defaulted_at: Option<DateTime<Utc>>,
+}
+
+impl Outcome {
+    fn of(history: &history::History) -> Self {
+        Self {
+            status: history.status,
+            balances: history.books.balances(),
+            total_paid: history.total_paid,
+            closed_at: history.closed_at,
+            defaulted_at: history.defaulted_at,
+        }
+    }
+}
+
+/// Loans played again, a chunk at a time, to write their installments, allocations and journal
+/// (the same choices as the first time: each loan's come from its id). The tables' keys and
+/// indexes are rebuilt once at the end, and the journal's balance check, a statement trigger
+/// that would look up each entry in a table without its index, is replaced by one check of
+/// every entry at the end.
+async fn load_books(
+    tx: &mut PgConnection,
+    progress: &mut Progress,
+    deferred: &[Vec<Deferred>],
+    loans: &[generated::Loan],
+    play: &impl Fn(&generated::Loan) -> history::History,
+) -> CliResult<u64> {
+    const CHUNK: usize = 2_000;
+    sqlx::raw_sql("ALTER TABLE core.journal_lines DISABLE TRIGGER journal_lines_balanced")
+        .execute(&mut *tx)
+        .await?;
+    for structure in deferred.iter().flatten() {
+        sqlx::raw_sql(&structure.drop_sql).execute(&mut *tx).await?;
+    }
+    let mut rows = 0;
+    for chunk in loans.chunks(CHUNK) {
+        let histories: Vec<(&generated::Loan, history::History)> =
+            chunk.iter().map(|loan| (loan, play(loan))).collect();
+        let mut copy = BinaryCopy::begin(
+            &mut *tx,
+            "COPY core.loan_installments (loan_id, customer_id, installment_number, due_date, \
+             principal_due, interest_due, interest_posted, principal_paid, interest_paid) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+        for (loan, history) in &histories {
+            for s in &history.books.installments {
+                copy.row(9);
+                copy.field(&loan.id)?;
+                copy.field(&loan.customer_id)?;
+                copy.field(&s.number)?;
+                copy.field(&s.due_date)?;
+                copy.field(&s.principal_due)?;
+                copy.field(&s.interest_due)?;
+                copy.field(&s.interest_posted)?;
+                copy.field(&s.principal_paid)?;
+                copy.field(&s.interest_paid)?;
+            }
+            copy.send_full_chunk().await?;
+        }
+        rows += copy.finish().await?;
+        let mut copy = BinaryCopy::begin(
+            &mut *tx,
+            "COPY core.payment_allocations (payment_id, loan_id, customer_id, installment_number, \
+             component, amount, posted, created_at) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+        for (loan, history) in &histories {
+            for r in &history.repayments {
+                for a in &r.allocations {
+                    copy.row(8);
+                    copy.field(&r.id)?;
+                    copy.field(&loan.id)?;
+                    copy.field(&loan.customer_id)?;
+                    copy.field(&a.installment)?;
+                    copy.field(&a.component.as_str())?;
+                    copy.field(&a.amount)?;
+                    copy.field(&a.posted)?;
+                    copy.field(&r.paid_at)?;
+                }
+            }
+            copy.send_full_chunk().await?;
+        }
+        rows += copy.finish().await?;
+        let mut copy = BinaryCopy::begin(
+            &mut *tx,
+            "COPY core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
+             payment_id, installment_number, posted_at, posted_by) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+        for (loan, history) in &histories {
+            for e in &history.entries {
+                copy.row(9);
+                copy.field(&e.id)?;
+                copy.field(&loan.id)?;
+                copy.field(&loan.customer_id)?;
+                copy.field(&e.kind.as_str())?;
+                copy.field(&e.business_date)?;
+                copy.field(&e.payment_id)?;
+                copy.field(&e.installment)?;
+                copy.field(&e.posted_at)?;
+                copy.field(&"system|seed")?;
+            }
+            copy.send_full_chunk().await?;
+        }
+        rows += copy.finish().await?;
+        let mut copy = BinaryCopy::begin(
+            &mut *tx,
+            "COPY core.journal_lines (entry_id, line_number, loan_id, customer_id, account, \
+             amount) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+        for (loan, history) in &histories {
+            for e in &history.entries {
+                for (number, (account, amount)) in e
+                    .lines
+                    .accounts()
+                    .into_iter()
+                    .zip(e.lines.amounts())
+                    .enumerate()
+                {
+                    copy.row(6);
+                    copy.field(&e.id)?;
+                    copy.field(&(number as i16 + 1))?;
+                    copy.field(&loan.id)?;
+                    copy.field(&loan.customer_id)?;
+                    copy.field(&account)?;
+                    copy.field(&amount)?;
+                }
+            }
+            copy.send_full_chunk().await?;
+        }
+        rows += copy.finish().await?;
+    }
+    progress.step(&format!("the books: {rows} rows"));
+    for structure in deferred.iter().flatten() {
+        sqlx::raw_sql(&structure.create_sql)
+            .execute(&mut *tx)
+            .await?;
+    }
+    progress.step("the books: keys and indexes rebuilt");
+    sqlx::raw_sql("ALTER TABLE core.journal_lines ENABLE TRIGGER journal_lines_balanced")
+        .execute(&mut *tx)
+        .await?;
+    let unbalanced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT entry_id FROM core.journal_lines GROUP BY entry_id \
+                               HAVING sum(amount) <> 0) e",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if unbalanced > 0 {
+        return Err(format!("{unbalanced} generated journal entries do not balance").into());
+    }
+    progress.step("the books: every entry balances");
+    Ok(rows)
 }
 
 /// Inserts `customers` load-test customers, [`BATCH`] at a time, each ID number encrypted here as

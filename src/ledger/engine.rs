@@ -132,6 +132,28 @@ pub struct Applied {
 }
 
 impl Ledger {
+    /// The books of a loan just paid out on `disbursed_on` with `schedule`: nothing paid, nothing
+    /// receivable yet.
+    pub fn new(disbursed_on: NaiveDate, schedule: &[crate::money::Installment]) -> Self {
+        Self {
+            disbursed_on,
+            fees_outstanding: Decimal::ZERO,
+            penalties_outstanding: Decimal::ZERO,
+            installments: schedule
+                .iter()
+                .map(|i| InstallmentState {
+                    number: i32::try_from(i.number).unwrap_or(i32::MAX),
+                    due_date: i.due_date,
+                    principal_due: i.principal,
+                    interest_due: i.interest,
+                    interest_posted: Decimal::ZERO,
+                    principal_paid: Decimal::ZERO,
+                    interest_paid: Decimal::ZERO,
+                })
+                .collect(),
+        }
+    }
+
     pub fn balances(&self) -> Balances {
         let (principal, interest) =
             self.installments
@@ -436,23 +458,7 @@ mod tests {
             months,
             start,
         );
-        Ledger {
-            disbursed_on: start,
-            fees_outstanding: Decimal::ZERO,
-            penalties_outstanding: Decimal::ZERO,
-            installments: schedule
-                .into_iter()
-                .map(|i| InstallmentState {
-                    number: i.number as i32,
-                    due_date: i.due_date,
-                    principal_due: i.principal,
-                    interest_due: i.interest,
-                    interest_posted: Decimal::ZERO,
-                    principal_paid: Decimal::ZERO,
-                    interest_paid: Decimal::ZERO,
-                })
-                .collect(),
-        }
+        Ledger::new(start, &schedule)
     }
 
     fn money(cents: i64) -> Decimal {

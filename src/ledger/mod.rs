@@ -20,7 +20,7 @@ pub use self::engine::{
 };
 use self::journal::{Account, EntryKind, Lines};
 use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
-use self::repo::{LoanChange, LockedLoan, Movement, NewPayment};
+use self::repo::{InstallmentChange, LoanChange, LockedLoan, Movement, NewPayment};
 use crate::db::errors::ResultExt;
 use crate::error::{ApiError, FieldError};
 use crate::money::annuity_schedule;
@@ -77,14 +77,20 @@ fn status_after(status: LoanStatus, after: &Ledger, on: NaiveDate) -> Option<Loa
     }
 }
 
-/// What changed in the installments between `before` and `after`.
-fn changed<'a>(before: &Ledger, after: &'a Ledger) -> Vec<&'a InstallmentState> {
+/// What changed in the installments between `before` and `after`. Written as amounts added,
+/// so the statement says what the movement did (the loan's lock keeps anyone else out).
+fn changed(before: &Ledger, after: &Ledger) -> Vec<InstallmentChange> {
     after
         .installments
         .iter()
         .zip(&before.installments)
         .filter(|(a, b)| a != b)
-        .map(|(a, _)| a)
+        .map(|(a, b)| InstallmentChange {
+            number: a.number,
+            principal_paid: a.principal_paid - b.principal_paid,
+            interest_paid: a.interest_paid - b.interest_paid,
+            interest_posted: a.interest_posted - b.interest_posted,
+        })
         .collect()
 }
 

@@ -269,9 +269,19 @@ pub struct Movement<'a> {
     pub payment_id: Option<Uuid>,
     pub reverses: Option<Uuid>,
     pub lines: &'a Lines,
-    pub installments: Vec<&'a InstallmentState>,
+    /// What changed on each installment it touched: the amounts are added.
+    pub installments: Vec<InstallmentChange>,
     pub allocations: &'a [Allocation],
     pub loan: LoanChange,
+}
+
+/// What a movement adds to an installment's paid and posted amounts (negative for a reversal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallmentChange {
+    pub number: i32,
+    pub principal_paid: Decimal,
+    pub interest_paid: Decimal,
+    pub interest_posted: Decimal,
 }
 
 pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sqlx::Error> {
@@ -294,7 +304,8 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
              SELECT $1, n, $2, $3, a, x FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)), \
          installments AS ( \
              UPDATE core.loan_installments i \
-             SET principal_paid = t.p, interest_paid = t.i, interest_posted = t.ip \
+             SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i, \
+                 interest_posted = i.interest_posted + t.ip \
              FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[]) AS t(n, p, i, ip) \
              WHERE i.loan_id = $2 AND i.installment_number = t.n), \
          allocations AS ( \

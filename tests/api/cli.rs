@@ -384,11 +384,32 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     assert!(ok, "{stderr}");
     assert_eq!(app.count("SELECT count(*) FROM core.customers").await, 43);
     assert_eq!(app.count("SELECT count(*) FROM core.loans").await, 82);
-    // Lab: two disbursements and a repayment; generated: three per loan.
+    // Generated loans have real histories, played through the ledger: each has its 24
+    // installments; most are current, some in arrears, some closed, a few defaulted; each pays in
+    // at most three repayments (a payoff may add one); and the books of every loan reconcile
+    // with its journal.
     assert_eq!(
-        app.count("SELECT count(*) FROM core.payments").await,
-        3 + 240
+        app.count(
+            "SELECT count(*) FROM core.loans l WHERE l.loan_number LIKE 'LT%' AND              (SELECT count(*) FROM core.loan_installments i WHERE i.loan_id = l.loan_id) <> 24"
+        )
+        .await,
+        0
     );
+    let statuses = app
+        .count("SELECT count(DISTINCT status) FROM core.loans WHERE loan_number LIKE 'LT%'")
+        .await;
+    assert!(statuses >= 2, "{statuses} statuses among generated loans");
+    let generated_payments = app
+        .count(
+            "SELECT count(*) FROM core.payments p JOIN core.loan_directory d USING (loan_id)              WHERE d.loan_number LIKE 'LT%'",
+        )
+        .await;
+    assert!(
+        (80..=320).contains(&generated_payments),
+        "{generated_payments}"
+    );
+    let problems = crate::books::disagreements(&app.owner).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert_eq!(
         app.count(
             "SELECT count(*) FROM metadata.outbox_events e \
@@ -420,7 +441,7 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     assert_eq!(
         app.count("SELECT count(*) FROM core.payment_directory")
             .await,
-        243
+        app.count("SELECT count(*) FROM core.payments").await
     );
     assert_eq!(
         app.count(

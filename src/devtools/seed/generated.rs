@@ -2,7 +2,7 @@
 //! one) in the order they are loaded: by date, as the service would have written them.
 
 use chrono::{DateTime, Duration, Utc};
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use uuid::{Builder, Uuid};
 
 /// A loan as generated: applied for some time in the last eight years.
@@ -19,6 +19,7 @@ pub struct Payment {
     pub loan: usize,
     pub number: u32,
     pub paid_at: DateTime<Utc>,
+    pub amount: Decimal,
 }
 
 /// `per_customer` loans for each customer, dated uniformly between 2,900 days ago (eight or
@@ -47,34 +48,6 @@ pub fn loans(
     loans
 }
 
-/// `per_loan` repayments of each loan: the k-th falls in the k-th of equal slices between the
-/// day after disbursement (or 790 days ago, if later) and now. Sorted by date.
-pub fn payments(loans: &[Loan], per_loan: u32, now: DateTime<Utc>, rng: &mut Rng) -> Vec<Payment> {
-    let earliest = now - Duration::days(790);
-    let mut payments = Vec::with_capacity(loans.len() * per_loan as usize);
-    for (index, loan) in loans.iter().enumerate() {
-        let since = (loan.applied_at + Duration::days(1)).max(earliest);
-        for number in 1..=per_loan {
-            let share = (f64::from(number - 1) + rng.unit()) / f64::from(per_loan);
-            let paid_at = since + scaled(now - since, share);
-            payments.push(Payment {
-                id: uuid_v7(paid_at, rng),
-                loan: index,
-                number,
-                paid_at,
-            });
-        }
-    }
-    payments.sort_unstable_by_key(|payment| payment.paid_at);
-    payments
-}
-
-/// A repayment's amount: a 24th of the loan, to the cent.
-pub fn instalment(loan: &Loan) -> Decimal {
-    (loan.amount / Decimal::from(24))
-        .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-}
-
 /// `duration × share`, to the microsecond.
 fn scaled(duration: Duration, share: f64) -> Duration {
     let micros = duration.num_microseconds().unwrap_or(i64::MAX) as f64;
@@ -82,7 +55,7 @@ fn scaled(duration: Duration, share: f64) -> Duration {
 }
 
 /// A UUIDv7 of `at`, as the service makes ids for rows it writes at that moment.
-fn uuid_v7(at: DateTime<Utc>, rng: &mut Rng) -> Uuid {
+pub fn uuid_v7(at: DateTime<Utc>, rng: &mut Rng) -> Uuid {
     let mut random = [0_u8; 10];
     random[..8].copy_from_slice(&rng.next().to_le_bytes());
     random[8..].copy_from_slice(&rng.next().to_le_bytes()[..2]);
@@ -113,7 +86,7 @@ impl Rng {
     }
 
     /// Uniform in [0, n).
-    fn below(&mut self, n: u64) -> i64 {
+    pub fn below(&mut self, n: u64) -> i64 {
         i64::try_from(self.next() % n).unwrap_or(0)
     }
 }
@@ -123,39 +96,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loans_spread_over_eight_years_and_payments_follow_their_loan() {
+    fn loans_spread_over_eight_years_in_date_order() {
         let now = Utc::now();
         let mut rng = Rng::new(7);
         let customers: Vec<Uuid> = (0..200).map(|_| uuid_v7(now, &mut rng)).collect();
         let loans = loans(&customers, 10, now, &mut rng);
-        let payments = payments(&loans, 2, now, &mut rng);
-        assert_eq!((loans.len(), payments.len()), (2000, 4000));
+        assert_eq!(loans.len(), 2000);
         assert!(loans.windows(2).all(|w| w[0].applied_at <= w[1].applied_at));
-        assert!(payments.windows(2).all(|w| w[0].paid_at <= w[1].paid_at));
         let years = |at: DateTime<Utc>| at.format("%Y").to_string();
         let mut loan_years: Vec<String> = loans.iter().map(|l| years(l.applied_at)).collect();
         loan_years.dedup();
         assert!(loan_years.len() >= 8, "{loan_years:?}");
-        for payment in &payments {
-            let loan = &loans[payment.loan];
-            assert!(payment.paid_at > loan.applied_at && payment.paid_at <= now);
-            assert_eq!(payment.id.get_version_num(), 7);
-        }
-    }
-
-    #[test]
-    fn an_instalment_rounds_half_away_from_zero_to_the_cent() {
-        let loan = |amount: Decimal| Loan {
-            id: Uuid::nil(),
-            customer_id: Uuid::nil(),
-            amount,
-            applied_at: Utc::now(),
-        };
-        assert_eq!(
-            instalment(&loan(Decimal::from(10_000_000))),
-            Decimal::new(41_666_667, 2)
-        );
-        // 0.12 / 24 = 0.005: half a cent goes up, as PostgreSQL's round() does.
-        assert_eq!(instalment(&loan(Decimal::new(12, 2))), Decimal::new(1, 2));
+        assert!(loans.iter().all(|l| l.id.get_version_num() == 7));
     }
 }
