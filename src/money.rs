@@ -203,30 +203,61 @@ pub fn annuity_schedule(
     if months == 0 {
         return Vec::new();
     }
-    let monthly_rate = annual_rate / Decimal::from(12);
-    let payment = cents(level_payment(principal, monthly_rate, months));
-    let mut balance = cents(principal);
-    let mut schedule = Vec::with_capacity(months as usize);
-    for number in 1..=months {
-        let interest = cents(balance * monthly_rate);
-        let principal_part = if number == months {
-            balance
-        } else {
-            (payment - interest).min(balance).max(Decimal::ZERO)
-        };
-        balance -= principal_part;
-        schedule.push(Installment {
-            number,
-            due_date: start
+    let due_dates: Vec<NaiveDate> = (1..=months)
+        .map(|number| {
+            start
                 .checked_add_months(Months::new(number))
-                .unwrap_or(NaiveDate::MAX),
-            principal: principal_part,
-            interest,
-            total: principal_part + interest,
-            remaining_balance: balance,
-        });
+                .unwrap_or(NaiveDate::MAX)
+        })
+        .collect();
+    let mut balance = cents(principal);
+    amortise(principal, annual_rate, due_dates.len(), None)
+        .into_iter()
+        .zip(due_dates)
+        .zip(1..)
+        .map(|(((principal_part, interest), due_date), number)| {
+            balance -= principal_part;
+            Installment {
+                number,
+                due_date,
+                principal: principal_part,
+                interest,
+                total: principal_part + interest,
+                remaining_balance: balance,
+            }
+        })
+        .collect()
+}
+
+/// `principal` repaid over `count` monthly installments at `annual_rate`: each installment's
+/// (principal, interest), interest on the balance before it, rounded to cents. The installment
+/// is `payment` when given (a shorter term: installments after the balance is paid are zero),
+/// else the level annuity payment; the last installment takes what rounding left.
+pub fn amortise(
+    principal: Decimal,
+    annual_rate: Decimal,
+    count: usize,
+    payment: Option<Decimal>,
+) -> Vec<(Decimal, Decimal)> {
+    if count == 0 {
+        return Vec::new();
     }
-    schedule
+    let monthly_rate = annual_rate / Decimal::from(12);
+    let months = u32::try_from(count).unwrap_or(u32::MAX);
+    let payment = payment.unwrap_or_else(|| cents(level_payment(principal, monthly_rate, months)));
+    let mut balance = cents(principal);
+    (1..=count)
+        .map(|number| {
+            let interest = cents(balance * monthly_rate);
+            let principal_part = if number == count {
+                balance
+            } else {
+                (payment - interest).min(balance).max(Decimal::ZERO)
+            };
+            balance -= principal_part;
+            (principal_part, interest)
+        })
+        .collect()
 }
 
 /// P·r / (1 − (1 + r)^−n), or P / n when the rate is zero. Unrounded.

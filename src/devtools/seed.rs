@@ -311,7 +311,8 @@ pub async fn generate(
     .await?;
     let terms: history::Terms = sqlx::query_as(
         "SELECT annual_interest_rate, grace_days, late_fee_amount, late_fee_rate, \
-                default_after_days, prepayment_fee_rate \
+                default_after_days, prepayment_fee_rate, \
+                prepayment_reamortisation AS reamortisation \
          FROM core.products WHERE product_code = 'PERSONAL_STD'",
     )
     .fetch_one(&mut *conn)

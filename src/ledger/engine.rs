@@ -25,7 +25,36 @@ crate::closed_set! {
         Penalty = "PENALTY",
         Interest = "INTEREST",
         Principal = "PRINCIPAL",
+        /// Principal paid ahead of the schedule, which is re-amortised.
+        Prepayment = "PREPAYMENT",
     }
+}
+
+crate::closed_set! {
+    /// What a partial prepayment does to the rest of the schedule (a product's choice).
+    pub enum Reamortisation {
+        /// The installment stays; the loan ends sooner.
+        ShorterTerm = "SHORTER_TERM",
+        /// The term stays; every later installment is lower.
+        LowerInstallment = "LOWER_INSTALLMENT",
+    }
+}
+
+/// What the loan's product and contract say about payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The loan's annual interest rate.
+    pub annual_rate: Decimal,
+    pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
+}
+
+/// How a movement changed an installment's scheduled amounts (a re-amortisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleChange {
+    pub number: i32,
+    pub principal_due: Decimal,
+    pub interest_due: Decimal,
 }
 
 impl Component {
@@ -35,7 +64,7 @@ impl Component {
             Self::Fee => (Account::LoanFees, Account::FeeIncome),
             Self::Penalty => (Account::LoanPenalties, Account::PenaltyIncome),
             Self::Interest => (Account::LoanInterest, Account::InterestIncome),
-            Self::Principal => (Account::LoanPrincipal, Account::Cash),
+            Self::Principal | Self::Prepayment => (Account::LoanPrincipal, Account::Cash),
         }
     }
 }
@@ -120,6 +149,8 @@ pub enum LedgerError {
     NotAPayoff { payoff: Decimal },
     /// A fee charge that repayments have already (partly) paid cannot be taken back.
     FeeAlreadyPaid,
+    /// Reversing a prepayment would restore installments that later payments have paid.
+    LaterPaymentsDepend,
 }
 
 /// A repayment applied: where the money went, whether it paid the loan off, and its journal
@@ -129,6 +160,8 @@ pub struct Applied {
     pub allocations: Vec<Allocation>,
     pub payoff: bool,
     pub lines: Lines,
+    /// The re-amortisation a prepayment made.
+    pub schedule: Vec<ScheduleChange>,
 }
 
 impl Ledger {
@@ -270,14 +303,16 @@ impl Ledger {
         Ok(())
     }
 
-    /// Applies a repayment of `amount` made on `on`; refuses more than the day's payoff.
+    /// Applies a repayment of `amount` made on `on`; refuses more than the day's payoff. Money
+    /// beyond the installments due and the current one prepays principal, and the rest of the
+    /// schedule is re-amortised as the product says.
     pub fn apply(
         &mut self,
         amount: Decimal,
         on: NaiveDate,
-        prepayment_fee_rate: Decimal,
+        terms: &Terms,
     ) -> Result<Applied, LedgerError> {
-        let quote = self.quote(on, prepayment_fee_rate);
+        let quote = self.quote(on, terms.prepayment_fee_rate);
         if amount > quote.total {
             return Err(LedgerError::Overpayment {
                 outstanding: quote.total,
@@ -285,12 +320,33 @@ impl Ledger {
         }
         let payoff = amount == quote.total;
         let mut next = self.clone();
-        let allocations = if payoff {
-            next.pay_off(on, quote.prepayment_fee)
+        let (allocations, schedule) = if payoff {
+            (next.pay_off(on, quote.prepayment_fee), Vec::new())
         } else {
-            next.pay_in_order(amount).ok_or(LedgerError::NotAPayoff {
-                payoff: quote.total,
-            })?
+            // The installments due (or already receivable, as a backdated payment finds those
+            // servicing posted since its day), and the current one: the first not yet due.
+            let current = next
+                .installments
+                .iter()
+                .position(|s| s.due_date > on && s.interest_posted.is_zero())
+                .map_or(next.installments.len(), |i| i + 1);
+            let (mut allocations, left) = next.pay_in_order(amount, current);
+            let mut schedule = Vec::new();
+            if left > Decimal::ZERO {
+                schedule = next
+                    .prepay(left, current, terms)
+                    .ok_or(LedgerError::NotAPayoff {
+                        payoff: quote.total,
+                    })?;
+                push(
+                    &mut allocations,
+                    None,
+                    Component::Prepayment,
+                    left,
+                    Decimal::ZERO,
+                );
+            }
+            (allocations, schedule)
         };
         *self = next;
         let mut lines = Lines::new();
@@ -304,12 +360,13 @@ impl Ledger {
             allocations,
             payoff,
             lines,
+            schedule,
         })
     }
 
-    /// Fees, penalties, then each installment's interest and principal in due order; `None`
-    /// if money is left over.
-    fn pay_in_order(&mut self, amount: Decimal) -> Option<Vec<Allocation>> {
+    /// Fees, penalties, then the first `installments` installments' interest and principal in
+    /// due order; returns where the money went and what is left.
+    fn pay_in_order(&mut self, amount: Decimal, installments: usize) -> (Vec<Allocation>, Decimal) {
         let mut left = amount;
         let mut allocations = Vec::new();
         let take = |available: Decimal, left: &mut Decimal| {
@@ -329,7 +386,7 @@ impl Ledger {
             penalty,
             Decimal::ZERO,
         );
-        for s in &mut self.installments {
+        for s in self.installments.iter_mut().take(installments) {
             if left.is_zero() {
                 break;
             }
@@ -354,7 +411,45 @@ impl Ledger {
                 Decimal::ZERO,
             );
         }
-        left.is_zero().then_some(allocations)
+        (allocations, left)
+    }
+
+    /// Takes `amount` off the principal of the installments from index `from` on, and
+    /// re-amortises them over their due dates; `None` if it is more than their principal.
+    fn prepay(
+        &mut self,
+        amount: Decimal,
+        from: usize,
+        terms: &Terms,
+    ) -> Option<Vec<ScheduleChange>> {
+        let future = self.installments.get_mut(from..).unwrap_or_default();
+        let remaining: Decimal = future
+            .iter()
+            .map(|s| s.principal_due - s.principal_paid)
+            .sum();
+        if amount > remaining || future.iter().any(|s| s.interest_posted > Decimal::ZERO) {
+            return None;
+        }
+        let level = match terms.reamortisation {
+            Reamortisation::LowerInstallment => None,
+            Reamortisation::ShorterTerm => future.first().map(|s| s.principal_due + s.interest_due),
+        };
+        let rows =
+            crate::money::amortise(remaining - amount, terms.annual_rate, future.len(), level);
+        let mut changes = Vec::new();
+        for (s, (principal, interest)) in future.iter_mut().zip(rows) {
+            let change = ScheduleChange {
+                number: s.number,
+                principal_due: principal + s.principal_paid - s.principal_due,
+                interest_due: interest - s.interest_due,
+            };
+            s.principal_due += change.principal_due;
+            s.interest_due += change.interest_due;
+            if !change.principal_due.is_zero() || !change.interest_due.is_zero() {
+                changes.push(change);
+            }
+        }
+        Some(changes)
     }
 
     /// Pays everything the payoff quote of `on` holds.
@@ -401,14 +496,21 @@ impl Ledger {
         allocations
     }
 
-    /// Gives back what `allocations` took, and takes back what they made receivable.
-    pub fn reverse(&mut self, allocations: &[Allocation]) {
+    /// Gives back what `allocations` took, takes back what they made receivable, and undoes the
+    /// re-amortisation `schedule` made; refused if later payments paid what it would restore.
+    pub fn reverse(
+        &mut self,
+        allocations: &[Allocation],
+        schedule: &[ScheduleChange],
+    ) -> Result<(), LedgerError> {
+        let mut next = self.clone();
         for a in allocations {
             match (a.component, a.installment) {
-                (Component::Fee, _) => self.fees_outstanding += a.amount - a.posted,
-                (Component::Penalty, _) => self.penalties_outstanding += a.amount,
+                (Component::Fee, _) => next.fees_outstanding += a.amount - a.posted,
+                (Component::Penalty, _) => next.penalties_outstanding += a.amount,
+                (Component::Prepayment, _) => {}
                 (component, Some(number)) => {
-                    if let Some(s) = self.installments.iter_mut().find(|s| s.number == number) {
+                    if let Some(s) = next.installments.iter_mut().find(|s| s.number == number) {
                         if component == Component::Interest {
                             s.interest_paid -= a.amount;
                             s.interest_posted -= a.posted;
@@ -420,6 +522,21 @@ impl Ledger {
                 (_, None) => {}
             }
         }
+        for change in schedule {
+            if let Some(s) = next
+                .installments
+                .iter_mut()
+                .find(|s| s.number == change.number)
+            {
+                s.principal_due -= change.principal_due;
+                s.interest_due -= change.interest_due;
+                if s.principal_paid > s.principal_due || s.interest_posted > s.interest_due {
+                    return Err(LedgerError::LaterPaymentsDepend);
+                }
+            }
+        }
+        *self = next;
+        Ok(())
     }
 }
 
@@ -465,13 +582,23 @@ mod tests {
         Decimal::new(cents, 2)
     }
 
+    fn terms(rate_bp: i64, fee_rate: Decimal, reamortisation: Reamortisation) -> Terms {
+        Terms {
+            annual_rate: Decimal::new(rate_bp, 4),
+            prepayment_fee_rate: fee_rate,
+            reamortisation,
+        }
+    }
+
+    fn plain() -> Terms {
+        terms(1200, Decimal::ZERO, Reamortisation::ShorterTerm)
+    }
+
     #[test]
     fn fees_then_interest_then_principal_in_due_order() {
         let mut l = ledger(1_200_000, 1200, 12); // 12,000 at 12%: first interest 120.00
         l.charge_fee(money(5000));
-        let applied = l
-            .apply(money(30000), day("2024-02-15"), Decimal::ZERO)
-            .unwrap();
+        let applied = l.apply(money(30000), day("2024-02-15"), &plain()).unwrap();
         let a = &applied.allocations;
         assert_eq!((a[0].component, a[0].amount), (Component::Fee, money(5000)));
         assert_eq!(
@@ -509,7 +636,13 @@ mod tests {
         assert_eq!(quote.interest, money(3871));
         assert_eq!(quote.prepayment_fee, money(12000));
         assert_eq!(quote.total, money(1_200_000 + 3871 + 12000));
-        let applied = l.apply(quote.total, on, Decimal::new(1, 2)).unwrap();
+        let applied = l
+            .apply(
+                quote.total,
+                on,
+                &terms(1200, Decimal::new(1, 2), Reamortisation::ShorterTerm),
+            )
+            .unwrap();
         assert!(applied.payoff);
         assert!(l.is_settled());
         assert!(applied.lines.is_balanced());
@@ -523,7 +656,11 @@ mod tests {
         let mut l = ledger(100_000, 0, 2);
         let before = l.clone();
         assert_eq!(
-            l.apply(money(100_001), day("2024-01-20"), Decimal::ZERO),
+            l.apply(
+                money(100_001),
+                day("2024-01-20"),
+                &terms(0, Decimal::ZERO, Reamortisation::ShorterTerm)
+            ),
             Err(LedgerError::Overpayment {
                 outstanding: money(100_000)
             })
@@ -537,8 +674,71 @@ mod tests {
         assert_eq!(l.days_past_due(day("2024-02-15")), 0);
         assert_eq!(l.days_past_due(day("2024-03-20")), 34);
         let first = l.installments[0].principal_due + l.installments[0].interest_due;
-        l.apply(first, day("2024-03-20"), Decimal::ZERO).unwrap();
+        l.apply(first, day("2024-03-20"), &plain()).unwrap();
         assert_eq!(l.days_past_due(day("2024-03-20")), 5);
+    }
+
+    #[test]
+    fn a_prepayment_re_amortises_the_rest_as_the_product_says_and_reverses_exactly() {
+        let on = day("2024-01-20");
+        for (method, last_nonzero, level_kept) in [
+            (Reamortisation::ShorterTerm, false, true),
+            (Reamortisation::LowerInstallment, true, false),
+        ] {
+            let mut l = ledger(1_200_000, 1200, 12);
+            let before = l.clone();
+            let level = l.installments[1].principal_due + l.installments[1].interest_due;
+            let first = l.installments[0].principal_due + l.installments[0].interest_due;
+            let t = terms(1200, Decimal::ZERO, method);
+            let applied = l.apply(first + money(300_000), on, &t).unwrap();
+            let prepaid = applied
+                .allocations
+                .iter()
+                .find(|a| a.component == Component::Prepayment)
+                .unwrap();
+            assert_eq!(prepaid.amount, money(300_000));
+            assert_eq!(
+                applied.lines.of(Account::LoanPrincipal),
+                -(l.installments[0].principal_due + money(300_000))
+            );
+            // Principal owed is the schedule's, less the prepayment.
+            assert_eq!(
+                l.balances().principal_outstanding,
+                money(1_200_000) - l.installments[0].principal_due - money(300_000)
+            );
+            let second = l.installments[1].principal_due + l.installments[1].interest_due;
+            assert_eq!(second == level, level_kept, "{method:?}");
+            assert_eq!(
+                !l.installments[11].principal_due.is_zero(),
+                last_nonzero,
+                "{method:?}"
+            );
+            let total_interest: Decimal = l.installments.iter().map(|s| s.interest_due).sum();
+            let before_interest: Decimal = before.installments.iter().map(|s| s.interest_due).sum();
+            assert!(
+                total_interest < before_interest,
+                "a prepayment saves interest"
+            );
+            l.reverse(&applied.allocations, &applied.schedule).unwrap();
+            assert_eq!(l, before, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn a_reversal_that_would_undo_what_later_payments_paid_is_refused_and_changes_nothing() {
+        let mut l = ledger(1_200_000, 1200, 12);
+        let raised = ScheduleChange {
+            number: 2,
+            principal_due: money(1000),
+            interest_due: Decimal::ZERO,
+        };
+        l.installments[1].principal_paid = l.installments[1].principal_due;
+        let before = l.clone();
+        assert_eq!(
+            l.reverse(&[], &[raised]),
+            Err(LedgerError::LaterPaymentsDepend)
+        );
+        assert_eq!(l, before);
     }
 
     #[derive(Debug, Clone)]
@@ -548,6 +748,7 @@ mod tests {
         Reverse(usize),
         Wait(u16),
         PayOff,
+        Prepay(i64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -557,33 +758,35 @@ mod tests {
             2 => (0usize..20).prop_map(Op::Reverse),
             2 => (1u16..=60).prop_map(Op::Wait),
             1 => Just(Op::PayOff),
+            1 => (100_000i64..=1_000_000).prop_map(Op::Prepay),
         ]
     }
 
     /// Runs `ops`, checking after each that the journal lines posted so far equal the books.
-    fn run(ops: &[Op]) -> Ledger {
-        let rate = Decimal::new(2, 2);
+    fn run(ops: &[Op], method: Reamortisation) -> Ledger {
+        let t = terms(1500, Decimal::new(2, 2), method);
+        let rate = t.prepayment_fee_rate;
         let mut l = ledger(2_000_000, 1500, 12);
         let mut on = l.disbursed_on;
         let mut journal = Lines::new();
         journal.transfer(Account::LoanPrincipal, Account::Cash, money(2_000_000));
-        let mut repayments: Vec<(Lines, Vec<Allocation>, bool)> = Vec::new();
+        let mut repayments: Vec<(Lines, Vec<Allocation>, Vec<ScheduleChange>, bool)> = Vec::new();
         let mut fees: Vec<(Lines, Decimal, bool)> = Vec::new();
         for op in ops {
             match op {
-                Op::Repay(cents) => {
-                    if let Ok(a) = l.apply(money(*cents), on, rate) {
+                Op::Repay(cents) | Op::Prepay(cents) => {
+                    if let Ok(a) = l.apply(money(*cents), on, &t) {
                         journal = Lines::from_rows(journal_rows(&journal, &a.lines));
-                        repayments.push((a.lines, a.allocations, true));
+                        repayments.push((a.lines, a.allocations, a.schedule, true));
                     }
                 }
                 Op::PayOff => {
                     let quote = l.quote(on, rate);
                     if quote.total > Decimal::ZERO {
-                        let a = l.apply(quote.total, on, rate).unwrap();
+                        let a = l.apply(quote.total, on, &t).unwrap();
                         assert!(a.payoff && l.is_settled());
                         journal = Lines::from_rows(journal_rows(&journal, &a.lines));
-                        repayments.push((a.lines, a.allocations, true));
+                        repayments.push((a.lines, a.allocations, a.schedule, true));
                     }
                 }
                 Op::Fee(cents) => {
@@ -593,9 +796,8 @@ mod tests {
                 }
                 Op::Wait(days) => on += chrono::TimeDelta::days(i64::from(*days)),
                 Op::Reverse(i) => {
-                    if let Some((lines, a, live)) = repayments.get_mut(*i) {
-                        if *live {
-                            l.reverse(a);
+                    if let Some((lines, a, schedule, live)) = repayments.get_mut(*i) {
+                        if *live && l.reverse(a, schedule).is_ok() {
                             journal = Lines::from_rows(journal_rows(&journal, &lines.negated()));
                             *live = false;
                         }
@@ -635,8 +837,10 @@ mod tests {
     proptest! {
         #[test]
         fn the_books_equal_the_journal_never_go_negative_and_replay_identically(ops in prop::collection::vec(op(), 0..60)) {
-            let ledger = run(&ops);
-            prop_assert_eq!(ledger, run(&ops));
+            for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
+                let ledger = run(&ops, method);
+                prop_assert_eq!(ledger, run(&ops, method));
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 pub use self::engine::{
     Allocation, Applied, Balances, Component, InstallmentState, Ledger, LedgerError, Quote,
+    Reamortisation, ScheduleChange, Terms,
 };
 use self::journal::{Account, EntryKind, Lines};
 use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
@@ -45,6 +46,9 @@ pub fn error(error: LedgerError) -> ApiError {
         LedgerError::FeeAlreadyPaid => {
             ApiError::conflict("repayments have already paid this fee; reverse them first")
         }
+        LedgerError::LaterPaymentsDepend => ApiError::conflict(
+            "later payments paid installments this prepayment re-amortised; reverse them first",
+        ),
     }
 }
 
@@ -87,6 +91,8 @@ fn changed(before: &Ledger, after: &Ledger) -> Vec<InstallmentChange> {
         .filter(|(a, b)| a != b)
         .map(|(a, b)| InstallmentChange {
             number: a.number,
+            principal_due: a.principal_due - b.principal_due,
+            interest_due: a.interest_due - b.interest_due,
             principal_paid: a.principal_paid - b.principal_paid,
             interest_paid: a.interest_paid - b.interest_paid,
             interest_posted: a.interest_posted - b.interest_posted,
@@ -120,9 +126,7 @@ async fn apply_repayment(
     let before = open(conn, loan).await?;
     let mut after = before.clone();
     let on = loan.business_date;
-    let applied = after
-        .apply(amount, on, loan.prepayment_fee_rate)
-        .map_err(error)?;
+    let applied = after.apply(amount, on, &loan.terms()).map_err(error)?;
     let movement = Movement {
         loan_id: loan.loan_id,
         application_date: loan.application_date,
@@ -138,6 +142,7 @@ async fn apply_repayment(
         lines: &applied.lines,
         installments: changed(&before, &after),
         allocations: &applied.allocations,
+        schedule: &applied.schedule,
         loan: LoanChange {
             total_paid: amount,
             recovered: Decimal::ZERO,
@@ -183,6 +188,7 @@ fn simple<'a>(
         lines,
         installments: Vec::new(),
         allocations: &[],
+        schedule: &[],
         loan: change,
     }
 }
@@ -310,7 +316,8 @@ pub async fn reverse(
                 ));
             }
             let allocations = repo::reverse_allocations(conn, payment.payment_id).await?;
-            after.reverse(&allocations);
+            let schedule = repo::reverse_schedule_changes(conn, payment.payment_id).await?;
+            after.reverse(&allocations, &schedule).map_err(error)?;
             change.total_paid = -payment.amount.0;
         }
         EntryKind::Recovery => {
@@ -427,6 +434,7 @@ pub async fn disburse(
         lines: &lines,
         installments: Vec::new(),
         allocations: &[],
+        schedule: &[],
         loan: LoanChange {
             total_paid: Decimal::ZERO,
             recovered: Decimal::ZERO,
@@ -445,8 +453,10 @@ pub async fn stored_schedule(
 ) -> Result<Vec<crate::money::Installment>, ApiError> {
     let installments = repo::load_installments(conn, loan_id).await?;
     let mut remaining: Decimal = installments.iter().map(|s| s.principal_due).sum();
+    // A prepayment that shortened the term leaves the installments it removed at zero.
     Ok(installments
         .into_iter()
+        .filter(|s| !(s.principal_due.is_zero() && s.interest_due.is_zero()))
         .map(|s| {
             remaining -= s.principal_due;
             crate::money::Installment {

@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::engine::{Allocation, Component, InstallmentState};
+use super::engine::{
+    Allocation, Component, InstallmentState, Reamortisation, ScheduleChange, Terms,
+};
 use super::journal::{Account, EntryKind, Lines};
 use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
 use crate::money::Installment;
@@ -97,6 +99,7 @@ pub struct LockedLoan {
     pub written_off_amount: Option<Decimal>,
     pub recovered_amount: Decimal,
     pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
     pub business_date: NaiveDate,
 }
@@ -108,6 +111,15 @@ impl LockedLoan {
             + self.interest_outstanding.unwrap_or_default()
             + self.fees_outstanding
             + self.penalties_outstanding
+    }
+
+    /// What the loan's contract and product say about payments.
+    pub fn terms(&self) -> Terms {
+        Terms {
+            annual_rate: self.interest_rate,
+            prepayment_fee_rate: self.prepayment_fee_rate,
+            reamortisation: self.reamortisation,
+        }
     }
 }
 
@@ -134,11 +146,10 @@ pub async fn lock_loan(
                 core.business_date(l.disbursement_date) AS disbursed_on, \
                 l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
                 l.penalties_outstanding, l.next_due_date, l.written_off_amount, \
-                l.recovered_amount, \
-                (SELECT p.prepayment_fee_rate FROM core.products p \
-                 WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \
+                l.recovered_amount, p.prepayment_fee_rate, \
+                p.prepayment_reamortisation AS reamortisation, \
                 core.business_date($2) AS business_date \
-         FROM core.loans l \
+         FROM core.loans l JOIN core.products p ON p.product_code = l.product_code \
          WHERE (l.loan_id, l.application_date) = \
                (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1) \
          FOR UPDATE OF l",
@@ -272,13 +283,18 @@ pub struct Movement<'a> {
     /// What changed on each installment it touched: the amounts are added.
     pub installments: Vec<InstallmentChange>,
     pub allocations: &'a [Allocation],
+    /// The re-amortisation a prepayment made, kept for its reversal.
+    pub schedule: &'a [ScheduleChange],
     pub loan: LoanChange,
 }
 
-/// What a movement adds to an installment's paid and posted amounts (negative for a reversal).
+/// What a movement adds to an installment's amounts (negative for a reversal): paid and
+/// posted, and scheduled when a prepayment re-amortises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstallmentChange {
     pub number: i32,
+    pub principal_due: Decimal,
+    pub interest_due: Decimal,
     pub principal_paid: Decimal,
     pub interest_paid: Decimal,
     pub interest_posted: Decimal,
@@ -294,6 +310,11 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
     let components: Vec<&str> = m.allocations.iter().map(|a| a.component.as_str()).collect();
     let amounts: Vec<Decimal> = m.allocations.iter().map(|a| a.amount).collect();
     let posted: Vec<Decimal> = m.allocations.iter().map(|a| a.posted).collect();
+    let principal_due: Vec<Decimal> = m.installments.iter().map(|s| s.principal_due).collect();
+    let interest_due: Vec<Decimal> = m.installments.iter().map(|s| s.interest_due).collect();
+    let rescheduled: Vec<i32> = m.schedule.iter().map(|c| c.number).collect();
+    let rescheduled_principal: Vec<Decimal> = m.schedule.iter().map(|c| c.principal_due).collect();
+    let rescheduled_interest: Vec<Decimal> = m.schedule.iter().map(|c| c.interest_due).collect();
     sqlx::query(
         "WITH entry AS ( \
              INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
@@ -305,9 +326,16 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
          installments AS ( \
              UPDATE core.loan_installments i \
              SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i, \
-                 interest_posted = i.interest_posted + t.ip \
-             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[]) AS t(n, p, i, ip) \
+                 interest_posted = i.interest_posted + t.ip, \
+                 principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id \
+             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[], \
+                         $28::numeric[], $29::numeric[]) AS t(n, p, i, ip, pd, id) \
              WHERE i.loan_id = $2 AND i.installment_number = t.n), \
+         rescheduled AS ( \
+             INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id, \
+                                                principal_due, interest_due) \
+             SELECT $6, n, $2, $3, pd, id \
+             FROM unnest($30::int[], $31::numeric[], $32::numeric[]) AS t(n, pd, id)), \
          allocations AS ( \
              INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, \
                                                    installment_number, component, amount, posted) \
@@ -355,6 +383,11 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
     .bind(m.loan.next_due_date)
     .bind(m.loan.status)
     .bind(m.lines.of(Account::WriteOffExpense))
+    .bind(principal_due)
+    .bind(interest_due)
+    .bind(rescheduled)
+    .bind(rescheduled_principal)
+    .bind(rescheduled_interest)
     .execute(conn)
     .await?;
     Ok(entry_id)
@@ -383,6 +416,29 @@ pub async fn payment_entry(
             ),
         )
     }))
+}
+
+/// Marks a payment's re-amortisation reversed and returns it.
+pub async fn reverse_schedule_changes(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Vec<ScheduleChange>, sqlx::Error> {
+    let rows: Vec<(i32, Decimal, Decimal)> = sqlx::query_as(
+        "UPDATE core.schedule_changes SET reversed_at = now() \
+         WHERE payment_id = $1 AND reversed_at IS NULL \
+         RETURNING installment_number, principal_due, interest_due",
+    )
+    .bind(payment_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(number, principal_due, interest_due)| ScheduleChange {
+            number,
+            principal_due,
+            interest_due,
+        })
+        .collect())
 }
 
 /// Marks a payment's live allocations reversed and returns them.

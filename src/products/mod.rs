@@ -20,6 +20,7 @@ use crate::conditional::{etag, expected_version};
 use crate::db::errors::ResultExt;
 use crate::error::{responses, ApiError, FieldError};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::ledger::Reamortisation;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -109,6 +110,9 @@ async fn create_product(
         late_fee_rate: request.late_fee_rate.unwrap_or_default(),
         default_after_days: request.default_after_days.unwrap_or(90),
         prepayment_fee_rate: request.prepayment_fee_rate.unwrap_or_default(),
+        prepayment_reamortisation: request
+            .prepayment_reamortisation
+            .unwrap_or(Reamortisation::ShorterTerm),
         active: request.active,
     };
     fields.check()?;
@@ -183,6 +187,9 @@ async fn update_product(
         prepayment_fee_rate: request
             .prepayment_fee_rate
             .unwrap_or(current.prepayment_fee_rate),
+        prepayment_reamortisation: request
+            .prepayment_reamortisation
+            .unwrap_or(current.prepayment_reamortisation),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

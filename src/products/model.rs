@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, FieldError};
+use crate::ledger::Reamortisation;
 use crate::money::Amount;
 use crate::money::Money;
 
@@ -35,6 +36,10 @@ pub struct Product {
     /// The fee on principal paid off before it is due, as a fraction.
     #[schema(value_type = String, example = "0.0000")]
     pub prepayment_fee_rate: Decimal,
+    /// What a partial prepayment does to the rest of the schedule: SHORTER_TERM (the
+    /// installment stays, the loan ends sooner) or LOWER_INSTALLMENT (the term stays).
+    #[schema(value_type = String)]
+    pub prepayment_reamortisation: Reamortisation,
     pub active: bool,
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -67,6 +72,9 @@ pub struct CreateProductRequest {
     /// A fraction from 0 to 1; default 0.
     #[schema(value_type = Option<String>)]
     pub prepayment_fee_rate: Option<Decimal>,
+    /// SHORTER_TERM (default) or LOWER_INSTALLMENT.
+    #[schema(value_type = Option<String>)]
+    pub prepayment_reamortisation: Option<Reamortisation>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -93,6 +101,8 @@ pub struct UpdateProductRequest {
     pub default_after_days: Option<i32>,
     #[schema(value_type = Option<String>)]
     pub prepayment_fee_rate: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub prepayment_reamortisation: Option<Reamortisation>,
     pub active: Option<bool>,
 }
 
@@ -109,6 +119,7 @@ pub struct ProductFields {
     pub late_fee_rate: Decimal,
     pub default_after_days: i32,
     pub prepayment_fee_rate: Decimal,
+    pub prepayment_reamortisation: Reamortisation,
     pub active: bool,
 }
 

@@ -6,7 +6,8 @@ use super::model::{Product, ProductFields};
 
 const COLUMNS: &str = "product_code, name, product_type, min_amount, max_amount, min_term_months, \
      max_term_months, annual_interest_rate, grace_days, late_fee_amount, late_fee_rate, \
-     default_after_days, prepayment_fee_rate, active, version, created_at, updated_at";
+     default_after_days, prepayment_fee_rate, prepayment_reamortisation, active, version, \
+     created_at, updated_at";
 
 pub async fn list(
     conn: &mut PgConnection,
@@ -43,8 +44,9 @@ pub async fn insert(
     let sql = format!(
         "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
          min_term_months, max_term_months, annual_interest_rate, active, grace_days, \
-         late_fee_amount, late_fee_rate, default_after_days, prepayment_fee_rate) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+         late_fee_amount, late_fee_rate, default_after_days, prepayment_fee_rate, \
+         prepayment_reamortisation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
         .bind(code)
@@ -61,6 +63,7 @@ pub async fn insert(
         .bind(fields.late_fee_rate)
         .bind(fields.default_after_days)
         .bind(fields.prepayment_fee_rate)
+        .bind(fields.prepayment_reamortisation)
         .fetch_one(conn)
         .await
 }
@@ -74,7 +77,7 @@ pub async fn update(
         "UPDATE core.products SET name = $2, min_amount = $3, max_amount = $4, \
          min_term_months = $5, max_term_months = $6, annual_interest_rate = $7, active = $8, \
          grace_days = $9, late_fee_amount = $10, late_fee_rate = $11, default_after_days = $12, \
-         prepayment_fee_rate = $13, version = version + 1, updated_at = now() WHERE product_code = $1 RETURNING {COLUMNS}"
+         prepayment_fee_rate = $13, prepayment_reamortisation = $14, version = version + 1, updated_at = now() WHERE product_code = $1 RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
         .bind(code)
@@ -90,6 +93,7 @@ pub async fn update(
         .bind(fields.late_fee_rate)
         .bind(fields.default_after_days)
         .bind(fields.prepayment_fee_rate)
+        .bind(fields.prepayment_reamortisation)
         .fetch_one(conn)
         .await
 }

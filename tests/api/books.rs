@@ -637,3 +637,81 @@ async fn forty_parallel_repayments_and_reversals_on_one_loan_leave_the_books_rec
     assert_eq!((reversed, completed), (14, 26));
     assert_books_reconcile(&app).await;
 }
+
+#[tokio::test]
+async fn a_prepayment_re_amortises_the_schedule_as_the_product_says_and_reverses_exactly() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    let customer = app.approved_customer("CUSTR01", "780780780").await;
+    for (method, fewer_installments) in [("LOWER_INSTALLMENT", false), ("SHORTER_TERM", true)] {
+        app.set_terms(&format!("prepayment_reamortisation = '{method}'"))
+            .await;
+        let loan = app
+            .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 12)
+            .await;
+        let path = format!("/v1/loans/{}/schedule", loan["loan_id"].as_str().unwrap());
+        let before = app.get(&path, &app.staff()).await.json();
+        let rows = |schedule: &Value| schedule["installments"].as_array().unwrap().clone();
+        let original = rows(&before);
+        assert_eq!(original.len(), 12);
+        let first = money(&original[0]["total"]);
+
+        // The first installment, and 3,000,000 beyond it: a prepayment.
+        let paid = app
+            .repay(&loan, &(first + Decimal::new(3_000_000, 0)).to_string())
+            .await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+        let after = app.get(&path, &app.staff()).await.json();
+        let new_rows = rows(&after);
+        let principal: Decimal = new_rows.iter().map(|i| money(&i["principal"])).sum();
+        assert_eq!(
+            principal,
+            Decimal::new(12_000_000 - 3_000_000, 0),
+            "the schedule holds what is left to pay after the prepayment"
+        );
+        let now = app.loan_json(&loan).await;
+        assert_eq!(
+            money(&now["principal_outstanding"]),
+            Decimal::new(12_000_000 - 3_000_000, 0) - money(&original[0]["principal"])
+        );
+        let interest = |rows: &[Value]| rows.iter().map(|i| money(&i["interest"])).sum::<Decimal>();
+        assert!(
+            interest(&new_rows) < interest(&original),
+            "{method}: less interest"
+        );
+        if fewer_installments {
+            assert!(new_rows.len() < 12, "{method}: {}", new_rows.len());
+            assert_eq!(
+                new_rows[1]["total"], original[1]["total"],
+                "{method}: same installment"
+            );
+        } else {
+            assert_eq!(new_rows.len(), 12, "{method}");
+            assert!(
+                money(&new_rows[1]["total"]) < money(&original[1]["total"]),
+                "{method}"
+            );
+        }
+        let journal = app.journal(&loan, &app.staff()).await.json();
+        assert_eq!(kinds(&journal).last(), Some(&"REPAYMENT"));
+        assert_books_reconcile(&app).await;
+
+        let id = paid.json()["payment_id"].as_str().unwrap().to_owned();
+        let reversed = app
+            .json(
+                Method::POST,
+                &format!("/v1/payments/{id}/reverse"),
+                &app.staff(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+        let restored = app.get(&path, &app.staff()).await.json();
+        assert_eq!(
+            rows(&restored),
+            original,
+            "{method}: the schedule is restored"
+        );
+        assert_books_reconcile(&app).await;
+    }
+}

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::generated::{uuid_v7, Loan, Rng};
 use crate::ledger::journal::{Account, EntryKind, Lines};
 use crate::ledger::model::LoanStatus;
-use crate::ledger::{Allocation, Ledger};
+use crate::ledger::{Allocation, Ledger, Reamortisation, Terms as LoanTerms};
 use crate::money::{annuity_schedule, cents};
 
 /// What the product charges, as `core.products` has it.
@@ -23,6 +23,17 @@ pub struct Terms {
     pub late_fee_rate: Decimal,
     pub default_after_days: i32,
     pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
+}
+
+impl Terms {
+    fn of_loan(&self) -> LoanTerms {
+        LoanTerms {
+            annual_rate: self.annual_interest_rate,
+            prepayment_fee_rate: self.prepayment_fee_rate,
+            reamortisation: self.reamortisation,
+        }
+    }
 }
 
 /// Months every generated loan runs.
@@ -284,7 +295,7 @@ fn pay(
     if amount <= Decimal::ZERO {
         return false;
     }
-    let Ok(applied) = books.apply(amount, at.date_naive(), terms.prepayment_fee_rate) else {
+    let Ok(applied) = books.apply(amount, at.date_naive(), &terms.of_loan()) else {
         return false;
     };
     let id = uuid_v7(at, rng);
@@ -324,6 +335,7 @@ mod tests {
             late_fee_rate: Decimal::new(1, 2),
             default_after_days: 90,
             prepayment_fee_rate: Decimal::new(1, 2),
+            reamortisation: Reamortisation::ShorterTerm,
         }
     }
 
