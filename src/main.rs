@@ -29,9 +29,10 @@ enum Command {
         /// Generate this many extra customers, with loans and payments.
         #[arg(long)]
         customers: Option<u32>,
-        #[arg(long, default_value_t = 3)]
-        loans_per_customer: u32,
         #[arg(long, default_value_t = 2)]
+        loans_per_customer: u32,
+        /// The most repayments a generated loan makes (a payoff may add one).
+        #[arg(long, default_value_t = 3)]
         payments_per_loan: u32,
     },
     /// Print a signed token for local use.

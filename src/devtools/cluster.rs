@@ -114,6 +114,11 @@ impl TempCluster {
     }
 
     /// Stops the server, keeping its files (for fault tests).
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
     pub fn stop(&self) -> CliResult {
         self.run(
             "pg_ctl",

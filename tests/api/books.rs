@@ -125,6 +125,16 @@ impl TestApp {
         .await
     }
 
+    async fn reverse(&self, payment_id: &str) -> crate::helpers::TestResponse {
+        self.json(
+            Method::POST,
+            &format!("/v1/payments/{payment_id}/reverse"),
+            &self.staff(),
+            &json!({}),
+        )
+        .await
+    }
+
     async fn repay(&self, loan: &Value, amount: &str) -> crate::helpers::TestResponse {
         self.pay(
             &self.staff(),
@@ -162,14 +172,7 @@ async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_j
     let first = app.repay(&loan, "1000000.00").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
     let first_id = first.json()["payment_id"].as_str().unwrap().to_owned();
-    let reversed = app
-        .json(
-            Method::POST,
-            &format!("/v1/payments/{first_id}/reverse"),
-            &app.staff(),
-            &json!({}),
-        )
-        .await;
+    let reversed = app.reverse(&first_id).await;
     assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
     assert_eq!(
         app.repay(&loan, "500000.00").await.status,
@@ -577,14 +580,7 @@ async fn staff_write_off_a_defaulted_loan_and_recoveries_are_journaled() {
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let recovery_id = recovered.json()["payment_id"].as_str().unwrap().to_owned();
-    let reversed = app
-        .json(
-            Method::POST,
-            &format!("/v1/payments/{recovery_id}/reverse"),
-            &app.staff(),
-            &json!({}),
-        )
-        .await;
+    let reversed = app.reverse(&recovery_id).await;
     assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
     assert_eq!(app.loan_json(&loan).await["recovered_amount"], "0.00");
     let journal = app.journal(&loan, &app.staff()).await.json();
@@ -611,14 +607,7 @@ async fn forty_parallel_repayments_and_reversals_on_one_loan_leave_the_books_rec
                 assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
                 let id = paid.json()["payment_id"].as_str().unwrap().to_owned();
                 if i % 3 == 0 {
-                    let reversed = app
-                        .json(
-                            Method::POST,
-                            &format!("/v1/payments/{id}/reverse"),
-                            &app.staff(),
-                            &json!({}),
-                        )
-                        .await;
+                    let reversed = app.reverse(&id).await;
                     assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
                 }
             })
@@ -697,14 +686,7 @@ async fn a_prepayment_re_amortises_the_schedule_as_the_product_says_and_reverses
         assert_books_reconcile(&app).await;
 
         let id = paid.json()["payment_id"].as_str().unwrap().to_owned();
-        let reversed = app
-            .json(
-                Method::POST,
-                &format!("/v1/payments/{id}/reverse"),
-                &app.staff(),
-                &json!({}),
-            )
-            .await;
+        let reversed = app.reverse(&id).await;
         assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
         let restored = app.get(&path, &app.staff()).await.json();
         assert_eq!(
@@ -714,4 +696,107 @@ async fn a_prepayment_re_amortises_the_schedule_as_the_product_says_and_reverses
         );
         assert_books_reconcile(&app).await;
     }
+}
+
+/// Random sequences of repayments (some large enough to prepay), fees, reversals, servicing
+/// days and payoffs on two loans: after every step the books reconcile with the journal and no
+/// balance is negative (`disagreements` checks both, over every loan).
+#[tokio::test]
+async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("late_fee_amount = 20000, late_fee_rate = 0.01, prepayment_fee_rate = 0.01")
+        .await;
+    let customer = app.approved_customer("CUSTQ01", "790790790").await;
+    let loans = [
+        app.disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 12)
+            .await,
+        app.disbursed_loan(customer, "PERSONAL_STD", "9000000.00", 24)
+            .await,
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut completed: Vec<String> = Vec::new();
+    let mut day = 0;
+    let mut steps = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let loan = &loans[next(2) as usize];
+        let step = match next(6) {
+            0 | 1 => {
+                let amount = Decimal::new(1 + next(300_000_000) as i64, 2);
+                let r = app.repay(loan, &amount.to_string()).await;
+                assert!(
+                    r.status == StatusCode::CREATED || r.status == StatusCode::UNPROCESSABLE_ENTITY,
+                    "{}",
+                    r.text()
+                );
+                if r.status == StatusCode::CREATED {
+                    completed.push(r.json()["payment_id"].as_str().unwrap().to_owned());
+                }
+                "repayment"
+            }
+            2 => {
+                let amount = Decimal::new(1 + next(2_000_000) as i64, 2);
+                let r = app
+                    .pay(
+                        &app.staff(),
+                        &key(),
+                        &json!({"loan_id": loan["loan_id"], "payment_type": "FEE", "amount": amount.to_string()}),
+                    )
+                    .await;
+                assert!(
+                    r.status == StatusCode::CREATED || r.status == StatusCode::CONFLICT,
+                    "{}",
+                    r.text()
+                );
+                if r.status == StatusCode::CREATED {
+                    completed.push(r.json()["payment_id"].as_str().unwrap().to_owned());
+                }
+                "fee"
+            }
+            3 if !completed.is_empty() => {
+                let id = completed.remove(next(completed.len() as u64) as usize);
+                let r = app.reverse(&id).await;
+                assert!(
+                    r.status == StatusCode::OK || r.status == StatusCode::CONFLICT,
+                    "{}",
+                    r.text()
+                );
+                "reversal"
+            }
+            4 => {
+                day += 1 + next(40);
+                let run = app.service(day, day).await;
+                assert_eq!(run["status"], "SUCCEEDED", "{run}");
+                "servicing day"
+            }
+            _ => {
+                let path = format!("/v1/loans/{}/payoff", loan["loan_id"].as_str().unwrap());
+                let quote = app.get(&path, &app.staff()).await;
+                if quote.status == StatusCode::OK {
+                    let total = quote.json()["total"].as_str().unwrap().to_owned();
+                    if money(&json!(total)) > Decimal::ZERO {
+                        let r = app.repay(loan, &total).await;
+                        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+                        assert_eq!(app.loan_json(loan).await["status"], "CLOSED");
+                        completed.push(r.json()["payment_id"].as_str().unwrap().to_owned());
+                    }
+                }
+                "payoff"
+            }
+        };
+        *steps.entry(step).or_insert(0) += 1;
+        let problems = disagreements(&app.owner).await;
+        assert!(
+            problems.is_empty(),
+            "after a {step}: {}",
+            problems.join("\n")
+        );
+    }
+    assert!(steps.len() >= 4, "{steps:?}");
 }
