@@ -442,7 +442,8 @@ async fn get_payoff_quote(
     request_body(content = Option<WriteOffRequest>),
     responses(
         (status = 200, description = "Written off", body = Loan),
-        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
     )
 )]
 async fn write_off_loan(
