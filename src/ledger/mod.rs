@@ -169,7 +169,7 @@ fn recovery_lines(loan: &LockedLoan, amount: Decimal) -> Result<Lines, ApiError>
 }
 
 /// A movement that touches no installment.
-fn simple<'a>(
+fn movement_without_installments<'a>(
     loan: &LockedLoan,
     kind: EntryKind,
     payment_id: Option<Uuid>,
@@ -210,7 +210,7 @@ pub async fn record_completed(
                 next_due_date: loan.next_due_date,
                 status: None,
             };
-            let movement = simple(
+            let movement = movement_without_installments(
                 loan,
                 EntryKind::Recovery,
                 Some(inserted.payment_id),
@@ -236,7 +236,7 @@ pub async fn record_completed(
                 next_due_date: books.balances().next_due_date,
                 status: status_after(loan.status, &books, loan.business_date),
             };
-            let movement = simple(
+            let movement = movement_without_installments(
                 loan,
                 EntryKind::Fee,
                 Some(inserted.payment_id),
@@ -336,7 +336,7 @@ pub async fn reverse(
         change.status = status_after(loan.status, &after, loan.business_date);
     }
     let reversed = repo::set_status(conn, payment, PaymentStatus::Reversed, reason).await?;
-    let mut movement = simple(
+    let mut movement = movement_without_installments(
         loan,
         EntryKind::Reversal,
         Some(payment.payment_id),
@@ -379,7 +379,8 @@ pub async fn write_off(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Dec
         next_due_date: None,
         status: Some(LoanStatus::WrittenOff),
     };
-    let movement = simple(loan, EntryKind::WriteOff, None, None, &lines, change);
+    let movement =
+        movement_without_installments(loan, EntryKind::WriteOff, None, None, &lines, change);
     repo::post(conn, &movement).await?;
     Ok(loan.outstanding())
 }
