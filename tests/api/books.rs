@@ -169,6 +169,18 @@ async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_j
         )
         .await;
     assert_eq!(fee.status, StatusCode::CREATED, "{}", fee.text());
+    // Charging the fee emitted its event, with the amount the journal booked.
+    let event: Value = sqlx::query_scalar(
+        "SELECT payload FROM metadata.outbox_events WHERE topic = 'loan_fee_charged'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (&event["kind"], &event["amount"], &event["loan_id"]),
+        (&json!("FEE"), &json!("50000.00"), &loan["loan_id"]),
+        "{event}"
+    );
     let first = app.repay(&loan, "1000000.00").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
     let first_id = first.json()["payment_id"].as_str().unwrap().to_owned();
