@@ -60,11 +60,29 @@ pub async fn open(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, 
             loan.status
         )));
     };
+    books(
+        conn,
+        loan.loan_id,
+        disbursed_on,
+        loan.fees_outstanding,
+        loan.penalties_outstanding,
+    )
+    .await
+}
+
+/// A paid-out loan's books: its balance columns for fees and penalties, its stored installments.
+async fn books(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    disbursed_on: NaiveDate,
+    fees_outstanding: Decimal,
+    penalties_outstanding: Decimal,
+) -> Result<Ledger, ApiError> {
     Ok(Ledger {
         disbursed_on,
-        fees_outstanding: loan.fees_outstanding,
-        penalties_outstanding: loan.penalties_outstanding,
-        installments: repo::load_installments(conn, loan.loan_id).await?,
+        fees_outstanding,
+        penalties_outstanding,
+        installments: repo::load_installments(conn, loan_id).await?,
     })
 }
 
@@ -479,15 +497,12 @@ pub struct PayoffQuote {
     pub installments: Vec<InstallmentState>,
 }
 
-/// What paying loan `loan_id` off on `date` (default today) costs, read without the lock.
+/// What paying `loan` (read by `repo::loan_balances`) off on `date` (default today) costs.
 pub async fn payoff_quote(
     conn: &mut PgConnection,
-    loan_id: Uuid,
+    loan: &repo::LoanBalances,
     date: Option<NaiveDate>,
 ) -> Result<PayoffQuote, ApiError> {
-    let loan = repo::loan_balances(conn, loan_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
     let Some(disbursed_on) = loan.disbursed_on else {
         return Err(ApiError::conflict("the loan has not been paid out"));
     };
@@ -499,12 +514,14 @@ pub async fn payoff_quote(
             "must be between the disbursement and a year from today",
         ));
     }
-    let books = Ledger {
+    let books = books(
+        conn,
+        loan.loan_id,
         disbursed_on,
-        fees_outstanding: loan.fees_outstanding,
-        penalties_outstanding: loan.penalties_outstanding,
-        installments: repo::load_installments(conn, loan_id).await?,
-    };
+        loan.fees_outstanding,
+        loan.penalties_outstanding,
+    )
+    .await?;
     Ok(PayoffQuote {
         date,
         quote: books.quote(date, loan.prepayment_fee_rate),

@@ -181,15 +181,16 @@ pub async fn set_status(
         .await
 }
 
-/// A loan's status and balances, unlocked: what a customer's repayment is checked against
-/// before staff confirm it (the confirmation checks again, under the lock).
+/// A loan's status and what its payoff quote needs, read without the lock: what a payoff is
+/// quoted from, and what a customer's repayment is checked against before staff confirm it
+/// (the confirmation checks again, under the lock).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LoanBalances {
     pub loan_id: Uuid,
     pub customer_id: Uuid,
     pub status: LoanStatus,
-    pub principal_outstanding: Option<Decimal>,
-    pub interest_outstanding: Option<Decimal>,
+    pub loan_amount: Decimal,
+    pub total_paid: Decimal,
     pub fees_outstanding: Decimal,
     pub penalties_outstanding: Decimal,
     pub disbursed_on: Option<NaiveDate>,
@@ -202,8 +203,8 @@ pub async fn loan_balances(
     loan_id: Uuid,
 ) -> Result<Option<LoanBalances>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT l.loan_id, l.customer_id, l.status, l.principal_outstanding, \
-                l.interest_outstanding, l.fees_outstanding, l.penalties_outstanding, \
+        "SELECT l.loan_id, l.customer_id, l.status, l.loan_amount, l.total_paid, \
+                l.fees_outstanding, l.penalties_outstanding, \
                 core.business_date(l.disbursement_date) AS disbursed_on, \
                 (SELECT p.prepayment_fee_rate FROM core.products p \
                  WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \

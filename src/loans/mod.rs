@@ -403,7 +403,9 @@ async fn get_payoff_quote(
     AppPath(id): AppPath<Uuid>,
     AppQuery(query): AppQuery<PayoffQuery>,
 ) -> Result<Json<PayoffQuote>, ApiError> {
-    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let loan = ledger::repo::loan_balances(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !matches!(
         loan.status,
         LoanStatus::Disbursed | LoanStatus::Defaulted | LoanStatus::Closed
@@ -413,9 +415,9 @@ async fn get_payoff_quote(
             loan.status
         )));
     }
-    let quote = ledger::payoff_quote(&mut tx, id, query.date).await?;
+    let quote = ledger::payoff_quote(&mut tx, &loan, query.date).await?;
     tx.commit().await?;
-    let apr = ledger::schedule_apr(loan.loan_amount.0, &quote.installments);
+    let apr = ledger::schedule_apr(loan.loan_amount, &quote.installments);
     Ok(Json(PayoffQuote {
         loan_id: id,
         date: quote.date,
@@ -426,7 +428,7 @@ async fn get_payoff_quote(
         prepayment_fee: Amount(quote.quote.prepayment_fee),
         total: Amount(quote.quote.total),
         apr,
-        total_cost_of_credit: Amount(loan.total_paid.0 + quote.quote.total - loan.loan_amount.0),
+        total_cost_of_credit: Amount(loan.total_paid + quote.quote.total - loan.loan_amount),
     }))
 }
 

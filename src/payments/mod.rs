@@ -180,10 +180,7 @@ async fn record_payment(
             )));
         }
         // Checked against the payoff of today now, and again under the lock at confirmation.
-        let payoff = ledger::payoff_quote(tx, loan.loan_id, None)
-            .await?
-            .quote
-            .total;
+        let payoff = ledger::payoff_quote(tx, &loan, None).await?.quote.total;
         if amount > payoff {
             return Err(ledger::overpayment(payoff));
         }

@@ -709,6 +709,54 @@ pub struct OwnCluster {
 }
 
 impl OwnCluster {
+    /// A request through the router as staff, as a future that owns what it needs (so it can be
+    /// spawned).
+    pub fn send(
+        &self,
+        method: Method,
+        path: impl Into<String>,
+        body: Value,
+        key: Option<&str>,
+    ) -> impl std::future::Future<Output = TestResponse> + Send + 'static {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path.into())
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.staff))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
+            .body(Body::from(body.to_string()))
+            .expect("a request");
+        let router = self.router.clone();
+        async move { send_via(&router, request).await }
+    }
+
+    /// A new customer whose KYC staff approved; their id.
+    pub async fn approved_customer(&self, code: &str, id_number: &str) -> String {
+        let customer = self
+            .send(
+                Method::POST,
+                "/v1/customers",
+                customer_body(code, id_number),
+                None,
+            )
+            .await;
+        assert_eq!(customer.status, StatusCode::CREATED, "{}", customer.text());
+        let id = customer.json()["customer_id"].as_str().unwrap().to_owned();
+        let kyc = self
+            .send(
+                Method::POST,
+                format!("/v1/customers/{id}/kyc"),
+                json!({"decision": "APPROVE"}),
+                None,
+            )
+            .await;
+        assert_eq!(kyc.status, StatusCode::OK, "{}", kyc.text());
+        id
+    }
+
     /// `None`, after saying why, where the PostgreSQL binaries are missing and DATABASE_URL
     /// names the server instead.
     pub async fn start(

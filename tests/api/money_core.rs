@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{customer_body, send_via, OwnCluster, TestApp};
+use crate::helpers::{OwnCluster, TestApp};
 
 fn repayment(loan: &Value, amount: &str) -> Value {
     json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount})
@@ -118,29 +118,7 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
     else {
         return;
     };
-    let OwnCluster {
-        cluster,
-        owner,
-        router,
-        staff,
-    } = own;
-    let send = |method: Method, path: String, body: Value, key: Option<&str>| {
-        let mut request = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {staff}"))
-            .header("content-type", "application/json");
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let request = request
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
-        let router = router.clone();
-        async move { send_via(&router, request).await }
-    };
-
-    let mut owner_conn = PgConnection::connect_with(&owner).await.unwrap();
+    let mut owner_conn = PgConnection::connect_with(&own.owner).await.unwrap();
     sqlx::raw_sql(
         "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
          min_term_months, max_term_months, annual_interest_rate) \
@@ -149,35 +127,20 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
     .execute(&mut owner_conn)
     .await
     .unwrap();
-    let customer = send(
-        Method::POST,
-        "/v1/customers".into(),
-        customer_body("CUSTM04", "640640640"),
-        None,
-    )
-    .await;
-    assert_eq!(customer.status, StatusCode::CREATED, "{}", customer.text());
-    let customer_id = customer.json()["customer_id"].as_str().unwrap().to_owned();
-    let kyc = send(
-        Method::POST,
-        format!("/v1/customers/{customer_id}/kyc"),
-        json!({"decision": "APPROVE"}),
-        None,
-    )
-    .await;
-    assert_eq!(kyc.status, StatusCode::OK);
-    let loan = send(Method::POST, "/v1/loans".into(), json!({"customer_id": customer_id, "product_code": "ZERO_RATE", "amount": "1000000.00", "term_months": 10}), None).await;
+    let customer_id = own.approved_customer("CUSTM04", "640640640").await;
+    let loan = own.send(Method::POST, "/v1/loans", json!({"customer_id": customer_id, "product_code": "ZERO_RATE", "amount": "1000000.00", "term_months": 10}), None).await;
     assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
     let loan = loan.json();
     let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
     for verb in ["approve", "disburse"] {
-        let moved = send(
-            Method::POST,
-            format!("/v1/loans/{loan_id}/{verb}"),
-            json!({}),
-            None,
-        )
-        .await;
+        let moved = own
+            .send(
+                Method::POST,
+                format!("/v1/loans/{loan_id}/{verb}"),
+                json!({}),
+                None,
+            )
+            .await;
         assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
     }
 
@@ -188,14 +151,14 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
     .execute(&mut owner_conn)
     .await
     .unwrap();
-    let paying = tokio::spawn(send(
+    let paying = tokio::spawn(own.send(
         Method::POST,
-        "/v1/payments".into(),
+        "/v1/payments",
         repayment(&loan, "100.00"),
         Some("outage-key"),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.stop().unwrap();
+    own.cluster.stop().unwrap();
     let failed = paying.await.unwrap();
     assert!(
         failed.status.is_server_error(),
@@ -203,17 +166,18 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
         failed.status,
         failed.text()
     );
-    cluster.restart().unwrap();
+    own.cluster.restart().unwrap();
 
     let started = Instant::now();
     let retried = loop {
-        let r = send(
-            Method::POST,
-            "/v1/payments".into(),
-            repayment(&loan, "100.00"),
-            Some("outage-key"),
-        )
-        .await;
+        let r = own
+            .send(
+                Method::POST,
+                "/v1/payments",
+                repayment(&loan, "100.00"),
+                Some("outage-key"),
+            )
+            .await;
         if r.status != StatusCode::SERVICE_UNAVAILABLE
             || started.elapsed() > Duration::from_secs(10)
         {
@@ -269,37 +233,7 @@ async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_part
     .execute(&mut owner_conn)
     .await
     .unwrap();
-    let send = |method: Method, path: String, body: Value, key: Option<String>| {
-        let mut request = axum::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {}", own.staff))
-            .header("content-type", "application/json");
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let request = request
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
-        send_via(&own.router, request)
-    };
-    let customer = send(
-        Method::POST,
-        "/v1/customers".into(),
-        customer_body("CUSTX01", "810810810"),
-        None,
-    )
-    .await;
-    assert_eq!(customer.status, StatusCode::CREATED, "{}", customer.text());
-    let customer_id = customer.json()["customer_id"].as_str().unwrap().to_owned();
-    let kyc = send(
-        Method::POST,
-        format!("/v1/customers/{customer_id}/kyc"),
-        json!({"decision": "APPROVE"}),
-        None,
-    )
-    .await;
-    assert_eq!(kyc.status, StatusCode::OK);
+    let customer_id = own.approved_customer("CUSTX01", "810810810").await;
     // Loans in three yearly partitions, each paid out and repaid once (payments in this month's
     // partition, and the backdated repayments in earlier months').
     let mut loans = Vec::new();
@@ -312,26 +246,27 @@ async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_part
         if let Some(at) = applied {
             body["application_date"] = json!(at);
         }
-        let loan = send(Method::POST, "/v1/loans".into(), body, None).await;
+        let loan = own.send(Method::POST, "/v1/loans", body, None).await;
         assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
         let loan_id = loan.json()["loan_id"].as_str().unwrap().to_owned();
         for verb in ["approve", "disburse"] {
-            let moved = send(
-                Method::POST,
-                format!("/v1/loans/{loan_id}/{verb}"),
-                json!({}),
-                None,
-            )
-            .await;
+            let moved = own
+                .send(
+                    Method::POST,
+                    format!("/v1/loans/{loan_id}/{verb}"),
+                    json!({}),
+                    None,
+                )
+                .await;
             assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
         }
         loans.push(loan_id);
     }
-    let backdated = send(
+    let backdated = own.send(
         Method::POST,
-        "/v1/payments".into(),
+        "/v1/payments",
         json!({"loan_id": loans[1], "payment_type": "REPAYMENT", "amount": "10.00", "payment_date": "2026-01-15T10:00:00Z"}),
-        Some(uuid::Uuid::now_v7().to_string()),
+        Some(&uuid::Uuid::now_v7().to_string()),
     )
     .await;
     assert_eq!(
@@ -351,13 +286,14 @@ async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_part
     .unwrap();
 
     let before = own.cluster.log().len();
-    let paid = send(
-        Method::POST,
-        "/v1/payments".into(),
-        json!({"loan_id": loans[0], "payment_type": "REPAYMENT", "amount": "100.00"}),
-        Some(uuid::Uuid::now_v7().to_string()),
-    )
-    .await;
+    let paid = own
+        .send(
+            Method::POST,
+            "/v1/payments",
+            json!({"loan_id": loans[0], "payment_type": "REPAYMENT", "amount": "100.00"}),
+            Some(&uuid::Uuid::now_v7().to_string()),
+        )
+        .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = own.cluster.log();

@@ -140,8 +140,6 @@ pub fn play(
     // last installment it covers (or late, after `earliest`).
     let groups = (max_payments as usize).max(1).min(paying.max(1));
     let mut repayments = Vec::new();
-    let mut total_paid = Decimal::ZERO;
-    let mut last_paid = disbursed_at;
     let mut paid = 0;
     for group in 0..groups {
         let until = paying * (group + 1) / groups;
@@ -154,13 +152,13 @@ pub fn play(
             .sum();
         let due_on = books.installments[until - 1].due_date;
         let at = at_time(due_on, &mut rng)
-            .max(last_paid)
+            .max(last_paid(&repayments, disbursed_at))
             .max(earliest + Duration::minutes(rng.below(60 * 24 * 30)));
         if at > now {
             break;
         }
         paid = until;
-        if pay(
+        pay(
             &mut books,
             &mut repayments,
             &mut entries,
@@ -168,20 +166,17 @@ pub fn play(
             at,
             amount,
             terms,
-        ) {
-            total_paid += amount;
-            last_paid = at;
-        }
+        );
     }
     if let Conduct::PaysOff = conduct {
-        let since = last_paid.max(earliest);
+        let since = last_paid(&repayments, disbursed_at).max(earliest);
         let span = (now - since).num_minutes().max(1);
         let at = since + Duration::minutes(rng.below(span as u64));
         if at <= now {
             let amount = books
                 .quote(at.date_naive(), terms.prepayment_fee_rate)
                 .total;
-            if pay(
+            pay(
                 &mut books,
                 &mut repayments,
                 &mut entries,
@@ -189,10 +184,7 @@ pub fn play(
                 at,
                 amount,
                 terms,
-            ) {
-                total_paid += amount;
-                last_paid = at;
-            }
+            );
         }
     }
 
@@ -207,14 +199,13 @@ pub fn play(
             let owed = s.interest_due - s.interest_posted;
             if owed > Decimal::ZERO {
                 s.interest_posted = s.interest_due;
-                let mut lines = Lines::new();
-                lines.transfer(Account::LoanInterest, Account::InterestIncome, owed);
-                entries.push(entry(
+                let interest = (Account::LoanInterest, Account::InterestIncome, owed);
+                entries.push(charge(
                     &mut rng,
                     EntryKind::InterestDue,
                     s.due_date,
-                    Some(s.number),
-                    lines,
+                    s.number,
+                    interest,
                 ));
             }
             let unpaid = s.principal_due - s.principal_paid + s.interest_due - s.interest_paid;
@@ -223,14 +214,13 @@ pub fn play(
                 let fee = terms.late_fee_amount + cents(terms.late_fee_rate * unpaid);
                 if fee > Decimal::ZERO {
                     books.penalties_outstanding += fee;
-                    let mut lines = Lines::new();
-                    lines.transfer(Account::LoanPenalties, Account::PenaltyIncome, fee);
-                    entries.push(entry(
+                    let penalty = (Account::LoanPenalties, Account::PenaltyIncome, fee);
+                    entries.push(charge(
                         &mut rng,
                         EntryKind::LateFee,
                         late_on,
-                        Some(s.number),
-                        lines,
+                        s.number,
+                        penalty,
                     ));
                 }
             }
@@ -249,13 +239,13 @@ pub fn play(
         LoanStatus::Disbursed
     };
     History {
+        closed_at: settled.then_some(last_paid(&repayments, disbursed_at)),
+        total_paid: repayments.iter().map(|r| r.amount).sum(),
         books,
         repayments,
         entries,
         status,
-        closed_at: settled.then_some(last_paid),
         defaulted_at,
-        total_paid,
     }
 }
 
@@ -263,13 +253,16 @@ fn at_time(day: NaiveDate, rng: &mut Rng) -> DateTime<Utc> {
     day.and_hms_opt(8, 0, 0).unwrap_or_default().and_utc() + Duration::minutes(rng.below(60 * 10))
 }
 
-fn entry(
+/// An installment's charge, as servicing posts it on day `on`: `(owed on, earned by, amount)`.
+fn charge(
     rng: &mut Rng,
     kind: EntryKind,
     on: NaiveDate,
-    installment: Option<i32>,
-    lines: Lines,
+    installment: i32,
+    (owed_on, earned_by, amount): (Account, Account, Decimal),
 ) -> Entry {
+    let mut lines = Lines::new();
+    lines.transfer(owed_on, earned_by, amount);
     let posted_at = on.and_hms_opt(1, 0, 0).unwrap_or_default().and_utc();
     Entry {
         id: uuid_v7(posted_at, rng),
@@ -277,12 +270,17 @@ fn entry(
         business_date: on,
         posted_at,
         payment_id: None,
-        installment,
+        installment: Some(installment),
         lines,
     }
 }
 
-/// One repayment through the engine, with its entry; false if the engine refused it.
+/// When the last repayment was made (the disbursement, before any).
+fn last_paid(repayments: &[Repayment], disbursed_at: DateTime<Utc>) -> DateTime<Utc> {
+    repayments.last().map_or(disbursed_at, |r| r.paid_at)
+}
+
+/// One repayment through the engine, with its entry; nothing if the engine refuses it.
 fn pay(
     books: &mut Ledger,
     repayments: &mut Vec<Repayment>,
@@ -291,12 +289,12 @@ fn pay(
     at: DateTime<Utc>,
     amount: Decimal,
     terms: &Terms,
-) -> bool {
+) {
     if amount <= Decimal::ZERO {
-        return false;
+        return;
     }
     let Ok(applied) = books.apply(amount, at.date_naive(), &terms.of_loan()) else {
-        return false;
+        return;
     };
     let id = uuid_v7(at, rng);
     entries.push(Entry {
@@ -319,7 +317,6 @@ fn pay(
         amount,
         allocations: applied.allocations,
     });
-    true
 }
 
 #[cfg(test)]
