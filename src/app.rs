@@ -25,7 +25,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::JwtKeys;
+use crate::auth::Authenticator;
 use crate::config::{HttpConfig, ServeConfig};
 use crate::edge::{self, BodyGate, Gatekeeper};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
@@ -33,8 +33,8 @@ use crate::pii::PiiCipher;
 use crate::server::{self, ConnectionLimits};
 use crate::state::AppState;
 use crate::{
-    analytics, books, customers, db, events, imports, loans, metadata, openapi, ops, payments,
-    products, retry,
+    analytics, books, customers, db, events, identities, imports, loans, metadata, openapi, ops,
+    payments, products, retry,
 };
 
 /// Limits the HTTP layer enforces.
@@ -71,6 +71,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(customers::router())
+        .merge(identities::router())
         .merge(products::router())
         .merge(loans::router())
         .merge(books::router())
@@ -155,7 +156,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(uploads)
         .layer(middleware::from_fn_with_state(
             Gatekeeper {
-                jwt: state.jwt.clone(),
+                auth: state.auth.clone(),
                 rate_limits: state.rate_limits.clone(),
             },
             edge::authenticate,
@@ -282,7 +283,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let pool = db::connect_pool(&config.pool);
     let mut state = AppState::new(
         pool.clone(),
-        JwtKeys::new(config.jwt_secret.clone()),
+        Authenticator::new(&config.tokens)?,
         PiiCipher::new(&config.pii),
         config.pool.statement_timeout,
         &config.http,
@@ -296,6 +297,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         header_read_timeout: config.http.header_read_timeout,
         shutdown_timeout: config.http.shutdown_timeout,
     };
+    let key_refresh = state.auth.start_key_refresh();
     let maintenance = tokio::spawn(ops::maintenance::run(
         pool.clone(),
         state.rate_limits.clone(),
@@ -331,6 +333,9 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     .await;
     metrics.abort();
     maintenance.abort();
+    if let Some(refresh) = key_refresh {
+        refresh.abort();
+    }
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }

@@ -20,14 +20,14 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::Semaphore;
 
-use crate::auth::{Caller, JwtKeys, Role};
+use crate::auth::{Authenticator, Caller, Role};
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
 
-/// What [`authenticate`] needs: the token keys and the rate limits.
+/// What [`authenticate`] needs: the token checks and the rate limits.
 #[derive(Clone)]
 pub struct Gatekeeper {
-    pub jwt: Arc<JwtKeys>,
+    pub auth: Arc<Authenticator>,
     pub rate_limits: Arc<RateLimits>,
 }
 
@@ -38,7 +38,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = match Caller::from_headers(request.headers(), &state.jwt) {
+    let caller = match state.auth.caller(request.headers()).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };

@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod idempotency;
+pub mod identities;
 pub mod imports;
 pub mod jobs;
 pub mod ledger;

@@ -335,6 +335,8 @@ mod devtools_commands {
         } else {
             None
         };
+        // Local tokens beside a provider's, if one is configured: a development machine.
+        made_up.insert("DEV_MODE", "true".to_owned());
         // The metrics listener on any free port, so that two dev instances can run side by side.
         if Environment.get("METRICS_LISTEN_ADDR").is_none() {
             made_up.insert("METRICS_LISTEN_ADDR", "127.0.0.1:0".to_owned());
@@ -355,7 +357,12 @@ mod devtools_commands {
         let cust001 = seed_data(&src, None).await?;
 
         let config = ServeConfig::from_source(&src)?;
-        let keys = Arc::new(JwtKeys::new(config.jwt_secret.clone()));
+        let secret = config
+            .tokens
+            .local_secret
+            .clone()
+            .ok_or("dev needs JWT_SECRET")?;
+        let keys = Arc::new(JwtKeys::new(secret));
         // Printed with write! rather than println!, which would panic if stdout were closed.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "\nTokens (valid 12 hours):");

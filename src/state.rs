@@ -1,5 +1,5 @@
 //! What every handler can reach, in parts. Extractors and helpers below the resources take only
-//! the part they need, through `FromRef` (`Database`, `Arc<JwtKeys>`, …), so nothing below the
+//! the part they need, through `FromRef` (`Database`, `Arc<Authenticator>`, …), so nothing below the
 //! resources names [`AppState`].
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
-use crate::auth::JwtKeys;
+use crate::auth::Authenticator;
 use crate::config::HttpConfig;
 use crate::db::listen::EventHub;
 use crate::db::partitions::{DateWindow, Partitions};
@@ -23,7 +23,8 @@ use crate::pii::PiiCipher;
 pub struct AppState {
     /// Request transactions, as the service login.
     pub db: Database,
-    pub jwt: Arc<JwtKeys>,
+    /// Bearer tokens to callers.
+    pub auth: Arc<Authenticator>,
     pub pii: Arc<PiiCipher>,
     /// On-demand partition creation, on a small pool of its own.
     pub partitions: Arc<Partitions>,
@@ -54,11 +55,12 @@ impl AppState {
     /// LISTEN connection use the pool's server and login.
     pub fn new(
         pool: PgPool,
-        jwt: JwtKeys,
+        auth: impl Into<Authenticator>,
         pii: PiiCipher,
         statement_timeout: Duration,
         http: &HttpConfig,
     ) -> Self {
+        let auth = Arc::new(auth.into().with_links(pool.clone()));
         let connect = (*pool.connect_options()).clone();
         let maintenance = PgPoolOptions::new()
             .max_connections(2)
@@ -69,7 +71,7 @@ impl AppState {
                 pool,
                 statement_timeout,
             },
-            jwt: Arc::new(jwt),
+            auth,
             pii: Arc::new(pii),
             partitions: Arc::new(Partitions::new(maintenance)),
             events: EventHub::new(connect),

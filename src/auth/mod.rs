@@ -1,12 +1,15 @@
 //! Bearer tokens to callers, and which caller may do what.
 
-pub mod jwt;
+mod authenticator;
+mod jwks;
+mod links;
+mod local;
+mod provider;
 mod request_tx;
+mod token_error;
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use uuid::Uuid;
 
 use std::sync::Arc;
@@ -15,8 +18,11 @@ use axum::extract::FromRef;
 
 use crate::error::ApiError;
 
-pub use jwt::{Claims, JwtKeys, TokenError};
+pub use authenticator::Authenticator;
+pub use jwks::KeySet;
+pub use local::{Claims, JwtKeys};
 pub use request_tx::{begin_as, begin_statement, RequestTx};
+pub use token_error::TokenError;
 
 /// The role a token grants. The database role to switch to comes from this enum, never from the
 /// token's text.
@@ -109,10 +115,12 @@ impl Caller {
     }
 
     /// The principal as one text (`issuer|subject|role[|customer id]`): `app.actor`, the `*_by`
-    /// columns and the scope of idempotency keys. Neither issuer nor subject can hold `|`, so
-    /// two different principals never share a text (see migrations/0010_principals.sql).
+    /// columns and the scope of idempotency keys. Issuers never hold `|`, and a subject's `|` and
+    /// `%` are percent-encoded, so two different principals never share a text (see
+    /// migrations/0010_principals.sql).
     pub fn principal(&self) -> String {
-        let mut text = format!("{}|{}|{}", self.issuer, self.subject, self.role.as_str());
+        let subject = self.subject.replace('%', "%25").replace('|', "%7C");
+        let mut text = format!("{}|{subject}|{}", self.issuer, self.role.as_str());
         if let Some(customer) = self.customer_id {
             text.push('|');
             text.push_str(&customer.to_string());
@@ -121,12 +129,13 @@ impl Caller {
     }
 }
 
-/// Subjects are user names or service accounts: short, printable, no quotes, spaces or `|`.
-fn is_valid_subject(sub: &str) -> bool {
-    (1..=128).contains(&sub.len())
+/// Subjects are user names, service accounts or a provider's ids (`auth0|5f7c…`, UUIDs,
+/// base64url): printable ASCII without spaces, quotes or backslashes, at most 255 characters.
+pub fn is_valid_subject(sub: &str) -> bool {
+    (1..=255).contains(&sub.len())
         && sub
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@:+-".contains(&b))
+            .all(|b| b.is_ascii_graphic() && !b"'\"\\`".contains(&b))
 }
 
 impl Caller {
@@ -139,31 +148,11 @@ impl Caller {
             customer_id: None,
         }
     }
-
-    /// The caller a request's bearer token names; the reason for a refusal is logged, never
-    /// sent.
-    pub fn from_headers(headers: &HeaderMap, keys: &JwtKeys) -> Result<Self, ApiError> {
-        let header = headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("no Authorization header"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized(
-                "Authorization is not a bearer token",
-            ))?;
-        let now = chrono::Utc::now().timestamp();
-        let claims = keys
-            .verify(token.trim(), now)
-            .map_err(|e| ApiError::Unauthorized(e.reason()))?;
-        Caller::from_claims(claims)
-    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller
 where
-    Arc<JwtKeys>: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -172,7 +161,9 @@ where
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        Self::from_headers(&parts.headers, &Arc::<JwtKeys>::from_ref(state))
+        Arc::<Authenticator>::from_ref(state)
+            .caller(&parts.headers)
+            .await
     }
 }
 
@@ -186,7 +177,7 @@ pub struct Authorized<A> {
 
 impl<A: Access, S: Send + Sync> FromRequestParts<S> for Authorized<A>
 where
-    Arc<JwtKeys>: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -309,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_with_the_separator_cannot_pose_as_another_principal() {
+        let mut c = claims("staff", None);
+        c.sub = "auth0|abc".into();
+        let caller = Caller::from_claims(c).unwrap();
+        assert_eq!(caller.principal(), "local|auth0%7Cabc|staff");
+        let mut c = claims("staff", None);
+        c.sub = "auth0%7Cabc".into();
+        assert_ne!(
+            Caller::from_claims(c).unwrap().principal(),
+            caller.principal()
+        );
+    }
+
+    #[test]
     fn staff_tokens_never_carry_a_customer_scope() {
         let caller = Caller::from_claims(claims("staff", Some(Uuid::now_v7()))).unwrap();
         assert_eq!(caller.customer_id, None);
@@ -316,7 +321,14 @@ mod tests {
 
     #[test]
     fn subjects_with_quotes_or_spaces_are_refused() {
-        for sub in ["", "a b", "o'brien", "x\"y", &"a".repeat(129)] {
+        for sub in [
+            "",
+            "a b",
+            "o'brien",
+            "x\"y",
+            "back\\slash",
+            &"a".repeat(256),
+        ] {
             let mut c = claims("staff", None);
             c.sub = sub.into();
             assert!(Caller::from_claims(c).is_err(), "{sub:?} accepted");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
-use super::{Access, AnyCaller, Caller, JwtKeys};
+use super::{Access, AnyCaller, Authenticator, Caller};
 use crate::db::Database;
 use crate::error::ApiError;
 
@@ -162,7 +162,7 @@ fn quote(value: &str) -> String {
 impl<A: Access, S: Send + Sync> FromRequestParts<S> for RequestTx<A>
 where
     Database: FromRef<S>,
-    Arc<JwtKeys>: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
 {
     type Rejection = ApiError;
 

@@ -51,7 +51,8 @@ async fn live() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database answers and has every migration this binary expects.
+/// The database answers and has every migration this binary expects, and the identity
+/// provider's keys (when one is configured) have loaded at least once.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -63,7 +64,7 @@ async fn live() -> Json<Health> {
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    if db::migrations_current(&state.db.pool).await? {
+    if state.auth.is_ready() && db::migrations_current(&state.db.pool).await? {
         Ok(Json(Health { status: "ok" }))
     } else {
         Err(ApiError::Unavailable {

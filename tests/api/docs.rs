@@ -30,7 +30,12 @@ fn env_example_documents_every_variable_the_code_reads() {
         .filter(|k| !k.starts_with('#'))
         .collect();
     let mut read_by_code = BTreeSet::new();
-    for file in ["src/config.rs", "src/devtools/cluster.rs", "src/main.rs"] {
+    for file in [
+        "src/config/mod.rs",
+        "src/config/oidc.rs",
+        "src/devtools/cluster.rs",
+        "src/main.rs",
+    ] {
         read_by_code.extend(env_names(&read(file)));
     }
     read_by_code.insert("RUST_LOG".into());
@@ -45,4 +50,46 @@ fn the_readme_has_the_two_setup_commands_and_ci_runs_the_test_one() {
     assert!(readme.contains("```sh\ncargo test\n```"));
     let ci = read(".ci/run");
     assert!(ci.lines().any(|l| l.trim() == "cargo test"), "{ci}");
+}
+
+/// The Keycloak realm in `deploy/` parses and gives what the documented variables expect: one
+/// realm role per service role under `.env.example`'s `OIDC_ROLE_PREFIX`, the README's
+/// `OIDC_AUDIENCE` in the access tokens' `aud`, and each service account exactly one role.
+#[test]
+fn the_keycloak_realm_example_matches_the_documented_variables() {
+    let realm: serde_json::Value =
+        serde_json::from_str(&read("deploy/keycloak-realm.json")).unwrap();
+    let example = read(".env.example");
+    let prefix = example
+        .lines()
+        .find_map(|l| l.strip_prefix("OIDC_ROLE_PREFIX="))
+        .unwrap();
+    let roles: BTreeSet<&str> = realm["roles"]["realm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for role in ["customer", "staff", "analyst", "etl", "admin"] {
+        assert!(roles.contains(format!("{prefix}{role}").as_str()), "{role}");
+    }
+    let readme = read("README.md");
+    let audience = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("OIDC_AUDIENCE="))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap();
+    let mapped: Vec<&str> = realm["clientScopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["protocolMappers"].as_array().unwrap())
+        .filter_map(|m| m["config"]["included.custom.audience"].as_str())
+        .collect();
+    assert_eq!(mapped, [audience]);
+    for user in realm["users"].as_array().unwrap() {
+        let roles = user["realmRoles"].as_array().unwrap();
+        assert_eq!(roles.len(), 1, "{user}");
+        assert!(roles[0].as_str().unwrap().starts_with(prefix));
+    }
 }

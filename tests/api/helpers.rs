@@ -20,8 +20,8 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::{HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret};
+use lakehouse_api::auth::{Authenticator, Claims, JwtKeys};
+use lakehouse_api::config::{HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret, TokenConfig};
 use lakehouse_api::db;
 use lakehouse_api::devtools::TempCluster;
 use lakehouse_api::pii::PiiCipher;
@@ -303,6 +303,29 @@ impl TestApp {
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
         })
+    }
+
+    /// This app with its tokens checked as `env` (`OIDC_*`, `JWT_SECRET`, `DEV_MODE`) configures
+    /// them, the provider's keys refreshing in the background as in `serve`.
+    pub fn with_tokens(mut self, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let config = TokenConfig::from_source(&env).expect("token configuration");
+        let auth = Authenticator::new(&config).expect("authenticator");
+        let http = Options::default().http();
+        let state = AppState::new(
+            self.pool.clone(),
+            auth,
+            self.cipher.clone(),
+            Duration::from_secs(5),
+            &http,
+        );
+        state.auth.start_key_refresh();
+        self.state = state.clone();
+        self.router = app::router(state, HttpLimits::from_config(&http));
+        self
     }
 
     /// The pool login's password (for running the binary against this test's database).

@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod hardening;
 mod helpers;
+mod identity;
 mod lakehouse;
 mod loans;
 mod money_core;

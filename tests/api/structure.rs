@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("customer_record", 1),
     ("customers", 2),
     ("products", 2),
+    ("identities", 2),
     ("loans", 2),
     ("books", 2),
     ("payments", 2),

@@ -9,6 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sqlx::postgres::PgConnectOptions;
 
+mod oidc;
+
+pub use oidc::{check_transport, KeySource, OidcConfig};
+
 /// The login role of the service's pool (created by the first migration); every URL's user is
 /// replaced by it.
 pub const AUTHENTICATOR_ROLE: &str = "lakehouse_authenticator";
@@ -63,6 +67,12 @@ impl<const N: usize> Source for [(&str, &str); N] {
         self.iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+impl Source for Vec<(String, String)> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 }
 
@@ -455,7 +465,7 @@ impl HttpConfig {
 pub struct ServeConfig {
     pub http: HttpConfig,
     pub pool: PoolConfig,
-    pub jwt_secret: Secret,
+    pub tokens: TokenConfig,
     pub pii: PiiKeys,
 }
 
@@ -464,9 +474,45 @@ impl ServeConfig {
         Ok(Self {
             http: HttpConfig::from_source(src)?,
             pool: PoolConfig::from_source(src)?,
-            jwt_secret: jwt_secret(src)?,
+            tokens: TokenConfig::from_source(src)?,
             pii: PiiKeys::from_source(src)?,
         })
+    }
+}
+
+/// Whose tokens the service accepts: a provider's (`OIDC_*`), its own HS256 ones
+/// (`JWT_SECRET`), or, in dev mode only, both.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub local_secret: Option<Secret>,
+    pub provider: Option<OidcConfig>,
+}
+
+impl TokenConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let provider = OidcConfig::from_source(src)?;
+        let local_secret = match src.get("JWT_SECRET") {
+            Some(_) => Some(jwt_secret(src)?),
+            None => None,
+        };
+        let dev_mode: bool = parsed(src, "DEV_MODE", false, "true or false")?;
+        match (&local_secret, &provider) {
+            (None, None) => Err(ConfigError(
+                "set OIDC_ISSUER (an identity provider) or JWT_SECRET (the service's own tokens; \
+                 see .env.example)"
+                    .into(),
+            )),
+            (Some(_), Some(_)) if !dev_mode => Err(ConfigError(
+                "JWT_SECRET and OIDC_ISSUER are both set: a shared secret beside a provider \
+                 lets whoever holds it mint any caller. Unset one (or set DEV_MODE=true on a \
+                 development machine)"
+                    .into(),
+            )),
+            _ => Ok(Self {
+                local_secret,
+                provider,
+            }),
+        }
     }
 }
 
@@ -496,6 +542,27 @@ mod tests {
             "lakehouse_authenticator"
         );
         assert_eq!(config.http.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn tokens_come_from_a_provider_or_the_secret_and_both_only_in_dev_mode() {
+        let secret = ("JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let issuer = ("OIDC_ISSUER", "https://idp.example");
+        let audience = ("OIDC_AUDIENCE", "api");
+        let neither = TokenConfig::from_source(&[("UNRELATED", "")]).unwrap_err();
+        assert!(
+            neither.0.contains("OIDC_ISSUER") && neither.0.contains("JWT_SECRET"),
+            "{neither}"
+        );
+        let local = TokenConfig::from_source(&[secret]).unwrap();
+        assert!(local.local_secret.is_some() && local.provider.is_none());
+        let provider = TokenConfig::from_source(&[issuer, audience]).unwrap();
+        assert!(provider.local_secret.is_none() && provider.provider.is_some());
+        let both = TokenConfig::from_source(&[secret, issuer, audience]).unwrap_err();
+        assert!(both.0.contains("DEV_MODE"), "{both}");
+        let dev =
+            TokenConfig::from_source(&[secret, issuer, audience, ("DEV_MODE", "true")]).unwrap();
+        assert!(dev.local_secret.is_some() && dev.provider.is_some());
     }
 
     #[test]

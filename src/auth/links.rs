@@ -1,0 +1,74 @@
+//! Identity links: which customer a provider's (issuer, subject) is, as staff linked them
+//! (`core.identity_links`). Looked up once per subject and then remembered for a short TTL,
+//! so a customer's requests make no extra round trip in the common case.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How long "not linked" is remembered: short, so a customer just linked gets in soon, even
+/// through another instance than the one staff used.
+const UNLINKED_TTL: Duration = Duration::from_secs(5);
+/// Subjects remembered at most; beyond it the expired ones go, then all.
+const CAPACITY: usize = 100_000;
+
+/// (issuer, subject) to the customer linked (or none) and until when that is remembered.
+type Remembered = HashMap<(String, String), (Option<Uuid>, Instant)>;
+
+pub struct LinkDirectory {
+    pool: PgPool,
+    ttl: Duration,
+    cache: Mutex<Remembered>,
+}
+
+impl LinkDirectory {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Self {
+            pool,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The customer linked to (issuer, subject), if any.
+    pub async fn customer(&self, issuer: &str, subject: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        let key = (issuer.to_owned(), subject.to_owned());
+        if let Some((customer, until)) = self.cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+            if until > Instant::now() {
+                return Ok(customer);
+            }
+        }
+        let customer: Option<Uuid> = sqlx::query_scalar("SELECT core.linked_customer($1, $2)")
+            .bind(issuer)
+            .bind(subject)
+            .fetch_one(&self.pool)
+            .await?;
+        let ttl = if customer.is_some() {
+            self.ttl
+        } else {
+            UNLINKED_TTL
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CAPACITY {
+                let now = Instant::now();
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (customer, Instant::now() + ttl));
+        }
+        Ok(customer)
+    }
+
+    /// Forgets what this instance remembers of (issuer, subject): after staff link or unlink
+    /// it here. Other instances learn within the TTL.
+    pub fn forget(&self, issuer: &str, subject: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&(issuer.to_owned(), subject.to_owned()));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::IdentityLink;
+
+const COLUMNS: &str = "link_id, issuer, subject, customer_id, created_at, created_by";
+
+/// `None` when the customer does not exist.
+pub async fn list(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<Option<Vec<IdentityLink>>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM core.identity_links WHERE customer_id = $1 ORDER BY created_at, link_id"
+    );
+    let links: Vec<IdentityLink> = sqlx::query_as(&sql)
+        .bind(customer_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    if !links.is_empty() {
+        return Ok(Some(links));
+    }
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM core.customers WHERE customer_id = $1)")
+            .bind(customer_id)
+            .fetch_one(conn)
+            .await?;
+    Ok(exists.then_some(links))
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    issuer: &str,
+    subject: &str,
+) -> Result<IdentityLink, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO core.identity_links (link_id, issuer, subject, customer_id) \
+         VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(issuer)
+        .bind(subject)
+        .bind(customer_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn delete(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    link_id: Uuid,
+) -> Result<Option<IdentityLink>, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM core.identity_links WHERE link_id = $1 AND customer_id = $2 RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(link_id)
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,0 +1,467 @@
+//! Tokens from an identity provider whose key set is a file: every algorithm, the claim
+//! checks, the role and customer mappings, key rotation and an unreachable key set. The same
+//! against a real OpenID provider is in `oidc.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+pub const AUDIENCE: &str = "https://api.lakehouse.test";
+const ISSUER: &str = "https://idp.lakehouse.test/realms/lakehouse";
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/oidc")
+        .join(name)
+}
+
+/// The public JWKs of the fixture keys `kids`, as a provider publishes them.
+pub fn public_jwks(kids: &[&str]) -> Value {
+    let all: Value = serde_json::from_slice(&std::fs::read(fixture("keys.json")).unwrap()).unwrap();
+    let keys: Vec<Value> = kids
+        .iter()
+        .map(|kid| {
+            let key = all["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["kid"] == *kid)
+                .unwrap();
+            let mut public = serde_json::Map::new();
+            for name in ["kty", "kid", "alg", "use", "crv", "n", "e", "x", "y"] {
+                if let Some(v) = key.get(name) {
+                    public.insert(name.into(), v.clone());
+                }
+            }
+            Value::Object(public)
+        })
+        .collect();
+    json!({ "keys": keys })
+}
+
+/// A token signed with the fixture key `kid` by `alg`, with these claims.
+pub fn sign(kid: &str, alg: Algorithm, claims: &Value) -> String {
+    let pem = std::fs::read(fixture(&format!("{kid}.pem"))).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        other => panic!("no fixture for {other:?}"),
+    }
+    .unwrap();
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Claims a valid token of `role` carries.
+fn claims(sub: &str, role: &str) -> Value {
+    json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now(), "exp": now() + 300,
+        "realm_access": {"roles": [format!("lakehouse-{role}"), "offline_access"]},
+    })
+}
+
+/// A JWKS file, replaced atomically, removed when dropped.
+struct KeyFile(PathBuf);
+
+impl KeyFile {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("lakehouse-jwks-{}.json", Uuid::now_v7())))
+    }
+
+    fn publish(&self, kids: &[&str]) {
+        let temp = self.0.with_extension("tmp");
+        std::fs::write(&temp, public_jwks(kids).to_string()).unwrap();
+        std::fs::rename(temp, &self.0).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An app that accepts only the provider's tokens, its keys in `keys`, refreshed every second.
+fn provider_env(keys: &KeyFile) -> Vec<(&'static str, String)> {
+    vec![
+        ("OIDC_ISSUER", ISSUER.into()),
+        ("OIDC_AUDIENCE", AUDIENCE.into()),
+        ("OIDC_JWKS_FILE", keys.path().into()),
+        ("OIDC_ROLE_CLAIM", "realm_access.roles".into()),
+        ("OIDC_ROLE_PREFIX", "lakehouse-".into()),
+        ("OIDC_CUSTOMER_CLAIM", "customer_id".into()),
+        ("OIDC_MAX_TOKEN_LIFETIME_SECS", "3600".into()),
+        ("OIDC_LEEWAY_SECS", "30".into()),
+        ("OIDC_JWKS_REFRESH_SECS", "1".into()),
+        ("OIDC_JWKS_MIN_REFRESH_SECS", "1".into()),
+    ]
+}
+
+fn with_provider(app: TestApp, keys: &KeyFile) -> TestApp {
+    let env = provider_env(keys);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    app.with_tokens(&env)
+}
+
+async fn status(app: &TestApp, path: &str, token: &str) -> StatusCode {
+    app.get(path, token).await.status
+}
+
+async fn refused(app: &TestApp, token: &str, case: &str) {
+    let response = app.get("/v1/products", token).await;
+    let problem = response.problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/problem+json"),
+        "{case}"
+    );
+    assert_eq!(problem["status"], 401, "{case}");
+}
+
+#[tokio::test]
+async fn each_algorithm_from_the_key_set_gives_its_role_and_the_principal_carries_the_issuer() {
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a", "ec-a", "ed-a"]);
+    let app = with_provider(TestApp::spawn().await, &keys);
+
+    let staff = sign("rsa-a", Algorithm::RS256, &claims("branch-tool", "staff"));
+    let etl = sign("ec-a", Algorithm::ES256, &claims("etl-pipeline", "etl"));
+    let analyst = sign("ed-a", Algorithm::EdDSA, &claims("risk-job", "analyst"));
+    assert_eq!(status(&app, "/v1/customers", &staff).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, "/v1/analytics/customer-metrics", &staff).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&app, "/v1/analytics/customer-metrics", &analyst).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, "/v1/customers", &analyst).await,
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        created_by(&app, &etl, "OIDC-ETL-1", "900101-1234567").await,
+        format!("{ISSUER}|etl-pipeline|etl")
+    );
+    // A subject with the principal's separator in it (Auth0's are `auth0|…`) is its own actor.
+    let auth0 = sign("rsa-a", Algorithm::RS256, &claims("auth0|5f7c8ec7", "etl"));
+    assert_eq!(
+        created_by(&app, &auth0, "OIDC-ETL-2", "900101-1234568").await,
+        format!("{ISSUER}|auth0%7C5f7c8ec7|etl")
+    );
+}
+
+/// Creates a customer with `token`; returns who the row says created it.
+pub async fn created_by(app: &TestApp, token: &str, code: &str, id_number: &str) -> String {
+    let body = crate::helpers::customer_body(code, id_number);
+    let created = app.json(Method::POST, "/v1/customers", token, &body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let id: Uuid = created.json()["customer_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    sqlx::query_scalar("SELECT created_by FROM core.customers WHERE customer_id = $1")
+        .bind(id)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_bad_token_is_a_401_problem() {
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a", "ec-a", "ed-a"]);
+    let app = with_provider(TestApp::spawn().await, &keys);
+    let good = claims("branch-tool", "staff");
+    assert_eq!(
+        status(
+            &app,
+            "/v1/products",
+            &sign("rsa-a", Algorithm::RS256, &good)
+        )
+        .await,
+        StatusCode::OK
+    );
+
+    let with = |change: Value| {
+        let mut c = good.clone();
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let rsa = |c: &Value| sign("rsa-a", Algorithm::RS256, c);
+    // HS256 "signed" with the provider's RSA public key as the secret: the classic confusion.
+    let public_pem = std::fs::read(fixture("rsa-a.pub.pem")).unwrap();
+    let mut hs_header = Header::new(Algorithm::HS256);
+    hs_header.kid = Some("rsa-a".into());
+    let confusion =
+        jsonwebtoken::encode(&hs_header, &good, &EncodingKey::from_secret(&public_pem)).unwrap();
+    // The header claims ES256 for an RSA key: the key decides, so this fails.
+    let mut es_header = Header::new(Algorithm::ES256);
+    es_header.kid = Some("rsa-a".into());
+    let pem = std::fs::read(fixture("ec-a.pem")).unwrap();
+    let alg_swap =
+        jsonwebtoken::encode(&es_header, &good, &EncodingKey::from_ec_pem(&pem).unwrap()).unwrap();
+
+    let cases = [
+        (
+            "wrong issuer",
+            rsa(&with(json!({"iss": "https://evil.example"}))),
+        ),
+        ("no issuer", rsa(&with(json!({"iss": null})))),
+        (
+            "wrong audience",
+            rsa(&with(json!({"aud": "https://other-api.example"}))),
+        ),
+        ("no audience", rsa(&with(json!({"aud": null})))),
+        ("algorithm confusion", confusion),
+        ("algorithm other than the key's", alg_swap),
+        ("unknown kid", sign("rsa-x", Algorithm::RS256, &good)),
+        (
+            "expired",
+            rsa(&with(json!({"exp": now() - 120, "iat": now() - 420}))),
+        ),
+        (
+            "not yet valid",
+            rsa(&with(json!({"nbf": now() + 600, "exp": now() + 900}))),
+        ),
+        (
+            "issued in the future",
+            rsa(&with(json!({"iat": now() + 600, "exp": now() + 900}))),
+        ),
+        (
+            "over the lifetime limit",
+            rsa(&with(json!({"exp": now() + 7200}))),
+        ),
+        ("no issue time", rsa(&with(json!({"iat": null})))),
+        (
+            "role claim missing",
+            rsa(&with(json!({"realm_access": null}))),
+        ),
+        (
+            "role unknown",
+            rsa(&with(
+                json!({"realm_access": {"roles": ["lakehouse-root"]}}),
+            )),
+        ),
+        (
+            "role without the prefix",
+            rsa(&with(json!({"realm_access": {"roles": ["staff"]}}))),
+        ),
+        (
+            "two roles",
+            rsa(&with(
+                json!({"realm_access": {"roles": ["lakehouse-staff", "lakehouse-admin"]}}),
+            )),
+        ),
+        (
+            "customer without a customer",
+            rsa(&with(
+                json!({"realm_access": {"roles": ["lakehouse-customer"]}}),
+            )),
+        ),
+        (
+            "customer claim not a uuid",
+            rsa(&with(
+                json!({"realm_access": {"roles": ["lakehouse-customer"]}, "customer_id": "CUST001"}),
+            )),
+        ),
+        ("subject with a quote", rsa(&with(json!({"sub": "o'hara"})))),
+        ("tampered", {
+            let token = rsa(&good);
+            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+            parts[1] = base64_url(
+                &with(json!({"realm_access": {"roles": ["lakehouse-admin"]}})).to_string(),
+            );
+            parts.join(".")
+        }),
+    ];
+    for (case, token) in &cases {
+        refused(&app, token, case).await;
+    }
+    // And the service's own HS256 tokens are not accepted beside a provider.
+    refused(&app, &app.staff(), "local token").await;
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+#[tokio::test]
+async fn a_customer_comes_from_the_claim_or_from_a_link_staff_make() {
+    let app = TestApp::spawn().await;
+    let alice = app.customer_id("OIDC-C-1", "900101-2234567").await;
+    let bob = app.customer_id("OIDC-C-2", "900101-2234568").await;
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a"]);
+    let app = with_provider(app, &keys);
+    let staff = sign("rsa-a", Algorithm::RS256, &claims("branch-tool", "staff"));
+
+    let mut by_claim = claims("alice-at-idp", "customer");
+    by_claim["customer_id"] = json!(alice.to_string());
+    let by_claim = sign("rsa-a", Algorithm::RS256, &by_claim);
+    let me = app.get(&format!("/v1/customers/{alice}"), &by_claim).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+    assert_eq!(
+        status(&app, &format!("/v1/customers/{bob}"), &by_claim).await,
+        StatusCode::NOT_FOUND
+    );
+
+    let unlinked = sign("rsa-a", Algorithm::RS256, &claims("bob-at-idp", "customer"));
+    refused(&app, &unlinked, "not linked yet").await;
+
+    let link = |issuer: &str, subject: &str| json!({"issuer": issuer, "subject": subject});
+    let path = format!("/v1/customers/{bob}/identities");
+    let wrong_issuer = app
+        .json(
+            Method::POST,
+            &path,
+            &staff,
+            &link("https://evil.example", "bob-at-idp"),
+        )
+        .await;
+    wrong_issuer.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_subject = app
+        .json(Method::POST, &path, &staff, &link(ISSUER, "bob at idp"))
+        .await;
+    bad_subject.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let nobody = app
+        .json(
+            Method::POST,
+            &format!("/v1/customers/{}/identities", Uuid::now_v7()),
+            &staff,
+            &link(ISSUER, "x"),
+        )
+        .await;
+    nobody.problem(StatusCode::NOT_FOUND);
+    let customer_may_not = app
+        .json(Method::POST, &path, &by_claim, &link(ISSUER, "bob-at-idp"))
+        .await;
+    customer_may_not.problem(StatusCode::FORBIDDEN);
+
+    let linked = app
+        .json(Method::POST, &path, &staff, &link(ISSUER, "bob-at-idp"))
+        .await;
+    assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.text());
+    let link_id = linked.json()["link_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        linked.json()["created_by"],
+        format!("{ISSUER}|branch-tool|staff")
+    );
+    let again = app
+        .json(
+            Method::POST,
+            &format!("/v1/customers/{alice}/identities"),
+            &staff,
+            &link(ISSUER, "bob-at-idp"),
+        )
+        .await;
+    again.problem(StatusCode::CONFLICT);
+
+    // Linked: the same token now acts for bob, and only for bob.
+    assert_eq!(
+        status(&app, &format!("/v1/customers/{bob}"), &unlinked).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, &format!("/v1/customers/{alice}"), &unlinked).await,
+        StatusCode::NOT_FOUND
+    );
+    let list = app.get(&path, &staff).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json()["data"].as_array().unwrap().len(), 1);
+
+    let gone = app
+        .send(
+            app.request(Method::DELETE, &format!("{path}/{link_id}"), Some(&staff))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text());
+    refused(&app, &unlinked, "unlinked").await;
+}
+
+#[tokio::test]
+async fn keys_rotate_without_a_restart_and_an_unreachable_key_set_keeps_the_last_good_one() {
+    let keys = KeyFile::new();
+    // The key set is missing at start: not ready, and tokens are refused, not a 5xx.
+    let app = with_provider(TestApp::spawn().await, &keys);
+    let old = sign("rsa-a", Algorithm::RS256, &claims("branch-tool", "staff"));
+    let new = sign("rsa-b", Algorithm::RS256, &claims("branch-tool", "staff"));
+    assert_eq!(readiness(&app).await, StatusCode::SERVICE_UNAVAILABLE);
+    refused(&app, &old, "no keys yet").await;
+
+    // It appears: the next fetch (within the refresh interval) makes the service ready.
+    keys.publish(&["rsa-a"]);
+    wait_for(|| async { status(&app, "/v1/products", &old).await == StatusCode::OK }).await;
+    assert_eq!(readiness(&app).await, StatusCode::OK);
+
+    // A new key appears beside the old: a token naming it is fetched for, without a restart.
+    refused(&app, &new, "a kid the set does not hold").await;
+    keys.publish(&["rsa-b", "rsa-a"]);
+    wait_for(|| async { status(&app, "/v1/products", &new).await == StatusCode::OK }).await;
+    assert_eq!(
+        status(&app, "/v1/products", &old).await,
+        StatusCode::OK,
+        "the old key still counts"
+    );
+
+    // The old key leaves the set: its tokens stop working at the next refresh.
+    keys.publish(&["rsa-b"]);
+    wait_for(|| async { status(&app, "/v1/products", &old).await == StatusCode::UNAUTHORIZED })
+        .await;
+    assert_eq!(status(&app, "/v1/products", &new).await, StatusCode::OK);
+
+    // The key set becomes unreachable: the last good one stays.
+    drop(keys);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(status(&app, "/v1/products", &new).await, StatusCode::OK);
+}
+
+async fn readiness(app: &TestApp) -> StatusCode {
+    let request = app.request(Method::GET, "/health/ready", None);
+    app.send(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .status
+}
+
+/// Polls `ready` for up to ten seconds.
+pub async fn wait_for<F, Fut>(ready: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within ten seconds");
+}
