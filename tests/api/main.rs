@@ -15,6 +15,7 @@ mod identity;
 mod lakehouse;
 mod loans;
 mod money_core;
+mod oidc;
 mod openapi;
 mod operations;
 mod ops;

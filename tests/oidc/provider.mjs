@@ -5,6 +5,7 @@
 //   OIDC_KEYS      path to a JSON file {"keys": [private JWKs]} (see tests/fixtures/oidc/keys.json); exactly these
 //                  keys are published at the jwks_uri, and each alg is signed with the FIRST key of that alg
 //   OIDC_AUDIENCE  resource indicator and "aud" of every access token, e.g. https://api.lakehouse.test
+//   OIDC_PARENT_PID  optional: exit once this process is gone
 //
 // Prints one line "ready" to stdout once listening; exits 0 on SIGTERM.
 //
@@ -205,3 +206,16 @@ const oidc = provider.callback();
 const server = createServer((req, res) => (req.url.startsWith('/__test/') ? testRoute(req, res) : oidc(req, res)));
 server.listen(PORT, '127.0.0.1', () => console.log('ready'));
 process.on('SIGTERM', () => process.exit(0));
+
+// OIDC_PARENT_PID: exit when the test process that started us is gone (killed mid-test), so no
+// provider outlives its tests.
+const parent = Number(process.env.OIDC_PARENT_PID);
+if (parent) {
+  setInterval(() => {
+    try {
+      process.kill(parent, 0);
+    } catch {
+      process.exit(0);
+    }
+  }, 1000).unref();
+}
