@@ -1,10 +1,12 @@
 //! Access tokens of an OpenID Connect provider: verified against its key set, checked for
 //! issuer, audience and lifetime, and mapped to this service's roles and customers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::jwks::KeyCache;
@@ -14,11 +16,24 @@ use crate::config::OidcConfig;
 /// A provider's verified claims.
 pub type ProviderClaims = Map<String, Value>;
 
+/// Tokens verified lately, by SHA-256 of the token: an app sends the same access token for
+/// minutes, and a signature check costs 20–55 µs of CPU (RS256–ES256) against 1 µs for the hash.
+/// An entry counts while its token is unexpired and its key is still in the key set.
+struct Verified {
+    claims: Arc<ProviderClaims>,
+    kid: String,
+    exp: i64,
+}
+
+/// Tokens remembered at most; beyond it the expired ones go, then all.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 pub struct Provider {
     pub config: OidcConfig,
     pub keys: Arc<KeyCache>,
     /// The checks for each algorithm a key may have, built once.
     validations: [(Algorithm, Validation); 3],
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl Provider {
@@ -46,18 +61,24 @@ impl Provider {
             config,
             keys: Arc::new(keys),
             validations,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
     /// Verifies `token` (whose header is `header`) with the key its `kid` names, by that key's
-    /// algorithm, and checks its claims at `now` (Unix seconds).
+    /// algorithm, and checks its claims at `now` (Unix seconds); or finds it verified lately.
     pub async fn verify(
         &self,
         token: &str,
         header: &Header,
         now: i64,
-    ) -> Result<ProviderClaims, TokenError> {
+    ) -> Result<Arc<ProviderClaims>, TokenError> {
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let leeway = i64::try_from(self.config.leeway.as_secs()).unwrap_or(i64::MAX);
+        if let Some(claims) = self.remembered(&digest, now.saturating_sub(leeway)) {
+            return Ok(claims);
+        }
         let Some(key) = self.keys.find(kid).await else {
             return Err(if self.keys.is_loaded() {
                 TokenError::UnknownKey
@@ -71,8 +92,43 @@ impl Provider {
             .find(|(algorithm, _)| *algorithm == key.algorithm)
             .ok_or(TokenError::UnsupportedAlgorithm)?;
         let claims = jsonwebtoken::decode::<ProviderClaims>(token, &key.key, validation)?.claims;
-        check_lifetime(&claims, now, &self.config)?;
+        let exp = check_lifetime(&claims, now, &self.config)?;
+        let claims = Arc::new(claims);
+        self.remember(digest, &claims, kid, exp, now);
         Ok(claims)
+    }
+
+    /// A token verified lately, unexpired at `not_before_exp`, whose key is still in the set.
+    fn remembered(&self, digest: &[u8; 32], not_before_exp: i64) -> Option<Arc<ProviderClaims>> {
+        let verified = self.verified.lock().ok()?;
+        let entry = verified.get(digest)?;
+        (entry.exp >= not_before_exp && self.keys.get(&entry.kid).is_some())
+            .then(|| entry.claims.clone())
+    }
+
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        claims: &Arc<ProviderClaims>,
+        kid: &str,
+        exp: i64,
+        now: i64,
+    ) {
+        let Ok(mut verified) = self.verified.lock() else {
+            return;
+        };
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, v| v.exp >= now);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        let entry = Verified {
+            claims: claims.clone(),
+            kid: kid.to_owned(),
+            exp,
+        };
+        verified.insert(digest, entry);
     }
 
     /// The role the configured claim names, after the configured prefix. Exactly one of this
@@ -119,12 +175,13 @@ fn claim_at<'a>(claims: &'a ProviderClaims, path: &[String]) -> Option<&'a Value
 }
 
 /// A token must say when it was issued (`iat`, else `nbf`), not in the future, and live no
-/// longer than the configured maximum: a stolen long-lived token is a long-lived door.
+/// longer than the configured maximum: a stolen long-lived token is a long-lived door. Returns
+/// `exp`.
 fn check_lifetime(
     claims: &ProviderClaims,
     now: i64,
     config: &OidcConfig,
-) -> Result<(), TokenError> {
+) -> Result<i64, TokenError> {
     let number = |name: &str| claims.get(name).and_then(Value::as_i64);
     let exp = number("exp").ok_or(TokenError::MissingClaim)?;
     let start = number("iat")
@@ -138,7 +195,7 @@ fn check_lifetime(
     if exp.saturating_sub(start) > max {
         return Err(TokenError::LifetimeTooLong);
     }
-    Ok(())
+    Ok(exp)
 }
 
 #[cfg(test)]
@@ -227,11 +284,11 @@ mod tests {
         let check = |v: serde_json::Value| check_lifetime(&claims(v), 1_000_000, &p.config);
         assert_eq!(
             check(serde_json::json!({"iat": 1_000_000, "exp": 1_003_600})),
-            Ok(())
+            Ok(1_003_600)
         );
         assert_eq!(
             check(serde_json::json!({"nbf": 1_000_000, "exp": 1_003_600})),
-            Ok(())
+            Ok(1_003_600)
         );
         assert_eq!(
             check(serde_json::json!({"iat": 1_000_000, "exp": 1_003_601})),

@@ -451,6 +451,25 @@ async fn readiness(app: &TestApp) -> StatusCode {
         .status
 }
 
+#[tokio::test]
+async fn a_token_verified_once_still_expires_and_dies_with_its_key() {
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a", "ec-a"]);
+    let mut env = provider_env(&keys);
+    env.retain(|(k, _)| *k != "OIDC_LEEWAY_SECS");
+    env.push(("OIDC_LEEWAY_SECS", "0".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn().await.with_tokens(&env);
+    let mut short = claims("branch-tool", "staff");
+    short["exp"] = json!(now() + 2);
+    let short = sign("ec-a", Algorithm::ES256, &short);
+    // Verified, then served from memory: still refused once expired.
+    assert_eq!(status(&app, "/v1/products", &short).await, StatusCode::OK);
+    assert_eq!(status(&app, "/v1/products", &short).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    refused(&app, &short, "expired after it was verified").await;
+}
+
 /// Polls `ready` for up to ten seconds.
 pub async fn wait_for<F, Fut>(ready: F)
 where
