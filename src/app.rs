@@ -281,10 +281,12 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
 /// within the shutdown deadline. Metrics are served on their own listener.
 pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let pool = db::connect_pool(&config.pool);
+    let cipher = PiiCipher::new(&config.pii);
+    check_pii_keys(&pool, &cipher).await?;
     let mut state = AppState::new(
         pool.clone(),
         Authenticator::new(&config.tokens)?,
-        PiiCipher::new(&config.pii),
+        cipher,
         config.pool.statement_timeout,
         &config.http,
     );
@@ -343,6 +345,25 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses to serve with a PII key that is not the one this database knows (see
+/// `pii::verify_keys`). Waits for the database meanwhile: a key cannot be checked without it.
+async fn check_pii_keys(pool: &sqlx::PgPool, cipher: &PiiCipher) -> crate::CliResult {
+    loop {
+        let checked = match pool.acquire().await {
+            Ok(mut conn) => crate::pii::verify_keys(&mut conn, cipher).await,
+            Err(e) => Err(crate::pii::KeyCheckError::Database(e)),
+        };
+        match checked {
+            Ok(()) => return Ok(()),
+            Err(crate::pii::KeyCheckError::Database(error)) => {
+                tracing::warn!(%error, "cannot check the PII keys yet; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(wrong) => return Err(wrong.into()),
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

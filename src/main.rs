@@ -50,8 +50,8 @@ enum Command {
         #[arg(long)]
         sub: Option<String>,
     },
-    /// Run a batch job as the owner: `metrics [--date D]`, `risk` or
-    /// `servicing [--from D] [--date D]`.
+    /// Run a batch job as the owner: `metrics [--date D]`, `risk`,
+    /// `servicing [--from D] [--date D]` or `reencrypt-pii [--batch N]`.
     Jobs {
         #[command(subcommand)]
         job: Job,
@@ -83,6 +83,12 @@ enum Job {
         date: Option<chrono::NaiveDate>,
         #[arg(long)]
         from: Option<chrono::NaiveDate>,
+    },
+    /// Seal every stored ID number still under an older key with the current one
+    /// (PII_ENCRYPTION_KEY_ID), in batches that commit on their own; run again to resume.
+    ReencryptPii {
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
     },
 }
 
@@ -185,6 +191,13 @@ async fn run_job(src: &dyn Source, job: Job) -> CliResult {
             drop(conn);
             let to = date.unwrap_or(today);
             lakehouse_api::jobs::servicing::run(&session, from.unwrap_or(to), to).await
+        }
+        Job::ReencryptPii { batch } => {
+            let cipher = lakehouse_api::pii::PiiCipher::new(&config::PiiKeys::from_source(src)?);
+            let mut conn = pool.acquire().await?;
+            lakehouse_api::pii::verify_keys(&mut conn, &cipher).await?;
+            drop(conn);
+            lakehouse_api::jobs::reencrypt::run(&session, &cipher, batch.clamp(1, 10_000)).await
         }
     };
     pool.close().await;
@@ -298,6 +311,7 @@ mod devtools_commands {
             .log_statements(LevelFilter::Off)
             .log_slow_statements(LevelFilter::Off, Duration::ZERO);
         let mut conn = PgConnection::connect_with(&connect).await?;
+        lakehouse_api::pii::verify_keys(&mut conn, &cipher).await?;
         if seed::lab(&mut conn, &cipher).await? {
             eprintln!("lab data inserted");
         }

@@ -244,17 +244,72 @@ impl fmt::Debug for PoolConfig {
     }
 }
 
-/// Keys for the ID-number column: AES-256-GCM encryption and the HMAC-SHA256 look-up hash.
+/// Keys for the ID-number column: AES-256-GCM encryption (the current key and its id, and
+/// earlier keys still needed to decrypt) and the HMAC-SHA256 look-up hash.
 #[derive(Debug, Clone)]
 pub struct PiiKeys {
     pub encryption: Secret,
+    /// The id new ciphertexts carry (`PII_ENCRYPTION_KEY_ID`, 1 to 255; default 1).
+    pub encryption_key_id: u8,
+    /// Earlier keys, by id (`PII_ENCRYPTION_PREVIOUS_KEYS`, `id:base64,…`): decryption only.
+    pub previous: Vec<(u8, Secret)>,
     pub hash: Secret,
 }
 
 impl PiiKeys {
+    /// Keys with id 1 and no earlier ones.
+    pub fn new(encryption: Secret, hash: Secret) -> Self {
+        Self {
+            encryption,
+            encryption_key_id: 1,
+            previous: Vec::new(),
+            hash,
+        }
+    }
+
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let encryption_key_id: u8 =
+            parsed(src, "PII_ENCRYPTION_KEY_ID", 1u8, "a key id from 1 to 255")?;
+        if encryption_key_id == 0 {
+            return Err(ConfigError(
+                "PII_ENCRYPTION_KEY_ID must be from 1 to 255".into(),
+            ));
+        }
+        let mut previous = Vec::new();
+        for item in src
+            .get("PII_ENCRYPTION_PREVIOUS_KEYS")
+            .unwrap_or_default()
+            .split(',')
+        {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let bad = || {
+                ConfigError(
+                    "PII_ENCRYPTION_PREVIOUS_KEYS must be id:base64-key pairs separated by commas \
+                     (ids 1 to 255, each key 32 bytes)"
+                        .into(),
+                )
+            };
+            let (id, key) = item.split_once(':').ok_or_else(bad)?;
+            let id: u8 = id.trim().parse().map_err(|_| bad())?;
+            let key = STANDARD.decode(key.trim()).map_err(|_| bad())?;
+            if id == 0 || key.len() != 32 {
+                return Err(bad());
+            }
+            if id == encryption_key_id || previous.iter().any(|(other, _)| *other == id) {
+                return Err(ConfigError(format!(
+                    "PII encryption key id {id} is given twice (PII_ENCRYPTION_KEY_ID and \
+                     PII_ENCRYPTION_PREVIOUS_KEYS name each key once)"
+                )));
+            }
+            previous.push((id, Secret(key)));
+        }
         Ok(Self {
             encryption: key_bytes(src, "PII_ENCRYPTION_KEY", 32)?,
+            encryption_key_id,
+            previous,
             hash: key_bytes(src, "PII_HASH_KEY", 32)?,
         })
     }

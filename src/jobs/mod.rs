@@ -6,6 +6,7 @@
 //! back, is still on record.
 
 pub mod metrics;
+pub mod reencrypt;
 pub mod risk;
 pub mod scheduler;
 pub mod servicing;

@@ -603,3 +603,38 @@ async fn serve_stops_with_event_streams_open_in_both_listen_configurations() {
         assert!(status.success(), "{status}");
     }
 }
+
+/// `serve` with an ID-number key that is not the one the database's rows were sealed with stops
+/// at once with one line naming the variable, instead of answering 500 to every read.
+#[tokio::test]
+async fn serve_refuses_a_wrong_pii_key_at_start_up() {
+    let app = TestApp::spawn().await;
+    app.customer_id("WRONG-KEY-1", "660101123456").await;
+    let (addr, metrics_addr) = (free_addr(), free_addr());
+    let output = tokio::task::spawn_blocking(move || {
+        command()
+            .arg("serve")
+            .env("DATABASE_URL", &app.owner_url)
+            .env("APP_DB_PASSWORD", app.app_password())
+            .env("JWT_SECRET", "serve-test-jwt-secret-serve-test-jwt-secret")
+            .env("PII_ENCRYPTION_KEY", KEY)
+            .env("PII_HASH_KEY", KEY)
+            .env("LISTEN_ADDR", &addr)
+            .env("METRICS_LISTEN_ADDR", &metrics_addr)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: PII_ENCRYPTION_KEY is not the key this database knows as key id 1"
+        ),
+        "{stderr}"
+    );
+}

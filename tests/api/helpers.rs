@@ -125,10 +125,7 @@ pub fn database_url(url: &str, database: &str) -> String {
 }
 
 pub fn pii_keys() -> PiiKeys {
-    PiiKeys {
-        encryption: Secret::new(vec![0x42; 32]),
-        hash: Secret::new(vec![0x24; 32]),
-    }
+    PiiKeys::new(Secret::new(vec![0x42; 32]), Secret::new(vec![0x24; 32]))
 }
 
 /// Knobs a test may turn.
@@ -307,13 +304,26 @@ impl TestApp {
 
     /// This app with its tokens checked as `env` (`OIDC_*`, `JWT_SECRET`, `DEV_MODE`) configures
     /// them, the provider's keys refreshing in the background as in `serve`.
-    pub fn with_tokens(mut self, env: &[(&str, &str)]) -> Self {
+    pub fn with_tokens(self, env: &[(&str, &str)]) -> Self {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let config = TokenConfig::from_source(&env).expect("token configuration");
-        let auth = Authenticator::new(&config).expect("authenticator");
+        let app = self.rebuilt(Authenticator::new(&config).expect("authenticator"));
+        app.state.auth.start_key_refresh();
+        app
+    }
+
+    /// This app with its ID numbers sealed and opened with `keys` (a key rotation).
+    pub fn with_pii_keys(mut self, keys: &PiiKeys) -> Self {
+        self.cipher = PiiCipher::new(keys);
+        let local = self.keys.clone();
+        self.rebuilt(local.into())
+    }
+
+    /// The state and router again, with `auth` and this app's cipher.
+    fn rebuilt(mut self, auth: Authenticator) -> Self {
         let http = Options::default().http();
         let state = AppState::new(
             self.pool.clone(),
@@ -322,7 +332,6 @@ impl TestApp {
             Duration::from_secs(5),
             &http,
         );
-        state.auth.start_key_refresh();
         self.state = state.clone();
         self.router = app::router(state, HttpLimits::from_config(&http));
         self

@@ -22,6 +22,7 @@ mod ops;
 mod partitions;
 mod payments;
 mod pgbouncer;
+mod pii_keys;
 mod rls;
 mod schema;
 mod structure;
