@@ -300,10 +300,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         shutdown_timeout: config.http.shutdown_timeout,
     };
     let key_refresh = state.auth.start_key_refresh();
-    let maintenance = tokio::spawn(ops::maintenance::run(
-        pool.clone(),
-        state.rate_limits.clone(),
-    ));
+    let maintenance = tokio::spawn(ops::maintenance::run(state.rate_limits.clone()));
     let scheduler = (!config.http.scheduler_interval.is_zero()).then(|| {
         let session = crate::jobs::Session::Caller {
             pool: pool.clone(),
@@ -314,6 +311,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
             pool.clone(),
             session,
             config.http.scheduler_interval,
+            config.http.retention,
         ))
     });
     let metrics_listener = TcpListener::bind(config.http.metrics_addr).await?;

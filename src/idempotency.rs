@@ -204,13 +204,3 @@ pub async fn record(
     .await?;
     Ok(())
 }
-
-/// Removes keys older than 24 hours (the hourly upkeep).
-pub async fn purge(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let removed = sqlx::query_scalar("SELECT core.purge_idempotency_keys()")
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(removed)
-}

@@ -174,8 +174,9 @@ async fn migrate(src: &dyn Source) -> CliResult {
 
 async fn run_job(src: &dyn Source, job: Job) -> CliResult {
     let owner = OwnerDb::from_source(src)?;
+    // A run holds its runner lock on one connection while it works on another (jobs::run).
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
+        .max_connections(3)
         .connect_with(owner.connect)
         .await?;
     let session = lakehouse_api::jobs::Session::Owner(pool.clone());

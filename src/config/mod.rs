@@ -410,8 +410,10 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Timeout of job routes (metrics, risk indicators, imports), and their statement_timeout.
     pub job_timeout: Duration,
-    /// How often the in-service scheduler checks whether daily servicing is due; zero: never.
+    /// How often the in-service scheduler checks which jobs are due; zero: never.
     pub scheduler_interval: Duration,
+    /// How long what the retention job deletes is kept.
+    pub retention: RetentionConfig,
     pub import_limit_bytes: usize,
     /// Imports running at once; beyond it, 429 with Retry-After.
     pub max_concurrent_imports: usize,
@@ -439,6 +441,7 @@ impl Default for HttpConfig {
             shutdown_timeout: ms(30_000),
             job_timeout: ms(300_000),
             scheduler_interval: ms(600_000),
+            retention: RetentionConfig::default(),
             import_limit_bytes: 268_435_456,
             max_concurrent_imports: 2,
             import_read_timeout: ms(120_000),
@@ -484,6 +487,7 @@ impl HttpConfig {
                 u64::try_from(d.scheduler_interval.as_millis()).unwrap_or(u64::MAX),
                 "a whole number of milliseconds (0: off)",
             )?),
+            retention: RetentionConfig::from_source(src)?,
             import_limit_bytes: parsed(
                 src,
                 "IMPORT_BODY_LIMIT_BYTES",
@@ -511,6 +515,48 @@ impl HttpConfig {
             )?,
             rate_limits: RateLimitConfig::from_source(src)?,
             log_format,
+        })
+    }
+}
+
+/// Retention periods (`*_RETENTION_DAYS`); idempotency keys are kept 24 hours, always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    pub outbox: Duration,
+    pub staging: Duration,
+    pub jobs: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Self {
+            outbox: days(30),
+            staging: days(30),
+            jobs: days(90),
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let days = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let n: u64 = parsed(
+                src,
+                key,
+                default.as_secs() / 86_400,
+                "a whole number of days",
+            )?;
+            if n == 0 || n > 36_500 {
+                return Err(ConfigError(format!("{key} must be from 1 to 36500 days")));
+            }
+            Ok(Duration::from_secs(n * 86_400))
+        };
+        Ok(Self {
+            outbox: days("OUTBOX_RETENTION_DAYS", d.outbox)?,
+            staging: days("STAGING_RETENTION_DAYS", d.staging)?,
+            jobs: days("JOB_RETENTION_DAYS", d.jobs)?,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! back, is still on record.
 
 pub mod metrics;
+pub mod partitions;
 pub mod reencrypt;
+pub mod retention;
 pub mod risk;
 pub mod scheduler;
 pub mod servicing;
@@ -46,6 +48,20 @@ impl Session {
             Self::Owner(pool) => pool.begin().await,
         }
     }
+
+    fn pool(&self) -> &PgPool {
+        match self {
+            Self::Caller { pool, .. } | Self::Owner(pool) => pool,
+        }
+    }
+}
+
+/// The advisory lock a run holds while it runs (`runner_lock`): 63 bits of its id.
+fn runner_lock(job_id: Uuid) -> i64 {
+    let bytes = job_id.as_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..16]);
+    i64::from_be_bytes(low) & i64::MAX
 }
 
 /// Where a job reads from and writes to, for lineage.
@@ -111,14 +127,23 @@ where
     Fut: Future<Output = Result<(Transaction<'static, Postgres>, Counts), ApiError>>,
 {
     let job_id = Uuid::now_v7();
+    // Held on a connection of its own until the outcome is recorded: while it is held the run
+    // is alive; a crash or a cut connection releases it (see metadata.fail_abandoned_jobs).
+    let lock = runner_lock(job_id);
+    let mut runner = session.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock)
+        .execute(&mut *runner)
+        .await?;
     let mut tx = session.begin().await?;
     sqlx::query(
-        "INSERT INTO metadata.job_execution (job_id, job_name, status, parameters) \
-         VALUES ($1, $2, 'RUNNING', $3)",
+        "INSERT INTO metadata.job_execution (job_id, job_name, status, parameters, runner_lock) \
+         VALUES ($1, $2, 'RUNNING', $3, $4)",
     )
     .bind(job_id)
     .bind(spec.name)
     .bind(&parameters)
+    .bind(lock)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -166,7 +191,18 @@ where
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    runner.commit().await?;
     outcome.map(|_| recorded)
+}
+
+/// Marks failed every RUNNING run whose runner no longer holds its lock; returns how many.
+pub async fn fail_abandoned(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let failed = sqlx::query_scalar("SELECT metadata.fail_abandoned_jobs()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(failed)
 }
 
 /// A failure as recorded: what a client would be told, not internal detail.

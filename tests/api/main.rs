@@ -24,6 +24,7 @@ mod payments;
 mod pgbouncer;
 mod pii_keys;
 mod rls;
+mod schedules;
 mod schema;
 mod structure;
 mod tls;

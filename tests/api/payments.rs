@@ -568,26 +568,6 @@ async fn random_sequences_keep_the_books_balanced_and_replay_identically() {
     assert_eq!(total_paid, completed);
 }
 
-#[tokio::test]
-async fn idempotency_keys_are_kept_a_day_and_purged_after() {
-    let app = TestApp::spawn().await;
-    sqlx::raw_sql(
-        "INSERT INTO core.idempotency_keys (db_role, actor, idempotency_key, request_hash, created_at) VALUES \
-         ('lakehouse_staff', 'a', 'old', '\\x00', now() - interval '25 hours'), \
-         ('lakehouse_staff', 'a', 'recent', '\\x00', now() - interval '23 hours')",
-    )
-    .execute(&app.owner)
-    .await
-    .unwrap();
-    let removed = lakehouse_api::idempotency::purge(&app.pool).await.unwrap();
-    assert_eq!(removed, 1);
-    let left: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM core.idempotency_keys")
-        .fetch_all(&app.owner)
-        .await
-        .unwrap();
-    assert_eq!(left, ["recent"]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repayments_reversals_and_loan_moves_on_one_loan_never_deadlock() {
     let app = Arc::new(TestApp::spawn().await);

@@ -1,0 +1,195 @@
+//! The scheduler's jobs (servicing, metrics, risk, partitions, retention), run once across
+//! instances and recorded; abandoned runs marked failed; retention in bounded batches.
+
+use lakehouse_api::config::RetentionConfig;
+use lakehouse_api::jobs::{scheduler, Session};
+
+use crate::helpers::TestApp;
+
+fn scheduler_session(app: &TestApp) -> Session {
+    Session::Caller {
+        pool: app.state.db.pool.clone(),
+        caller: lakehouse_api::auth::Caller::system("scheduler"),
+        statement_timeout_ms: 60_000,
+    }
+}
+
+#[tokio::test]
+async fn every_job_runs_once_across_instances_and_is_recorded() {
+    let app = TestApp::spawn().await;
+    let session = scheduler_session(&app);
+    let pool = app.state.db.pool.clone();
+    let retention = RetentionConfig::default();
+    let instances: Vec<_> = (0..4)
+        .map(|_| {
+            let (pool, session) = (pool.clone(), session.clone());
+            tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention).await })
+        })
+        .collect();
+    let mut ran: Vec<String> = Vec::new();
+    for instance in instances {
+        ran.extend(instance.await.unwrap().into_iter().map(|run| run.job_name));
+    }
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "customer_metrics",
+            "loan_servicing",
+            "partition_upkeep",
+            "retention",
+            "risk_indicators"
+        ],
+        "each job once, whichever instance got it"
+    );
+    let recorded: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT job_name, status, triggered_by FROM metadata.job_execution ORDER BY job_name",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 5);
+    assert!(
+        recorded
+            .iter()
+            .all(|(_, status, by)| status == "SUCCEEDED" && by == "system|scheduler|admin"),
+        "{recorded:?}"
+    );
+    // Nothing is due again a moment later.
+    assert!(scheduler::run_due(&pool, &session, &retention)
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_run_whose_runner_is_gone_is_marked_failed_and_a_live_one_is_not() {
+    let app = TestApp::spawn().await;
+    // A live runner: its lock held by an open transaction, as jobs::run holds it.
+    let mut live = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(4242)")
+        .execute(&mut *live)
+        .await
+        .unwrap();
+    // A runner that is about to die: it took its lock and recorded its run.
+    let mut gone = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(4343)")
+        .execute(&mut *gone)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO metadata.job_execution (job_name, status, runner_lock, started_at) VALUES \
+         ('customer_metrics', 'RUNNING', 4242, now()), ('risk_indicators', 'RUNNING', 4343, now()), \
+         ('retention', 'RUNNING', NULL, now() - interval '2 days')",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        lakehouse_api::jobs::fail_abandoned(&app.pool)
+            .await
+            .unwrap(),
+        1,
+        "only the legacy row so far"
+    );
+    drop(gone); // it dies: its transaction rolls back and the lock goes
+                // The rollback of a dropped transaction travels with the connection's next use: poll.
+    let mut failed = 0;
+    for _ in 0..50 {
+        failed += lakehouse_api::jobs::fail_abandoned(&app.pool)
+            .await
+            .unwrap();
+        if failed == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, 1);
+    let statuses: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT job_name, status, error_message FROM metadata.job_execution ORDER BY job_name",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(statuses[0].0, "customer_metrics");
+    assert_eq!(statuses[0].1, "RUNNING", "its runner still holds the lock");
+    assert_eq!(statuses[1].1, "FAILED");
+    assert_eq!(statuses[2].0, "risk_indicators");
+    assert_eq!(statuses[2].1, "FAILED");
+    assert!(
+        statuses[2].2.as_deref().unwrap().starts_with("abandoned"),
+        "{statuses:?}"
+    );
+    live.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn retention_deletes_only_what_is_past_its_time_in_bounded_batches() {
+    let app = TestApp::spawn().await;
+    sqlx::raw_sql(
+        "INSERT INTO core.idempotency_keys (db_role, actor, idempotency_key, request_hash, created_at) \
+         SELECT 'lakehouse_staff', 'a', 'old-' || n, '\\x00', now() - interval '25 hours' FROM generate_series(1, 5) n; \
+         INSERT INTO core.idempotency_keys (db_role, actor, idempotency_key, request_hash, created_at) \
+         VALUES ('lakehouse_staff', 'a', 'recent', '\\x00', now() - interval '23 hours'); \
+         INSERT INTO metadata.outbox_events (topic, aggregate_id, payload, created_at) \
+         SELECT 'loan_status_changed', gen_random_uuid(), '{}', now() - n * interval '20 days' FROM generate_series(1, 3) n; \
+         INSERT INTO staging.customer_imports (batch_id, line_number, raw_data, processed, error_message, imported_at) \
+         SELECT b, n, '{}', NOT (b = 'open' AND n = 2), 'x', now() - interval '40 days' \
+         FROM unnest(ARRAY['done', 'open']) b, generate_series(1, 3) n; \
+         INSERT INTO staging.customer_imports (batch_id, line_number, raw_data, processed, error_message, imported_at) \
+         VALUES ('recent', 1, '{}', true, 'x', now() - interval '2 days'); \
+         INSERT INTO metadata.job_execution (job_name, status, started_at, finished_at) \
+         SELECT 'customer_metrics', 'SUCCEEDED', now() - d * interval '1 day', now() - d * interval '1 day' \
+         FROM unnest(ARRAY[100, 120, 5]) d; \
+         INSERT INTO metadata.data_lineage (source_system, source_table, target_system, target_table, job_id) \
+         SELECT 'x', 'x', 'x', 'x', job_id FROM metadata.job_execution;",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+
+    // One statement deletes at most its batch.
+    let first: i64 =
+        sqlx::query_scalar("SELECT metadata.purge_batch('idempotency_keys', interval '1 hour', 2)")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        first, 2,
+        "at most the batch, and never keys younger than 24 hours"
+    );
+
+    let session = scheduler_session(&app);
+    let run = lakehouse_api::jobs::retention::run(&session, &RetentionConfig::default(), 2)
+        .await
+        .unwrap();
+    // 3 keys left of 5 old, 2 outbox events past 30 days, the done batch's 3 rows, 2 runs
+    // past 90 days.
+    assert_eq!(run.records_written, Some(3 + 2 + 3 + 2));
+    let left = |sql: &'static str| app.count(sql);
+    assert_eq!(left("SELECT count(*) FROM core.idempotency_keys").await, 1);
+    assert_eq!(left("SELECT count(*) FROM metadata.outbox_events").await, 1);
+    assert_eq!(
+        left("SELECT count(*) FROM staging.customer_imports WHERE batch_id IN ('open', 'recent')")
+            .await,
+        4,
+        "a batch with a row unprocessed stays, and so does a recent one"
+    );
+    assert_eq!(
+        left("SELECT count(*) FROM staging.customer_imports WHERE batch_id = 'done'").await,
+        0
+    );
+    // The old runs and their lineage went; the recent one and this run stay.
+    assert_eq!(
+        left("SELECT count(*) FROM metadata.job_execution WHERE job_name = 'customer_metrics'")
+            .await,
+        1
+    );
+    assert_eq!(
+        left(
+            "SELECT count(*) FROM metadata.data_lineage d WHERE NOT EXISTS \
+              (SELECT 1 FROM metadata.job_execution j WHERE j.job_id = d.job_id)"
+        )
+        .await,
+        0
+    );
+}
