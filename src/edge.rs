@@ -38,16 +38,31 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = match state.auth.caller(request.headers()).await {
+    let mut caller = match state.auth.caller(request.headers()).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
+    caller.request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_safe_request_id(id))
+        .map(str::to_owned);
     if let Err(retry_after_secs) = state.rate_limits.check(&caller) {
         metrics::counter!("http_rate_limited_total", "role" => caller.role.as_str()).increment(1);
         return ApiError::TooManyRequests { retry_after_secs }.into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// A request id the audit log may record: ours (a UUID) or a client's of up to 100 letters,
+/// digits and `-_.:`.
+fn is_safe_request_id(id: &str) -> bool {
+    (1..=100).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// Token buckets per principal, one limiter per role (a GCRA from `governor`).
@@ -182,6 +197,7 @@ mod tests {
             subject: subject.into(),
             role: Role::Staff,
             customer_id: None,
+            request_id: None,
         };
         assert!(limits.check(&caller("a")).is_ok());
         assert!(limits.check(&caller("a")).is_ok());

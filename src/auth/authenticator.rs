@@ -139,6 +139,7 @@ impl Authenticator {
             subject: subject.to_owned(),
             role,
             customer_id,
+            request_id: None,
         })
     }
 

@@ -88,6 +88,8 @@ pub struct Caller {
     pub role: Role,
     /// Set exactly when `role` is [`Role::Customer`].
     pub customer_id: Option<Uuid>,
+    /// The request this caller makes (`x-request-id`), for the audit log (`app.request_id`).
+    pub request_id: Option<String>,
 }
 
 impl Caller {
@@ -111,6 +113,7 @@ impl Caller {
             subject: claims.sub,
             role,
             customer_id,
+            request_id: None,
         })
     }
 
@@ -146,6 +149,7 @@ impl Caller {
             subject: subject.into(),
             role: Role::Admin,
             customer_id: None,
+            request_id: None,
         }
     }
 }

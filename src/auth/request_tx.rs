@@ -124,16 +124,21 @@ impl<A> DerefMut for RequestTx<A> {
 /// message, measured with pgbench). The values are not bind parameters (the simple protocol has
 /// none), so each is either ours (the role name comes from [`crate::auth::Role`], the timeout is a
 /// number) or validated to a safe alphabet before it gets here (a UUID, and the actor, see
-/// `auth::is_valid_subject`); `quote` is a second line of defence.
+/// `auth::is_valid_subject`); `quote` is a second line of defence. A writing transaction also
+/// carries the request id, which the audit log records (`edge` admits only a safe alphabet).
 pub fn begin_statement(caller: &Caller, read_only: bool, statement_timeout_ms: u128) -> String {
     let customer = caller
         .customer_id
         .map(|id| id.to_string())
         .unwrap_or_default();
+    let request = match (&caller.request_id, read_only) {
+        (Some(id), false) => format!("; SET LOCAL app.request_id = {}", quote(id)),
+        _ => String::new(),
+    };
     format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED{}; SET LOCAL ROLE {}; \
          SET LOCAL app.current_customer_id = {}; SET LOCAL app.actor = {}; \
-         SET LOCAL statement_timeout = {}",
+         SET LOCAL statement_timeout = {}{request}",
         if read_only { ", READ ONLY" } else { "" },
         quote(caller.role.db_role()),
         quote(&customer),
@@ -188,6 +193,7 @@ mod tests {
             subject: "mobile:o'hara".into(),
             role: Role::Customer,
             customer_id: Some(id),
+            request_id: Some("0193-req".into()),
         };
         let sql = begin_statement(&caller, true, 5000);
         assert_eq!(
@@ -196,5 +202,8 @@ mod tests {
              SET LOCAL app.current_customer_id = '00000000-0000-0000-0000-000000000000'; \
              SET LOCAL app.actor = 'local|mobile:o''hara|customer|00000000-0000-0000-0000-000000000000'; SET LOCAL statement_timeout = 5000"
         );
+        assert!(begin_statement(&caller, false, 5000).ends_with(
+            "SET LOCAL statement_timeout = 5000; SET LOCAL app.request_id = '0193-req'"
+        ));
     }
 }

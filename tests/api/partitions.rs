@@ -33,6 +33,7 @@ async fn explain(app: &TestApp, by_number: bool, key: &str) -> (Vec<Value>, f64)
         subject: "explain".into(),
         role: Role::Staff,
         customer_id: None,
+        request_id: None,
     };
     let mut tx = app
         .pool

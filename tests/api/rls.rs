@@ -346,6 +346,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
         subject: "mobile-user".into(),
         role: Role::Customer,
         customer_id: Some(customer),
+        request_id: None,
     };
     let mut tx = app
         .pool

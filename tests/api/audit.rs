@@ -1,0 +1,117 @@
+//! The application audit log: who changed which field, in which request; personal data only as
+//! "changed"; append-only even for the owner; readable by administrators only.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+
+async fn changes(app: &TestApp, entity: &str) -> Vec<(String, Option<String>, String, Value)> {
+    sqlx::query_as(
+        "SELECT actor, request_id, operation, changes FROM audit.changes WHERE entity = $1 ORDER BY change_id",
+    )
+    .bind(entity)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_change_is_logged_with_its_actor_request_and_fields_and_personal_data_only_as_changed() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("AUD001", "550101123456").await;
+    let id = created["customer_id"].as_str().unwrap().to_owned();
+    let version = created["version"].as_i64().unwrap();
+    let patched = app
+        .json_with(
+            Method::PATCH,
+            &format!("/v1/customers/{id}"),
+            &app.staff(),
+            &json!({"phone_number": "0909999999", "credit_score": 720}),
+            &[
+                ("If-Match", &format!("\"{version}\"")),
+                ("x-request-id", "req-audit-1"),
+            ],
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text());
+
+    let logged = changes(&app, "customer").await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let (actor, request_id, operation, fields) = &logged[0];
+    assert_eq!(actor, "local|test-staff|staff");
+    assert_eq!(request_id.as_deref(), Some("req-audit-1"));
+    assert_eq!(operation, "UPDATE");
+    assert_eq!(fields["credit_score"], json!({"before": 700, "after": 720}));
+    assert_eq!(fields["phone_number"], json!("changed"));
+    let text = fields.to_string();
+    assert!(
+        !text.contains("0909999999") && !text.contains("0901234567"),
+        "{text}"
+    );
+    assert!(fields.get("version").is_none() && fields.get("updated_at").is_none());
+}
+
+#[tokio::test]
+async fn a_repayment_logs_the_loan_balances_it_moved() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("AUD002", "550101123457").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let before = changes(&app, "loan").await.len();
+    let paid = app
+        .json_with(
+            Method::POST,
+            "/v1/payments",
+            &app.staff(),
+            &json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": "100000.00"}),
+            &[
+                ("Idempotency-Key", "audit-pay-1"),
+                ("x-request-id", "req-audit-2"),
+            ],
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let logged = changes(&app, "loan").await;
+    let (_, request_id, _, fields) = logged.last().unwrap();
+    assert_eq!(logged.len(), before + 1);
+    assert_eq!(request_id.as_deref(), Some("req-audit-2"));
+    assert!(fields.get("total_paid").is_some(), "{fields}");
+}
+
+#[tokio::test]
+async fn the_log_is_append_only_for_everyone_and_only_administrators_read_it() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("AUD003", "550101123458").await;
+    let id = created["customer_id"].as_str().unwrap();
+    sqlx::query("UPDATE core.customers SET credit_score = 650 WHERE customer_id = $1::uuid")
+        .bind(id)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(changes(&app, "customer").await.len(), 1);
+    // The owner (a superuser here) is refused too.
+    for sql in [
+        "UPDATE audit.changes SET actor = 'someone else'",
+        "DELETE FROM audit.changes",
+        "TRUNCATE audit.changes",
+    ] {
+        let err = sqlx::query(sql).execute(&app.owner).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // No role but the owner holds UPDATE, DELETE or TRUNCATE on it; only administrators read.
+    let privileges: Vec<(String, String)> = sqlx::query_as(
+        "SELECT grantee, privilege_type FROM information_schema.role_table_grants \
+         WHERE table_schema = 'audit' AND table_name = 'changes' \
+           AND grantee <> (SELECT tableowner FROM pg_tables WHERE schemaname = 'audit' AND tablename = 'changes') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        privileges,
+        [("lakehouse_admin_api".to_owned(), "SELECT".to_owned())]
+    );
+}
