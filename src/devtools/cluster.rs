@@ -89,12 +89,39 @@ impl TempCluster {
         self.root.join("data").display().to_string()
     }
 
+    /// The extensions preloaded where installed: `pg_stat_statements` (contrib) and `pgaudit`
+    /// (Debian `postgresql-15-pgaudit`), logging DDL and role changes as production does.
+    fn preload_options(&self) -> String {
+        let lib = self.bin.parent().map(|p| p.join("lib")).unwrap_or_default();
+        let libraries: Vec<&str> = ["pg_stat_statements", "pgaudit"]
+            .into_iter()
+            .filter(|name| lib.join(format!("{name}.so")).exists())
+            .collect();
+        let mut options = String::new();
+        if !libraries.is_empty() {
+            options.push_str(&format!(
+                " -c shared_preload_libraries={}",
+                libraries.join(",")
+            ));
+        }
+        if libraries.contains(&"pgaudit") {
+            options.push_str(" -c pgaudit.log=ddl,role -c pgaudit.log_parameter=off");
+        }
+        options
+    }
+
+    /// Whether `pgaudit` is installed, so that the cluster preloads it.
+    pub fn has_pgaudit(&self) -> bool {
+        self.preload_options().contains("pgaudit")
+    }
+
     fn start_args(&self) -> Vec<String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off{}",
+             -c synchronous_commit=off -c full_page_writes=off{}{}",
             self.port,
             self.root.display(),
+            self.preload_options(),
             self.extra_options
         );
         [
@@ -158,6 +185,70 @@ impl TempCluster {
         );
         self.stop()?;
         self.restart()
+    }
+
+    /// The cluster's own directory (its data directory, socket and log live in it); files a
+    /// tool needs go here, handed to the cluster's OS user with [`TempCluster::own`].
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// Hands `path` (recursively) to the OS user the server runs as.
+    pub fn own(&self, path: &Path) -> CliResult {
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()?;
+            if !status.success() {
+                return Err(
+                    format!("could not hand {} to the postgres OS user", path.display()).into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `program` (on PATH, or a PostgreSQL tool by name) as the server's OS user; its
+    /// stdout, or an error with its output.
+    pub fn run_as_owner(&self, program: &str, args: &[&str]) -> CliResult<String> {
+        let tool = self.bin.join(program);
+        let program = if tool.exists() {
+            tool
+        } else {
+            PathBuf::from(program)
+        };
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .output()?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{} failed: {}{}",
+                program.display(),
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            )
+            .into())
+        }
     }
 
     /// A URL for the superuser `postgres`, on `database`.

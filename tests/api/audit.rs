@@ -115,3 +115,52 @@ async fn the_log_is_append_only_for_everyone_and_only_administrators_read_it() {
         [("lakehouse_admin_api".to_owned(), "SELECT".to_owned())]
     );
 }
+
+/// pgaudit, preloaded by the cluster where installed (Debian `postgresql-15-pgaudit`), logs DDL
+/// and role changes to the server log. Skipped where it is missing, unless
+/// LAKEHOUSE_REQUIRE_PGAUDIT is set (CI sets it).
+#[tokio::test]
+async fn pgaudit_logs_ddl_and_role_changes() {
+    use sqlx::{ConnectOptions, Connection};
+    use std::time::Duration;
+
+    let Some(own) = crate::helpers::OwnCluster::start(
+        "audited",
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .await
+    else {
+        return;
+    };
+    if !own.cluster.has_pgaudit() {
+        if std::env::var_os("LAKEHOUSE_REQUIRE_PGAUDIT").is_some() {
+            panic!("pgaudit is required (Debian postgresql-15-pgaudit)");
+        }
+        eprintln!("pgaudit test skipped: pgaudit is not installed");
+        return;
+    }
+    let mut conn = own.owner.connect().await.unwrap();
+    let before = own.cluster.log().len();
+    sqlx::raw_sql(
+        "CREATE TABLE public.audited_ddl (id int); CREATE ROLE audited_role NOLOGIN; \
+         ALTER ROLE audited_role CONNECTION LIMIT 3; SELECT count(*) FROM public.audited_ddl;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let log = own.cluster.log()[before..].to_owned();
+    assert!(
+        log.contains("AUDIT: SESSION,") && log.contains(",DDL,CREATE TABLE,"),
+        "{log}"
+    );
+    assert!(
+        log.contains(",ROLE,CREATE ROLE,") && log.contains(",ROLE,ALTER ROLE,"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(",READ,SELECT,"),
+        "reads are not logged: {log}"
+    );
+}

@@ -789,6 +789,36 @@ impl OwnCluster {
         id
     }
 
+    /// A disbursed loan of an interest-free product (created here) for a new customer; the loan.
+    pub async fn disbursed_loan(&self, code: &str, id_number: &str) -> Value {
+        let mut conn = PgConnection::connect_with(&self.owner)
+            .await
+            .expect("connect");
+        sqlx::raw_sql(
+            "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
+             min_term_months, max_term_months, annual_interest_rate) \
+             VALUES ('ZERO_RATE', 'Interest-free', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0) \
+             ON CONFLICT DO NOTHING",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("a product");
+        conn.close().await.ok();
+        let customer_id = self.approved_customer(code, id_number).await;
+        let body = json!({"customer_id": customer_id, "product_code": "ZERO_RATE",
+                          "amount": "1000000.00", "term_months": 10});
+        let loan = self.send(Method::POST, "/v1/loans", body, None).await;
+        assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
+        let loan = loan.json();
+        let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
+        for verb in ["approve", "disburse"] {
+            let path = format!("/v1/loans/{loan_id}/{verb}");
+            let moved = self.send(Method::POST, path, json!({}), None).await;
+            assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
+        }
+        loan
+    }
+
     /// `None`, after saying why, where the PostgreSQL binaries are missing and DATABASE_URL
     /// names the server instead.
     pub async fn start(
