@@ -16,6 +16,9 @@ use aes_gcm::aead::OsRng;
 
 use crate::CliResult;
 
+/// What production runs with (docker-compose mounts the same file).
+const PRODUCTION_SETTINGS: &str = include_str!("../../deploy/postgresql.conf");
+
 pub struct TempCluster {
     root: PathBuf,
     bin: PathBuf,
@@ -73,6 +76,7 @@ impl TempCluster {
                 "--locale=C",
             ],
         )?;
+        cluster.include_production_settings()?;
         // A freshly probed port can be taken before the server binds it; try a few.
         let mut last_error = None;
         for _ in 0..5 {
@@ -85,43 +89,47 @@ impl TempCluster {
         Err(last_error.unwrap_or_else(|| "the cluster did not start".into()))
     }
 
+    /// The production settings (`deploy/postgresql.conf`), included from the cluster's own
+    /// configuration; `start_args` overrides what a disposable server does differently.
+    fn include_production_settings(&self) -> CliResult {
+        let data = self.root.join("data");
+        fs::write(data.join("lakehouse.conf"), PRODUCTION_SETTINGS)?;
+        let main = data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&main)?;
+        text.push_str("\ninclude 'lakehouse.conf'\n");
+        fs::write(&main, text)?;
+        self.own(&data)
+    }
+
     fn data_dir(&self) -> String {
         self.root.join("data").display().to_string()
     }
 
-    /// The extensions preloaded where installed: `pg_stat_statements` (contrib) and `pgaudit`
-    /// (Debian `postgresql-15-pgaudit`), logging DDL and role changes as production does.
-    fn preload_options(&self) -> String {
+    /// The extensions preloaded where installed, `pg_stat_statements` (contrib) and `pgaudit`
+    /// (Debian `postgresql-15-pgaudit`): the production list, less what this machine lacks
+    /// (pgaudit's own settings come from the production file).
+    fn preloaded(&self) -> Vec<&'static str> {
         let lib = self.bin.parent().map(|p| p.join("lib")).unwrap_or_default();
-        let libraries: Vec<&str> = ["pg_stat_statements", "pgaudit"]
+        ["pg_stat_statements", "pgaudit"]
             .into_iter()
             .filter(|name| lib.join(format!("{name}.so")).exists())
-            .collect();
-        let mut options = String::new();
-        if !libraries.is_empty() {
-            options.push_str(&format!(
-                " -c shared_preload_libraries={}",
-                libraries.join(",")
-            ));
-        }
-        if libraries.contains(&"pgaudit") {
-            options.push_str(" -c pgaudit.log=ddl,role -c pgaudit.log_parameter=off");
-        }
-        options
+            .collect()
     }
 
     /// Whether `pgaudit` is installed, so that the cluster preloads it.
     pub fn has_pgaudit(&self) -> bool {
-        self.preload_options().contains("pgaudit")
+        self.preloaded().contains(&"pgaudit")
     }
 
     fn start_args(&self) -> Vec<String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off{}{}",
+             -c synchronous_commit=off -c full_page_writes=off -c archive_mode=off \
+             -c shared_buffers=128MB -c effective_cache_size=1GB -c maintenance_work_mem=64MB \
+             -c huge_pages=off -c log_line_prefix='%m [%p] ' -c shared_preload_libraries='{}'{}",
             self.port,
             self.root.display(),
-            self.preload_options(),
+            self.preloaded().join(","),
             self.extra_options
         );
         [
@@ -156,6 +164,12 @@ impl TempCluster {
     /// Starts a stopped server again, on the same port.
     pub fn restart(&self) -> CliResult {
         self.run("pg_ctl", &self.start_args())
+    }
+
+    /// Adds `-c name=value` server options (after the defaults, so they win) from the next start.
+    pub fn add_options(&mut self, options: &str) {
+        self.extra_options.push(' ');
+        self.extra_options.push_str(options);
     }
 
     /// Restarts the server with TLS on, serving `cert_pem` (its chain) and `key_pem`. Plain

@@ -76,6 +76,18 @@ pub struct TableSize {
     pub pretty: String,
 }
 
+/// A statement by total execution time since statistics were last reset (pg_stat_statements).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TopStatement {
+    pub query_id: i64,
+    /// The normalised text, parameters as `$n`, at most 500 characters.
+    pub query: String,
+    pub calls: i64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub rows: i64,
+}
+
 /// The database's health at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DatabaseHealth {
@@ -87,6 +99,9 @@ pub struct DatabaseHealth {
     pub sequential_scans: Vec<SequentialScans>,
     pub blocked_sessions: Vec<BlockedSession>,
     pub table_sizes: Vec<TableSize>,
+    /// This database's ten statements with the most execution time (pg_stat_statements);
+    /// `null` where the extension is not loaded.
+    pub top_statements: Option<Vec<TopStatement>>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -96,7 +111,8 @@ pub struct HealthQuery {
     pub slow_seconds: Option<u32>,
 }
 
-/// Size, connections, slow queries, index use, sequential scans, locks and table sizes (admin).
+/// Size, connections, slow queries, index use, sequential scans, locks, table sizes and the top
+/// statements (admin).
 #[utoipa::path(
     get,
     path = "/v1/admin/database",
@@ -169,6 +185,27 @@ pub async fn get_database_health(
     ))
     .fetch_all(&mut *tx)
     .await?;
+    let statements_loaded: bool = sqlx::query_scalar(
+        "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements' \
+                AND to_regclass('public.pg_stat_statements') IS NOT NULL",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let top_statements = if statements_loaded {
+        Some(
+            sqlx::query_as(
+                "SELECT queryid AS query_id, left(query, 500) AS query, calls, \
+                        total_exec_time AS total_ms, mean_exec_time AS mean_ms, rows \
+                 FROM public.pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 ORDER BY total_exec_time DESC LIMIT 10",
+            )
+            .fetch_all(&mut *tx)
+            .await?,
+        )
+    } else {
+        None
+    };
     tx.commit().await?;
     Ok(Json(DatabaseHealth {
         checked_at: Utc::now(),
@@ -179,5 +216,6 @@ pub async fn get_database_health(
         sequential_scans,
         blocked_sessions,
         table_sizes,
+        top_statements,
     }))
 }

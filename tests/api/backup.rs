@@ -68,11 +68,13 @@ async fn a_restore_to_a_named_point_holds_exactly_the_payments_made_before_it() 
     if !available() {
         return;
     }
-    let Some(own) =
+    let Some(mut own) =
         OwnCluster::start("pitr", Duration::from_secs(5), Duration::from_secs(10)).await
     else {
         return;
     };
+    // The throwaway cluster turns archiving off; this one archives, as production does.
+    own.cluster.add_options("-c archive_mode=on");
     let cluster = &own.cluster;
     let root = cluster.root().to_path_buf();
     let conf = root.join("pgbackrest.conf");
@@ -88,15 +90,14 @@ async fn a_restore_to_a_named_point_holds_exactly_the_payments_made_before_it() 
         cluster.run_as_owner("pgbackrest", &all).unwrap()
     };
 
-    // WAL archiving on (archive_mode needs a restart).
+    // WAL archived into this repository (archive_mode takes a restart).
     let mut conn = own.owner.connect().await.unwrap();
-    // One statement per message: ALTER SYSTEM refuses the implicit transaction of a batch.
-    for setting in [
-        "ALTER SYSTEM SET archive_mode = 'on'".to_owned(),
-        format!("ALTER SYSTEM SET archive_command = 'pgbackrest {conf_arg} --stanza=lakehouse archive-push %p'"),
-    ] {
-        sqlx::raw_sql(&setting).execute(&mut conn).await.unwrap();
-    }
+    sqlx::raw_sql(&format!(
+        "ALTER SYSTEM SET archive_command = 'pgbackrest {conf_arg} --stanza=lakehouse archive-push %p'"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
     cluster.stop().unwrap();
     cluster.restart().unwrap();

@@ -96,6 +96,16 @@ async fn administrators_get_the_database_report_and_no_one_else_does() {
     );
     assert!(report["slow_queries"].is_array() && report["blocked_sessions"].is_array());
     assert!(report["sequential_scans"].is_array());
+    // The tests' own cluster preloads pg_stat_statements, as deploy/postgresql.conf does.
+    if std::env::var("DATABASE_URL").is_err() {
+        let top = report["top_statements"].as_array().expect("top statements");
+        assert!(
+            top.iter()
+                .any(|s| s["query"].as_str().unwrap().contains("core.customers")),
+            "{top:?}"
+        );
+        assert!(top.len() <= 10);
+    }
     for role in ["staff", "analyst", "etl"] {
         app.get("/v1/admin/database", &app.token(role, None))
             .await

@@ -17,12 +17,18 @@ fn scheduler_session(app: &TestApp) -> Session {
 #[tokio::test]
 async fn every_job_runs_once_across_instances_and_is_recorded() {
     let app = TestApp::spawn().await;
-    let session = scheduler_session(&app);
-    let pool = app.state.db.pool.clone();
     let retention = RetentionConfig::default();
+    // Four instances, each with a pool of its own, as four processes would have.
     let instances: Vec<_> = (0..4)
         .map(|_| {
-            let (pool, session) = (pool.clone(), session.clone());
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect_lazy_with((*app.pool.connect_options()).clone());
+            let session = Session::Caller {
+                pool: pool.clone(),
+                caller: lakehouse_api::auth::Caller::system("scheduler"),
+                statement_timeout_ms: 60_000,
+            };
             tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention).await })
         })
         .collect();
@@ -56,7 +62,8 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
         "{recorded:?}"
     );
     // Nothing is due again a moment later.
-    assert!(scheduler::run_due(&pool, &session, &retention)
+    let session = scheduler_session(&app);
+    assert!(scheduler::run_due(&app.state.db.pool, &session, &retention)
         .await
         .is_empty());
 }
