@@ -1,5 +1,6 @@
 //! Black-box tests through the real router against a real PostgreSQL (see helpers.rs).
 
+mod archive;
 mod audit;
 mod auth;
 mod backup;
