@@ -33,8 +33,8 @@ use crate::pii::PiiCipher;
 use crate::server::{self, ConnectionLimits};
 use crate::state::AppState;
 use crate::{
-    analytics, books, customers, db, events, identities, imports, loans, metadata, openapi, ops,
-    payments, products, retry,
+    analytics, books, customers, db, dues, events, identities, imports, loans, metadata, openapi,
+    ops, payments, products, retry,
 };
 
 /// Limits the HTTP layer enforces.
@@ -72,6 +72,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(customers::router())
         .merge(identities::router())
+        .merge(dues::router())
         .merge(products::router())
         .merge(loans::router())
         .merge(books::router())

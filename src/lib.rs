@@ -14,6 +14,7 @@ pub mod customers;
 pub mod db;
 #[cfg(feature = "devtools")]
 pub mod devtools;
+pub mod dues;
 pub mod edge;
 pub mod error;
 pub mod events;

@@ -8,6 +8,7 @@ mod books;
 mod cli;
 mod customers;
 mod docs;
+mod dues;
 mod edge;
 mod errors;
 mod events;

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("customers", 2),
     ("products", 2),
     ("identities", 2),
+    ("dues", 2),
     ("loans", 2),
     ("books", 2),
     ("payments", 2),
