@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
@@ -15,6 +15,9 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -38,7 +41,7 @@ use crate::{
 };
 
 /// Limits the HTTP layer enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
@@ -50,6 +53,8 @@ pub struct HttpLimits {
     pub body_read_timeout: Duration,
     /// Bodies read at once; beyond it, 503 with Retry-After.
     pub max_buffered_bodies: usize,
+    /// Browser origins allowed to call the API.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl HttpLimits {
@@ -61,6 +66,7 @@ impl HttpLimits {
             max_concurrent_requests: http.max_concurrent_requests,
             body_read_timeout: http.body_read_timeout,
             max_buffered_bodies: http.max_buffered_bodies,
+            cors_allowed_origins: http.cors_allowed_origins.clone(),
         }
     }
 }
@@ -192,6 +198,39 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             X_REQUEST_ID.clone(),
             MakeRequestUuidV7,
         ))
+        // Outermost: a preflight carries no token and is answered here, before authentication;
+        // responses of 1 KiB or more (lists, statements) are gzipped for clients that ask, never
+        // an event stream.
+        .layer(CompressionLayer::new().gzip(true).compress_when(
+            SizeAbove::new(1024).and(NotForContentType::const_new("text/event-stream")),
+        ))
+        .layer(cors(&limits.cors_allowed_origins))
+}
+
+/// CORS for the configured origins: the methods and headers the API uses, and the response
+/// headers a branch tool reads. No origin configured: no CORS headers at all.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            X_REQUEST_ID.clone(),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// `/metrics`, for the metrics listener only (never the public one).

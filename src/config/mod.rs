@@ -395,6 +395,8 @@ impl RateLimitConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen_addr: SocketAddr,
+    /// Browser origins allowed to call the API (`CORS_ALLOWED_ORIGINS`); none: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
     /// Where `/metrics` is served: off the public listener.
     pub metrics_addr: SocketAddr,
     pub request_timeout: Duration,
@@ -432,6 +434,7 @@ impl Default for HttpConfig {
         let ms = Duration::from_millis;
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_allowed_origins: Vec::new(),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             request_timeout: ms(10_000),
             body_limit_bytes: 1_048_576,
@@ -507,6 +510,7 @@ impl HttpConfig {
                 d.max_concurrent_requests,
                 "a number of requests",
             )?,
+            cors_allowed_origins: cors_origins(src)?,
             backdating_limit_days: parsed(
                 src,
                 "BACKDATING_LIMIT_DAYS",
@@ -517,6 +521,34 @@ impl HttpConfig {
             log_format,
         })
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: exact origins (`https://branch.example.com`), comma-separated. A
+/// wildcard is refused: the API takes bearer tokens, and any page on the web may not call it.
+fn cors_origins(src: &dyn Source) -> Result<Vec<String>, ConfigError> {
+    let Some(text) = src.get("CORS_ALLOWED_ORIGINS") else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let url = url::Url::parse(origin).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            match url {
+                Some(_) => Ok(origin.to_owned()),
+                None => Err(ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS: {origin:?} is not an origin like https://branch.example.com \
+                     (scheme, host and port only; no wildcard)"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// Retention periods (`*_RETENTION_DAYS`); idempotency keys are kept 24 hours, always.
@@ -664,6 +696,31 @@ mod tests {
         let dev =
             TokenConfig::from_source(&[secret, issuer, audience, ("DEV_MODE", "true")]).unwrap();
         assert!(dev.local_secret.is_some() && dev.provider.is_some());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_never_a_wildcard() {
+        let with = |origins: &str| {
+            let mut env: Vec<(String, String)> = full()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            env.push(("CORS_ALLOWED_ORIGINS".into(), origins.into()));
+            HttpConfig::from_source(&env).map(|c| c.cors_allowed_origins)
+        };
+        assert_eq!(
+            with("https://branch.example.com, http://localhost:5173").unwrap(),
+            ["https://branch.example.com", "http://localhost:5173"]
+        );
+        for bad in [
+            "*",
+            "https://a.example/",
+            "https://a.example/path",
+            "branch.example.com",
+            "ftp://a.example",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
