@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use self::model::{
     CheckedKycDecision, CreateCustomerRequest, Customer, CustomerChanges, CustomerId,
-    CustomerListQuery, KycDecisionRequest, NewCustomer, UpdateCustomerRequest,
+    CustomerListQuery, KycDecisionRequest, NewCustomer, UpdateCustomerRequest, UpdateMeRequest,
 };
 use self::repo::{Conditional, CustomerRow, ListFilter, PiiView};
 use crate::auth::RequestTx;
@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_customer, list_customers))
         .routes(routes!(get_customer, update_customer))
         .routes(routes!(decide_kyc))
-        .routes(routes!(get_me))
+        .routes(routes!(get_me, update_me))
 }
 
 fn pii_view(role: Role) -> PiiView {
@@ -218,6 +218,13 @@ async fn update_customer(
     AppJson(request): AppJson<UpdateCustomerRequest>,
 ) -> Result<Response, ApiError> {
     let expected = expected_version(&headers)?;
+    let changes = changes_of(request)?;
+    let view = pii_view(tx.caller().role);
+    let outcome = repo::update(&mut tx, id, expected, &changes, view).await?;
+    finish_conditional(tx, &state.pii, outcome, ApiError::PreconditionFailed).await
+}
+
+fn changes_of(request: UpdateCustomerRequest) -> Result<CustomerChanges, ApiError> {
     let changes = CustomerChanges::try_from(request)?;
     if changes.is_empty() {
         return Err(ApiError::Unprocessable {
@@ -225,8 +232,38 @@ async fn update_customer(
             errors: Vec::new(),
         });
     }
-    let view = pii_view(tx.caller().role);
-    let outcome = repo::update(&mut tx, id, expected, &changes, view).await?;
+    Ok(changes)
+}
+
+/// Change your own phone number, e-mail or address (customers), and nothing else: any other
+/// field is 422, and the database allows this role no other column (column privileges) and no
+/// other customer's row (row-level security). Send `If-Match` with the `ETag` of `GET /v1/me`.
+/// The change goes to the audit log and emits `customer_contact_changed`, with the previous
+/// contact, for a notifier to tell the old number or address. No verification code is sent.
+#[utoipa::path(
+    patch,
+    path = "/v1/me",
+    tag = "customers",
+    operation_id = "update_me",
+    security(("bearer" = [])),
+    params(("If-Match" = String, Header, description = "The ETag last read, or *")),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "Updated", body = Customer, headers(("ETag" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
+        responses::Conditional
+    )
+)]
+async fn update_me(
+    State(state): State<AppState>,
+    mut tx: RequestTx<CustomerOnly>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<UpdateMeRequest>,
+) -> Result<Response, ApiError> {
+    let id = tx.caller().customer_id.ok_or(ApiError::Forbidden)?;
+    let expected = expected_version(&headers)?;
+    let changes = changes_of(request.into())?;
+    let outcome = repo::update(&mut tx, id, expected, &changes, PiiView::Clear).await?;
     finish_conditional(tx, &state.pii, outcome, ApiError::PreconditionFailed).await
 }
 

@@ -50,6 +50,32 @@ pub struct UpdateCustomerRequest {
     pub credit_score: Option<Option<i32>>,
 }
 
+/// What a customer may change of their own record: how to reach them. Any other field is 422.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub phone_number: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Address>)]
+    pub address: Option<Option<Address>>,
+}
+
+impl From<UpdateMeRequest> for UpdateCustomerRequest {
+    fn from(me: UpdateMeRequest) -> Self {
+        Self {
+            phone_number: me.phone_number,
+            email: me.email,
+            address: me.address,
+            ..Self::default()
+        }
+    }
+}
+
 /// Tells a field sent as `null` (`Some(None)`) from a field not sent (`None`).
 fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,

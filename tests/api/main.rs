@@ -28,6 +28,7 @@ mod partitions;
 mod payments;
 mod pgbouncer;
 mod pii_keys;
+mod profile;
 mod rls;
 mod schedules;
 mod schema;
