@@ -237,3 +237,22 @@ async fn real_database_errors_map_to_the_documented_statuses() {
             .unwrap_err();
     assert!(matches!(classify(transient), ApiError::Transient));
 }
+
+/// A NUL in a path or query parameter is a malformed request (400), not a database error: no
+/// text column can hold one (found by schemathesis: `GET /v1/loans?product_type=…%00…` was 422).
+#[tokio::test]
+async fn a_nul_in_a_path_or_query_parameter_is_400() {
+    let app = crate::helpers::TestApp::spawn().await;
+    for path in [
+        "/v1/loans?product_type=a%00b&status=APPLIED",
+        "/v1/payments?client_reference=%00",
+        "/v1/products/AB%00C",
+    ] {
+        let response = app.get(path, &app.staff()).await;
+        let problem = response.problem(axum::http::StatusCode::BAD_REQUEST);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("NUL"),
+            "{path}: {problem}"
+        );
+    }
+}
