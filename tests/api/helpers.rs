@@ -810,13 +810,17 @@ impl OwnCluster {
         let loan = self.send(Method::POST, "/v1/loans", body, None).await;
         assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
         let loan = loan.json();
-        let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
+        self.pay_out(loan["loan_id"].as_str().unwrap()).await;
+        loan
+    }
+
+    /// Approves and disburses an applied loan.
+    pub async fn pay_out(&self, loan_id: &str) {
         for verb in ["approve", "disburse"] {
             let path = format!("/v1/loans/{loan_id}/{verb}");
             let moved = self.send(Method::POST, path, json!({}), None).await;
             assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
         }
-        loan
     }
 
     /// `None`, after saying why, where the PostgreSQL binaries are missing and DATABASE_URL

@@ -119,30 +119,8 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
         return;
     };
     let mut owner_conn = PgConnection::connect_with(&own.owner).await.unwrap();
-    sqlx::raw_sql(
-        "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
-         min_term_months, max_term_months, annual_interest_rate) \
-         VALUES ('ZERO_RATE', 'Interest-free', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0)",
-    )
-    .execute(&mut owner_conn)
-    .await
-    .unwrap();
-    let customer_id = own.approved_customer("CUSTM04", "640640640").await;
-    let loan = own.send(Method::POST, "/v1/loans", json!({"customer_id": customer_id, "product_code": "ZERO_RATE", "amount": "1000000.00", "term_months": 10}), None).await;
-    assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
-    let loan = loan.json();
+    let loan = own.disbursed_loan("CUSTM04", "640640640").await;
     let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
-    for verb in ["approve", "disburse"] {
-        let moved = own
-            .send(
-                Method::POST,
-                format!("/v1/loans/{loan_id}/{verb}"),
-                json!({}),
-                None,
-            )
-            .await;
-        assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
-    }
 
     // The payment waits behind a lock on its loan while PostgreSQL goes down.
     sqlx::raw_sql(&format!(
@@ -249,17 +227,7 @@ async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_part
         let loan = own.send(Method::POST, "/v1/loans", body, None).await;
         assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
         let loan_id = loan.json()["loan_id"].as_str().unwrap().to_owned();
-        for verb in ["approve", "disburse"] {
-            let moved = own
-                .send(
-                    Method::POST,
-                    format!("/v1/loans/{loan_id}/{verb}"),
-                    json!({}),
-                    None,
-                )
-                .await;
-            assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
-        }
+        own.pay_out(&loan_id).await;
         loans.push(loan_id);
     }
     let backdated = own.send(
