@@ -140,16 +140,30 @@ pub fn parse_full_name(raw: &str) -> Result<String, &'static str> {
     Ok(name.to_owned())
 }
 
+/// A phone number in one of the forms the database turns into E.164 (`core.e164`, migration
+/// 0025): international (`+` or `00`, then 8 to 15 digits not starting with 0), national (one
+/// leading 0, then 7 to 12 digits, to which the business's country code is added), or the
+/// country code and number without a prefix. Separators (space, `-`, `.`, parentheses) are
+/// dropped; the database writes the canonical form.
 pub fn parse_phone(raw: &str) -> Result<String, &'static str> {
     let phone: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
         .collect();
-    let digits = phone.strip_prefix('+').unwrap_or(&phone);
-    if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let international =
+        |s: &str| all_digits(s) && (8..=15).contains(&s.len()) && !s.starts_with('0');
+    let valid = if let Some(rest) = phone.strip_prefix('+').or_else(|| phone.strip_prefix("00")) {
+        international(rest)
+    } else if let Some(national) = phone.strip_prefix('0') {
+        all_digits(national) && (7..=12).contains(&national.len()) && !national.starts_with('0')
+    } else {
+        international(&phone)
+    };
+    if valid {
         Ok(phone)
     } else {
-        Err("must be 8 to 15 digits, optionally after '+'")
+        Err("must be a phone number: '+' or '00' and 8 to 15 digits, or a national number with a leading 0")
     }
 }
 
@@ -242,5 +256,34 @@ mod tests {
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_ref()).collect();
         assert_eq!(fields, ["customer_code", "email", "credit_score"]);
+    }
+
+    #[test]
+    fn phones_in_every_form_the_database_turns_into_e164_and_no_other() {
+        for good in [
+            "+84 901 234 567",
+            "0084901234567",
+            "(090) 123-4567",
+            "84901234567",
+        ] {
+            assert!(parse_phone(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            parse_phone("+84 (901) 234.567").as_deref(),
+            Ok("+84901234567")
+        );
+        for bad in [
+            "+0901234567",
+            "000901234567",
+            "1234567",
+            "+1234567890123456",
+            "0123",
+            "090123456789012",
+            "+84 90x 234 567",
+            "",
+            "+",
+        ] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
+        }
     }
 }

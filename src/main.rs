@@ -168,6 +168,9 @@ async fn migrate(src: &dyn Source) -> CliResult {
     if let Some(zone) = src.get("BUSINESS_TIMEZONE") {
         db::set_business_timezone(&owner.connect, &zone).await?;
     }
+    if let Some(code) = src.get("PHONE_COUNTRY_CODE") {
+        db::set_phone_country_code(&owner.connect, &code).await?;
+    }
     eprintln!("migrations applied");
     Ok(())
 }

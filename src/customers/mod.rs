@@ -2,6 +2,7 @@
 
 pub mod model;
 pub mod repo;
+mod search;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_customer, update_customer))
         .routes(routes!(decide_kyc))
         .routes(routes!(get_me, update_me))
+        .routes(routes!(search::search_customers))
 }
 
 fn pii_view(role: Role) -> PiiView {

@@ -138,6 +138,96 @@ pub async fn list(
     q.build_query_as().fetch_all(conn).await
 }
 
+/// Search statements (staff and administrators, who see the ID number in clear). Each is one
+/// index probe and a keyset page; public so that tests can `EXPLAIN` exactly these. `$2` is the
+/// id the page starts after (the nil id for the first page).
+pub const SEARCH_BY_CODE: &str = concat!(
+    "SELECT ",
+    customer_columns!("id_number_ciphertext"),
+    " FROM core.customers WHERE customer_code = $1 AND customer_id > $2 ORDER BY customer_id"
+);
+pub const SEARCH_BY_ID_NUMBER_HASH: &str = concat!(
+    "SELECT ",
+    customer_columns!("id_number_ciphertext"),
+    " FROM core.customers WHERE id_number_hash = $1 AND customer_id > $2 ORDER BY customer_id"
+);
+/// The phone number in the same E.164 form every write stores (`core.e164`).
+pub const SEARCH_BY_PHONE: &str = concat!(
+    "SELECT ",
+    customer_columns!("id_number_ciphertext"),
+    " FROM core.customers \
+     WHERE phone_number = core.e164($1, (SELECT phone_country_code FROM core.business_settings)) \
+       AND customer_id > $2 ORDER BY customer_id LIMIT $3"
+);
+/// Names without case or accents (`core.search_name`) that start with the query or resemble it
+/// (pg_trgm's `%`, similarity above 0.3), through the trigram index. Prefix matches rank first,
+/// then by similarity in millionths (an integer, so a cursor holds it exactly); `$2`/`$3` are
+/// the rank and id the page starts after.
+pub const SEARCH_BY_NAME: &str = concat!(
+    "SELECT * FROM (SELECT ",
+    customer_columns!("id_number_ciphertext"),
+    ", (core.search_name(full_name) LIKE q.prefix)::int * 1000000 \
+         + round(public.similarity(core.search_name(full_name), q.name) * 1000000)::int8 AS rank \
+     FROM core.customers, \
+          (SELECT core.search_name($1) AS name, \
+                  replace(replace(replace(core.search_name($1), '\\', '\\\\'), '%', '\\%'), '_', '\\_') \
+                  || '%' AS prefix) q \
+     WHERE core.search_name(full_name) LIKE q.prefix \
+        OR core.search_name(full_name) OPERATOR(public.%) q.name) m \
+     WHERE m.rank < $2 OR (m.rank = $2 AND m.customer_id > $3) \
+     ORDER BY m.rank DESC, m.customer_id LIMIT $4"
+);
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RankedRow {
+    #[sqlx(flatten)]
+    pub row: CustomerRow,
+    pub rank: i64,
+}
+
+/// Customers by a unique key (code or ID-number hash): at most one, after `after`.
+pub async fn search_unique(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    key: impl for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    after: Uuid,
+) -> Result<Vec<CustomerRow>, sqlx::Error> {
+    sqlx::query_as(statement)
+        .bind(key)
+        .bind(after)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn search_by_phone(
+    conn: &mut PgConnection,
+    phone: &str,
+    after: Uuid,
+    fetch: i64,
+) -> Result<Vec<CustomerRow>, sqlx::Error> {
+    sqlx::query_as(SEARCH_BY_PHONE)
+        .bind(phone)
+        .bind(after)
+        .bind(fetch)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn search_by_name(
+    conn: &mut PgConnection,
+    name: &str,
+    after: (i64, Uuid),
+    fetch: i64,
+) -> Result<Vec<RankedRow>, sqlx::Error> {
+    sqlx::query_as(SEARCH_BY_NAME)
+        .bind(name)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(fetch)
+        .fetch_all(conn)
+        .await
+}
+
 /// The outcome of a conditional write.
 pub enum Conditional {
     Done(Box<CustomerRow>),

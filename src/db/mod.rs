@@ -85,6 +85,19 @@ pub async fn set_business_timezone(owner: &PgConnectOptions, zone: &str) -> CliR
     Ok(())
 }
 
+/// Sets the country code that national phone numbers take when they are written in E.164
+/// (PHONE_COUNTRY_CODE; numbers already stored keep theirs).
+pub async fn set_phone_country_code(owner: &PgConnectOptions, code: &str) -> CliResult {
+    let mut conn = PgConnection::connect_with(owner).await?;
+    sqlx::query("UPDATE core.business_settings SET phone_country_code = $1")
+        .bind(code)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("PHONE_COUNTRY_CODE {code:?} must be 1 to 3 digits: {e}"))?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Creates the partitions for the window around today (see `core.ensure_partitions_around`).
 pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT core.ensure_partitions_around(now())")

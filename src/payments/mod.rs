@@ -285,6 +285,7 @@ async fn list_payments(
         status: query.status,
         payment_type: query.payment_type,
         client_reference: query.client_reference.as_deref(),
+        transaction_id: query.transaction_id.as_deref(),
         from,
         before,
         after: page.after,

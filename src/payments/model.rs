@@ -66,6 +66,8 @@ pub struct PaymentListQuery {
     pub payment_type: Option<PaymentKind>,
     /// The client's own reference (unique per customer).
     pub client_reference: Option<String>,
+    /// The server's transaction id (TXN…, DSB-…): at most one payment.
+    pub transaction_id: Option<String>,
     /// Paid on or after this day (UTC).
     pub from: Option<NaiveDate>,
     /// Paid on or before this day (UTC).

@@ -58,6 +58,7 @@ pub struct ListFilter<'a> {
     pub status: Option<PaymentStatus>,
     pub payment_type: Option<PaymentKind>,
     pub client_reference: Option<&'a str>,
+    pub transaction_id: Option<&'a str>,
     pub from: Option<DateTime<Utc>>,
     pub before: Option<DateTime<Utc>>,
     pub after: Option<TimeCursor>,
@@ -89,6 +90,15 @@ pub fn list_query<'a>(filter: &'a ListFilter<'a>) -> QueryBuilder<'a, Postgres> 
              FROM core.payment_directory d WHERE d.client_reference = ",
         )
         .push_bind(reference)
+        .push(")");
+    }
+    if let Some(transaction_id) = filter.transaction_id {
+        // Unique in the directory, whose row names the one partition to probe.
+        q.push(
+            " AND (p.payment_id, p.payment_date) IN (SELECT d.payment_id, d.payment_date \
+             FROM core.payment_directory d WHERE d.transaction_id = ",
+        )
+        .push_bind(transaction_id)
         .push(")");
     }
     if let Some(from) = filter.from {

@@ -191,7 +191,7 @@ async fn patch_needs_the_current_etag_and_a_stale_one_is_412() {
     assert_eq!(body["full_name"], "New Name");
     assert_eq!(body["email"], Value::Null);
     assert_eq!(
-        body["phone_number"], "0901234567",
+        body["phone_number"], "+84901234567",
         "absent fields are left alone"
     );
 

@@ -32,5 +32,6 @@ mod profile;
 mod rls;
 mod schedules;
 mod schema;
+mod search;
 mod structure;
 mod tls;

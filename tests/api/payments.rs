@@ -425,6 +425,7 @@ async fn a_backdated_payment_lands_in_its_months_partition_and_a_month_list_read
         status: None,
         payment_type: None,
         client_reference: None,
+        transaction_id: None,
         from: Some(from),
         before: Some(before),
         after: None,

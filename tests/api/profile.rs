@@ -53,7 +53,7 @@ async fn a_customer_changes_their_contact_details_with_if_match_and_it_is_audite
     .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
     let body = changed.json();
-    assert_eq!(body["phone_number"], "0911111111");
+    assert_eq!(body["phone_number"], "+84911111111", "stored in E.164");
     assert_eq!(body["email"], "new@example.com");
     assert_ne!(changed.header("etag").unwrap(), etag);
 
@@ -66,7 +66,7 @@ async fn a_customer_changes_their_contact_details_with_if_match_and_it_is_audite
     .unwrap();
     assert_eq!(request_id.as_deref(), Some("req-self-1"));
     assert_eq!(fields["phone_number"], "changed");
-    assert!(!fields.to_string().contains("0911111111"));
+    assert!(!fields.to_string().contains("911111111"));
 
     let event: serde_json::Value = sqlx::query_scalar(
         "SELECT payload FROM metadata.outbox_events WHERE topic = 'customer_contact_changed' AND aggregate_id = $1",
@@ -79,7 +79,7 @@ async fn a_customer_changes_their_contact_details_with_if_match_and_it_is_audite
         event["changed"],
         json!(["phone_number", "email", "address"])
     );
-    assert_eq!(event["previous"]["phone_number"], "0901234567");
+    assert_eq!(event["previous"]["phone_number"], "+84901234567");
     assert_eq!(event["previous"]["email"], "self01@example.com");
 
     // Staff have their own route; this one is the customer's.
@@ -134,12 +134,12 @@ async fn the_database_allows_the_customer_role_only_its_contact_columns_on_its_o
             .unwrap();
     assert_eq!(
         phones[0],
-        (me, Some("0999999999".to_owned())),
+        (me, Some("+84999999999".to_owned())),
         "their own row changed"
     );
     assert_eq!(
         phones[1],
-        (other, Some("0901234567".to_owned())),
+        (other, Some("+84901234567".to_owned())),
         "another customer's did not"
     );
 }
