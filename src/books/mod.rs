@@ -2,6 +2,8 @@
 //! whole journal (`GET /v1/ledger/trial-balance`). Row-level security decides which loans'
 //! journals a caller sees; a customer sees only their own.
 
+mod statement;
+
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -22,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_loan_journal))
         .routes(routes!(get_trial_balance))
+        .routes(routes!(statement::get_loan_statement))
 }
 
 /// One line of an entry: a debit when positive, a credit when negative.

@@ -33,5 +33,6 @@ mod rls;
 mod schedules;
 mod schema;
 mod search;
+mod statement;
 mod structure;
 mod tls;
