@@ -35,6 +35,8 @@ pub struct AppState {
     pub date_window: DateWindow,
     /// Request rates per principal.
     pub rate_limits: Arc<RateLimits>,
+    /// Places for customers' event streams (`MAX_CUSTOMER_STREAMS`).
+    pub customer_streams: Arc<Semaphore>,
 }
 
 /// Limits of batch jobs (refreshes, imports).
@@ -85,6 +87,7 @@ impl AppState {
                 backdating_limit_days: http.backdating_limit_days,
             },
             rate_limits: Arc::new(RateLimits::new(&http.rate_limits)),
+            customer_streams: Arc::new(Semaphore::new(http.max_customer_streams)),
         }
     }
 

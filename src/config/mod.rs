@@ -422,6 +422,8 @@ pub struct HttpConfig {
     /// An import's body must arrive within this (then 408).
     pub import_read_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// Customers' event streams open at once; beyond it, 503 with Retry-After.
+    pub max_customer_streams: usize,
     /// How far back staff may date loans and payments.
     pub backdating_limit_days: u32,
     pub rate_limits: RateLimitConfig,
@@ -449,6 +451,7 @@ impl Default for HttpConfig {
             max_concurrent_imports: 2,
             import_read_timeout: ms(120_000),
             max_concurrent_requests: 256,
+            max_customer_streams: 1000,
             backdating_limit_days: 3650,
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
@@ -509,6 +512,12 @@ impl HttpConfig {
                 "MAX_CONCURRENT_REQUESTS",
                 d.max_concurrent_requests,
                 "a number of requests",
+            )?,
+            max_customer_streams: parsed(
+                src,
+                "MAX_CUSTOMER_STREAMS",
+                d.max_customer_streams,
+                "a number of streams",
             )?,
             cors_allowed_origins: cors_origins(src)?,
             backdating_limit_days: parsed(

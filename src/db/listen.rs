@@ -13,20 +13,33 @@ use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
 
-pub const CHANNEL: &str = "loan_status_changed";
+/// Every topic the outbox carries; each is also the NOTIFY channel its trigger sends on.
+pub const TOPICS: [&str; 7] = [
+    "loan_status_changed",
+    "loan_fee_charged",
+    "customer_contact_changed",
+    "payment_recorded",
+    "payment_confirmed",
+    "payment_failed",
+    "payment_reversed",
+];
 
 /// One event, as committed.
 #[derive(Debug, Clone)]
-pub struct LoanEvent {
+pub struct OutboxEvent {
     pub event_id: i64,
+    pub topic: Arc<str>,
+    /// The customer the event is about, when it is about one.
+    pub customer_id: Option<Uuid>,
     /// The JSON the trigger sent (the outbox payload plus `event_id`).
     pub json: Arc<str>,
 }
 
 #[derive(Debug, Clone)]
 pub enum HubMessage {
-    Event(LoanEvent),
+    Event(OutboxEvent),
     /// Notifications may have been missed; read the outbox.
     Resync,
 }
@@ -41,6 +54,7 @@ pub struct EventHub {
 #[derive(Deserialize)]
 struct Notified {
     event_id: i64,
+    customer_id: Option<Uuid>,
 }
 
 impl EventHub {
@@ -86,7 +100,7 @@ async fn listen(
         .connect_lazy_with(connect);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen(CHANNEL).await {
+            Ok(mut l) => match l.listen_all(TOPICS).await {
                 Ok(()) => l,
                 Err(error) => {
                     tracing::warn!(%error, "LISTEN failed; retrying");
@@ -112,8 +126,10 @@ async fn listen(
                     let payload = notification.payload();
                     match serde_json::from_str::<Notified>(payload) {
                         Ok(n) => {
-                            let _ = sender.send(HubMessage::Event(LoanEvent {
+                            let _ = sender.send(HubMessage::Event(OutboxEvent {
                                 event_id: n.event_id,
+                                topic: notification.channel().into(),
+                                customer_id: n.customer_id,
                                 json: payload.into(),
                             }));
                         }

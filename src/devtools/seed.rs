@@ -424,7 +424,7 @@ pub async fn generate(
         [&deferred[2], &deferred[3]],
         Load {
             table: "core.payments",
-            triggers: &["payments_register"],
+            triggers: &["payments_register", "payments_event"],
             directory: "core.payment_directory",
             directory_copy: "COPY core.payment_directory (payment_id, transaction_id, \
                              customer_id, payment_date) FROM STDIN (FORMAT binary)",

@@ -15,9 +15,16 @@ struct EventStream {
     buffer: String,
 }
 
+/// The staff stream of loan status changes only.
+const LOAN_STATUS: &str = "/v1/events/loans?topics=loan_status_changed";
+
 impl EventStream {
     async fn open(app: &TestApp, last_event_id: Option<i64>) -> Self {
-        let mut request = app.request(Method::GET, "/v1/events/loans", Some(&app.staff()));
+        Self::open_at(app, LOAN_STATUS, &app.staff(), last_event_id).await
+    }
+
+    async fn open_at(app: &TestApp, path: &str, token: &str, last_event_id: Option<i64>) -> Self {
+        let mut request = app.request(Method::GET, path, Some(token));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
@@ -37,21 +44,29 @@ impl EventStream {
 
     /// The next event (id, data), or None if none arrives within `wait`.
     async fn next(&mut self, wait: Duration) -> Option<(i64, Value)> {
+        self.next_event(wait).await.map(|(id, _, data)| (id, data))
+    }
+
+    /// The next event (id, type, data), or None if none arrives within `wait`.
+    async fn next_event(&mut self, wait: Duration) -> Option<(i64, String, Value)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let frame: String = self.buffer.drain(..end + 2).collect();
                 let mut id = None;
+                let mut event = None;
                 let mut data = None;
                 for line in frame.lines() {
                     if let Some(v) = line.strip_prefix("id:") {
                         id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_owned());
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data = serde_json::from_str(v.trim()).ok();
                     }
                 }
-                match (id, data) {
-                    (Some(id), Some(data)) => return Some((id, data)),
+                match (id, event, data) {
+                    (Some(id), Some(event), Some(data)) => return Some((id, event, data)),
                     _ => continue, // a keep-alive comment
                 }
             }
@@ -282,4 +297,211 @@ async fn only_staff_may_subscribe() {
         )
         .await;
     bad.problem(StatusCode::BAD_REQUEST);
+}
+
+/// A staff stream of payments only (`payment_*`).
+const PAYMENTS: &str =
+    "/v1/events/loans?topics=payment_recorded,payment_confirmed,payment_failed,payment_reversed";
+
+async fn payment_action(app: &TestApp, payment: &Value, action: &str) {
+    let path = format!(
+        "/v1/payments/{}/{action}",
+        payment["payment_id"].as_str().unwrap()
+    );
+    let response = app
+        .json(
+            Method::POST,
+            &path,
+            &app.staff(),
+            &serde_json::json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "{action}: {}",
+        response.text()
+    );
+}
+
+#[tokio::test]
+async fn payments_are_recorded_confirmed_failed_and_reversed_on_the_staff_stream() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("EVP001", "400400400").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let mut stream = EventStream::open_at(&app, PAYMENTS, &app.staff(), None).await;
+    let body = serde_json::json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": "100000.00"});
+    let mine = app.customer(customer);
+    let first = app.pay(&mine, &crate::payments::key(), &body).await.json();
+    let second = app.pay(&mine, &crate::payments::key(), &body).await.json();
+    payment_action(&app, &first, "confirm").await;
+    payment_action(&app, &second, "fail").await;
+    payment_action(&app, &first, "reverse").await;
+
+    let mut seen = Vec::new();
+    while let Some((id, event, data)) = stream.next_event(Duration::from_secs(2)).await {
+        seen.push((id, event, data));
+        if seen.len() == 5 {
+            break;
+        }
+    }
+    let kinds: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|(_, event, data)| {
+            let payment = if data["payment_id"] == first["payment_id"] {
+                "first"
+            } else {
+                "second"
+            };
+            (
+                event.as_str(),
+                payment,
+                data["new_status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("payment_recorded", "first", "PENDING"),
+            ("payment_recorded", "second", "PENDING"),
+            ("payment_confirmed", "first", "COMPLETED"),
+            ("payment_failed", "second", "FAILED"),
+            ("payment_reversed", "first", "REVERSED"),
+        ]
+    );
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "in commit order");
+    assert_eq!(seen[0].2["customer_id"], customer.to_string());
+    assert_eq!(seen[0].2["amount"], "100000.00");
+    assert_eq!(seen[3].2["reason"], "test");
+    // Nothing else: loan events are not among the topics asked for.
+    assert_eq!(stream.next(Duration::from_millis(500)).await, None);
+    app.get(
+        "/v1/events/loans?topics=payment_recorded,nonsense",
+        &app.staff(),
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_customer_stream_carries_their_own_events_and_never_another_customers() {
+    let app = TestApp::spawn().await;
+    let me = app.approved_customer("EVC001", "410410410").await;
+    let other = app.approved_customer("EVC002", "410410411").await;
+    let my_loan = app
+        .disbursed_loan(me, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let their_loan = app
+        .disbursed_loan(other, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let mut stream = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), None).await;
+
+    // The other customer's payment and loan news first, then mine.
+    let pay = |loan: &Value| serde_json::json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": "100000.00"});
+    let theirs = app
+        .pay(
+            &app.customer(other),
+            &crate::payments::key(),
+            &pay(&their_loan),
+        )
+        .await
+        .json();
+    payment_action(&app, &theirs, "confirm").await;
+    app.loan_for(other, "10000000").await;
+    let etag = app.get("/v1/me", &app.customer(me)).await;
+    let etag = etag.header("etag").unwrap().to_owned();
+    let patched = app
+        .json_with(
+            Method::PATCH,
+            "/v1/me",
+            &app.customer(me),
+            &serde_json::json!({"email": "me@example.com"}),
+            &[("if-match", etag.as_str())],
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text());
+    let mine = app
+        .pay(&app.customer(me), &crate::payments::key(), &pay(&my_loan))
+        .await
+        .json();
+
+    let (_, event, data) = stream
+        .next_event(Duration::from_secs(2))
+        .await
+        .expect("my payment");
+    assert_eq!(event, "payment_recorded");
+    assert_eq!(data["payment_id"], mine["payment_id"]);
+    assert_eq!(
+        stream.next(Duration::from_millis(700)).await,
+        None,
+        "another customer's events, or a contact change, reached my stream"
+    );
+
+    // A replay from the start: my loan's and my payment's events, nobody else's.
+    let mut replay = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), Some(0)).await;
+    let mut replayed = Vec::new();
+    while let Some((_, event, data)) = replay.next_event(Duration::from_millis(700)).await {
+        replayed.push((event, data));
+    }
+    assert!(replayed.len() >= 4, "{replayed:?}");
+    for (event, data) in &replayed {
+        assert_eq!(data["customer_id"], me.to_string(), "{event}: {data}");
+        assert_ne!(event, "customer_contact_changed");
+    }
+    assert!(replayed
+        .iter()
+        .any(|(e, d)| e == "loan_status_changed" && d["loan_id"] == my_loan["loan_id"]));
+
+    // Row-level security alone keeps the outbox to the customer's own loan and payment events.
+    let visible: Vec<(String, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT topic, customer_id FROM metadata.outbox_events")
+            .fetch_all(&app.owner)
+            .await
+            .unwrap();
+    assert!(
+        visible.iter().any(|(_, c)| *c == Some(other)),
+        "the outbox has their events"
+    );
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SET LOCAL ROLE lakehouse_app_user; SET LOCAL app.current_customer_id = '{me}'"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let seen: Vec<(String, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT topic, customer_id FROM metadata.outbox_events")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|(topic, c)| *c == Some(me) && topic != "customer_contact_changed"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn customer_streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        max_customer_streams: 1,
+        ..Default::default()
+    })
+    .await;
+    let me = app.approved_customer("EVC010", "420420420").await;
+    let first = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), None).await;
+    let refused = app.get("/v1/me/events", &app.customer(me)).await;
+    refused.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.header("retry-after").is_some());
+    drop(first);
+    let again = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), None).await;
+    drop(again);
+    app.get("/v1/me/events", &app.staff())
+        .await
+        .problem(StatusCode::FORBIDDEN);
 }

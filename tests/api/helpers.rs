@@ -143,6 +143,7 @@ pub struct Options {
     pub rate_limits: RateLimitConfig,
     pub max_concurrent_imports: usize,
     pub import_read_timeout: Duration,
+    pub max_customer_streams: usize,
 }
 
 impl Default for Options {
@@ -162,6 +163,7 @@ impl Default for Options {
             rate_limits: unlimited(),
             max_concurrent_imports: http.max_concurrent_imports,
             import_read_timeout: http.import_read_timeout,
+            max_customer_streams: http.max_customer_streams,
         }
     }
 }
@@ -178,6 +180,7 @@ impl Options {
             rate_limits: self.rate_limits,
             max_concurrent_imports: self.max_concurrent_imports,
             import_read_timeout: self.import_read_timeout,
+            max_customer_streams: self.max_customer_streams,
             ..HttpConfig::default()
         }
     }
