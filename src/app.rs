@@ -136,7 +136,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             limits.request_timeout,
-        ));
+        ))
+        .layer(middleware::from_fn(edge::consistency_token));
     let job_timeout =
         || TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.job_timeout);
     let runs = runs.layer(job_timeout());
@@ -332,6 +333,18 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
     );
     if let Some(listen) = config.pool.listen.clone() {
         state = state.with_listen_connection(listen);
+    }
+    if !config.pool.replicas.is_empty() {
+        tracing::info!(
+            replicas = config.pool.replicas.len(),
+            "reads may run on replicas"
+        );
+        state = state.with_replicas(db::replicas::ReplicaSet::new(
+            pool.clone(),
+            config.pool.replicas.clone(),
+            config.pool.replica_policy,
+            config.pool.max_connections,
+        ));
     }
     // Taken once the LISTEN connection is chosen: the hub the streams use is the one to stop.
     let events = state.events.clone();

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{Authenticator, Caller, Role};
 use crate::config::RateLimitConfig;
+use crate::db::replicas::{format_lsn, CommitPosition, COMMIT_POSITION, TOKEN_HEADER};
 use crate::error::ApiError;
 
 /// What [`authenticate`] needs: the token checks and the rate limits.
@@ -162,6 +163,22 @@ pub async fn buffer_body(State(gate): State<BodyGate>, request: Request, next: N
     drop(permit);
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// Gives a write's response its `Consistency-Token`: the primary's WAL position after the
+/// request's commit (set by the request transaction, task-locally, only when replicas are
+/// configured). A client sends it back on its next reads, which then see the write.
+pub async fn consistency_token(request: Request, next: Next) -> Response {
+    let position = CommitPosition::default();
+    let mut response = COMMIT_POSITION
+        .scope(position.clone(), next.run(request))
+        .await;
+    if let Some(lsn) = position.get() {
+        if let Ok(value) = header::HeaderValue::from_str(&format_lsn(lsn)) {
+            response.headers_mut().insert(TOKEN_HEADER, value);
+        }
+    }
+    response
 }
 
 #[cfg(test)]

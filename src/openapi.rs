@@ -14,7 +14,10 @@ use utoipa::{Modify, OpenApi};
                        role; row-level security keeps each customer to their own rows.\n\n\
                        Authorize with a bearer token (`lakehouse-api token --role staff`). Money \
                        is a decimal string with at most two decimals; times are RFC 3339. Errors \
-                       are `application/problem+json` (RFC 9457).",
+                       are `application/problem+json` (RFC 9457).\n\n\
+                       Where the service reads from replicas, every write's response carries a \
+                       `Consistency-Token` header; send the latest one back as a \
+                       `Consistency-Token` request header and your reads see your writes.",
         license(name = "MIT")
     ),
     tags(
@@ -23,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "loans", description = "Applications, decisions, disbursement, schedules"),
         (name = "payments", description = "Repayments and fees, exactly once (Idempotency-Key)"),
         (name = "ledger", description = "The double-entry journal: trial balance"),
-        (name = "events", description = "Loan status changes as Server-Sent Events"),
+        (name = "events", description = "Loan, fee, contact and payment events as Server-Sent Events"),
         (name = "analytics", description = "Portfolio and risk views"),
         (name = "ops", description = "Health probes")
     ),

@@ -72,6 +72,7 @@ impl AppState {
             db: Database {
                 pool,
                 statement_timeout,
+                replicas: None,
             },
             auth,
             pii: Arc::new(pii),
@@ -89,6 +90,12 @@ impl AppState {
             rate_limits: Arc::new(RateLimits::new(&http.rate_limits)),
             customer_streams: Arc::new(Semaphore::new(http.max_customer_streams)),
         }
+    }
+
+    /// GET requests run on these replicas when they can (see [`crate::db::replicas`]).
+    pub fn with_replicas(mut self, replicas: Arc<crate::db::replicas::ReplicaSet>) -> Self {
+        self.db.replicas = Some(replicas);
+        self
     }
 
     /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::Method;
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -13,6 +13,9 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use super::{Access, AnyCaller, Authenticator, Caller};
+use crate::db::replicas::{
+    parse_lsn, CommitPosition, ReplicaSet, COMMIT_POSITION, PRIMARY_ONLY_READS, TOKEN_HEADER,
+};
 use crate::db::Database;
 use crate::error::ApiError;
 
@@ -25,6 +28,9 @@ pub struct RequestTx<A = AnyCaller> {
     caller: Caller,
     tx: Transaction<'static, Postgres>,
     read_only: bool,
+    /// For a writing transaction when replicas are configured: where to read the consistency
+    /// token after the commit.
+    replicas: Option<Arc<ReplicaSet>>,
     _access: PhantomData<A>,
 }
 
@@ -64,6 +70,19 @@ impl<A: Access> RequestTx<A> {
         read_only: bool,
         begin: String,
     ) -> Result<Self, ApiError> {
+        let mut tx = Self::begin_on(&db.pool, caller, read_only, begin).await?;
+        if !read_only {
+            tx.replicas = db.replicas.clone();
+        }
+        Ok(tx)
+    }
+
+    async fn begin_on(
+        pool: &sqlx::PgPool,
+        caller: Caller,
+        read_only: bool,
+        begin: String,
+    ) -> Result<Self, ApiError> {
         if !A::permits(caller.role) {
             return Err(ApiError::Forbidden);
         }
@@ -74,7 +93,7 @@ impl<A: Access> RequestTx<A> {
         // (its rollback guard only covers a BEGIN it has seen complete), and the next request
         // on it would run inside that transaction. A spawned begin always completes, and its
         // Transaction, if unused, rolls back properly.
-        let pool = db.pool.clone();
+        let pool = pool.clone();
         let tx = tokio::spawn(async move { pool.begin_with(begin).await }).await;
         waiting.decrement(1.0);
         let tx = tx.map_err(|e| ApiError::Internal(format!("begin task failed: {e}")))??;
@@ -82,8 +101,38 @@ impl<A: Access> RequestTx<A> {
             caller,
             tx,
             read_only,
+            replicas: None,
             _access: PhantomData,
         })
+    }
+
+    /// A read transaction on a replica when the replica set allows one (see
+    /// [`crate::db::replicas`]), else on the primary. A replica that fails to begin is marked
+    /// down and the read runs on the primary: a replica never costs a read its answer.
+    async fn begin_read(
+        db: &Database,
+        caller: Caller,
+        token: Option<u64>,
+    ) -> Result<Self, ApiError> {
+        if !A::permits(caller.role) {
+            return Err(ApiError::Forbidden);
+        }
+        let begin = begin_statement(&caller, true, db.statement_timeout.as_millis());
+        if let Some(replicas) = &db.replicas {
+            if let Some((index, pool)) = replicas.choose(token).await {
+                match Self::begin_on(&pool, caller.clone(), true, begin.clone()).await {
+                    Ok(tx) => {
+                        replicas.routed(index);
+                        return Ok(tx);
+                    }
+                    Err(error) => {
+                        tracing::debug!(?error, "a replica failed to begin a read");
+                        replicas.failed(index);
+                    }
+                }
+            }
+        }
+        Self::begin_on(&db.pool, caller, true, begin).await
     }
 }
 
@@ -96,9 +145,25 @@ impl<A> RequestTx<A> {
     /// committed but dropped: its ROLLBACK is queued and travels with the check sqlx's pool
     /// makes of every connection it takes back (a Sync), one round trip instead of two, and the
     /// response does not wait for it. The pool hands the connection out again only after both.
+    ///
+    /// With replicas, a writing transaction then reads the primary's WAL insert position: the
+    /// request's consistency token (one more round trip, on any pooled connection: the insert
+    /// position is global, so any reading after the commit returned is at or past its commit
+    /// record, with `synchronous_commit` off too).
     pub async fn commit(self) -> Result<(), ApiError> {
-        if !self.read_only {
-            self.tx.commit().await?;
+        if self.read_only {
+            return Ok(());
+        }
+        self.tx.commit().await?;
+        if let Some(replicas) = self.replicas {
+            if let Ok(slot) = COMMIT_POSITION.try_with(CommitPosition::clone) {
+                match replicas.insert_position().await {
+                    Ok(lsn) => slot.set(lsn),
+                    // Committed all the same: without a token the client reads within the lag
+                    // bound, as any read without one does.
+                    Err(error) => tracing::warn!(%error, "no consistency token after a commit"),
+                }
+            }
         }
         Ok(())
     }
@@ -175,7 +240,29 @@ where
         let caller = Caller::from_request_parts(parts, state).await?;
         // Reads run READ ONLY: a bug cannot write through a GET, and PostgreSQL can skip work.
         let read_only = matches!(parts.method, Method::GET | Method::HEAD);
-        Self::begin(&Database::from_ref(state), caller, read_only).await
+        let db = Database::from_ref(state);
+        if !read_only || db.replicas.is_none() {
+            return Self::begin(&db, caller, read_only).await;
+        }
+        let on_primary = parts
+            .extensions
+            .get::<MatchedPath>()
+            .is_some_and(|path| PRIMARY_ONLY_READS.contains(&path.as_str()));
+        if on_primary {
+            return Self::begin(&db, caller, true).await;
+        }
+        let token = parts
+            .headers
+            .get(TOKEN_HEADER)
+            .map(|value| {
+                value.to_str().ok().and_then(parse_lsn).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Consistency-Token must be a token from a response of this API".into(),
+                    )
+                })
+            })
+            .transpose()?;
+        Self::begin_read(&db, caller, token).await
     }
 }
 

@@ -180,6 +180,46 @@ pub struct PoolConfig {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Hot standbys for reads (`DATABASE_REPLICA_URLS`), reached with the same login.
+    pub replicas: Vec<PgConnectOptions>,
+    pub replica_policy: ReplicaPolicy,
+}
+
+/// How read replicas are used (see `db::replicas`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaPolicy {
+    /// A read without a token skips a replica further behind than this (`MAX_REPLICA_LAG_MS`).
+    pub max_lag: Duration,
+    /// How long a read with a token waits for a replica to reach it before using the primary
+    /// (`REPLICA_WAIT_MS`).
+    pub wait: Duration,
+    /// How often WAL positions are read (`REPLICA_POLL_MS`).
+    pub poll: Duration,
+}
+
+impl Default for ReplicaPolicy {
+    fn default() -> Self {
+        Self {
+            max_lag: Duration::from_millis(1_000),
+            wait: Duration::from_millis(200),
+            poll: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ReplicaPolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let policy = Self {
+            max_lag: millis(src, "MAX_REPLICA_LAG_MS", d.max_lag)?,
+            wait: millis(src, "REPLICA_WAIT_MS", d.wait)?,
+            poll: millis(src, "REPLICA_POLL_MS", d.poll)?,
+        };
+        if policy.poll.is_zero() {
+            return Err(ConfigError("REPLICA_POLL_MS must be above 0".into()));
+        }
+        Ok(policy)
+    }
 }
 
 impl PoolConfig {
@@ -226,8 +266,34 @@ impl PoolConfig {
             max_connections,
             acquire_timeout: millis(src, "DB_ACQUIRE_TIMEOUT_MS", Duration::from_millis(2_000))?,
             statement_timeout: millis(src, "STATEMENT_TIMEOUT_MS", Duration::from_millis(5_000))?,
+            replicas: replica_urls(src)?
+                .into_iter()
+                .map(|url| {
+                    url.username(AUTHENTICATOR_ROLE)
+                        .password(&password)
+                        .statement_cache_capacity(statement_cache)
+                })
+                .collect(),
+            replica_policy: ReplicaPolicy::from_source(src)?,
         })
     }
+}
+
+/// `DATABASE_REPLICA_URLS`: comma-separated URLs of hot standbys (their user and password are
+/// replaced by the service login's, as for the primary).
+fn replica_urls(src: &dyn Source) -> Result<Vec<PgConnectOptions>, ConfigError> {
+    let Some(list) = src.get("DATABASE_REPLICA_URLS") else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<PgConnectOptions>().map_err(|_| {
+                ConfigError("DATABASE_REPLICA_URLS must be comma-separated postgres:// URLs".into())
+            })
+        })
+        .collect()
 }
 
 impl fmt::Debug for PoolConfig {

@@ -13,7 +13,7 @@ fn count(error: &sqlx::Error) {
             .unwrap_or_else(|| "database".into()),
         sqlx::Error::PoolTimedOut => "pool_timeout".into(),
         sqlx::Error::PoolClosed => "pool_closed".into(),
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "connection".into(),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => "connection".into(),
         sqlx::Error::RowNotFound => "row_not_found".into(),
         _ => "other".into(),
     };
@@ -28,11 +28,14 @@ pub fn classify(error: sqlx::Error) -> ApiError {
         sqlx::Error::PoolTimedOut => ApiError::Unavailable {
             retry_after_secs: 1,
         },
-        sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            ApiError::Unavailable {
-                retry_after_secs: 2,
-            }
-        }
+        // Protocol: a reply that is not PostgreSQL's, as when a proxy in front of a server that
+        // just went away (HAProxy during a failover) accepts the connection and closes it.
+        sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => ApiError::Unavailable {
+            retry_after_secs: 2,
+        },
         sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
             Some(pg) => classify_sqlstate(pg),
             None => ApiError::Internal(db.to_string()),
@@ -60,8 +63,10 @@ fn classify_sqlstate(pg: &PgDatabaseError) -> ApiError {
         "57014" | "55P03" => ApiError::Timeout,
         // insufficient_privilege: includes a row that row-level security refuses to write.
         "42501" => ApiError::Forbidden,
-        // admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class.
-        "57P01" | "57P02" | "57P03" => ApiError::Unavailable {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class;
+        // read_only_sql_transaction: a write that reached a server which is no longer (or not
+        // yet) the primary, as in a failover.
+        "57P01" | "57P02" | "57P03" | "25006" => ApiError::Unavailable {
             retry_after_secs: 2,
         },
         c if c.starts_with("08") => ApiError::Unavailable {

@@ -4,6 +4,7 @@ mod closed_set;
 pub mod errors;
 pub mod listen;
 pub mod partitions;
+pub mod replicas;
 
 use std::time::Duration;
 
@@ -16,11 +17,13 @@ use crate::CliResult;
 
 pub use crate::config::AUTHENTICATOR_ROLE;
 
-/// The pool and how long a request's statements may run: what a request transaction needs.
+/// The pool and how long a request's statements may run: what a request transaction needs;
+/// and the read replicas, when there are any.
 #[derive(Clone)]
 pub struct Database {
     pub pool: PgPool,
     pub statement_timeout: Duration,
+    pub replicas: Option<std::sync::Arc<replicas::ReplicaSet>>,
 }
 
 /// The schema, embedded in the binary.

@@ -89,6 +89,55 @@ impl TempCluster {
         Err(last_error.unwrap_or_else(|| "the cluster did not start".into()))
     }
 
+    /// A hot standby of `primary`, streaming from it: a base backup (`pg_basebackup -R`, which
+    /// writes `standby.signal` and `primary_conninfo`) started on a port of its own with
+    /// `options` (`-c name=value`, say a `recovery_min_apply_delay`). Blocks until it accepts
+    /// connections. Its logins are the primary's.
+    pub fn standby_of(primary: &TempCluster, options: &str) -> CliResult<Self> {
+        let root = std::env::temp_dir().join(format!(
+            "lakehouse-pg-{}-{:08x}",
+            std::process::id(),
+            OsRng.next_u32()
+        ));
+        fs::create_dir_all(&root)?;
+        let mut standby = Self {
+            root,
+            bin: primary.bin.clone(),
+            as_postgres: primary.as_postgres,
+            port: 0,
+            password: primary.password.clone(),
+            extra_options: format!(" {options}"),
+        };
+        standby.own(&standby.root)?;
+        let source = format!(
+            "host=127.0.0.1 port={} user=postgres password={} application_name=standby",
+            primary.port, primary.password
+        );
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-d",
+                &source,
+                "-D",
+                &standby.data_dir(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        let mut last_error = None;
+        for _ in 0..5 {
+            standby.port = free_port()?;
+            match standby.run("pg_ctl", &standby.start_args()) {
+                Ok(()) => return Ok(standby),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| "the standby did not start".into()))
+    }
+
     /// The production settings (`deploy/postgresql.conf`), included from the cluster's own
     /// configuration; `start_args` overrides what a disposable server does differently.
     fn include_production_settings(&self) -> CliResult {

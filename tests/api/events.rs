@@ -24,12 +24,21 @@ impl EventStream {
     }
 
     async fn open_at(app: &TestApp, path: &str, token: &str, last_event_id: Option<i64>) -> Self {
+        Self::open_on(&app.router, app, path, token, last_event_id).await
+    }
+
+    async fn open_on(
+        router: &axum::Router,
+        app: &TestApp,
+        path: &str,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Self {
         let mut request = app.request(Method::GET, path, Some(token));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
-        let response = app
-            .router
+        let response = router
             .clone()
             .oneshot(request.body(Body::empty()).unwrap())
             .await
@@ -504,4 +513,67 @@ async fn customer_streams_are_bounded_and_a_closed_one_frees_its_place() {
     app.get("/v1/me/events", &app.staff())
         .await
         .problem(StatusCode::FORBIDDEN);
+}
+
+/// Two instances of the service on one database: an event committed through one reaches a
+/// stream open on the other (each has its own LISTEN connection), and the same Idempotency-Key
+/// sent to both at once makes one payment.
+#[tokio::test]
+async fn two_instances_share_events_and_idempotency_keys() {
+    let app = TestApp::spawn().await;
+    let other = app.another_instance();
+    let customer = app.approved_customer("TWO001", "430430430").await;
+    let mut stream = EventStream::open_on(&other, &app, LOAN_STATUS, &app.staff(), None).await;
+    let loan = app.loan_for(customer, "10000000").await;
+    let (_, event) = stream
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the other instance's stream has the change");
+    assert_eq!(event["loan_id"], loan["loan_id"]);
+
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let body = serde_json::json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": "50000.00"});
+    let request = |router: axum::Router| {
+        let request = app
+            .request(Method::POST, "/v1/payments", Some(&app.staff()))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "two-instances-1")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        async move { crate::helpers::send_via(&router, request).await }
+    };
+    let (first, second) = tokio::join!(
+        tokio::spawn(request(app.router.clone())),
+        tokio::spawn(request(other.clone()))
+    );
+    let answers = [first.unwrap(), second.unwrap()];
+    let created: Vec<&crate::helpers::TestResponse> = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert!(!created.is_empty(), "one of them made the payment");
+    for answer in &answers {
+        assert!(
+            answer.status == StatusCode::CREATED || answer.status == StatusCode::CONFLICT,
+            "{} {}",
+            answer.status,
+            answer.text()
+        );
+    }
+    if created.len() == 2 {
+        assert_eq!(
+            created[0].json()["payment_id"],
+            created[1].json()["payment_id"]
+        );
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM core.payments WHERE loan_id = '{}' AND payment_type = 'REPAYMENT'",
+            loan["loan_id"].as_str().unwrap()
+        ))
+        .await,
+        1
+    );
 }

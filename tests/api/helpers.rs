@@ -286,6 +286,26 @@ impl TestApp {
         }
     }
 
+    /// Another instance of the service on this test's database, as a second process would be:
+    /// its own pool, state (LISTEN connection, rate limits, caches) and router.
+    pub fn another_instance(&self) -> Router {
+        let options = Options::default();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let http = options.http();
+        let state = AppState::new(
+            pool,
+            self.keys.clone(),
+            self.cipher.clone(),
+            options.statement_timeout,
+            &http,
+        );
+        app::router(state, HttpLimits::from_config(&http))
+    }
+
     pub fn token(&self, role: &str, customer_id: Option<Uuid>) -> String {
         let sub = match customer_id {
             Some(id) if role == "customer" => format!("test-customer-{id}"),
@@ -733,6 +753,9 @@ impl Drop for Served {
     }
 }
 
+/// The service login's password on an [`OwnCluster`].
+pub const OWN_CLUSTER_APP_PASSWORD: &str = "own-cluster-app-password";
+
 /// A cluster of the test's own (for tests that stop PostgreSQL), with `database` migrated, and
 /// the service's router on it with these timeouts and a staff token for it.
 pub struct OwnCluster {
@@ -852,7 +875,7 @@ impl OwnCluster {
             .expect("create the database");
         conn.close().await.ok();
         let owner = admin.database(database);
-        let password = "own-cluster-app-password";
+        let password = OWN_CLUSTER_APP_PASSWORD;
         db::migrate(&owner, Some(&Secret::new(password.as_bytes().to_vec())))
             .await
             .expect("migrate");

@@ -1,0 +1,238 @@
+//! Reads on a real hot standby (`pg_basebackup -R`, streaming from a cluster of the test's own)
+//! whose replay is held back (`recovery_min_apply_delay`): what runs there, read-your-writes
+//! through the consistency token, row-level security there, and the standby going away.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use sqlx::postgres::PgPoolOptions;
+
+use lakehouse_api::app::{self, HttpLimits};
+use lakehouse_api::auth::{Claims, JwtKeys};
+use lakehouse_api::config::{HttpConfig, ReplicaPolicy, Secret};
+use lakehouse_api::db::{self, replicas::ReplicaSet};
+use lakehouse_api::devtools::TempCluster;
+use lakehouse_api::pii::PiiCipher;
+use lakehouse_api::state::AppState;
+
+use crate::helpers::{
+    pii_keys, send_via, unlimited, OwnCluster, TestResponse, JWT_SECRET, OWN_CLUSTER_APP_PASSWORD,
+};
+
+const APPLY_DELAY: Duration = Duration::from_secs(2);
+
+struct Reader {
+    router: axum::Router,
+    keys: JwtKeys,
+}
+
+impl Reader {
+    fn token(&self, role: &str, customer: Option<&str>) -> String {
+        self.keys.sign(&Claims {
+            sub: format!("replica-{role}-{}", customer.unwrap_or("x")),
+            role: role.into(),
+            customer_id: customer.map(|c| c.parse().unwrap()),
+            exp: chrono::Utc::now().timestamp() + 600,
+            iat: None,
+        })
+    }
+
+    async fn get(&self, path: &str, token: &str, consistency: Option<&str>) -> TestResponse {
+        let headers: Vec<(&str, &str)> = consistency
+            .map(|t| ("consistency-token", t))
+            .into_iter()
+            .collect();
+        self.send(Method::GET, path, token, None, &headers).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        send_via(&self.router, request.body(body).unwrap()).await
+    }
+}
+
+fn reads(replicas: &ReplicaSet) -> u64 {
+    replicas.status()[0].reads
+}
+
+#[tokio::test]
+async fn a_replica_serves_reads_with_read_your_writes_and_rls_and_its_loss_costs_no_read() {
+    let Some(own) =
+        OwnCluster::start("replicas", Duration::from_secs(5), Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    let mine = own.disbursed_loan("REPA01", "500500501").await;
+    let theirs = own.disbursed_loan("REPB01", "500500502").await;
+    let (me, them) = (
+        mine["customer_id"].as_str().unwrap().to_owned(),
+        theirs["customer_id"].as_str().unwrap().to_owned(),
+    );
+    let standby = TempCluster::standby_of(
+        &own.cluster,
+        &format!("-c recovery_min_apply_delay={}ms", APPLY_DELAY.as_millis()),
+    )
+    .expect("a hot standby");
+    standby
+        .remove_when_process_exits(std::process::id())
+        .expect("a watchdog for the standby");
+
+    let login = |options: sqlx::postgres::PgConnectOptions| {
+        options
+            .username(db::AUTHENTICATOR_ROLE)
+            .password(OWN_CLUSTER_APP_PASSWORD)
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(login(own.owner.clone()));
+    let replica_options: sqlx::postgres::PgConnectOptions =
+        standby.url("replicas").parse().unwrap();
+    let policy = ReplicaPolicy {
+        max_lag: Duration::from_secs(60),
+        wait: Duration::from_millis(300),
+        poll: Duration::from_millis(100),
+    };
+    let replicas = ReplicaSet::new(pool.clone(), vec![login(replica_options)], policy, 4);
+    let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+    let http = HttpConfig {
+        rate_limits: unlimited(),
+        ..HttpConfig::default()
+    };
+    let state = AppState::new(
+        pool,
+        keys.clone(),
+        PiiCipher::new(&pii_keys()),
+        Duration::from_secs(5),
+        &http,
+    )
+    .with_replicas(replicas.clone());
+    let reader = Reader {
+        router: app::router(state, HttpLimits::from_config(&http)),
+        keys,
+    };
+    let my_token = reader.token("customer", Some(&me));
+    let their_token = reader.token("customer", Some(&them));
+    let my_loan = format!("/v1/loans/{}", mine["loan_id"].as_str().unwrap());
+
+    // Reads without a token run on the replica once it is up (it has the loans: they committed
+    // well before the standby was made).
+    let started = Instant::now();
+    loop {
+        let before = reads(&replicas);
+        let read = reader.get(&my_loan, &my_token, None).await;
+        if read.status == StatusCode::OK && reads(&replicas) == before + 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the replica never served a read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = &replicas.status()[0];
+    assert!(status.up && status.replayed > 0, "{status:?}");
+
+    // Row-level security holds there: another customer's loan does not exist for them, and
+    // their list is their own.
+    let before = reads(&replicas);
+    reader
+        .get(&my_loan, &their_token, None)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let listed = reader.get("/v1/loans", &their_token, None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.json()["data"][0]["loan_id"], theirs["loan_id"]);
+    assert_eq!(
+        reads(&replicas),
+        before + 2,
+        "both reads ran on the replica"
+    );
+
+    // Read-your-writes: a payment, then at once its reads. Without the token the replica (2 s
+    // behind) does not have it yet; with it, the read waits at most 300 ms for a replica, then
+    // runs on the primary, and sees it.
+    let paid = reader
+        .send(
+            Method::POST,
+            "/v1/payments",
+            &my_token,
+            Some(json!({"loan_id": mine["loan_id"], "payment_type": "REPAYMENT", "amount": "1000.00"})),
+            &[("idempotency-key", "replica-ryw-1")],
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let token = paid
+        .header("consistency-token")
+        .expect("a write's response carries its consistency token")
+        .to_owned();
+    let payment = format!(
+        "/v1/payments/{}",
+        paid.json()["payment_id"].as_str().unwrap()
+    );
+    reader
+        .get(&payment, &my_token, None)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let fallbacks = replicas.fallbacks();
+    let seen = reader.get(&payment, &my_token, Some(&token)).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text());
+    let listed = reader
+        .get(&format!("{my_loan}/payments"), &my_token, Some(&token))
+        .await;
+    assert!(listed
+        .text()
+        .contains(seen.json()["payment_id"].as_str().unwrap()));
+    assert_eq!(
+        replicas.fallbacks(),
+        fallbacks + 2,
+        "both went to the primary"
+    );
+
+    // Once the replica has replayed the write, a read with the token runs there.
+    tokio::time::sleep(APPLY_DELAY + Duration::from_millis(500)).await;
+    let before = reads(&replicas);
+    let later = reader.get(&payment, &my_token, Some(&token)).await;
+    assert_eq!(later.status, StatusCode::OK);
+    assert_eq!(reads(&replicas), before + 1);
+    assert!(replicas.status()[0].lag < Duration::from_secs(5));
+    reader
+        .get(&payment, &my_token, Some("soon"))
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    // The replica goes away: every read still answers, from the primary.
+    standby.stop().expect("stop the standby");
+    let fallbacks = replicas.fallbacks();
+    for _ in 0..10 {
+        let read = reader.get(&my_loan, &my_token, None).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+        let read = reader.get(&payment, &my_token, Some(&token)).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    }
+    assert!(replicas.fallbacks() > fallbacks);
+    assert!(!replicas.status()[0].up);
+}
