@@ -196,6 +196,34 @@ async fn a_long_statement_streams_in_chunks_and_a_stalled_reader_is_cut_off_at_t
     assert_eq!(whole["movements"].as_array().unwrap().len(), 30_001);
     assert!(chunks > 10, "{chunks} chunks");
 
+    // Compressed as it streams, for a client that asks.
+    let gzipped = app
+        .send(
+            app.request(
+                Method::GET,
+                &format!("/v1/loans/{loan_id}/statement"),
+                Some(&app.staff()),
+            )
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzipped.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, body);
+    assert!(
+        gzipped.body.len() * 4 < body.len(),
+        "{} of {}",
+        gzipped.body.len(),
+        body.len()
+    );
+
     // Stall after the first chunk, past the deadline (twice the statement timeout): the body
     // ends in an error, not in a statement that looks whole, and the connection is released.
     let response = app.router.clone().oneshot(request()).await.unwrap();
