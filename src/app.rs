@@ -30,6 +30,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
 use crate::config::{HttpConfig, ServeConfig};
+use crate::db::replicas::TOKEN_HEADER;
 use crate::edge::{self, BodyGate, Gatekeeper};
 use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
 use crate::pii::PiiCipher;
@@ -131,17 +132,19 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .map(Into::into)
         .map_err(|e| e.to_string().into());
 
+    // Every write's Consistency-Token (set only when replicas are configured).
+    let token = || middleware::from_fn(edge::consistency_token);
     let api = api
         .layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(middleware::from_fn(edge::consistency_token));
+        .layer(token());
     let job_timeout =
         || TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, limits.job_timeout);
-    let runs = runs.layer(job_timeout());
-    let uploads = uploads.layer(job_timeout());
+    let runs = runs.layer(job_timeout()).layer(token());
+    let uploads = uploads.layer(job_timeout()).layer(token());
     let bodies = BodyGate::new(
         limits.max_buffered_bodies,
         limits.body_read_timeout,
@@ -223,12 +226,15 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_MATCH,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(TOKEN_HEADER),
+            HeaderName::from_static("last-event-id"),
             X_REQUEST_ID.clone(),
         ])
         .expose_headers([
             header::ETAG,
             header::LOCATION,
             header::RETRY_AFTER,
+            HeaderName::from_static(TOKEN_HEADER),
             X_REQUEST_ID.clone(),
         ])
         .max_age(Duration::from_secs(600))

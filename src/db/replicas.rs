@@ -227,11 +227,11 @@ impl ReplicaSet {
             metrics::gauge!("replica_lag_seconds", "replica" => replica.name.clone())
                 .set(lag_seconds);
         }
-        // Keep what some replica that is up has yet to replay, and the latest.
+        // Keep what some replica has yet to replay (one that is down too, so that its lag is
+        // right when it returns), and the latest; at most 10,000 positions.
         let slowest = self
             .replicas
             .iter()
-            .filter(|r| r.up.load(Ordering::SeqCst))
             .map(|r| r.replay.load(Ordering::SeqCst))
             .min();
         while seen.len() > 1 && (slowest.is_some_and(|s| seen[0].0 <= s) || seen.len() > 10_000) {

@@ -29,7 +29,7 @@ async fn an_allowed_origin_gets_cors_headers_and_a_preflight_needs_no_token() {
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
             .header(
                 header::ACCESS_CONTROL_REQUEST_HEADERS,
-                "authorization,content-type,idempotency-key",
+                "authorization,content-type,idempotency-key,consistency-token",
             )
             .body(Body::empty())
             .unwrap()
@@ -68,10 +68,14 @@ async fn an_allowed_origin_gets_cors_headers_and_a_preflight_needs_no_token() {
     let response = send_via(&router, request).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.header("access-control-allow-origin"), Some(BRANCH));
-    assert!(response
+    let exposed = response
         .header("access-control-expose-headers")
         .unwrap()
-        .contains("etag"));
+        .to_owned();
+    assert!(
+        exposed.contains("etag") && exposed.contains("consistency-token"),
+        "{exposed}"
+    );
 
     // Without configured origins (the default), no CORS headers at all.
     let request = preflight(BRANCH);
