@@ -132,8 +132,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .map(Into::into)
         .map_err(|e| e.to_string().into());
 
-    // Every write's Consistency-Token (set only when replicas are configured).
-    let token = || middleware::from_fn(edge::consistency_token);
+    // Every write's Consistency-Token (only when replicas are configured).
+    let replicas = state.db.replicas.clone();
+    let token = || middleware::from_fn_with_state(replicas.clone(), edge::consistency_token);
     let api = api
         .layer(retry::RetryLayer::new(3, limits.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(

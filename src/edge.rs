@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{Authenticator, Caller, Role};
 use crate::config::RateLimitConfig;
-use crate::db::replicas::{format_lsn, CommitPosition, COMMIT_POSITION, TOKEN_HEADER};
+use crate::db::replicas::{format_lsn, ReplicaSet, TOKEN_HEADER};
 use crate::error::ApiError;
 
 /// What [`authenticate`] needs: the token checks and the rate limits.
@@ -165,17 +165,24 @@ pub async fn buffer_body(State(gate): State<BodyGate>, request: Request, next: N
         .await
 }
 
-/// Gives a write's response its `Consistency-Token`: the primary's WAL position after the
-/// request's commit (set by the request transaction, task-locally, only when replicas are
-/// configured). A client sends it back on its next reads, which then see the write.
-pub async fn consistency_token(request: Request, next: Next) -> Response {
-    let position = CommitPosition::default();
-    let mut response = COMMIT_POSITION
-        .scope(position.clone(), next.run(request))
-        .await;
-    if let Some(lsn) = position.get() {
-        if let Ok(value) = header::HeaderValue::from_str(&format_lsn(lsn)) {
-            response.headers_mut().insert(TOKEN_HEADER, value);
+/// Gives a write's response its `Consistency-Token` when the service reads from replicas: the
+/// primary's WAL insert position read after the handler returned, so after whatever the request
+/// committed (the insert position is global: any connection's reading is at or past the commit
+/// record, with `synchronous_commit=off` too). Every successful request other than GET and
+/// HEAD gets one: imports, job runs and idempotent replays included. A client sends the
+/// latest one back, and its reads then see its writes.
+pub async fn consistency_token(
+    State(replicas): State<Option<Arc<ReplicaSet>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    let mut response = next.run(request).await;
+    if let (true, Some(replicas)) = (writes && response.status().is_success(), replicas) {
+        if let Some(lsn) = replicas.insert_position().await {
+            if let Ok(value) = header::HeaderValue::from_str(&format_lsn(lsn)) {
+                response.headers_mut().insert(TOKEN_HEADER, value);
+            }
         }
     }
     response

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use super::{Access, AnyCaller, Authenticator, Caller};
-use crate::db::replicas::{
-    parse_lsn, CommitPosition, ReplicaSet, COMMIT_POSITION, PRIMARY_ONLY_READS, TOKEN_HEADER,
-};
+use crate::db::replicas::{parse_lsn, PRIMARY_ONLY_READS, TOKEN_HEADER};
 use crate::db::Database;
 use crate::error::ApiError;
 
@@ -28,9 +26,6 @@ pub struct RequestTx<A = AnyCaller> {
     caller: Caller,
     tx: Transaction<'static, Postgres>,
     read_only: bool,
-    /// For a writing transaction when replicas are configured: where to read the consistency
-    /// token after the commit.
-    replicas: Option<Arc<ReplicaSet>>,
     _access: PhantomData<A>,
 }
 
@@ -70,11 +65,7 @@ impl<A: Access> RequestTx<A> {
         read_only: bool,
         begin: String,
     ) -> Result<Self, ApiError> {
-        let mut tx = Self::begin_on(&db.pool, caller, read_only, begin).await?;
-        if !read_only {
-            tx.replicas = db.replicas.clone();
-        }
-        Ok(tx)
+        Self::begin_on(&db.pool, caller, read_only, begin).await
     }
 
     async fn begin_on(
@@ -101,7 +92,6 @@ impl<A: Access> RequestTx<A> {
             caller,
             tx,
             read_only,
-            replicas: None,
             _access: PhantomData,
         })
     }
@@ -145,25 +135,9 @@ impl<A> RequestTx<A> {
     /// committed but dropped: its ROLLBACK is queued and travels with the check sqlx's pool
     /// makes of every connection it takes back (a Sync), one round trip instead of two, and the
     /// response does not wait for it. The pool hands the connection out again only after both.
-    ///
-    /// With replicas, a writing transaction then reads the primary's WAL insert position: the
-    /// request's consistency token (one more round trip, on any pooled connection: the insert
-    /// position is global, so any reading after the commit returned is at or past its commit
-    /// record, with `synchronous_commit` off too).
     pub async fn commit(self) -> Result<(), ApiError> {
-        if self.read_only {
-            return Ok(());
-        }
-        self.tx.commit().await?;
-        if let Some(replicas) = self.replicas {
-            if let Ok(slot) = COMMIT_POSITION.try_with(CommitPosition::clone) {
-                match replicas.insert_position().await {
-                    Ok(lsn) => slot.set(lsn),
-                    // Committed all the same: without a token the client reads within the lag
-                    // bound, as any read without one does.
-                    Err(error) => tracing::warn!(%error, "no consistency token after a commit"),
-                }
-            }
+        if !self.read_only {
+            self.tx.commit().await?;
         }
         Ok(())
     }

@@ -490,6 +490,8 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
     /// Customers' event streams open at once; beyond it, 503 with Retry-After.
     pub max_customer_streams: usize,
+    /// One customer's event streams open at once; beyond it, 429 with Retry-After.
+    pub max_streams_per_customer: usize,
     /// How far back staff may date loans and payments.
     pub backdating_limit_days: u32,
     pub rate_limits: RateLimitConfig,
@@ -518,6 +520,7 @@ impl Default for HttpConfig {
             import_read_timeout: ms(120_000),
             max_concurrent_requests: 256,
             max_customer_streams: 1000,
+            max_streams_per_customer: 5,
             backdating_limit_days: 3650,
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
@@ -583,6 +586,12 @@ impl HttpConfig {
                 src,
                 "MAX_CUSTOMER_STREAMS",
                 d.max_customer_streams,
+                "a number of streams",
+            )?,
+            max_streams_per_customer: parsed(
+                src,
+                "MAX_STREAMS_PER_CUSTOMER",
+                d.max_streams_per_customer,
                 "a number of streams",
             )?,
             cors_allowed_origins: cors_origins(src)?,

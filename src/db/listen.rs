@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// Every topic the outbox carries; each is also the NOTIFY channel its trigger sends on.
@@ -49,7 +49,12 @@ pub struct EventHub {
     sender: broadcast::Sender<HubMessage>,
     started: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// Streams reading the outbox at once (after a reconnect, all of them want to).
+    catch_ups: Arc<Semaphore>,
 }
+
+/// Streams that may read the outbox at the same time.
+const CATCH_UPS_AT_ONCE: usize = 4;
 
 #[derive(Deserialize)]
 struct Notified {
@@ -66,6 +71,7 @@ impl EventHub {
             sender,
             started: AtomicBool::new(false),
             shutdown,
+            catch_ups: Arc::new(Semaphore::new(CATCH_UPS_AT_ONCE)),
         })
     }
 
@@ -78,6 +84,11 @@ impl EventHub {
             ));
         }
         self.sender.subscribe()
+    }
+
+    /// A turn to read the outbox; `None` only if the hub is gone.
+    pub async fn catch_up_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.catch_ups.clone().acquire_owned().await.ok()
     }
 
     /// Resolves when the service is shutting down; open streams end so shutdown can finish.

@@ -25,7 +25,9 @@ pub use crate::config::ReplicaPolicy;
 /// GET routes that always run on the primary, and why:
 /// - the event streams: they LISTEN, which a hot standby refuses, and their replay must not
 ///   start behind the notifications they then receive from the primary.
-pub const PRIMARY_ONLY_READS: [&str; 2] = ["/v1/events/loans", "/v1/me/events"];
+/// - the database report: it describes the primary (its sessions, locks, statements).
+pub const PRIMARY_ONLY_READS: [&str; 3] =
+    ["/v1/events/loans", "/v1/me/events", "/v1/admin/database"];
 
 /// A WAL position as PostgreSQL writes it (`16/B374D848`), the form of the consistency token.
 pub fn format_lsn(lsn: u64) -> String {
@@ -41,27 +43,6 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
         return None;
     }
     Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
-}
-
-/// Where a request's write committed: set by the request transaction after its commit, turned
-/// into the `Consistency-Token` response header by the edge. One per request, task-local, so
-/// every way a handler commits (extracted, or begun after an idempotency claim) fills it.
-#[derive(Debug, Clone, Default)]
-pub struct CommitPosition(Arc<Mutex<Option<u64>>>);
-
-impl CommitPosition {
-    pub fn set(&self, lsn: u64) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(slot.map_or(lsn, |known| known.max(lsn)));
-    }
-
-    pub fn get(&self) -> Option<u64> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-tokio::task_local! {
-    pub static COMMIT_POSITION: CommitPosition;
 }
 
 /// The request header that carries a consistency token, and the response header that gives it.
@@ -90,7 +71,11 @@ pub struct ReplicaStatus {
 
 pub struct ReplicaSet {
     replicas: Vec<Replica>,
+    /// Two connections of its own to the primary, so that neither the poll nor a write's token
+    /// waits behind busy requests.
     primary: PgPool,
+    /// When the primary's position was last read; a replica's lag is at least the time since.
+    primary_read_at: Mutex<Option<Instant>>,
     policy: ReplicaPolicy,
     /// Primary positions as first seen, oldest first; only those some replica has yet to reach.
     seen: Mutex<VecDeque<(u64, Instant)>>,
@@ -141,7 +126,12 @@ impl ReplicaSet {
         let (polled, _) = watch::channel(0);
         Arc::new(Self {
             replicas,
-            primary,
+            primary: PgPoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_millis(500))
+                .connect_lazy_with((*primary.connect_options()).clone()),
+            primary_read_at: Mutex::new(None),
             policy,
             seen: Mutex::new(VecDeque::new()),
             polled,
@@ -180,6 +170,10 @@ impl ReplicaSet {
         .await;
         let now = Instant::now();
         if let Ok(Ok(lsn)) = primary {
+            *self
+                .primary_read_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(now);
             let lsn = u64::try_from(lsn).unwrap_or(0);
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.back().is_none_or(|(last, _)| lsn > *last) {
@@ -208,13 +202,22 @@ impl ReplicaSet {
                 }
             }
         }
+        // Without a fresh reading of the primary, nobody is known to be current: a replica is
+        // at least as far behind as that reading is old (beyond one poll).
+        let unknown = self
+            .primary_read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at))
+            .saturating_sub(self.policy.poll * 2);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for replica in &self.replicas {
             let replayed = replica.replay.load(Ordering::SeqCst);
             let lag = seen
                 .iter()
                 .find(|(lsn, _)| *lsn > replayed)
-                .map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(*at));
+                .map_or(Duration::ZERO, |(_, at)| now.saturating_duration_since(*at))
+                .max(unknown);
             replica.lag_ms.store(
                 u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
                 Ordering::SeqCst,
@@ -250,12 +253,18 @@ impl ReplicaSet {
                 .map(|i| (first + i) % count)
                 .find(|&i| self.replicas[i].up.load(Ordering::SeqCst) && fits(&self.replicas[i]))
         };
+        let max_lag = u64::try_from(self.policy.max_lag.as_millis()).unwrap_or(u64::MAX);
+        let current = |r: &Replica| r.lag_ms.load(Ordering::SeqCst) <= max_lag;
         let chosen = match token {
+            // Both: the write is there, and the rest is no staler than a read without a token
+            // would get (an old token must not pull a read onto a lagging replica).
             Some(token) => {
                 let deadline = tokio::time::Instant::now() + self.policy.wait;
                 let mut polled = self.polled.subscribe();
                 loop {
-                    if let Some(i) = pick(&|r| r.replay.load(Ordering::SeqCst) >= token) {
+                    if let Some(i) =
+                        pick(&|r| r.replay.load(Ordering::SeqCst) >= token && current(r))
+                    {
                         break Ok(i);
                     }
                     if tokio::time::timeout_at(deadline, polled.changed())
@@ -266,10 +275,7 @@ impl ReplicaSet {
                     }
                 }
             }
-            None => {
-                let max_lag = u64::try_from(self.policy.max_lag.as_millis()).unwrap_or(u64::MAX);
-                pick(&|r| r.lag_ms.load(Ordering::SeqCst) <= max_lag).ok_or(Fallback::Unavailable)
-            }
+            None => pick(&current).ok_or(Fallback::Unavailable),
         };
         match chosen {
             Ok(i) => Some((i, self.replicas[i].pool.clone())),
@@ -328,12 +334,23 @@ impl ReplicaSet {
     }
 
     /// The primary's insert position now: a write's consistency token, read after its commit.
-    pub async fn insert_position(&self) -> Result<u64, sqlx::Error> {
-        let lsn: i64 =
-            sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8")
-                .fetch_one(&self.primary)
-                .await?;
-        Ok(u64::try_from(lsn).unwrap_or(0))
+    /// Bounded: past 250 ms the response goes out without a token rather than late.
+    pub async fn insert_position(&self) -> Option<u64> {
+        let read = sqlx::query_scalar::<_, i64>(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8",
+        )
+        .fetch_one(&self.primary);
+        match tokio::time::timeout(Duration::from_millis(250), read).await {
+            Ok(Ok(lsn)) => u64::try_from(lsn).ok(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "no consistency token after a write");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("no consistency token after a write: the primary was slow to say");
+                None
+            }
+        }
     }
 }
 

@@ -10,12 +10,12 @@ use std::collections::{HashSet, VecDeque};
 
 use sqlx::PgConnection;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::auth::{self, Caller};
 use crate::db::listen::{HubMessage, OutboxEvent};
-use crate::state::AppState;
+use crate::state::{AppState, StreamPlace};
 
 /// Outbox rows replayed per query; a stream holds at most one batch in memory.
 pub const REPLAY_BATCH: i64 = 1000;
@@ -112,7 +112,7 @@ pub struct Feed {
     replaying: bool,
     /// A customer stream's place under the bound on customer streams, given back when the
     /// stream ends.
-    _permit: Option<OwnedSemaphorePermit>,
+    _place: Option<StreamPlace>,
 }
 
 impl Feed {
@@ -121,7 +121,7 @@ impl Feed {
         state: &AppState,
         caller: Caller,
         audience: Audience,
-        permit: Option<OwnedSemaphorePermit>,
+        place: Option<StreamPlace>,
     ) -> Self {
         Self {
             live: state.events.subscribe(),
@@ -133,7 +133,7 @@ impl Feed {
             sent: SentIds::default(),
             replayed_to: 0,
             replaying: false,
-            _permit: permit,
+            _place: place,
         }
     }
 
@@ -160,6 +160,9 @@ impl Feed {
     /// stream.
     async fn catch_up(&mut self) {
         let timeout = self.state.db.statement_timeout.as_millis();
+        // After the LISTEN connection comes back, every stream catches up at once: a few at a
+        // time, so that they do not take the request pool from everyone else.
+        let _turn = self.state.events.catch_up_turn().await;
         let result = async {
             let mut tx = auth::begin_as(&self.state.db.pool, &self.caller, true, timeout).await?;
             let batch = outbox_after(&mut tx, &self.audience, self.replayed_to).await?;
@@ -192,21 +195,22 @@ impl Feed {
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
             match message {
-                Ok(HubMessage::Event(event)) if self.audience.wants(&event) => {
-                    match self.audience {
-                        Audience::Customer(_) => {
-                            if event.event_id > self.replayed_to {
-                                self.catch_up().await;
-                            }
-                        }
-                        Audience::Staff { .. } => {
-                            if self.sent.insert(event.event_id) {
-                                return Some(event);
-                            }
+                Ok(HubMessage::Event(event)) => match self.audience {
+                    Audience::Customer(_) => {
+                        if self.audience.wants(&event) && event.event_id > self.replayed_to {
+                            self.catch_up().await;
                         }
                     }
-                }
-                Ok(HubMessage::Event(_)) => {}
+                    Audience::Staff { .. } => {
+                        // Notifications arrive in commit order, which is id order (the outbox's
+                        // order lock), so a later replay starts after this one, sent or not:
+                        // after a reconnect it reads only what was really missed.
+                        self.replayed_to = self.replayed_to.max(event.event_id);
+                        if self.audience.wants(&event) && self.sent.insert(event.event_id) {
+                            return Some(event);
+                        }
+                    }
+                },
                 Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => self.catch_up().await,
                 Err(RecvError::Closed) => return None,
             }

@@ -24,7 +24,7 @@ use crate::auth::{CustomerOnly, RequestTx, StaffOnly};
 use crate::db::listen::{OutboxEvent, TOPICS};
 use crate::error::{responses, ApiError};
 use crate::extract::AppQuery;
-use crate::state::AppState;
+use crate::state::{AppState, StreamsFull};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -192,7 +192,8 @@ async fn stream_loan_events(
 /// changes, fees and payments (see EventType; never another customer's, never contact
 /// changes). Each event is read from the outbox in the customer's own transaction, under
 /// row-level security. Reconnect with `Last-Event-ID` to receive what you missed. Streams at
-/// once are bounded (`MAX_CUSTOMER_STREAMS`): beyond it, 503 with Retry-After.
+/// once are bounded: `MAX_STREAMS_PER_CUSTOMER` for one customer (beyond it, 429) and
+/// `MAX_CUSTOMER_STREAMS` for the instance (beyond it, 503), each with Retry-After.
 #[utoipa::path(
     get,
     path = "/v1/me/events",
@@ -217,18 +218,22 @@ async fn stream_my_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let last = last_event_id(&headers, query.last_event_id)?;
     let customer = tx.caller().customer_id.ok_or(ApiError::Forbidden)?;
-    let permit = state
+    let place = state
         .customer_streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Unavailable {
-            retry_after_secs: 5,
+        .take(customer)
+        .map_err(|full| match full {
+            StreamsFull::Customer => ApiError::TooManyRequests {
+                retry_after_secs: 5,
+            },
+            StreamsFull::Instance => ApiError::Unavailable {
+                retry_after_secs: 5,
+            },
         })?;
     let feed = Feed::subscribe(
         &state,
         tx.caller().clone(),
         Audience::Customer(customer),
-        Some(permit),
+        Some(place),
     );
     open(tx, feed, last).await
 }

@@ -496,20 +496,30 @@ async fn a_customer_stream_carries_their_own_events_and_never_another_customers(
 }
 
 #[tokio::test]
-async fn customer_streams_are_bounded_and_a_closed_one_frees_its_place() {
+async fn customer_streams_are_bounded_per_customer_and_per_instance_and_a_closed_one_frees_its_place(
+) {
     let app = TestApp::spawn_with(crate::helpers::Options {
-        max_customer_streams: 1,
+        max_customer_streams: 2,
+        max_streams_per_customer: 1,
         ..Default::default()
     })
     .await;
     let me = app.approved_customer("EVC010", "420420420").await;
+    let you = app.approved_customer("EVC011", "420420421").await;
+    let them = app.approved_customer("EVC012", "420420422").await;
     let first = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), None).await;
-    let refused = app.get("/v1/me/events", &app.customer(me)).await;
+    // One customer may not take more than their share...
+    let mine_again = app.get("/v1/me/events", &app.customer(me)).await;
+    mine_again.problem(StatusCode::TOO_MANY_REQUESTS);
+    assert!(mine_again.header("retry-after").is_some());
+    // ...and the instance takes only so many in all.
+    let yours = EventStream::open_at(&app, "/v1/me/events", &app.customer(you), None).await;
+    let refused = app.get("/v1/me/events", &app.customer(them)).await;
     refused.problem(StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.header("retry-after").is_some());
     drop(first);
     let again = EventStream::open_at(&app, "/v1/me/events", &app.customer(me), None).await;
-    drop(again);
+    drop((again, yours));
     app.get("/v1/me/events", &app.staff())
         .await
         .problem(StatusCode::FORBIDDEN);

@@ -144,6 +144,7 @@ pub struct Options {
     pub max_concurrent_imports: usize,
     pub import_read_timeout: Duration,
     pub max_customer_streams: usize,
+    pub max_streams_per_customer: usize,
 }
 
 impl Default for Options {
@@ -164,6 +165,7 @@ impl Default for Options {
             max_concurrent_imports: http.max_concurrent_imports,
             import_read_timeout: http.import_read_timeout,
             max_customer_streams: http.max_customer_streams,
+            max_streams_per_customer: http.max_streams_per_customer,
         }
     }
 }
@@ -181,6 +183,7 @@ impl Options {
             max_concurrent_imports: self.max_concurrent_imports,
             import_read_timeout: self.import_read_timeout,
             max_customer_streams: self.max_customer_streams,
+            max_streams_per_customer: self.max_streams_per_customer,
             ..HttpConfig::default()
         }
     }
