@@ -222,6 +222,7 @@ mod tests {
             role: Role::Staff,
             customer_id: None,
             request_id: None,
+            expires_at: None,
         };
         assert!(limits.check(&caller("a")).is_ok());
         assert!(limits.check(&caller("a")).is_ok());

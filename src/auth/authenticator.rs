@@ -140,6 +140,7 @@ impl Authenticator {
             role,
             customer_id,
             request_id: None,
+            expires_at: claims.get("exp").and_then(|exp| exp.as_i64()),
         })
     }
 

@@ -90,6 +90,8 @@ pub struct Caller {
     pub customer_id: Option<Uuid>,
     /// The request this caller makes (`x-request-id`), for the audit log (`app.request_id`).
     pub request_id: Option<String>,
+    /// When the caller's token expires (seconds since the Unix epoch): a stream ends then.
+    pub expires_at: Option<i64>,
 }
 
 impl Caller {
@@ -114,6 +116,7 @@ impl Caller {
             role,
             customer_id,
             request_id: None,
+            expires_at: Some(claims.exp),
         })
     }
 
@@ -150,6 +153,7 @@ impl Caller {
             role: Role::Admin,
             customer_id: None,
             request_id: None,
+            expires_at: None,
         }
     }
 }

@@ -255,6 +255,7 @@ mod tests {
             role: Role::Customer,
             customer_id: Some(id),
             request_id: Some("0193-req".into()),
+            expires_at: None,
         };
         let sql = begin_statement(&caller, true, 5000);
         assert_eq!(

@@ -110,6 +110,9 @@ pub struct Feed {
     /// The outbox may hold more past `replayed_to` than was read: read the next batch before
     /// anything live.
     replaying: bool,
+    /// When the caller's token expires: the stream ends then (a client reconnects with a fresh
+    /// token and `Last-Event-ID`), so a revoked or unlinked caller does not listen on.
+    expires: Option<tokio::time::Instant>,
     /// A customer stream's place under the bound on customer streams, given back when the
     /// stream ends.
     _place: Option<StreamPlace>,
@@ -123,7 +126,13 @@ impl Feed {
         audience: Audience,
         place: Option<StreamPlace>,
     ) -> Self {
+        let expires = caller.expires_at.map(|exp| {
+            let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+            tokio::time::Instant::now()
+                + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+        });
         Self {
+            expires,
             live: state.events.subscribe(),
             shutdown: state.events.shutdown_signal(),
             state: state.clone(),
@@ -189,10 +198,18 @@ impl Feed {
                 continue;
             }
             let (live, shutdown) = (&mut self.live, &mut self.shutdown);
+            let expiry = self.expires;
+            let expired = async move {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let message = tokio::select! {
                 m = live.recv() => m,
                 // wait_for also sees a shutdown signalled before this stream subscribed.
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
+                () = expired => return None,
             };
             match message {
                 Ok(HubMessage::Event(event)) => match self.audience {

@@ -587,3 +587,72 @@ async fn two_instances_share_events_and_idempotency_keys() {
         1
     );
 }
+
+/// A stream ends when its caller's token expires: a revoked or unlinked customer does not listen
+/// on (the client reconnects with a fresh token and `Last-Event-ID`).
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let app = TestApp::spawn().await;
+    let me = app.approved_customer("EVX001", "440440440").await;
+    let short = app.keys.sign(&lakehouse_api::auth::Claims {
+        sub: format!("test-customer-{me}"),
+        role: "customer".into(),
+        customer_id: Some(me),
+        exp: chrono::Utc::now().timestamp() + 2,
+        iat: None,
+    });
+    let mut stream = EventStream::open_at(&app, "/v1/me/events", &short, None).await;
+    let ended = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Some(chunk) = stream.body.next().await {
+            chunk.expect("a chunk");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+}
+
+/// After the LISTEN connection comes back, a staff stream catches up from the last event it
+/// sent live, not from where it started: more events than it remembers (4,096) go by, the
+/// connection is cut, and not one is sent twice.
+#[tokio::test]
+async fn a_staff_stream_resumes_after_what_it_sent_live_when_listen_reconnects() {
+    let app = TestApp::spawn().await;
+    let mut stream = EventStream::open(&app, None).await;
+    let total = 5000;
+    let owner = app.owner.clone();
+    let producer = tokio::spawn(async move {
+        for n in 0..total {
+            sqlx::query(
+                "WITH e AS (INSERT INTO metadata.outbox_events (topic, aggregate_id, payload) \
+                 VALUES ('loan_status_changed', gen_random_uuid(), jsonb_build_object('n', $1::int)) \
+                 RETURNING event_id, payload) \
+                 SELECT pg_notify('loan_status_changed', (payload || jsonb_build_object('event_id', event_id))::text) FROM e",
+            )
+            .bind(n)
+            .execute(&owner)
+            .await
+            .unwrap();
+        }
+    });
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < total as usize {
+        let (id, _) = stream
+            .next(Duration::from_secs(10))
+            .await
+            .expect("every event, live or caught up");
+        assert!(seen.insert(id), "{id} sent twice");
+    }
+    producer.await.unwrap();
+    // Cut the hub's LISTEN connection: it reconnects and tells every stream to catch up.
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "the hub's LISTEN connection");
+    if let Some((id, _)) = stream.next(Duration::from_secs(3)).await {
+        panic!("{id} was sent again after the reconnect");
+    }
+}

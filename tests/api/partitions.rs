@@ -34,6 +34,7 @@ async fn explain(app: &TestApp, by_number: bool, key: &str) -> (Vec<Value>, f64)
         role: Role::Staff,
         customer_id: None,
         request_id: None,
+        expires_at: None,
     };
     let mut tx = app
         .pool

@@ -347,6 +347,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
         role: Role::Customer,
         customer_id: Some(customer),
         request_id: None,
+        expires_at: None,
     };
     let mut tx = app
         .pool
