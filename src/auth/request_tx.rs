@@ -34,7 +34,7 @@ impl<A: Access> RequestTx<A> {
     /// something before it, like claiming an idempotency key). 403 unless `A` permits the role.
     pub async fn begin(db: &Database, caller: Caller, read_only: bool) -> Result<Self, ApiError> {
         let begin = begin_statement(&caller, read_only, db.statement_timeout.as_millis());
-        Self::begin_with(db, caller, read_only, begin).await
+        Self::begin_with(&db.pool, caller, read_only, begin).await
     }
 
     /// Begins a writing transaction whose every lock wait ends after `lock_timeout` (with
@@ -56,19 +56,11 @@ impl<A: Access> RequestTx<A> {
             begin_statement(&caller, false, db.statement_timeout.as_millis()),
             lock_timeout.as_millis()
         );
-        Self::begin_with(db, caller, false, begin).await
+        Self::begin_with(&db.pool, caller, false, begin).await
     }
 
+    /// Begins on `pool` (the primary's, or a replica's) with the `begin` message.
     async fn begin_with(
-        db: &Database,
-        caller: Caller,
-        read_only: bool,
-        begin: String,
-    ) -> Result<Self, ApiError> {
-        Self::begin_on(&db.pool, caller, read_only, begin).await
-    }
-
-    async fn begin_on(
         pool: &sqlx::PgPool,
         caller: Caller,
         read_only: bool,
@@ -110,7 +102,7 @@ impl<A: Access> RequestTx<A> {
         let begin = begin_statement(&caller, true, db.statement_timeout.as_millis());
         if let Some(replicas) = &db.replicas {
             if let Some((index, pool)) = replicas.choose(token).await {
-                match Self::begin_on(&pool, caller.clone(), true, begin.clone()).await {
+                match Self::begin_with(&pool, caller.clone(), true, begin.clone()).await {
                     Ok(tx) => {
                         replicas.routed(index);
                         return Ok(tx);
@@ -122,7 +114,7 @@ impl<A: Access> RequestTx<A> {
                 }
             }
         }
-        Self::begin_on(&db.pool, caller, true, begin).await
+        Self::begin_with(&db.pool, caller, true, begin).await
     }
 }
 

@@ -316,6 +316,7 @@ fn stream_deadline(state: &AppState) -> Duration {
 }
 
 type Chunk = Result<Bytes, std::io::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A loan's statement for a range of business days (loan readers; a customer: their own loan),
 /// from the journal. JSON, or CSV with `Accept: text/csv` (cells that a spreadsheet would run
@@ -413,7 +414,7 @@ async fn produce(
     head: StatementHead,
     format: Format,
     sender: mpsc::Sender<Chunk>,
-) -> Result<(), String> {
+) -> Result<(), BoxError> {
     let mut writer = Writer {
         format,
         buffer: Vec::with_capacity(CHUNK * 2),
@@ -426,32 +427,29 @@ async fn produce(
             .bind(head.loan_id)
             .bind(head.to)
             .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+        while let Some(row) = rows.try_next().await? {
             let after = balance.after(&row);
             if row.business_date < head.from {
                 balance = after;
                 continue;
             }
             if !opened {
-                writer.head(&head, &balance).map_err(|e| e.to_string())?;
+                writer.head(&head, &balance)?;
                 opened = true;
             }
-            let change = |b: Decimal| Amount(b);
-            writer
-                .movement(&StatementMovement {
-                    entry_id: row.entry_id,
-                    business_date: row.business_date,
-                    kind: row.kind,
-                    payment_id: row.payment_id,
-                    principal: change(row.principal),
-                    interest: change(row.interest),
-                    fees: change(row.fees),
-                    penalties: change(row.penalties),
-                    overpayment: change(row.overpayment),
-                    total: Amount(after.total_outstanding.0 - balance.total_outstanding.0),
-                    total_outstanding: after.total_outstanding,
-                })
-                .map_err(|e| e.to_string())?;
+            writer.movement(&StatementMovement {
+                entry_id: row.entry_id,
+                business_date: row.business_date,
+                kind: row.kind,
+                payment_id: row.payment_id,
+                principal: Amount(row.principal),
+                interest: Amount(row.interest),
+                fees: Amount(row.fees),
+                penalties: Amount(row.penalties),
+                overpayment: Amount(row.overpayment),
+                total: Amount(after.total_outstanding.0 - balance.total_outstanding.0),
+                total_outstanding: after.total_outstanding,
+            })?;
             balance = after;
             if writer.buffer.len() >= CHUNK && sender.send(Ok(writer.take())).await.is_err() {
                 return Ok(());
@@ -459,10 +457,10 @@ async fn produce(
         }
     }
     if !opened {
-        writer.head(&head, &balance).map_err(|e| e.to_string())?;
+        writer.head(&head, &balance)?;
     }
-    writer.tail(head.to, &balance).map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| format!("{e:?}"))?;
+    writer.tail(head.to, &balance)?;
+    tx.commit().await.map_err(|e| format!("commit: {e:?}"))?;
     let _ = sender.send(Ok(writer.take())).await;
     Ok(())
 }

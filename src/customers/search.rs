@@ -100,6 +100,11 @@ impl TryFrom<CustomerSearchRequest> for SearchKey {
     }
 }
 
+/// Rows of a search that has no rank (their order is the id's).
+fn unranked(rows: Vec<CustomerRow>) -> Vec<(CustomerRow, Option<i64>)> {
+    rows.into_iter().map(|row| (row, None)).collect()
+}
+
 /// Find customers (staff, administrators) by exactly one of customer code, phone number,
 /// national ID or name. Results come in keyset pages (`?limit=&cursor=`); name matches come
 /// best first.
@@ -124,25 +129,20 @@ pub(super) async fn search_customers(
 ) -> Result<Json<Page<Customer>>, ApiError> {
     let key = SearchKey::try_from(request)?;
     let after_id = page.after.map_or(Uuid::nil(), |c| c.id);
-    let rows: Vec<(CustomerRow, Option<i64>)> = match key {
-        SearchKey::Code(code) => repo::search_unique(&mut tx, repo::SEARCH_BY_CODE, code, after_id)
-            .await?
-            .into_iter()
-            .map(|row| (row, None))
-            .collect(),
+    let rows = match key {
+        SearchKey::Code(code) => {
+            unranked(repo::search_unique(&mut tx, repo::SEARCH_BY_CODE, code, after_id).await?)
+        }
         SearchKey::NationalId(id) => {
             let hash = state.pii.hash(&id);
-            repo::search_unique(&mut tx, repo::SEARCH_BY_ID_NUMBER_HASH, hash, after_id)
-                .await?
-                .into_iter()
-                .map(|row| (row, None))
-                .collect()
+            unranked(
+                repo::search_unique(&mut tx, repo::SEARCH_BY_ID_NUMBER_HASH, hash, after_id)
+                    .await?,
+            )
         }
-        SearchKey::Phone(phone) => repo::search_by_phone(&mut tx, &phone, after_id, page.fetch())
-            .await?
-            .into_iter()
-            .map(|row| (row, None))
-            .collect(),
+        SearchKey::Phone(phone) => {
+            unranked(repo::search_by_phone(&mut tx, &phone, after_id, page.fetch()).await?)
+        }
         SearchKey::Name(name) => {
             let after_rank = page.after.and_then(|c| c.rank).unwrap_or(i64::MAX);
             repo::search_by_name(&mut tx, &name, (after_rank, after_id), page.fetch())
