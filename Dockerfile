@@ -4,15 +4,18 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
+# The workspace's devtools crate is a member, so its manifest comes too; only the service's
+# package is built (`-p lakehouse-api`): no throwaway cluster, no seed, no `dev` command.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --no-default-features \
+COPY crates/devtools/Cargo.toml crates/devtools/Cargo.toml
+RUN mkdir -p src crates/devtools/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > crates/devtools/src/main.rs && touch crates/devtools/src/lib.rs \
+    && cargo build --release --locked -p lakehouse-api \
     && rm -rf src
 COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
-# Without the `devtools` feature: no throwaway cluster, no seed, no `dev` command.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --no-default-features
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p lakehouse-api
 
 # Runtime stage: a slim Debian with a non-root user and curl for the health check.
 FROM debian:bookworm-slim

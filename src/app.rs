@@ -28,18 +28,16 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::Authenticator;
-use crate::config::{HttpConfig, ServeConfig};
-use crate::db::replicas::TOKEN_HEADER;
-use crate::edge::{self, BodyGate, Gatekeeper};
-use crate::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
-use crate::pii::PiiCipher;
-use crate::server::{self, ConnectionLimits};
-use crate::state::AppState;
-use crate::{
-    analytics, books, customers, db, dues, events, identities, imports, loans, metadata, openapi,
-    ops, payments, products, retry,
-};
+use crate::platform::auth::Authenticator;
+use crate::platform::config::{HttpConfig, ServeConfig};
+use crate::platform::db::replicas::TOKEN_HEADER;
+use crate::platform::edge::{self, BodyGate, Gatekeeper};
+use crate::platform::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
+use crate::platform::pii::PiiCipher;
+use crate::platform::server::{self, ConnectionLimits};
+use crate::platform::state::AppState;
+use crate::platform::{db, retry};
+use crate::{api, openapi};
 
 /// Limits the HTTP layer enforces.
 #[derive(Debug, Clone)]
@@ -76,28 +74,12 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The API's routes and their documentation, without middleware or state.
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::base())
-        .merge(customers::router())
-        .merge(identities::router())
-        .merge(dues::router())
-        .merge(products::router())
-        .merge(loans::router())
-        .merge(books::router())
-        .merge(payments::router())
-        .merge(analytics::router())
-        .merge(events::router())
-        .merge(imports::router())
-        .merge(metadata::router())
-        .merge(ops::admin_router())
+    OpenApiRouter::with_openapi(openapi::base()).merge(api::routes())
 }
 
-/// Routes that run batch jobs: they stream large bodies or work for minutes, so they are not
-/// buffered for retries and get the job timeout instead of the request timeout.
+/// Routes that run batch jobs or stream uploads (see [`api::job_routes`]).
 pub fn job_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(analytics::jobs::runs())
-        .merge(ops::servicing_router())
-        .merge(imports::upload_router())
+    api::job_routes().merge(api::upload_routes())
 }
 
 /// The OpenAPI document for every route; what `/openapi.json` serves and `openapi/openapi.json`
@@ -105,7 +87,7 @@ pub fn job_routes() -> OpenApiRouter<AppState> {
 pub fn openapi_document() -> OpenApi {
     let mut spec = api_routes().split_for_parts().1;
     spec.merge(job_routes().split_for_parts().1);
-    spec.merge(ops::router().split_for_parts().1);
+    spec.merge(api::health_routes().split_for_parts().1);
     spec
 }
 
@@ -117,15 +99,13 @@ pub fn openapi_document() -> OpenApi {
 /// then a global concurrency slot, the timeout, and the retry of a lost serialization.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     // Installed before anything can count: database errors are counted wherever they happen.
-    crate::telemetry::metrics_recorder();
+    crate::platform::telemetry::metrics_recorder();
     let (api, _) = api_routes().split_for_parts();
-    let (runs, _) = analytics::jobs::runs()
-        .merge(ops::servicing_router())
-        .split_for_parts();
-    let (uploads, _) = imports::upload_router().split_for_parts();
+    let (runs, _) = api::job_routes().split_for_parts();
+    let (uploads, _) = api::upload_routes().split_for_parts();
     // Health probes stay outside the concurrency limit: an overloaded instance is alive, and
     // saying so is cheap.
-    let (ops, _) = ops::router().split_for_parts();
+    let (ops, _) = api::health_routes().split_for_parts();
     // A spec that does not serialise is a bug: /openapi.json says so (500) rather than serve
     // an empty document.
     let spec_json: Result<Arc<str>, Arc<str>> = openapi::to_json(&openapi_document())
@@ -184,7 +164,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             ),
         )
         .fallback(|| async { ApiError::NotFound })
-        .route_layer(middleware::from_fn(crate::ops::metrics::track))
+        .route_layer(middleware::from_fn(
+            crate::platform::telemetry::http_metrics::track,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(CatchPanicLayer::custom(|_| {
@@ -244,7 +226,10 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// `/metrics`, for the metrics listener only (never the public one).
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", axum::routing::get(ops::metrics::render))
+        .route(
+            "/metrics",
+            axum::routing::get(crate::platform::telemetry::http_metrics::render),
+        )
         .with_state(state)
 }
 
@@ -360,14 +345,14 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
         shutdown_timeout: config.http.shutdown_timeout,
     };
     let key_refresh = state.auth.start_key_refresh();
-    let maintenance = tokio::spawn(ops::maintenance::run(state.rate_limits.clone()));
+    let maintenance = tokio::spawn(crate::platform::maintenance::run(state.rate_limits.clone()));
     let scheduler = (!config.http.scheduler_interval.is_zero()).then(|| {
-        let session = crate::jobs::Session::Caller {
+        let session = crate::domain::jobs::Session::Caller {
             pool: pool.clone(),
-            caller: crate::auth::Caller::system("scheduler"),
+            caller: crate::platform::auth::Caller::system("scheduler"),
             statement_timeout_ms: config.http.job_timeout.as_millis(),
         };
-        tokio::spawn(crate::jobs::scheduler::run(
+        tokio::spawn(crate::domain::jobs::scheduler::run(
             pool.clone(),
             session,
             config.http.scheduler_interval,
@@ -410,12 +395,12 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
 async fn check_pii_keys(pool: &sqlx::PgPool, cipher: &PiiCipher) -> crate::CliResult {
     loop {
         let checked = match pool.acquire().await {
-            Ok(mut conn) => crate::pii::verify_keys(&mut conn, cipher).await,
-            Err(e) => Err(crate::pii::KeyCheckError::Database(e)),
+            Ok(mut conn) => crate::platform::pii::verify_keys(&mut conn, cipher).await,
+            Err(e) => Err(crate::platform::pii::KeyCheckError::Database(e)),
         };
         match checked {
             Ok(()) => return Ok(()),
-            Err(crate::pii::KeyCheckError::Database(error)) => {
+            Err(crate::platform::pii::KeyCheckError::Database(error)) => {
                 tracing::warn!(%error, "cannot check the PII keys yet; retrying in 2 s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -445,4 +430,24 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Applies the migrations as the owner (`DATABASE_URL`), sets the service login's password and
+/// the business's settings from the environment: `lakehouse-api migrate`, and `dev`.
+pub async fn migrate(src: &dyn crate::platform::config::Source) -> crate::CliResult {
+    let owner = crate::platform::config::OwnerDb::from_source(src)?;
+    let login = crate::platform::config::AppDbLogin::from_source(src)?;
+    let trino = src
+        .get("TRINO_DB_PASSWORD")
+        .map(|p| crate::platform::config::Secret::new(p.into_bytes()));
+    crate::platform::db::migrate_with_logins(&owner.connect, Some(&login.password), trino.as_ref())
+        .await?;
+    if let Some(zone) = src.get("BUSINESS_TIMEZONE") {
+        crate::platform::db::set_business_timezone(&owner.connect, &zone).await?;
+    }
+    if let Some(code) = src.get("PHONE_COUNTRY_CODE") {
+        crate::platform::db::set_phone_country_code(&owner.connect, &code).await?;
+    }
+    eprintln!("migrations applied");
+    Ok(())
 }

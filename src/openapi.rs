@@ -28,15 +28,17 @@ use utoipa::{Modify, OpenApi};
         (name = "ledger", description = "The double-entry journal: trial balance"),
         (name = "events", description = "Loan, fee, contact and payment events as Server-Sent Events"),
         (name = "analytics", description = "Portfolio and risk views"),
+        (name = "imports", description = "Customer batches loaded by the ETL pipeline through staging"),
+        (name = "metadata", description = "Job runs and data lineage"),
         (name = "ops", description = "Health probes")
     ),
     components(schemas(
-        crate::error::Problem,
-        crate::error::FieldError,
-        crate::loans::model::LoanStatus,
-        crate::payments::model::PaymentStatus,
-        crate::customers::model::KycStatus,
-        crate::events::SseEvent
+        crate::platform::error::Problem,
+        crate::platform::error::FieldError,
+        crate::api::loans::model::LoanStatus,
+        crate::api::payments::model::PaymentStatus,
+        crate::domain::customer_record::model::KycStatus,
+        crate::domain::events::SseEvent
     )),
     modifiers(&BearerAuth)
 )]
@@ -54,8 +56,10 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "HS256 token with claims sub, role (customer|staff|analyst|etl|admin), \
-                         customer_id (customers only) and exp",
+                        "A JWT: from the configured OpenID Connect provider (RS256, ES256 or \
+                         EdDSA, its roles mapped to customer|staff|analyst|etl|admin), or a local \
+                         HS256 token (`lakehouse-api token`) with claims sub, role, customer_id \
+                         (customers only) and exp",
                     ))
                     .build(),
             ),

@@ -2,8 +2,8 @@ use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::Secret;
+use lakehouse_api::platform::auth::{Claims, JwtKeys};
+use lakehouse_api::platform::config::Secret;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use chrono::{Days, NaiveDate};
-use lakehouse_api::jobs::{servicing, Session};
+use lakehouse_api::domain::jobs::{servicing, Session};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -433,7 +433,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
         .await;
     let session = Session::Caller {
         pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::auth::Caller::system("scheduler"),
+        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
         statement_timeout_ms: 60_000,
     };
     let pool = app.state.db.pool.clone();
@@ -441,7 +441,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
         .map(|_| {
             let (pool, session) = (pool.clone(), session.clone());
             tokio::spawn(async move {
-                lakehouse_api::jobs::scheduler::service_if_due(&pool, &session).await
+                lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session).await
             })
         })
         .collect();
@@ -454,7 +454,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
     assert_eq!(ran, 1, "one instance runs the day's servicing");
     // Up to date now: a later check runs nothing.
     assert!(
-        lakehouse_api::jobs::scheduler::service_if_due(&pool, &session)
+        lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session)
             .await
             .unwrap()
             .is_none()

@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lakehouse_api::auth::JwtKeys;
-use lakehouse_api::config::Secret;
+use lakehouse_api::platform::auth::JwtKeys;
+use lakehouse_api::platform::config::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -16,8 +16,27 @@ use crate::helpers::TestApp;
 const BIN: &str = env!("CARGO_BIN_EXE_lakehouse-api");
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The development binary (`crates/devtools`), which `cargo test` builds beside the service's.
+fn dev_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(BIN)
+        .with_file_name(format!("lakehouse-dev{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` from the workspace root, which builds it",
+        bin.display()
+    );
+    bin
+}
+
 fn command() -> Command {
-    let mut command = Command::new(BIN);
+    with_clean_env(Command::new(BIN))
+}
+
+fn dev_command() -> Command {
+    with_clean_env(Command::new(dev_bin()))
+}
+
+fn with_clean_env(mut command: Command) -> Command {
     command.env_clear();
     for key in ["PATH", "HOME", "TMPDIR", "PG_BIN_DIR"] {
         if let Some(value) = std::env::var_os(key) {
@@ -80,7 +99,7 @@ async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_clean
     let (addr, mut child, tokens) = loop {
         attempt += 1;
         let addr = free_addr();
-        let mut command = command();
+        let mut command = dev_command();
         command.arg("dev").env("LISTEN_ADDR", &addr);
         if let (Some(app), Some(url)) = (&_db, &external) {
             // The same server and credentials, the test's own database.
@@ -207,6 +226,35 @@ fn run(command: &mut Command) -> (bool, String, String) {
 }
 
 #[test]
+fn the_service_binary_carries_no_development_command_nor_the_devtools_crate() {
+    let (ok, stdout, _) = run(command().arg("--help"));
+    assert!(ok, "{stdout}");
+    let commands: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        ["serve", "migrate", "token", "jobs", "openapi", "help"]
+    );
+    // The development tooling is a dev-dependency only: no [dependencies] line names it.
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let dependencies = manifest
+        .split("\n[dependencies]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap();
+    assert!(
+        !dependencies.contains("lakehouse-devtools"),
+        "{dependencies}"
+    );
+}
+
+#[test]
 fn serve_refuses_a_missing_or_malformed_setting_with_one_clear_line() {
     let (ok, _, stderr) = run(command().arg("serve"));
     assert!(!ok);
@@ -271,7 +319,7 @@ fn token_prints_a_token_the_service_accepts() {
 async fn seed_refuses_more_volume_than_it_can_hold_before_writing_anything() {
     let app = TestApp::spawn().await;
     let customers = app.count("SELECT count(*) FROM core.customers").await;
-    let (ok, _, stderr) = run(command()
+    let (ok, _, stderr) = run(dev_command()
         .args([
             "seed",
             "--customers",
@@ -298,7 +346,7 @@ async fn seed_refuses_more_volume_than_it_can_hold_before_writing_anything() {
 async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     let app = TestApp::spawn().await;
     let seed = |extra: &[&str]| {
-        let mut c = command();
+        let mut c = dev_command();
         c.arg("seed")
             .args(extra)
             .env("DATABASE_URL", &app.owner_url)
@@ -533,14 +581,15 @@ async fn jobs_run_from_the_command_line_as_the_owner() {
 async fn serve_stops_with_event_streams_open_in_both_listen_configurations() {
     let app = TestApp::spawn().await;
     let secret = "serve-test-jwt-secret-serve-test-jwt-secret";
-    let staff =
-        JwtKeys::new(Secret::new(secret.as_bytes().to_vec())).sign(&lakehouse_api::auth::Claims {
+    let staff = JwtKeys::new(Secret::new(secret.as_bytes().to_vec())).sign(
+        &lakehouse_api::platform::auth::Claims {
             sub: "serve-test".into(),
             role: "staff".into(),
             customer_id: None,
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
-        });
+        },
+    );
     for listen_url in [None, Some(app.owner_url.clone())] {
         let (addr, metrics_addr) = (free_addr(), free_addr());
         let mut command = command();

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use lakehouse_api::server::ConnectionLimits;
+use lakehouse_api::platform::server::ConnectionLimits;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -277,12 +277,12 @@ async fn an_id_number_in_any_json_form_never_reaches_staging_or_the_report_in_cl
 
 #[tokio::test]
 async fn each_principal_has_its_own_rate_and_beyond_it_gets_429() {
-    let slow = lakehouse_api::config::Rate {
+    let slow = lakehouse_api::platform::config::Rate {
         per_second: 1,
         burst: 3,
     };
     let app = TestApp::spawn_with(Options {
-        rate_limits: lakehouse_api::config::RateLimitConfig {
+        rate_limits: lakehouse_api::platform::config::RateLimitConfig {
             customer: slow,
             ..crate::helpers::unlimited()
         },

@@ -6,10 +6,10 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::http::{header, Method, StatusCode};
 use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::config::HttpConfig;
-use lakehouse_api::db::errors::classify;
-use lakehouse_api::error::ApiError;
-use lakehouse_api::state::AppState;
+use lakehouse_api::platform::config::HttpConfig;
+use lakehouse_api::platform::db::errors::classify;
+use lakehouse_api::platform::error::ApiError;
+use lakehouse_api::platform::state::AppState;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 

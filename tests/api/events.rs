@@ -594,7 +594,7 @@ async fn two_instances_share_events_and_idempotency_keys() {
 async fn a_stream_ends_when_its_token_expires() {
     let app = TestApp::spawn().await;
     let me = app.approved_customer("EVX001", "440440440").await;
-    let short = app.keys.sign(&lakehouse_api::auth::Claims {
+    let short = app.keys.sign(&lakehouse_api::platform::auth::Claims {
         sub: format!("test-customer-{me}"),
         role: "customer".into(),
         customer_id: Some(me),

@@ -20,13 +20,15 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::auth::{Authenticator, Claims, JwtKeys};
-use lakehouse_api::config::{HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret, TokenConfig};
-use lakehouse_api::db;
-use lakehouse_api::devtools::TempCluster;
-use lakehouse_api::pii::PiiCipher;
-use lakehouse_api::server::ConnectionLimits;
-use lakehouse_api::state::AppState;
+use lakehouse_api::platform::auth::{Authenticator, Claims, JwtKeys};
+use lakehouse_api::platform::config::{
+    HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret, TokenConfig,
+};
+use lakehouse_api::platform::db;
+use lakehouse_api::platform::pii::PiiCipher;
+use lakehouse_api::platform::server::ConnectionLimits;
+use lakehouse_api::platform::state::AppState;
+use lakehouse_devtools::TempCluster;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0123456789";
 const DEFAULT_APP_PASSWORD: &str = "test-app-password-0123456789";
@@ -720,12 +722,15 @@ pub struct Served {
 }
 
 impl TestApp {
-    pub async fn serve_tcp(&self, limits: lakehouse_api::server::ConnectionLimits) -> Served {
+    pub async fn serve_tcp(
+        &self,
+        limits: lakehouse_api::platform::server::ConnectionLimits,
+    ) -> Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = self.router.clone();
-        let task = tokio::spawn(lakehouse_api::server::serve(
+        let task = tokio::spawn(lakehouse_api::platform::server::serve(
             listener,
             router,
             limits,

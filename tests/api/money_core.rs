@@ -329,7 +329,7 @@ async fn a_key_is_found_with_one_index_probe_among_many() {
         .unwrap();
     let plan: Value = sqlx::query_scalar(&format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT state FROM core.idempotency_keys WHERE {}",
-        lakehouse_api::idempotency::THIS_KEY.replace("$1", "'mine'")
+        lakehouse_api::domain::idempotency::THIS_KEY.replace("$1", "'mine'")
     ))
     .fetch_one(&mut *tx)
     .await

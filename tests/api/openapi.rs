@@ -24,7 +24,7 @@ async fn the_committed_spec_is_exactly_what_the_service_serves() {
             .expect("openapi/openapi.json is committed");
     assert!(
         served.text() == committed,
-        "openapi/openapi.json is stale: run `cargo run -- openapi` and commit it"
+        "openapi/openapi.json is stale: run `cargo run -p lakehouse-api -- openapi` and commit it"
     );
     assert_eq!(
         served.text(),
@@ -98,9 +98,9 @@ fn every_closed_set_spells_its_texts_as_serde_does() {
             assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value);
         }
     }
-    use lakehouse_api::customers::model::KycStatus;
-    use lakehouse_api::jobs::JobStatus;
-    use lakehouse_api::ledger::model::{LoanStatus, PaymentKind, PaymentStatus};
+    use lakehouse_api::domain::customer_record::model::KycStatus;
+    use lakehouse_api::domain::jobs::JobStatus;
+    use lakehouse_api::domain::ledger::model::{LoanStatus, PaymentKind, PaymentStatus};
     check(KycStatus::ALL, |v| v.as_str());
     check(JobStatus::ALL, |v| v.as_str());
     check(LoanStatus::ALL, |v| v.as_str());

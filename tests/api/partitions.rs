@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use lakehouse_api::auth::begin_statement;
-use lakehouse_api::auth::{Caller, Role};
-use lakehouse_api::loans::repo::find_sql;
+use lakehouse_api::api::loans::repo::find_sql;
+use lakehouse_api::platform::auth::begin_statement;
+use lakehouse_api::platform::auth::{Caller, Role};
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -419,7 +419,7 @@ async fn a_backdated_payment_lands_in_its_months_partition_and_a_month_list_read
     // The same statement the list runs, explained: one partition scanned.
     let from = "2021-03-01T00:00:00Z".parse().unwrap();
     let before = "2021-04-01T00:00:00Z".parse().unwrap();
-    let filter = lakehouse_api::payments::repo::ListFilter {
+    let filter = lakehouse_api::api::payments::repo::ListFilter {
         loan_id: None,
         customer_id: None,
         status: None,
@@ -431,7 +431,7 @@ async fn a_backdated_payment_lands_in_its_months_partition_and_a_month_list_read
         after: None,
         fetch: 51,
     };
-    let mut query = lakehouse_api::payments::repo::list_query(&filter);
+    let mut query = lakehouse_api::api::payments::repo::list_query(&filter);
     let sql = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", query.sql());
     let plan: Value = sqlx::query_scalar(&sql)
         .bind(from)

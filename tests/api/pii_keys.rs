@@ -3,9 +3,9 @@
 //! wrong key is refused at start-up with one clear line.
 
 use axum::http::StatusCode;
-use lakehouse_api::config::{PiiKeys, Secret};
-use lakehouse_api::jobs::{reencrypt, Session};
-use lakehouse_api::pii::{self, PiiCipher};
+use lakehouse_api::domain::jobs::{reencrypt, Session};
+use lakehouse_api::platform::config::{PiiKeys, Secret};
+use lakehouse_api::platform::pii::{self, PiiCipher};
 use sqlx::PgConnection;
 use uuid::Uuid;
 

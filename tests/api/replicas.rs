@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 
 use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::auth::{Claims, JwtKeys};
-use lakehouse_api::config::{HttpConfig, ReplicaPolicy, Secret};
-use lakehouse_api::db::{self, replicas::ReplicaSet};
-use lakehouse_api::devtools::TempCluster;
-use lakehouse_api::pii::PiiCipher;
-use lakehouse_api::state::AppState;
+use lakehouse_api::platform::auth::{Claims, JwtKeys};
+use lakehouse_api::platform::config::{HttpConfig, ReplicaPolicy, Secret};
+use lakehouse_api::platform::db::{self, replicas::ReplicaSet};
+use lakehouse_api::platform::pii::PiiCipher;
+use lakehouse_api::platform::state::AppState;
+use lakehouse_devtools::TempCluster;
 
 use crate::helpers::{
     pii_keys, send_via, unlimited, OwnCluster, TestResponse, JWT_SECRET, OWN_CLUSTER_APP_PASSWORD,
@@ -231,7 +231,8 @@ async fn a_replica_serves_reads_with_read_your_writes_and_rls_and_its_loss_costs
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        replicas.status()[0].replayed >= lakehouse_api::db::replicas::parse_lsn(&token).unwrap()
+        replicas.status()[0].replayed
+            >= lakehouse_api::platform::db::replicas::parse_lsn(&token).unwrap()
     );
     reader
         .get(&payment, &my_token, Some("soon"))

@@ -292,7 +292,7 @@ async fn migrating_several_databases_at_once_on_one_cluster_succeeds() {
     let migrate = |name: &String| {
         let options = (*owner_url).clone().database(name);
         async move {
-            lakehouse_api::db::migrate(&options, None)
+            lakehouse_api::platform::db::migrate(&options, None)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -308,7 +308,9 @@ async fn migrating_several_databases_at_once_on_one_cluster_succeeds() {
     }
     // And again: migrations are idempotent.
     let options = (*owner_url).clone().database(&names[0]);
-    lakehouse_api::db::migrate(&options, None).await.unwrap();
+    lakehouse_api::platform::db::migrate(&options, None)
+        .await
+        .unwrap();
     let mut conn = PgConnection::connect_with(&options).await.unwrap();
     let policies: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_policies WHERE schemaname = 'core'")
@@ -334,7 +336,7 @@ fn sql_state(error: &sqlx::Error) -> String {
 
 #[tokio::test]
 async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
-    use lakehouse_api::auth::{Caller, Role};
+    use lakehouse_api::platform::auth::{Caller, Role};
     let app = TestApp::spawn_with(Options {
         pool_size: 1,
         ..Options::default()
@@ -351,7 +353,9 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
     };
     let mut tx = app
         .pool
-        .begin_with(lakehouse_api::auth::begin_statement(&caller, true, 1234))
+        .begin_with(lakehouse_api::platform::auth::begin_statement(
+            &caller, true, 1234,
+        ))
         .await
         .unwrap();
     let inside: (String, String, String, String, String) = sqlx::query_as(

@@ -1,15 +1,15 @@
 //! The scheduler's jobs (servicing, metrics, risk, partitions, retention), run once across
 //! instances and recorded; abandoned runs marked failed; retention in bounded batches.
 
-use lakehouse_api::config::RetentionConfig;
-use lakehouse_api::jobs::{scheduler, Session};
+use lakehouse_api::domain::jobs::{scheduler, Session};
+use lakehouse_api::platform::config::RetentionConfig;
 
 use crate::helpers::TestApp;
 
 fn scheduler_session(app: &TestApp) -> Session {
     Session::Caller {
         pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::auth::Caller::system("scheduler"),
+        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
         statement_timeout_ms: 60_000,
     }
 }
@@ -26,7 +26,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
                 .connect_lazy_with((*app.pool.connect_options()).clone());
             let session = Session::Caller {
                 pool: pool.clone(),
-                caller: lakehouse_api::auth::Caller::system("scheduler"),
+                caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
                 statement_timeout_ms: 60_000,
             };
             tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention).await })
@@ -92,7 +92,7 @@ async fn a_run_whose_runner_is_gone_is_marked_failed_and_a_live_one_is_not() {
     .await
     .unwrap();
     assert_eq!(
-        lakehouse_api::jobs::fail_abandoned(&app.pool)
+        lakehouse_api::domain::jobs::fail_abandoned(&app.pool)
             .await
             .unwrap(),
         1,
@@ -102,7 +102,7 @@ async fn a_run_whose_runner_is_gone_is_marked_failed_and_a_live_one_is_not() {
                 // The rollback of a dropped transaction travels with the connection's next use: poll.
     let mut failed = 0;
     for _ in 0..50 {
-        failed += lakehouse_api::jobs::fail_abandoned(&app.pool)
+        failed += lakehouse_api::domain::jobs::fail_abandoned(&app.pool)
             .await
             .unwrap();
         if failed == 1 {
@@ -166,7 +166,7 @@ async fn retention_deletes_only_what_is_past_its_time_in_bounded_batches() {
     );
 
     let session = scheduler_session(&app);
-    let run = lakehouse_api::jobs::retention::run(&session, &RetentionConfig::default(), 2)
+    let run = lakehouse_api::domain::jobs::retention::run(&session, &RetentionConfig::default(), 2)
         .await
         .unwrap();
     // 3 keys left of 5 old, 2 outbox events past 30 days, the done batch's 3 rows, 2 runs

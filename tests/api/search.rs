@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use lakehouse_api::customers::repo as customers_repo;
-use lakehouse_api::db::MIGRATOR;
+use lakehouse_api::domain::customer_record::repo as customers_repo;
+use lakehouse_api::platform::db::MIGRATOR;
 
 use crate::helpers::{customer_body, TestApp};
 

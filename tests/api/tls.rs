@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use lakehouse_api::app::{self, HttpLimits};
-use lakehouse_api::config::{HttpConfig, PoolConfig, Secret};
-use lakehouse_api::db;
-use lakehouse_api::devtools::TempCluster;
-use lakehouse_api::state::AppState;
+use lakehouse_api::platform::config::{HttpConfig, PoolConfig, Secret};
+use lakehouse_api::platform::db;
+use lakehouse_api::platform::state::AppState;
+use lakehouse_devtools::TempCluster;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -160,8 +160,9 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
     ];
     let config = PoolConfig::from_source(&source).unwrap();
     let pool = db::connect_pool(&config);
-    let keys = lakehouse_api::auth::JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
-    let staff = keys.sign(&lakehouse_api::auth::Claims {
+    let keys =
+        lakehouse_api::platform::auth::JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
+    let staff = keys.sign(&lakehouse_api::platform::auth::Claims {
         sub: "tls-test".into(),
         role: "staff".into(),
         customer_id: None,
@@ -171,7 +172,7 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
     let state = AppState::new(
         pool.clone(),
         keys,
-        lakehouse_api::pii::PiiCipher::new(&pii_keys()),
+        lakehouse_api::platform::pii::PiiCipher::new(&pii_keys()),
         Duration::from_secs(5),
         &HttpConfig::default(),
     )

@@ -1,0 +1,385 @@
+//! A generated loan's life, played through the ledger's own engine as the service would have
+//! recorded it: the schedule, the repayments (most borrowers current, some in arrears, some
+//! paying off early, a few defaulting), then servicing through today (interest falling due, late
+//! fees, default). The same loan always plays out the same way: its random choices come from its
+//! own id, so the seed can replay a loan to write its rows table by table.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::generated::{uuid_v7, Loan, Rng};
+use lakehouse_api::domain::ledger::journal::{Account, EntryKind, Lines};
+use lakehouse_api::domain::ledger::model::LoanStatus;
+use lakehouse_api::domain::ledger::{Allocation, Ledger, Reamortisation, Terms as LoanTerms};
+use lakehouse_api::domain::money::{annuity_schedule, cents};
+
+/// What the product charges, as `core.products` has it.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Terms {
+    pub annual_interest_rate: Decimal,
+    pub grace_days: i32,
+    pub late_fee_amount: Decimal,
+    pub late_fee_rate: Decimal,
+    pub default_after_days: i32,
+    pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
+}
+
+impl Terms {
+    fn of_loan(&self) -> LoanTerms {
+        LoanTerms {
+            annual_rate: self.annual_interest_rate,
+            prepayment_fee_rate: self.prepayment_fee_rate,
+            reamortisation: self.reamortisation,
+        }
+    }
+}
+
+/// Months every generated loan runs.
+pub const TERM_MONTHS: u32 = 24;
+
+/// A journal entry of the history.
+pub struct Entry {
+    pub id: Uuid,
+    pub kind: EntryKind,
+    pub business_date: NaiveDate,
+    pub posted_at: DateTime<Utc>,
+    pub payment_id: Option<Uuid>,
+    pub installment: Option<i32>,
+    pub lines: Lines,
+}
+
+/// A repayment of the history and where its money went.
+pub struct Repayment {
+    pub id: Uuid,
+    pub number: u32,
+    pub paid_at: DateTime<Utc>,
+    pub amount: Decimal,
+    pub allocations: Vec<Allocation>,
+}
+
+pub struct History {
+    pub books: Ledger,
+    pub repayments: Vec<Repayment>,
+    pub entries: Vec<Entry>,
+    pub status: LoanStatus,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub defaulted_at: Option<DateTime<Utc>>,
+    pub total_paid: Decimal,
+}
+
+impl History {
+    pub fn disbursed_at(loan: &Loan) -> DateTime<Utc> {
+        loan.applied_at + Duration::days(1)
+    }
+}
+
+/// How a borrower behaves.
+enum Conduct {
+    /// Pays every installment by its due date.
+    Current,
+    /// Stops paying `missed` installments before today.
+    InArrears { missed: usize },
+    /// Pays some installments, then pays the loan off on a day.
+    PaysOff,
+    /// Pays at most one installment, then never again.
+    Defaults,
+}
+
+/// Plays `loan` out until `now`; repayments before `earliest` are made late, on a day after
+/// it (the payments' partitions cover only the recent months).
+#[allow(clippy::too_many_lines)] // to split: servicing moves into the ledger (issue 21)
+pub fn play(
+    loan: &Loan,
+    terms: &Terms,
+    now: DateTime<Utc>,
+    earliest: DateTime<Utc>,
+    max_payments: u32,
+) -> History {
+    let today = now.date_naive();
+    let mut rng = Rng::new((loan.id.as_u128() as u64) ^ 0x5eed_1e55);
+    let disbursed_at = History::disbursed_at(loan);
+    let disbursed_on = disbursed_at.date_naive();
+    let schedule = annuity_schedule(
+        loan.amount,
+        terms.annual_interest_rate,
+        TERM_MONTHS,
+        disbursed_on,
+    );
+    let mut books = Ledger::new(disbursed_on, &schedule);
+    let mut entries = Vec::new();
+    let mut disbursement = Lines::new();
+    disbursement.transfer(Account::LoanPrincipal, Account::Cash, loan.amount);
+    entries.push(Entry {
+        id: uuid_v7(disbursed_at, &mut rng),
+        kind: EntryKind::Disbursement,
+        business_date: disbursed_on,
+        posted_at: disbursed_at,
+        payment_id: None,
+        installment: None,
+        lines: disbursement,
+    });
+
+    let due: Vec<usize> = (0..books.installments.len())
+        .filter(|&i| books.installments[i].due_date <= today)
+        .collect();
+    let conduct = match rng.below(100) {
+        0..=4 => Conduct::Defaults,
+        5..=19 => Conduct::InArrears {
+            missed: 1 + rng.below(2) as usize,
+        },
+        20..=29 => Conduct::PaysOff,
+        _ => Conduct::Current,
+    };
+    let paying = match conduct {
+        Conduct::Current | Conduct::PaysOff => due.len(),
+        Conduct::InArrears { missed } => due.len().saturating_sub(missed),
+        Conduct::Defaults => due.len().min(1),
+    };
+    // The installments paid, in at most `max_payments` payments, each on the due date of the
+    // last installment it covers (or late, after `earliest`).
+    let groups = (max_payments as usize).max(1).min(paying.max(1));
+    let mut repayments = Vec::new();
+    let mut paid = 0;
+    for group in 0..groups {
+        let until = paying * (group + 1) / groups;
+        if until == paid {
+            continue;
+        }
+        let amount: Decimal = books.installments[paid..until]
+            .iter()
+            .map(|s| s.principal_due + s.interest_due)
+            .sum();
+        let due_on = books.installments[until - 1].due_date;
+        let at = at_time(due_on, &mut rng)
+            .max(last_paid(&repayments, disbursed_at))
+            .max(earliest + Duration::minutes(rng.below(60 * 24 * 30)));
+        if at > now {
+            break;
+        }
+        paid = until;
+        pay(
+            &mut books,
+            &mut repayments,
+            &mut entries,
+            &mut rng,
+            at,
+            amount,
+            terms,
+        );
+    }
+    if let Conduct::PaysOff = conduct {
+        let since = last_paid(&repayments, disbursed_at).max(earliest);
+        let span = (now - since).num_minutes().max(1);
+        let at = since + Duration::minutes(rng.below(span as u64));
+        if at <= now {
+            let amount = books
+                .quote(at.date_naive(), terms.prepayment_fee_rate)
+                .total;
+            pay(
+                &mut books,
+                &mut repayments,
+                &mut entries,
+                &mut rng,
+                at,
+                amount,
+                terms,
+            );
+        }
+    }
+
+    // Servicing through today, unless the loan is settled.
+    let settled = books.is_settled();
+    let mut defaulted_at = None;
+    if !settled {
+        for s in &mut books.installments {
+            if s.due_date > today {
+                continue;
+            }
+            let owed = s.interest_due - s.interest_posted;
+            if owed > Decimal::ZERO {
+                s.interest_posted = s.interest_due;
+                let interest = (Account::LoanInterest, Account::InterestIncome, owed);
+                entries.push(charge(
+                    &mut rng,
+                    EntryKind::InterestDue,
+                    s.due_date,
+                    s.number,
+                    interest,
+                ));
+            }
+            let unpaid = s.principal_due - s.principal_paid + s.interest_due - s.interest_paid;
+            let late_on = s.due_date + Duration::days(i64::from(terms.grace_days) + 1);
+            if unpaid > Decimal::ZERO && late_on <= today {
+                let fee = terms.late_fee_amount + cents(terms.late_fee_rate * unpaid);
+                if fee > Decimal::ZERO {
+                    books.penalties_outstanding += fee;
+                    let penalty = (Account::LoanPenalties, Account::PenaltyIncome, fee);
+                    entries.push(charge(
+                        &mut rng,
+                        EntryKind::LateFee,
+                        late_on,
+                        s.number,
+                        penalty,
+                    ));
+                }
+            }
+        }
+        let overdue = books.days_past_due(today);
+        if overdue > i64::from(terms.default_after_days) {
+            let on = today - Duration::days(overdue - i64::from(terms.default_after_days) - 1);
+            defaulted_at = Some(at_time(on, &mut rng));
+        }
+    }
+    let status = if settled {
+        LoanStatus::Closed
+    } else if defaulted_at.is_some() {
+        LoanStatus::Defaulted
+    } else {
+        LoanStatus::Disbursed
+    };
+    History {
+        closed_at: settled.then_some(last_paid(&repayments, disbursed_at)),
+        total_paid: repayments.iter().map(|r| r.amount).sum(),
+        books,
+        repayments,
+        entries,
+        status,
+        defaulted_at,
+    }
+}
+
+fn at_time(day: NaiveDate, rng: &mut Rng) -> DateTime<Utc> {
+    day.and_hms_opt(8, 0, 0).unwrap_or_default().and_utc() + Duration::minutes(rng.below(60 * 10))
+}
+
+/// An installment's charge, as servicing posts it on day `on`: `(owed on, earned by, amount)`.
+fn charge(
+    rng: &mut Rng,
+    kind: EntryKind,
+    on: NaiveDate,
+    installment: i32,
+    (owed_on, earned_by, amount): (Account, Account, Decimal),
+) -> Entry {
+    let mut lines = Lines::new();
+    lines.transfer(owed_on, earned_by, amount);
+    let posted_at = on.and_hms_opt(1, 0, 0).unwrap_or_default().and_utc();
+    Entry {
+        id: uuid_v7(posted_at, rng),
+        kind,
+        business_date: on,
+        posted_at,
+        payment_id: None,
+        installment: Some(installment),
+        lines,
+    }
+}
+
+/// When the last repayment was made (the disbursement, before any).
+fn last_paid(repayments: &[Repayment], disbursed_at: DateTime<Utc>) -> DateTime<Utc> {
+    repayments.last().map_or(disbursed_at, |r| r.paid_at)
+}
+
+/// One repayment through the engine, with its entry; nothing if the engine refuses it.
+fn pay(
+    books: &mut Ledger,
+    repayments: &mut Vec<Repayment>,
+    entries: &mut Vec<Entry>,
+    rng: &mut Rng,
+    at: DateTime<Utc>,
+    amount: Decimal,
+    terms: &Terms,
+) {
+    if amount <= Decimal::ZERO {
+        return;
+    }
+    let Ok(applied) = books.apply(amount, at.date_naive(), &terms.of_loan()) else {
+        return;
+    };
+    let id = uuid_v7(at, rng);
+    entries.push(Entry {
+        id: uuid_v7(at, rng),
+        kind: if applied.payoff {
+            EntryKind::Payoff
+        } else {
+            EntryKind::Repayment
+        },
+        business_date: at.date_naive(),
+        posted_at: at,
+        payment_id: Some(id),
+        installment: None,
+        lines: applied.lines,
+    });
+    repayments.push(Repayment {
+        id,
+        number: repayments.len() as u32 + 1,
+        paid_at: at,
+        amount,
+        allocations: applied.allocations,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakehouse_api::domain::ledger::Component;
+
+    fn terms() -> Terms {
+        Terms {
+            annual_interest_rate: Decimal::new(1250, 4),
+            grace_days: 5,
+            late_fee_amount: Decimal::new(50_000, 0),
+            late_fee_rate: Decimal::new(1, 2),
+            default_after_days: 90,
+            prepayment_fee_rate: Decimal::new(1, 2),
+            reamortisation: Reamortisation::ShorterTerm,
+        }
+    }
+
+    #[test]
+    fn histories_are_varied_replay_identically_and_their_journals_equal_their_books() {
+        let now = Utc::now();
+        let mut rng = Rng::new(11);
+        let customers: Vec<Uuid> = (0..300).map(|_| uuid_v7(now, &mut rng)).collect();
+        let loans = super::super::generated::loans(&customers, 2, now, &mut rng);
+        let earliest = now - Duration::days(790);
+        let mut statuses = std::collections::BTreeMap::new();
+        for loan in &loans {
+            let h = play(loan, &terms(), now, earliest, 3);
+            let again = play(loan, &terms(), now, earliest, 3);
+            assert_eq!(h.books, again.books);
+            assert_eq!(h.repayments.len(), again.repayments.len());
+            *statuses.entry(h.status.as_str()).or_insert(0) += 1;
+            let mut journal = Lines::new();
+            for e in &h.entries {
+                assert!(e.lines.is_balanced());
+                journal = Lines::from_rows(
+                    Account::ALL
+                        .iter()
+                        .map(|a| (*a, journal.of(*a) + e.lines.of(*a))),
+                );
+            }
+            let b = h.books.balances();
+            assert_eq!(journal.of(Account::LoanPrincipal), b.principal_outstanding);
+            assert_eq!(journal.of(Account::LoanInterest), b.interest_outstanding);
+            assert_eq!(journal.of(Account::LoanPenalties), b.penalties_outstanding);
+            let repaid: Decimal = h.repayments.iter().map(|r| r.amount).sum();
+            assert_eq!(repaid, h.total_paid);
+            for r in &h.repayments {
+                let allocated: Decimal = r.allocations.iter().map(|a| a.amount).sum();
+                assert_eq!(allocated, r.amount);
+                assert!(r
+                    .allocations
+                    .iter()
+                    .all(|a| a.component != Component::Fee || a.installment.is_none()));
+            }
+        }
+        for status in ["DISBURSED", "CLOSED", "DEFAULTED"] {
+            assert!(
+                statuses.get(status).copied().unwrap_or(0) > 5,
+                "{statuses:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `/v1/admin/…`: the database report and a servicing run on demand.
+
+pub mod database;
+pub mod servicing;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::platform::state::AppState;
+
+/// Daily loan servicing on demand (a job route: the job timeout, no request retry).
+pub fn job_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(servicing::run_servicing))
+}
+
+/// The administrators' database report (authenticated like every `/v1` route).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(database::get_database_health))
+}

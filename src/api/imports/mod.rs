@@ -1,0 +1,528 @@
+//! `POST /v1/imports/customers`: the ETL pipeline loads customers through `staging`.
+//!
+//! The body (NDJSON or a JSON array) is read as a stream and staged a thousand records at a
+//! time, so memory stays flat whatever its size. Each record is checked and its ID number
+//! encrypted exactly as `POST /v1/customers` does; a bad record is staged with its error. Then
+//! one set-based statement moves every good row into `core.customers` (`ON CONFLICT DO
+//! NOTHING`), and rows that clashed with an existing customer get their error. Lines already
+//! staged for the batch are skipped, so re-posting a batch creates nothing twice.
+
+pub mod records;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use chrono::NaiveDate;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as SqlJson;
+use sqlx::{PgConnection, Postgres, Transaction};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use self::records::{Format, RawRecord, Splitter};
+use crate::domain::customer_record::{Address, CreateCustomerRequest, NewCustomer};
+use crate::domain::jobs::{self, Counts, JobSpec, Session};
+use crate::platform::auth::RequestTx;
+use crate::platform::auth::{Authorized, EtlOnly};
+use crate::platform::error::{responses, ApiError};
+use crate::platform::extract::{from_json_value, AppPath};
+use crate::platform::pii::{self, PiiCipher};
+use crate::platform::state::AppState;
+
+/// Records staged per statement.
+const CHUNK: usize = 1000;
+/// The longest single record accepted.
+const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+pub const SPEC: JobSpec = JobSpec {
+    name: "customer_import",
+    source_system: "etl",
+    source_table: "staging.customer_imports",
+    target_system: "postgresql",
+    target_table: "core.customers",
+    transformation_type: "LOAD",
+    transformation_logic: "validate each staged record as POST /v1/customers does, encrypt the ID \
+        number, insert new customers; duplicates and invalid rows keep their error in staging",
+};
+
+/// The upload route (long-running: no request retry, the job timeout).
+pub fn upload_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(import_customers))
+}
+
+/// The report route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_import))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportQuery {
+    /// Identifies the batch: 1 to 50 letters, digits, '.', '_' or '-'. Re-posting a batch adds
+    /// only lines it did not have. Generated when absent.
+    pub batch_id: Option<String>,
+    /// Where the rows come from, recorded with them.
+    pub source_system: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ImportError {
+    pub line_number: i32,
+    pub error: String,
+}
+
+/// Where a batch stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    pub batch_id: String,
+    pub total_rows: i64,
+    pub imported: i64,
+    pub failed: i64,
+    /// The first 1,000 errors, by line.
+    pub errors: Vec<ImportError>,
+    /// The run that produced this report (POST only).
+    pub job_id: Option<Uuid>,
+}
+
+fn check_batch_id(batch: &str) -> Result<(), ApiError> {
+    if (1..=50).contains(&batch.len())
+        && batch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "batch_id must be 1 to 50 letters, digits, '.', '_' or '-'".into(),
+        ))
+    }
+}
+
+/// Load customers (ETL). Send NDJSON (`application/x-ndjson`) or a JSON array
+/// (`application/json`) of customer records shaped like `POST /v1/customers`. Good rows are
+/// imported, bad rows reported with their line and error; nothing is imported twice.
+#[utoipa::path(
+    post,
+    path = "/v1/imports/customers",
+    tag = "imports",
+    operation_id = "import_customers",
+    security(("bearer" = [])),
+    params(ImportQuery),
+    request_body(content = Vec<CreateCustomerRequest>, content_type = "application/json",
+                 description = "A JSON array of customers; or send `application/x-ndjson` with one \
+                                customer per line (same fields)"),
+    responses(
+        (status = 200, description = "The batch after this upload", body = ImportReport),
+        responses::Common, responses::JsonBody, responses::Unprocessable
+    )
+)]
+async fn import_customers(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<EtlOnly>,
+    Query(query): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ImportReport>, ApiError> {
+    // Each upload holds a pooled connection until its body has arrived: a few slow ones must
+    // not drain the pool, so only so many run at once, and each body has a deadline.
+    let Ok(_running) = state.jobs.imports.clone().try_acquire_owned() else {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: 5,
+        });
+    };
+    let deadline = tokio::time::Instant::now() + state.jobs.import_read_timeout;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = if content_type.starts_with("application/x-ndjson") {
+        Format::NdJson
+    } else if content_type.starts_with("application/json") {
+        Format::JsonArray
+    } else {
+        return Err(ApiError::UnsupportedMediaType(
+            "send application/x-ndjson (one record per line) or application/json (an array)".into(),
+        ));
+    };
+    let batch = query
+        .batch_id
+        .unwrap_or_else(|| format!("batch-{}", Uuid::now_v7().simple()));
+    check_batch_id(&batch)?;
+    let source = query.source_system.unwrap_or_else(|| "api".into());
+    if source.is_empty() || source.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "source_system must be 1 to 100 characters".into(),
+        ));
+    }
+    let session = Session::Caller {
+        pool: state.db.pool.clone(),
+        caller: caller.clone(),
+        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
+    };
+    let limit = state.jobs.import_limit_bytes;
+    let cipher = state.pii.clone();
+    let parameters = serde_json::json!({"batch_id": batch, "source_system": source});
+    let batch_for_job = batch.clone();
+    let run = jobs::run(&session, &SPEC, parameters, move |job_id, tx| async move {
+        let upload = Upload {
+            batch: &batch_for_job,
+            source: &source,
+            job_id,
+            cipher: &cipher,
+        };
+        upload.run(tx, body, format, limit, deadline).await
+    })
+    .await?;
+
+    let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
+    let mut report = report(&mut tx, &batch).await?;
+    tx.commit().await?;
+    report.job_id = Some(run.job_id);
+    Ok(Json(report))
+}
+
+struct Upload<'a> {
+    batch: &'a str,
+    source: &'a str,
+    job_id: Uuid,
+    cipher: &'a PiiCipher,
+}
+
+impl Upload<'_> {
+    async fn run(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        body: Body,
+        format: Format,
+        limit: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Transaction<'static, Postgres>, Counts), ApiError> {
+        let mut splitter = Splitter::new(format, MAX_RECORD_BYTES);
+        let mut stream = body.into_data_stream();
+        let mut pending = Vec::with_capacity(CHUNK);
+        let mut received = 0usize;
+        let mut read = 0i64;
+        while let Some(chunk) = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| ApiError::RequestTimeout)?
+        {
+            let chunk =
+                chunk.map_err(|_| ApiError::BadRequest("the upload was interrupted".into()))?;
+            received += chunk.len();
+            if received > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            let records = splitter
+                .feed(&chunk)
+                .map_err(|e| ApiError::BadRequest(e.0))?;
+            for record in records {
+                read += 1;
+                pending.push(stage(record, self.cipher));
+                if pending.len() == CHUNK {
+                    self.insert_staged(&mut tx, &pending).await?;
+                    pending.clear();
+                }
+            }
+        }
+        for record in splitter.finish().map_err(|e| ApiError::BadRequest(e.0))? {
+            read += 1;
+            pending.push(stage(record, self.cipher));
+        }
+        self.insert_staged(&mut tx, &pending).await?;
+        let written = self.load(&mut tx).await?;
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM staging.customer_imports \
+             WHERE batch_id = $1 AND error_message IS NOT NULL",
+        )
+        .bind(self.batch)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok((
+            tx,
+            Counts {
+                read,
+                written,
+                failed,
+            },
+        ))
+    }
+
+    async fn insert_staged(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[Staged],
+    ) -> Result<(), ApiError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&Staged) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO staging.customer_imports (batch_id, source_system, job_id, line_number, raw_data, \
+                 error_message, customer_id, customer_code, full_name, id_number_ciphertext, \
+                 id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score) \
+             SELECT $1, $2, $3, t.* FROM unnest($4::int[], $5::jsonb[], $6::text[], $7::uuid[], $8::text[], \
+                 $9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::date[], \
+                 $16::jsonb[], $17::int[]) AS t \
+             ON CONFLICT ON CONSTRAINT customer_imports_batch_line_key DO NOTHING",
+        )
+        .bind(self.batch)
+        .bind(self.source)
+        .bind(self.job_id)
+        .bind(rows.iter().map(|r| r.line).collect::<Vec<i32>>())
+        .bind(rows.iter().map(|r| SqlJson(&r.raw)).collect::<Vec<_>>())
+        .bind(col(|r| r.error.clone()))
+        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.customer_id)).collect::<Vec<_>>())
+        .bind(col(|r| r.valid.as_ref().map(|v| v.customer.customer_code.clone())))
+        .bind(col(|r| r.valid.as_ref().map(|v| v.customer.full_name.clone())))
+        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.ciphertext.clone())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.hash.clone())).collect::<Vec<_>>())
+        .bind(col(|r| r.valid.as_ref().map(|v| v.last4.clone())))
+        .bind(col(|r| r.valid.as_ref().and_then(|v| v.customer.phone_number.clone())))
+        .bind(col(|r| r.valid.as_ref().and_then(|v| v.customer.email.clone())))
+        .bind(rows.iter().map(|r| r.valid.as_ref().and_then(|v| v.customer.date_of_birth)).collect::<Vec<Option<NaiveDate>>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.valid.as_ref().and_then(|v| v.customer.address.as_ref().map(SqlJson)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.valid.as_ref().and_then(|v| v.customer.credit_score)).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the batch's good, unprocessed rows into `core.customers` in one statement; returns
+    /// how many were inserted.
+    async fn load(&self, conn: &mut PgConnection) -> Result<i64, ApiError> {
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH inserted AS ( \
+                 INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext, \
+                     id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score) \
+                 SELECT customer_id, customer_code, full_name, id_number_ciphertext, id_number_hash, \
+                        id_number_last4, phone_number, email, date_of_birth, address, credit_score \
+                 FROM staging.customer_imports \
+                 WHERE batch_id = $1 AND NOT processed AND error_message IS NULL \
+                 ORDER BY line_number \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING customer_id), \
+             marked AS ( \
+                 UPDATE staging.customer_imports s SET processed = true \
+                 FROM inserted i WHERE s.batch_id = $1 AND s.customer_id = i.customer_id \
+                 RETURNING 1) \
+             SELECT count(*) FROM marked",
+        )
+        .bind(self.batch)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query("SELECT staging.explain_import_conflicts($1)")
+            .bind(self.batch)
+            .execute(conn)
+            .await?;
+        Ok(inserted)
+    }
+}
+
+/// A checked, sealed record ready to stage.
+struct Valid {
+    customer_id: Uuid,
+    customer: NewCustomer,
+    ciphertext: Vec<u8>,
+    hash: Vec<u8>,
+    last4: String,
+}
+
+struct Staged {
+    line: i32,
+    /// The record as received, its ID number masked.
+    raw: Value,
+    error: Option<String>,
+    valid: Option<Valid>,
+}
+
+/// The fields of an import record; all optional here so a missing one is named in the error.
+#[derive(Deserialize)]
+struct ImportRecord {
+    customer_code: Option<String>,
+    full_name: Option<String>,
+    id_number: Option<String>,
+    phone_number: Option<String>,
+    email: Option<String>,
+    date_of_birth: Option<String>,
+    address: Option<Address>,
+    credit_score: Option<i32>,
+}
+
+fn stage(record: RawRecord, cipher: &PiiCipher) -> Staged {
+    let mut raw: Value = match serde_json::from_slice(&record.bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Staged {
+                line: record.number,
+                raw: Value::String("<not JSON>".into()),
+                error: Some(format!("not valid JSON: {e}")),
+                valid: None,
+            }
+        }
+    };
+    if holds_nul(&raw) {
+        return Staged {
+            line: record.number,
+            raw: Value::String("<contains NUL>".into()),
+            error: Some("contains a NUL character (\\u0000), which cannot be stored".into()),
+            valid: None,
+        };
+    }
+    if let Some(id) = raw.get_mut("id_number") {
+        *id = masked_id_number(id);
+    }
+    let result = check(&record.bytes, cipher);
+    match result {
+        Ok(valid) => Staged {
+            line: record.number,
+            raw,
+            error: None,
+            valid: Some(valid),
+        },
+        Err(error) => Staged {
+            line: record.number,
+            raw,
+            error: Some(error),
+            valid: None,
+        },
+    }
+}
+
+/// The staged copy of an ID number in whatever form it came (a string, a number, an array, an
+/// object): its last four letters or digits behind the mask, never more.
+fn masked_id_number(value: &Value) -> Value {
+    let text = match value {
+        Value::Null => return Value::Null,
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let alphanumeric: Vec<char> = text.chars().filter(char::is_ascii_alphanumeric).collect();
+    let tail: String = alphanumeric[alphanumeric.len().saturating_sub(4)..]
+        .iter()
+        .collect();
+    Value::String(pii::mask(&tail))
+}
+
+/// Whether any key or string holds U+0000, which PostgreSQL's text and jsonb cannot store.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let record: ImportRecord = from_json_value(value).map_err(|error| match error {
+        // The field and what was wrong, without the value serde would quote.
+        ApiError::Unprocessable { errors, .. } if !errors.is_empty() => {
+            format!(
+                "not a customer record: {}: {}",
+                errors[0].field, errors[0].message
+            )
+        }
+        _ => "not a customer record".to_owned(),
+    })?;
+    let required = |name: &str, value: Option<String>| value.ok_or(format!("missing field {name}"));
+    let date_of_birth = record
+        .date_of_birth
+        .map(|d| {
+            NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                .map_err(|_| format!("date_of_birth: {d:?} is not a date (YYYY-MM-DD)"))
+        })
+        .transpose()?;
+    let request = CreateCustomerRequest {
+        customer_code: required("customer_code", record.customer_code)?,
+        full_name: required("full_name", record.full_name)?,
+        id_number: required("id_number", record.id_number)?,
+        phone_number: record.phone_number,
+        email: record.email,
+        date_of_birth,
+        address: record.address,
+        credit_score: record.credit_score,
+    };
+    let customer = NewCustomer::try_from(request).map_err(|e| match e {
+        ApiError::Unprocessable { errors, detail } if !errors.is_empty() => {
+            let _ = detail;
+            errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+        other => format!("{other:?}"),
+    })?;
+    let customer_id = Uuid::now_v7();
+    let sealed = cipher
+        .seal(&customer.id_number, customer_id)
+        .map_err(|e| e.to_string())?;
+    Ok(Valid {
+        customer_id,
+        customer,
+        ciphertext: sealed.ciphertext,
+        hash: sealed.hash,
+        last4: sealed.last4,
+    })
+}
+
+async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, ApiError> {
+    let (total, imported, failed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE processed), count(*) FILTER (WHERE error_message IS NOT NULL) \
+         FROM staging.customer_imports WHERE batch_id = $1",
+    )
+    .bind(batch)
+    .fetch_one(&mut *conn)
+    .await?;
+    let errors: Vec<ImportError> = sqlx::query_as(
+        "SELECT line_number, error_message AS error FROM staging.customer_imports \
+         WHERE batch_id = $1 AND error_message IS NOT NULL ORDER BY line_number LIMIT 1000",
+    )
+    .bind(batch)
+    .fetch_all(conn)
+    .await?;
+    Ok(ImportReport {
+        batch_id: batch.to_owned(),
+        total_rows: total,
+        imported,
+        failed,
+        errors,
+        job_id: None,
+    })
+}
+
+/// Where a batch stands: rows, imported, failed, and the errors by line (ETL).
+#[utoipa::path(
+    get,
+    path = "/v1/imports/{batch_id}",
+    tag = "imports",
+    operation_id = "get_import",
+    security(("bearer" = [])),
+    params(("batch_id" = String, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The batch", body = ImportReport),
+        responses::Common, responses::NotFound
+    )
+)]
+async fn get_import(
+    mut tx: RequestTx<EtlOnly>,
+    AppPath(batch): AppPath<String>,
+) -> Result<Json<ImportReport>, ApiError> {
+    check_batch_id(&batch)?;
+    let report = report(&mut tx, &batch).await?;
+    tx.commit().await?;
+    if report.total_rows == 0 {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(report))
+}

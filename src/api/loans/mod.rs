@@ -1,0 +1,383 @@
+//! `/v1/loans`: applications, decisions, disbursement, schedules.
+
+mod installments;
+mod journal;
+pub mod model;
+mod payoff;
+pub mod repo;
+mod schedule;
+mod statement;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use self::model::{
+    ApplyLoanRequest, Loan, LoanListQuery, RejectLoanRequest, Transition, WriteOffRequest,
+};
+use self::repo::{ListFilter, NewLoan};
+use crate::domain::credit_risk;
+use crate::domain::ledger;
+use crate::domain::product_terms;
+use crate::platform::auth::RequestTx;
+use crate::platform::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
+use crate::platform::error::{responses, ApiError};
+use crate::platform::extract::{AppJson, AppPath, AppQuery, MaybeJson};
+use crate::platform::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::platform::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(apply_for_loan, list_loans))
+        .routes(routes!(get_loan))
+        .routes(routes!(get_loan_by_number))
+        .routes(routes!(schedule::get_loan_schedule))
+        .routes(routes!(installments::list_installments))
+        .routes(routes!(journal::get_loan_journal))
+        .routes(routes!(statement::get_loan_statement))
+        .routes(routes!(approve_loan))
+        .routes(routes!(reject_loan))
+        .routes(routes!(disburse_loan))
+        .routes(routes!(cancel_loan))
+        .routes(routes!(payoff::get_payoff_quote))
+        .routes(routes!(write_off_loan))
+}
+
+/// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
+/// the application (historical entries, within the backdating limit, never in the future). Amount and term are
+/// checked against the product.
+#[utoipa::path(
+    post,
+    path = "/v1/loans",
+    tag = "loans",
+    operation_id = "apply_for_loan",
+    security(("bearer" = [])),
+    request_body = ApplyLoanRequest,
+    responses(
+        (status = 201, description = "Applied", body = Loan, headers(("Location" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable
+    )
+)]
+async fn apply_for_loan(
+    State(state): State<AppState>,
+    mut tx: RequestTx<LoanApplicants>,
+    AppJson(request): AppJson<ApplyLoanRequest>,
+) -> Result<Response, ApiError> {
+    let caller = tx.caller().clone();
+    let customer_id = match caller.customer_id {
+        // A customer naming someone else is told what it would be told of a stranger's loan.
+        Some(own) if request.customer_id.is_some_and(|id| id != own) => {
+            return Err(ApiError::NotFound)
+        }
+        Some(own) => own,
+        None => request
+            .customer_id
+            .ok_or_else(|| ApiError::invalid_field("customer_id", "is required"))?,
+    };
+    let now = Utc::now();
+    let application_date = match request.application_date {
+        None => now,
+        Some(_) if caller.role == Role::Customer => {
+            return Err(ApiError::invalid_field(
+                "application_date",
+                "only staff may date an application",
+            ))
+        }
+        Some(date) => {
+            state.date_window.check("application_date", date, now)?;
+            // A clock a little ahead is not a loan from the future.
+            date.min(now)
+        }
+    };
+    let product = product_terms::find(&mut tx, &request.product_code)
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("product_code", "no such product"))?;
+    product.check_application(request.amount, request.term_months)?;
+    let credit_score =
+        repo::credit_score(&mut tx, customer_id)
+            .await?
+            .ok_or_else(|| match caller.role {
+                Role::Customer => ApiError::NotFound,
+                _ => ApiError::invalid_field("customer_id", "no such customer"),
+            })?;
+    state.partitions.ensure_loans(application_date).await?;
+
+    let collateral = request.collateral_info.as_ref();
+    let pledge = collateral.map(|c| credit_risk::Pledge {
+        kind: &c.kind,
+        value: c.value,
+    });
+    let risk = credit_risk::assess(credit_score, request.amount.amount(), pledge, now);
+    let new = NewLoan {
+        customer_id,
+        product_code: &product.product_code,
+        product_type: &product.product_type,
+        amount: request.amount.amount(),
+        interest_rate: product.annual_interest_rate,
+        term_months: request.term_months,
+        application_date,
+        collateral,
+        risk: &risk,
+    };
+    let loan = repo::insert(&mut tx, &new).await?;
+    tx.commit().await?;
+    let location = HeaderValue::from_str(&format!("/v1/loans/{}", loan.loan_id))
+        .unwrap_or(HeaderValue::from_static("/v1/loans"));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(loan),
+    )
+        .into_response())
+}
+
+/// One loan. Another customer's loan is 404, like one that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}",
+    tag = "loans",
+    operation_id = "get_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
+)]
+async fn get_loan(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// One loan, by its number.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/by-number/{loan_number}",
+    tag = "loans",
+    operation_id = "get_loan_by_number",
+    security(("bearer" = [])),
+    params(("loan_number" = String, Path, description = "Loan number, like LN202600000001")),
+    responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
+)]
+async fn get_loan_by_number(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(number): AppPath<String>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = repo::find_by_number(&mut tx, &number)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// Loans, newest application first. Customers see only their own.
+#[utoipa::path(
+    get,
+    path = "/v1/loans",
+    tag = "loans",
+    operation_id = "list_loans",
+    security(("bearer" = [])),
+    params(LoanListQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<Loan>), responses::Common)
+)]
+async fn list_loans(
+    mut tx: RequestTx<LoanReaders>,
+    AppQuery(query): AppQuery<LoanListQuery>,
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<Loan>>, ApiError> {
+    let (from, before) = pagination::day_range(query.from, query.to)?;
+    let filter = ListFilter {
+        customer_id: query.customer_id,
+        status: query.status,
+        product_type: query.product_type.as_deref(),
+        from,
+        before,
+        after: page.after,
+        fetch: page.fetch(),
+    };
+    let rows = repo::list(&mut tx, &filter).await?;
+    tx.commit().await?;
+    Ok(Json(page.page(rows, |l| TimeCursor {
+        at: l.application_date,
+        id: l.loan_id,
+    })?))
+}
+
+/// Runs one lifecycle move and explains a refusal: 404 when the caller cannot see the loan, 409
+/// when its status (or its customer's KYC) does not allow the move.
+///
+/// The move applies only if the loan is still in the status read here: of two racing moves
+/// (an approve and a cancel, say) exactly one succeeds and the other is 409, even where the
+/// lifecycle would allow both one after the other.
+async fn move_loan<A>(
+    state: &AppState,
+    mut tx: RequestTx<A>,
+    id: Uuid,
+    transition: Transition,
+    reason: Option<&str>,
+) -> Result<Json<Loan>, ApiError> {
+    let now = Utc::now();
+    if transition == Transition::Disburse {
+        state.partitions.ensure_payments(now).await?;
+    }
+    let role = tx.caller().role;
+    let current = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let illegal = |status: &str| {
+        ApiError::conflict(format!(
+            "cannot {} a loan that is {status}",
+            transition.verb()
+        ))
+    };
+    let observed = Some(current.status)
+        .filter(|s| transition.allowed_from(role).contains(s))
+        .ok_or_else(|| illegal(current.status.as_str()))?;
+    let key = repo::LoanKey {
+        loan_id: current.loan_id,
+        application_date: current.application_date,
+    };
+    let Some(loan) = repo::transition(&mut tx, key, transition, observed, reason).await? else {
+        let now_status = repo::find(&mut tx, id)
+            .await?
+            .map_or("gone", |l| l.status.as_str());
+        return Err(
+            if now_status == current.status.as_str() && transition == Transition::Approve {
+                ApiError::conflict("the customer's KYC is not approved")
+            } else {
+                illegal(now_status)
+            },
+        );
+    };
+    if transition == Transition::Disburse {
+        let at = loan.disbursement_date.unwrap_or(now);
+        let disbursal = ledger::Disbursal {
+            loan_id: loan.loan_id,
+            application_date: loan.application_date,
+            customer_id: loan.customer_id,
+            loan_number: &loan.loan_number,
+            amount: loan.loan_amount.0,
+            interest_rate: loan.interest_rate,
+            term_months: loan.term_months,
+        };
+        ledger::disburse(&mut tx, &disbursal, at).await?;
+    }
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// Approve an application (staff). Needs the customer's KYC approved.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/approve",
+    tag = "loans",
+    operation_id = "approve_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Approved", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn approve_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Approve, None).await
+}
+
+/// Reject an application (staff), with a reason.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/reject",
+    tag = "loans",
+    operation_id = "reject_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    request_body = RejectLoanRequest,
+    responses(
+        (status = 200, description = "Rejected", body = Loan),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn reject_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(request): AppJson<RejectLoanRequest>,
+) -> Result<Json<Loan>, ApiError> {
+    let reason = request.reason()?;
+    move_loan(&state, tx, id, Transition::Reject, Some(reason)).await
+}
+
+/// Pay an approved loan out (staff): the loan becomes DISBURSED, its maturity date is set, and
+/// the DISBURSEMENT payment is written in the same transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/disburse",
+    tag = "loans",
+    operation_id = "disburse_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Disbursed", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn disburse_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Disburse, None).await
+}
+
+/// Withdraw a loan before it is paid out: a customer withdraws their application; staff may
+/// also cancel an approved loan.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/cancel",
+    tag = "loans",
+    operation_id = "cancel_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Cancelled", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+)]
+async fn cancel_loan(
+    State(state): State<AppState>,
+    tx: RequestTx<LoanApplicants>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Loan>, ApiError> {
+    move_loan(&state, tx, id, Transition::Cancel, None).await
+}
+
+/// Write off a DEFAULTED loan (staff): everything it owes moves to the write-off expense and it
+/// becomes WRITTEN_OFF. Money received later is recorded as a repayment: a recovery.
+#[utoipa::path(
+    post,
+    path = "/v1/loans/{id}/write-off",
+    tag = "loans",
+    operation_id = "write_off_loan",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    request_body(content = Option<WriteOffRequest>),
+    responses(
+        (status = 200, description = "Written off", body = Loan),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn write_off_loan(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    MaybeJson(_request): MaybeJson<WriteOffRequest>,
+) -> Result<Json<Loan>, ApiError> {
+    let loan = ledger::repo::lock_loan(&mut tx, id, Utc::now())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    ledger::write_off(&mut tx, &loan).await?;
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}

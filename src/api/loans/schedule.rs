@@ -1,0 +1,50 @@
+//! `GET /v1/loans/{id}/schedule`: the stored installments of a disbursed loan, or the projected
+//! ones of an application.
+
+use axum::Json;
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::model::LoanSchedule;
+use super::repo;
+use crate::domain::ledger;
+use crate::domain::money::{annuity_schedule, Amount};
+use crate::platform::auth::{LoanReaders, RequestTx};
+use crate::platform::error::{responses, ApiError};
+use crate::platform::extract::AppPath;
+
+/// The monthly annuity schedule: level installments, interest on the outstanding balance, the
+/// last installment absorbing rounding so the principal sums to the amount lent.
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/schedule",
+    tag = "loans",
+    operation_id = "get_loan_schedule",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "The schedule", body = LoanSchedule), responses::Common, responses::NotFound)
+)]
+pub(super) async fn get_loan_schedule(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<LoanSchedule>, ApiError> {
+    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let installments = if loan.disbursement_date.is_some() {
+        ledger::stored_schedule(&mut tx, loan.loan_id).await?
+    } else {
+        let months = u32::try_from(loan.term_months)
+            .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
+        let today = ledger::repo::business_date(&mut tx, Utc::now()).await?;
+        annuity_schedule(loan.loan_amount.0, loan.interest_rate, months, today)
+    };
+    tx.commit().await?;
+    Ok(Json(LoanSchedule {
+        loan_id: loan.loan_id,
+        loan_amount: loan.loan_amount,
+        interest_rate: loan.interest_rate,
+        term_months: loan.term_months,
+        projected: loan.disbursement_date.is_none(),
+        total_interest: Amount(installments.iter().map(|i| i.interest).sum()),
+        installments,
+    }))
+}

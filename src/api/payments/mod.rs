@@ -1,0 +1,422 @@
+//! `/v1/payments`: repayments and fees, exactly once, never below zero.
+//!
+//! Branch staff record payments that complete at once; the mobile app starts repayments that
+//! stay PENDING until staff confirm them. Every balance change locks the loan row first.
+
+pub mod model;
+pub mod repo;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::Utc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use self::model::{
+    CheckedPayment, CreatePaymentRequest, Payment, PaymentActionRequest, PaymentKind, PaymentList,
+    PaymentListQuery, PaymentStatus, PaymentType, Reason,
+};
+use self::repo::ListFilter;
+use crate::domain::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
+use crate::domain::ledger;
+use crate::domain::ledger::model::LoanStatus;
+use crate::domain::ledger::repo::{self as movements, NewPayment};
+use crate::platform::auth::RequestTx;
+use crate::platform::auth::{Authorized, LoanReaders, PaymentMakers, Role, StaffOnly};
+use crate::platform::error::{responses, ApiError};
+use crate::platform::extract::{from_json_value, AppPath, AppQuery, JsonValue, MaybeJson};
+use crate::platform::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::platform::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_payment, list_payments))
+        .routes(routes!(get_payment))
+        .routes(routes!(list_loan_payments))
+        .routes(routes!(confirm_payment))
+        .routes(routes!(fail_payment))
+        .routes(routes!(reverse_payment))
+}
+
+const PAYMENTS_PATH: &str = "/v1/payments";
+
+/// Record a payment. Staff record branch payments (REPAYMENT or FEE), which complete at once and
+/// may be backdated; a customer starts a REPAYMENT of their own loan, PENDING until staff confirm
+/// it. Requires `Idempotency-Key`: a retry with the same key and body gets the first response
+/// again, byte for byte.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "create_payment",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; retries reuse it")),
+    request_body = CreatePaymentRequest,
+    responses(
+        (status = 201, description = "Recorded", body = Payment, headers(("Location" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn create_payment(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<PaymentMakers>,
+    headers: HeaderMap,
+    JsonValue(value): JsonValue,
+) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let fingerprint = idempotency::fingerprint("POST", PAYMENTS_PATH, &value);
+    // One transaction: the key's claim, the work and the response commit together, or not at
+    // all (a 5xx drops the transaction, and with it the claim).
+    let mut tx =
+        RequestTx::<PaymentMakers>::begin_bounded(&state.db, caller, idempotency::WAIT_FOR_FIRST)
+            .await?;
+    match idempotency::claim(&mut tx, &key, &fingerprint).await? {
+        Claim::Fresh => {}
+        Claim::Replay(stored) => return Ok(stored.into_response(true)),
+        Claim::InFlight => {
+            return Err(ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed",
+            ))
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "was used for a different request",
+            ))
+        }
+    }
+    let stored = match record_payment(&state, &mut tx, value).await {
+        Ok(payment) => StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: serde_json::to_vec(&payment)
+                .map_err(|e| ApiError::Internal(format!("payment response: {e}")))?,
+            location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
+        },
+        Err(error) if error.status().is_server_error() => return Err(error),
+        Err(error) => {
+            idempotency::undo_work(&mut tx).await?;
+            let (status, body) = error.render(PAYMENTS_PATH);
+            StoredResponse {
+                status: status.as_u16(),
+                body,
+                location: None,
+            }
+        }
+    };
+    idempotency::record(&mut tx, &key, &stored).await?;
+    tx.commit().await?;
+    Ok(stored.into_response(false))
+}
+
+/// A new server-assigned transaction id. Clients never choose one: a chosen id could be the
+/// `DSB-<loan number>` of a disbursement still to come, and block it.
+fn new_transaction_id() -> String {
+    format!("TXN{}", Uuid::now_v7().simple()).to_uppercase()
+}
+
+/// The work of `create_payment`, inside its transaction.
+async fn record_payment(
+    state: &AppState,
+    tx: &mut RequestTx<PaymentMakers>,
+    body: serde_json::Value,
+) -> Result<Payment, ApiError> {
+    if body.get("transaction_id").is_some() {
+        return Err(ApiError::invalid_field(
+            "transaction_id",
+            "is assigned by the server; send your own reference as client_reference",
+        ));
+    }
+    let request = CheckedPayment::try_from(from_json_value::<CreatePaymentRequest>(body)?)?;
+    let role = tx.caller().role;
+    let now = Utc::now();
+    let payment_date = match (request.payment_date, role) {
+        (None, _) => now,
+        (Some(_), Role::Customer) => {
+            return Err(ApiError::invalid_field(
+                "payment_date",
+                "only staff may date a payment",
+            ))
+        }
+        (Some(date), _) => {
+            state.date_window.check("payment_date", date, now)?;
+            date.min(now)
+        }
+    };
+    if role == Role::Customer && request.payment_type == PaymentType::Fee {
+        return Err(ApiError::Forbidden);
+    }
+    let transaction_id = new_transaction_id();
+    let client_reference = request.client_reference.as_deref();
+    let method = request.payment_method.as_deref();
+    state.partitions.ensure_payments(payment_date).await?;
+    let amount = request.amount.amount();
+    let new = |loan_id, customer_id, status, channel| NewPayment {
+        transaction_id: &transaction_id,
+        client_reference,
+        loan_id,
+        customer_id,
+        payment_type: request.payment_type.kind(),
+        amount,
+        payment_method: method,
+        payment_date,
+        status,
+        channel,
+    };
+
+    if role == Role::Customer {
+        // A mobile repayment changes no balance until staff confirm it, so it takes no lock;
+        // the amount is checked now and again, against the balance then, at confirmation.
+        let loan = movements::loan_balances(tx, request.loan_id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if !matches!(loan.status, LoanStatus::Disbursed | LoanStatus::Defaulted) {
+            return Err(ApiError::conflict(format!(
+                "a loan that is {} takes no payments",
+                loan.status
+            )));
+        }
+        // Checked against the payoff of today now, and again under the lock at confirmation.
+        let payoff = ledger::payoff_quote(tx, &loan, None).await?.quote.total;
+        if amount > payoff {
+            return Err(ledger::overpayment(payoff));
+        }
+        let pending = new(
+            loan.loan_id,
+            loan.customer_id,
+            PaymentStatus::Pending,
+            "MOBILE_APP",
+        );
+        return ledger::insert_payment(tx, &pending).await;
+    }
+
+    let loan = movements::lock_loan(tx, request.loan_id, payment_date)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if payment_date < loan.application_date {
+        return Err(ApiError::invalid_field(
+            "payment_date",
+            "must not be before the loan's application",
+        ));
+    }
+    let completed = new(
+        loan.loan_id,
+        loan.customer_id,
+        PaymentStatus::Completed,
+        "BRANCH",
+    );
+    ledger::record_completed(tx, &loan, &completed).await
+}
+
+/// The loan's payments, oldest first (the disbursement among them once paid out).
+#[utoipa::path(
+    get,
+    path = "/v1/loans/{id}/payments",
+    tag = "loans",
+    operation_id = "list_loan_payments",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Loan id")),
+    responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
+)]
+async fn list_loan_payments(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<PaymentList>, ApiError> {
+    let applied = repo::loan_applied_at(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let data = repo::list_for_loan(&mut tx, id, applied).await?;
+    tx.commit().await?;
+    Ok(Json(PaymentList { data }))
+}
+
+/// One payment. Another customer's payment is 404.
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}",
+    tag = "payments",
+    operation_id = "get_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    responses((status = 200, description = "The payment", body = Payment), responses::Common, responses::NotFound)
+)]
+async fn get_payment(
+    mut tx: RequestTx<LoanReaders>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Payment>, ApiError> {
+    let payment = repo::find(&mut tx, id, false)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+/// Payments, newest first. A date range reads only the monthly partitions it covers.
+#[utoipa::path(
+    get,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "list_payments",
+    security(("bearer" = [])),
+    params(PaymentListQuery, PageQuery),
+    responses((status = 200, description = "One page", body = Page<Payment>), responses::Common)
+)]
+async fn list_payments(
+    mut tx: RequestTx<LoanReaders>,
+    AppQuery(query): AppQuery<PaymentListQuery>,
+    page: PageRequest<TimeCursor>,
+) -> Result<Json<Page<Payment>>, ApiError> {
+    let (from, before) = pagination::day_range(query.from, query.to)?;
+    if query
+        .client_reference
+        .as_deref()
+        .is_some_and(|r| !model::is_client_reference(r))
+    {
+        return Err(ApiError::BadRequest(
+            "client_reference must be 1 to 40 visible ASCII characters".into(),
+        ));
+    }
+    let filter = ListFilter {
+        loan_id: query.loan_id,
+        customer_id: query.customer_id,
+        status: query.status,
+        payment_type: query.payment_type,
+        client_reference: query.client_reference.as_deref(),
+        transaction_id: query.transaction_id.as_deref(),
+        from,
+        before,
+        after: page.after,
+        fetch: page.fetch(),
+    };
+    let rows = repo::list(&mut tx, &filter).await?;
+    tx.commit().await?;
+    Ok(Json(page.page(rows, |p| TimeCursor {
+        at: p.payment_date,
+        id: p.payment_id,
+    })?))
+}
+
+/// A payment and its loan, locked in that order (the order every balance change uses). The
+/// loan's business day is that of `at`, or of the payment's own date (its value date).
+async fn lock_payment(
+    tx: &mut RequestTx<StaffOnly>,
+    id: Uuid,
+    at: Option<chrono::DateTime<Utc>>,
+) -> Result<(Payment, movements::LockedLoan), ApiError> {
+    let unlocked = repo::find(tx, id, false).await?.ok_or(ApiError::NotFound)?;
+    let at = at.unwrap_or(unlocked.payment_date);
+    let loan = movements::lock_loan(tx, unlocked.loan_id, at)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let payment = repo::find(tx, id, true).await?.ok_or(ApiError::NotFound)?;
+    Ok((payment, loan))
+}
+
+/// The reason of fail and reverse, from their optional body: none, or 1 to 500 characters.
+fn reason(request: Option<PaymentActionRequest>) -> Result<Option<String>, ApiError> {
+    Ok(match request {
+        Some(request) => Reason::try_from(request)?.0,
+        None => None,
+    })
+}
+
+fn illegal(verb: &str, payment: &Payment) -> ApiError {
+    ApiError::conflict(format!(
+        "cannot {verb} a {} payment that is {}",
+        payment.payment_type, payment.status
+    ))
+}
+
+/// Confirm a PENDING payment (staff): a repayment is applied to the loan now, and refused (422)
+/// if it is more than is owed by then.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/confirm",
+    tag = "payments",
+    operation_id = "confirm_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    responses(
+        (status = 200, description = "Completed", body = Payment),
+        responses::Common, responses::NotFound, responses::Conflict, responses::Unprocessable
+    )
+)]
+async fn confirm_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Payment>, ApiError> {
+    let (payment, loan) = lock_payment(&mut tx, id, None).await?;
+    if payment.status != PaymentStatus::Pending {
+        return Err(illegal("confirm", &payment));
+    }
+    let payment = ledger::confirm(&mut tx, &loan, &payment).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+/// Mark a PENDING payment failed (staff): the money never arrived.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/fail",
+    tag = "payments",
+    operation_id = "fail_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    request_body(content = Option<PaymentActionRequest>),
+    responses(
+        (status = 200, description = "Failed", body = Payment),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn fail_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    MaybeJson(body): MaybeJson<PaymentActionRequest>,
+) -> Result<Json<Payment>, ApiError> {
+    let reason = reason(body)?;
+    let (payment, _loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
+    if payment.status != PaymentStatus::Pending {
+        return Err(illegal("fail", &payment));
+    }
+    let payment =
+        movements::set_status(&mut tx, &payment, PaymentStatus::Failed, reason.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}
+
+/// Reverse a COMPLETED repayment or fee (staff): exactly what it did to the loan is undone,
+/// reopening a loan it had closed. Reversing twice is 409.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/reverse",
+    tag = "payments",
+    operation_id = "reverse_payment",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Payment id")),
+    request_body(content = Option<PaymentActionRequest>),
+    responses(
+        (status = 200, description = "Reversed", body = Payment),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
+        responses::Unprocessable
+    )
+)]
+async fn reverse_payment(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(id): AppPath<Uuid>,
+    MaybeJson(body): MaybeJson<PaymentActionRequest>,
+) -> Result<Json<Payment>, ApiError> {
+    let reason = reason(body)?;
+    let (payment, loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
+    if payment.status != PaymentStatus::Completed
+        || payment.payment_type == PaymentKind::Disbursement
+    {
+        return Err(illegal("reverse", &payment));
+    }
+    let payment = ledger::reverse(&mut tx, &loan, &payment, reason.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(payment))
+}

@@ -1,0 +1,199 @@
+//! `/v1/products`: everyone reads them, staff create and change them.
+
+pub mod model;
+pub mod repo;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rust_decimal::Decimal;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::model::{
+    check_code, check_type, CreateProductRequest, Product, ProductFields, ProductList,
+    ProductListQuery, UpdateProductRequest,
+};
+use crate::domain::ledger::Reamortisation;
+use crate::platform::auth::RequestTx;
+use crate::platform::auth::StaffOnly;
+use crate::platform::conditional::{etag, expected_version};
+use crate::platform::db::errors::ResultExt;
+use crate::platform::error::{responses, ApiError, FieldError};
+use crate::platform::extract::{AppJson, AppPath, AppQuery};
+use crate::platform::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(get_product, update_product))
+}
+
+fn with_etag(status: StatusCode, product: Product) -> Response {
+    let tag = etag(product.version);
+    (status, [(header::ETAG, tag)], Json(product)).into_response()
+}
+
+/// Products on offer (every role).
+#[utoipa::path(
+    get,
+    path = "/v1/products",
+    tag = "products",
+    operation_id = "list_products",
+    security(("bearer" = [])),
+    params(ProductListQuery),
+    responses((status = 200, description = "Products by code", body = ProductList), responses::Common)
+)]
+async fn list_products(
+    mut tx: RequestTx,
+    AppQuery(query): AppQuery<ProductListQuery>,
+) -> Result<Json<ProductList>, ApiError> {
+    let data = repo::list(&mut tx, query.include_inactive).await?;
+    tx.commit().await?;
+    Ok(Json(ProductList { data }))
+}
+
+/// One product.
+#[utoipa::path(
+    get,
+    path = "/v1/products/{code}",
+    tag = "products",
+    operation_id = "get_product",
+    security(("bearer" = [])),
+    params(("code" = String, Path, description = "Product code")),
+    responses(
+        (status = 200, description = "The product", body = Product, headers(("ETag" = String))),
+        responses::Common, responses::NotFound
+    )
+)]
+async fn get_product(
+    mut tx: RequestTx,
+    AppPath(code): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let product = repo::find(&mut tx, &code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::OK, product))
+}
+
+/// Create a product (staff).
+#[utoipa::path(
+    post,
+    path = "/v1/products",
+    tag = "products",
+    operation_id = "create_product",
+    security(("bearer" = [])),
+    request_body = CreateProductRequest,
+    responses(
+        (status = 201, description = "Created", body = Product, headers(("ETag" = String))),
+        responses::Common, responses::JsonBody, responses::Conflict, responses::Unprocessable
+    )
+)]
+async fn create_product(
+    mut tx: RequestTx<StaffOnly>,
+    AppJson(request): AppJson<CreateProductRequest>,
+) -> Result<Response, ApiError> {
+    check_code(&request.product_code)?;
+    check_type(&request.product_type)?;
+    let fields = ProductFields {
+        name: request.name,
+        min_amount: request.min_amount.amount(),
+        max_amount: request.max_amount.amount(),
+        min_term_months: request.min_term_months,
+        max_term_months: request.max_term_months,
+        annual_interest_rate: request.annual_interest_rate,
+        grace_days: request.grace_days.unwrap_or(5),
+        late_fee_amount: request
+            .late_fee_amount
+            .map_or(Decimal::ZERO, |m| m.amount()),
+        late_fee_rate: request.late_fee_rate.unwrap_or_default(),
+        default_after_days: request.default_after_days.unwrap_or(90),
+        prepayment_fee_rate: request.prepayment_fee_rate.unwrap_or_default(),
+        prepayment_reamortisation: request
+            .prepayment_reamortisation
+            .unwrap_or(Reamortisation::ShorterTerm),
+        active: request.active,
+    };
+    fields.check()?;
+    let product = repo::insert(
+        &mut tx,
+        &request.product_code,
+        &request.product_type,
+        &fields,
+    )
+    .await
+    .on_constraint("products_pkey", || ApiError::Conflict {
+        detail: "a product with this code exists".into(),
+        errors: vec![FieldError::new("product_code", "already taken")],
+    })?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::CREATED, product))
+}
+
+/// Change a product (staff). Send `If-Match` with the `ETag` you read. Loans already granted keep
+/// the rate they were granted at.
+#[utoipa::path(
+    patch,
+    path = "/v1/products/{code}",
+    tag = "products",
+    operation_id = "update_product",
+    security(("bearer" = [])),
+    params(
+        ("code" = String, Path, description = "Product code"),
+        ("If-Match" = String, Header, description = "The ETag last read, or *")
+    ),
+    request_body = UpdateProductRequest,
+    responses(
+        (status = 200, description = "Updated", body = Product, headers(("ETag" = String))),
+        responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
+        responses::Conditional
+    )
+)]
+async fn update_product(
+    mut tx: RequestTx<StaffOnly>,
+    AppPath(code): AppPath<String>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<UpdateProductRequest>,
+) -> Result<Response, ApiError> {
+    let expected = expected_version(&headers)?;
+    let current = repo::find_for_update(&mut tx, &code)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if expected.is_some_and(|v| v != current.version) {
+        return Err(ApiError::PreconditionFailed);
+    }
+    let fields = ProductFields {
+        name: request.name.unwrap_or(current.name),
+        min_amount: request
+            .min_amount
+            .map_or(current.min_amount.0, |m| m.amount()),
+        max_amount: request
+            .max_amount
+            .map_or(current.max_amount.0, |m| m.amount()),
+        min_term_months: request.min_term_months.unwrap_or(current.min_term_months),
+        max_term_months: request.max_term_months.unwrap_or(current.max_term_months),
+        annual_interest_rate: request
+            .annual_interest_rate
+            .unwrap_or(current.annual_interest_rate),
+        grace_days: request.grace_days.unwrap_or(current.grace_days),
+        late_fee_amount: request
+            .late_fee_amount
+            .map_or(current.late_fee_amount.0, |m| m.amount()),
+        late_fee_rate: request.late_fee_rate.unwrap_or(current.late_fee_rate),
+        default_after_days: request
+            .default_after_days
+            .unwrap_or(current.default_after_days),
+        prepayment_fee_rate: request
+            .prepayment_fee_rate
+            .unwrap_or(current.prepayment_fee_rate),
+        prepayment_reamortisation: request
+            .prepayment_reamortisation
+            .unwrap_or(current.prepayment_reamortisation),
+        active: request.active.unwrap_or(current.active),
+    };
+    fields.check()?;
+    let product = repo::update(&mut tx, &code, &fields).await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::OK, product))
+}

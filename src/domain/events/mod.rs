@@ -1,0 +1,116 @@
+//! Server-Sent Events from the outbox, as `GET /v1/events/loans` streams them to staff (every
+//! event, or the topics asked for) and `GET /v1/me/events` to a customer (their own loan and
+//! payment events).
+//!
+//! Live events come from the process's LISTEN connection ([`crate::platform::db::listen`]); a client that
+//! reconnects with `Last-Event-ID` first gets what it missed from `metadata.outbox_events`, in
+//! order ([`feed`]).
+
+pub mod feed;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use self::feed::{latest_event_id, outbox_after, Feed};
+use crate::platform::auth::RequestTx;
+use crate::platform::db::listen::OutboxEvent;
+use crate::platform::error::ApiError;
+
+/// The event types; each is also the SSE `event:` name. Every `data` is JSON with `event_id`,
+/// `changed_at` (RFC 3339) and `actor` (the principal whose request made the change), and:
+///
+/// - `loan_status_changed`: a loan was applied for or changed status. loan_id, loan_number,
+///   customer_id, old_status (null when applied), new_status.
+/// - `loan_fee_charged`: a fee or late fee was charged. loan_id, loan_number, customer_id, kind,
+///   payment_id, amount, charged_on.
+/// - `customer_contact_changed` (staff stream only): a customer's phone, e-mail or address
+///   changed. customer_id, changed (the fields), previous (phone_number and email before).
+/// - `payment_recorded`: a payment was recorded, in the status it starts in (COMPLETED from
+///   staff, PENDING from the app; disbursements too). payment_id, transaction_id,
+///   client_reference, loan_id, customer_id, payment_type, amount, channel, old_status (null),
+///   new_status, payment_date, reason.
+/// - `payment_confirmed`: a PENDING payment was applied (COMPLETED); fields as above.
+/// - `payment_failed`: a PENDING payment failed; fields as above, with the reason.
+/// - `payment_reversed`: a COMPLETED payment was reversed; fields as above, with the reason.
+///
+/// A customer's stream carries the loan and payment types about their own loans only.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum EventType {
+    LoanStatusChanged,
+    LoanFeeCharged,
+    CustomerContactChanged,
+    PaymentRecorded,
+    PaymentConfirmed,
+    PaymentFailed,
+    PaymentReversed,
+}
+
+/// One Server-Sent Event as it appears on the wire (`id:`, `event:`, `data:` lines).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The outbox event id; send the last one back as `Last-Event-ID`.
+    pub id: String,
+    /// The event type.
+    #[schema(value_type = EventType)]
+    pub event: String,
+    /// JSON; its fields depend on the event type (see EventType).
+    pub data: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventStreamQuery {
+    /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
+    pub last_event_id: Option<i64>,
+}
+
+fn to_sse(event: &OutboxEvent) -> Event {
+    Event::default()
+        .id(event.event_id.to_string())
+        .event(event.topic.as_ref())
+        .data(event.json.as_ref())
+}
+
+pub fn last_event_id(headers: &HeaderMap, query: Option<i64>) -> Result<Option<i64>, ApiError> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event id".into()))
+        })
+        .transpose()?;
+    Ok(header.or(query))
+}
+
+/// Starts `feed` after `last` (replaying the first batch in the request's transaction), or
+/// after the latest event the caller may read; then streams it.
+pub async fn open<A>(
+    mut tx: RequestTx<A>,
+    mut feed: Feed,
+    last: Option<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    match last {
+        Some(last) => {
+            feed.start_after(last);
+            let batch = outbox_after(&mut tx, feed.audience(), last).await?;
+            feed.queue(batch);
+        }
+        None => feed.start_after(latest_event_id(&mut tx).await?),
+    }
+    tx.commit().await?;
+    let events = stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(to_sse(&event)), feed))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

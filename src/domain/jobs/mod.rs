@@ -1,0 +1,213 @@
+//! Batch jobs (metrics, risk indicators, imports) and the bookkeeping every run leaves:
+//! a `metadata.job_execution` row and a `metadata.data_lineage` row, failures included.
+//!
+//! A run is three transactions: the start is recorded and committed first, the work runs in its
+//! own transaction, and the outcome is recorded after it — so a failed run, whose work rolled
+//! back, is still on record.
+
+pub mod customer_metrics;
+pub mod partitions;
+pub mod reencrypt;
+pub mod retention;
+pub mod risk_indicators;
+pub mod scheduler;
+pub mod servicing;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::platform::auth;
+use crate::platform::auth::Caller;
+use crate::platform::error::ApiError;
+
+/// Who a job runs as: a caller of the API (their database role, under RLS), or the owner (the
+/// command line).
+#[derive(Clone)]
+pub enum Session {
+    Caller {
+        pool: PgPool,
+        caller: Caller,
+        statement_timeout_ms: u128,
+    },
+    Owner(PgPool),
+}
+
+impl Session {
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match self {
+            Self::Caller {
+                pool,
+                caller,
+                statement_timeout_ms,
+            } => auth::begin_as(pool, caller, false, *statement_timeout_ms).await,
+            Self::Owner(pool) => pool.begin().await,
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        match self {
+            Self::Caller { pool, .. } | Self::Owner(pool) => pool,
+        }
+    }
+}
+
+/// The advisory lock a run holds while it runs (`runner_lock`): 63 bits of its id.
+fn runner_lock(job_id: Uuid) -> i64 {
+    let bytes = job_id.as_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..16]);
+    i64::from_be_bytes(low) & i64::MAX
+}
+
+/// Where a job reads from and writes to, for lineage.
+pub struct JobSpec {
+    pub name: &'static str,
+    pub source_system: &'static str,
+    pub source_table: &'static str,
+    pub target_system: &'static str,
+    pub target_table: &'static str,
+    pub transformation_type: &'static str,
+    pub transformation_logic: &'static str,
+}
+
+/// What a job's work reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub read: i64,
+    pub written: i64,
+    pub failed: i64,
+}
+
+crate::closed_set! {
+    /// Where a job run stands.
+    pub enum JobStatus {
+        Running = "RUNNING",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+    }
+}
+
+/// A job run, as `metadata.job_execution` holds it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct JobRun {
+    pub job_id: Uuid,
+    pub job_name: String,
+    /// RUNNING, SUCCEEDED or FAILED.
+    pub status: JobStatus,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<sqlx::types::JsonValue>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub records_read: Option<i64>,
+    pub records_written: Option<i64>,
+    pub records_failed: Option<i64>,
+    pub error_message: Option<String>,
+    pub triggered_by: String,
+}
+
+const RUN_COLUMNS: &str = "job_id, job_name, status, parameters, started_at, finished_at, \
+     records_read, records_written, records_failed, error_message, triggered_by";
+
+/// Runs `work` as job `spec` and records the run and its lineage whatever happens. The work gets
+/// the job id and a transaction, and hands the transaction back to be committed.
+pub async fn run<F, Fut>(
+    session: &Session,
+    spec: &JobSpec,
+    parameters: serde_json::Value,
+    work: F,
+) -> Result<JobRun, ApiError>
+where
+    F: FnOnce(Uuid, Transaction<'static, Postgres>) -> Fut,
+    Fut: Future<Output = Result<(Transaction<'static, Postgres>, Counts), ApiError>>,
+{
+    let job_id = Uuid::now_v7();
+    // Held on a connection of its own until the outcome is recorded: while it is held the run
+    // is alive; a crash or a cut connection releases it (see metadata.fail_abandoned_jobs).
+    let lock = runner_lock(job_id);
+    let mut runner = session.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock)
+        .execute(&mut *runner)
+        .await?;
+    let mut tx = session.begin().await?;
+    sqlx::query(
+        "INSERT INTO metadata.job_execution (job_id, job_name, status, parameters, runner_lock) \
+         VALUES ($1, $2, 'RUNNING', $3, $4)",
+    )
+    .bind(job_id)
+    .bind(spec.name)
+    .bind(&parameters)
+    .bind(lock)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let tx = session.begin().await?;
+    let outcome = match work(job_id, tx).await {
+        Ok((tx, counts)) => tx.commit().await.map(|()| counts).map_err(ApiError::from),
+        Err(error) => Err(error),
+    };
+    let (status, counts, message) = match &outcome {
+        Ok(counts) => ("SUCCEEDED", *counts, None),
+        Err(error) => ("FAILED", Counts::default(), Some(describe(error))),
+    };
+
+    let mut tx = session.begin().await?;
+    let recorded: JobRun = sqlx::query_as(&format!(
+        "UPDATE metadata.job_execution SET status = $2, finished_at = clock_timestamp(), \
+         records_read = $3, records_written = $4, records_failed = $5, error_message = $6 \
+         WHERE job_id = $1 RETURNING {RUN_COLUMNS}"
+    ))
+    .bind(job_id)
+    .bind(status)
+    .bind(counts.read)
+    .bind(counts.written)
+    .bind(counts.failed)
+    .bind(&message)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO metadata.data_lineage (source_system, source_table, target_system, target_table, \
+         transformation_type, transformation_logic, pipeline_id, job_id, record_count, success_flag, \
+         error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(spec.source_system)
+    .bind(spec.source_table)
+    .bind(spec.target_system)
+    .bind(spec.target_table)
+    .bind(spec.transformation_type)
+    .bind(spec.transformation_logic)
+    .bind(spec.name)
+    .bind(job_id)
+    .bind(counts.written)
+    .bind(outcome.is_ok())
+    .bind(&message)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    runner.commit().await?;
+    outcome.map(|_| recorded)
+}
+
+/// Marks failed every RUNNING run whose runner no longer holds its lock; returns how many.
+pub async fn fail_abandoned(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let failed = sqlx::query_scalar("SELECT metadata.fail_abandoned_jobs()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(failed)
+}
+
+/// A failure as recorded: what a client would be told, not internal detail.
+fn describe(error: &ApiError) -> String {
+    match error {
+        ApiError::Internal(cause) => format!("internal error: {cause}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,850 @@
+//! The money of one loan and how it moves, as plain data: the ledger loads a [`Ledger`] under
+//! the loan's row lock, changes it here, and writes the changes and their journal entry back.
+//!
+//! **Interest** becomes receivable on its installment's due date (servicing posts it). Between
+//! due dates the interest accrued so far is computed, not posted: the installment's interest
+//! spread evenly over the days of its period, rounded to cents; the due date trues up the rest.
+//!
+//! **A repayment** pays fees, then penalties, then each installment in due order, interest
+//! before principal. Paying an installment ahead of its due date pays its whole scheduled
+//! interest, which that payment makes receivable itself (`posted`). **A payoff** is a repayment
+//! of exactly [`Ledger::quote`]: the principal, interest due, interest accrued to the day, fees,
+//! penalties and the product's prepayment fee; the interest of later periods is never charged.
+//! A reversal gives back exactly what its payment took.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use super::journal::{Account, Lines};
+use crate::domain::money::cents;
+
+crate::closed_set! {
+    /// What part of the debt a slice of a payment paid.
+    pub enum Component {
+        Fee = "FEE",
+        Penalty = "PENALTY",
+        Interest = "INTEREST",
+        Principal = "PRINCIPAL",
+        /// Principal paid ahead of the schedule, which is re-amortised.
+        Prepayment = "PREPAYMENT",
+    }
+}
+
+crate::closed_set! {
+    /// What a partial prepayment does to the rest of the schedule (a product's choice).
+    pub enum Reamortisation {
+        /// The installment stays; the loan ends sooner.
+        ShorterTerm = "SHORTER_TERM",
+        /// The term stays; every later installment is lower.
+        LowerInstallment = "LOWER_INSTALLMENT",
+    }
+}
+
+/// What the loan's product and contract say about payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// The loan's annual interest rate.
+    pub annual_rate: Decimal,
+    pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
+}
+
+/// How a movement changed an installment's scheduled amounts (a re-amortisation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleChange {
+    pub number: i32,
+    pub principal_due: Decimal,
+    pub interest_due: Decimal,
+}
+
+impl Component {
+    /// The loan account the component is owed on, and the income account that earns it.
+    fn accounts(self) -> (Account, Account) {
+        match self {
+            Self::Fee => (Account::LoanFees, Account::FeeIncome),
+            Self::Penalty => (Account::LoanPenalties, Account::PenaltyIncome),
+            Self::Interest => (Account::LoanInterest, Account::InterestIncome),
+            Self::Principal | Self::Prepayment => (Account::LoanPrincipal, Account::Cash),
+        }
+    }
+}
+
+/// One slice of a payment: a component of an installment, or fees or penalties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    /// `None` for fees and penalties.
+    pub installment: Option<i32>,
+    pub component: Component,
+    pub amount: Decimal,
+    /// The part of `amount` this payment made receivable itself (interest paid ahead of its due
+    /// date, interest accrued to a payoff, a prepayment fee): it goes straight to income.
+    pub posted: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InstallmentState {
+    pub number: i32,
+    pub due_date: NaiveDate,
+    pub principal_due: Decimal,
+    /// The scheduled interest.
+    pub interest_due: Decimal,
+    /// The part of `interest_due` that has become receivable.
+    pub interest_posted: Decimal,
+    pub principal_paid: Decimal,
+    pub interest_paid: Decimal,
+}
+
+impl InstallmentState {
+    fn is_paid(&self) -> bool {
+        self.principal_paid == self.principal_due && self.interest_paid == self.interest_due
+    }
+}
+
+/// What a loan owes now: the balance columns of `core.loans`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balances {
+    pub principal_outstanding: Decimal,
+    /// Interest receivable: due (or paid ahead) and unpaid.
+    pub interest_outstanding: Decimal,
+    pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub next_due_date: Option<NaiveDate>,
+}
+
+impl Balances {
+    pub fn total(&self) -> Decimal {
+        self.principal_outstanding
+            + self.interest_outstanding
+            + self.fees_outstanding
+            + self.penalties_outstanding
+    }
+}
+
+/// What paying a loan off on a day costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub principal: Decimal,
+    /// Interest due and unpaid, plus interest accrued to the day.
+    pub interest: Decimal,
+    pub fees: Decimal,
+    pub penalties: Decimal,
+    pub prepayment_fee: Decimal,
+    pub total: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    /// The business day the loan was paid out: the start of the first installment's period.
+    pub disbursed_on: NaiveDate,
+    pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub installments: Vec<InstallmentState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerError {
+    /// More than the payoff amount of the day.
+    Overpayment { outstanding: Decimal },
+    /// Less than the payoff, but more than the schedule can take without paying the loan off.
+    NotAPayoff { payoff: Decimal },
+    /// A fee charge that repayments have already (partly) paid cannot be taken back.
+    FeeAlreadyPaid,
+    /// Reversing a prepayment would restore installments that later payments have paid.
+    LaterPaymentsDepend,
+}
+
+/// A repayment applied: where the money went, whether it paid the loan off, and its journal
+/// lines (cash in; receivables and income out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub allocations: Vec<Allocation>,
+    pub payoff: bool,
+    pub lines: Lines,
+    /// The re-amortisation a prepayment made.
+    pub schedule: Vec<ScheduleChange>,
+}
+
+impl Ledger {
+    /// The books of a loan just paid out on `disbursed_on` with `schedule`: nothing paid, nothing
+    /// receivable yet.
+    pub fn new(disbursed_on: NaiveDate, schedule: &[crate::domain::money::Installment]) -> Self {
+        Self {
+            disbursed_on,
+            fees_outstanding: Decimal::ZERO,
+            penalties_outstanding: Decimal::ZERO,
+            installments: schedule
+                .iter()
+                .map(|i| InstallmentState {
+                    number: i32::try_from(i.number).unwrap_or(i32::MAX),
+                    due_date: i.due_date,
+                    principal_due: i.principal,
+                    interest_due: i.interest,
+                    interest_posted: Decimal::ZERO,
+                    principal_paid: Decimal::ZERO,
+                    interest_paid: Decimal::ZERO,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn balances(&self) -> Balances {
+        let (principal, interest) =
+            self.installments
+                .iter()
+                .fold((Decimal::ZERO, Decimal::ZERO), |(p, i), s| {
+                    (
+                        p + s.principal_due - s.principal_paid,
+                        i + s.interest_posted - s.interest_paid,
+                    )
+                });
+        let settled = principal.is_zero() && interest.is_zero();
+        Balances {
+            principal_outstanding: principal,
+            interest_outstanding: interest,
+            fees_outstanding: self.fees_outstanding,
+            penalties_outstanding: self.penalties_outstanding,
+            next_due_date: if settled {
+                None
+            } else {
+                self.installments
+                    .iter()
+                    .find(|s| !s.is_paid())
+                    .map(|s| s.due_date)
+            },
+        }
+    }
+
+    /// Nothing owed: no principal and nothing receivable.
+    pub fn is_settled(&self) -> bool {
+        self.balances().total().is_zero()
+    }
+
+    /// Days since the oldest installment due on or before `on` that is not fully paid.
+    pub fn days_past_due(&self, on: NaiveDate) -> i64 {
+        if self.balances().principal_outstanding.is_zero() {
+            return 0;
+        }
+        self.installments
+            .iter()
+            .find(|s| s.due_date <= on && !s.is_paid())
+            .map_or(0, |s| (on - s.due_date).num_days())
+    }
+
+    fn period_start(&self, index: usize) -> NaiveDate {
+        match index {
+            0 => self.disbursed_on,
+            _ => self.installments[index - 1].due_date,
+        }
+    }
+
+    /// The interest of installment `index` earned by the end of `on`: all of it from the due
+    /// date, none before its period, and in between an even share per day, rounded to cents.
+    pub fn accrued(&self, index: usize, on: NaiveDate) -> Decimal {
+        let s = &self.installments[index];
+        let start = self.period_start(index);
+        if on >= s.due_date {
+            return s.interest_due;
+        }
+        if on <= start {
+            return Decimal::ZERO;
+        }
+        let elapsed = Decimal::from((on - start).num_days());
+        let period = Decimal::from((s.due_date - start).num_days().max(1));
+        cents(s.interest_due * elapsed / period).min(s.interest_due)
+    }
+
+    /// The interest each installment owes if the loan is paid off on `on`: what is
+    /// receivable, or what has accrued, whichever is more.
+    fn payoff_interest(&self, index: usize, on: NaiveDate) -> Decimal {
+        let s = &self.installments[index];
+        self.accrued(index, on).max(s.interest_posted)
+    }
+
+    /// What a payoff on `on` costs.
+    pub fn quote(&self, on: NaiveDate, prepayment_fee_rate: Decimal) -> Quote {
+        let mut principal = Decimal::ZERO;
+        let mut prepaid = Decimal::ZERO;
+        let mut interest = Decimal::ZERO;
+        for (index, s) in self.installments.iter().enumerate() {
+            let unpaid = s.principal_due - s.principal_paid;
+            principal += unpaid;
+            if s.due_date > on {
+                prepaid += unpaid;
+            }
+            interest += self.payoff_interest(index, on) - s.interest_paid;
+        }
+        let prepayment_fee = cents(prepaid * prepayment_fee_rate);
+        Quote {
+            principal,
+            interest,
+            fees: self.fees_outstanding,
+            penalties: self.penalties_outstanding,
+            prepayment_fee,
+            total: principal
+                + interest
+                + self.fees_outstanding
+                + self.penalties_outstanding
+                + prepayment_fee,
+        }
+    }
+
+    pub fn charge_fee(&mut self, amount: Decimal) -> Lines {
+        self.fees_outstanding += amount;
+        let mut lines = Lines::new();
+        lines.transfer(Account::LoanFees, Account::FeeIncome, amount);
+        lines
+    }
+
+    pub fn reverse_fee(&mut self, amount: Decimal) -> Result<(), LedgerError> {
+        if self.fees_outstanding < amount {
+            return Err(LedgerError::FeeAlreadyPaid);
+        }
+        self.fees_outstanding -= amount;
+        Ok(())
+    }
+
+    /// Applies a repayment of `amount` made on `on`; refuses more than the day's payoff. Money
+    /// beyond the installments due and the current one prepays principal, and the rest of the
+    /// schedule is re-amortised as the product says.
+    pub fn apply(
+        &mut self,
+        amount: Decimal,
+        on: NaiveDate,
+        terms: &Terms,
+    ) -> Result<Applied, LedgerError> {
+        let quote = self.quote(on, terms.prepayment_fee_rate);
+        if amount > quote.total {
+            return Err(LedgerError::Overpayment {
+                outstanding: quote.total,
+            });
+        }
+        let payoff = amount == quote.total;
+        let mut next = self.clone();
+        let (allocations, schedule) = if payoff {
+            (next.pay_off(on, quote.prepayment_fee), Vec::new())
+        } else {
+            // The installments due (or already receivable, as a backdated payment finds those
+            // servicing posted since its day), and the current one: the first not yet due.
+            let current = next
+                .installments
+                .iter()
+                .position(|s| s.due_date > on && s.interest_posted.is_zero())
+                .map_or(next.installments.len(), |i| i + 1);
+            let (mut allocations, left) = next.pay_in_order(amount, current);
+            let mut schedule = Vec::new();
+            if left > Decimal::ZERO {
+                schedule = next
+                    .prepay(left, current, terms)
+                    .ok_or(LedgerError::NotAPayoff {
+                        payoff: quote.total,
+                    })?;
+                push(
+                    &mut allocations,
+                    None,
+                    Component::Prepayment,
+                    left,
+                    Decimal::ZERO,
+                );
+            }
+            (allocations, schedule)
+        };
+        *self = next;
+        let mut lines = Lines::new();
+        lines.post(Account::Cash, amount);
+        for a in &allocations {
+            let (owed_on, earned_by) = a.component.accounts();
+            lines.post(owed_on, -(a.amount - a.posted));
+            lines.post(earned_by, -a.posted);
+        }
+        Ok(Applied {
+            allocations,
+            payoff,
+            lines,
+            schedule,
+        })
+    }
+
+    /// Fees, penalties, then the first `installments` installments' interest and principal in
+    /// due order; returns where the money went and what is left.
+    fn pay_in_order(&mut self, amount: Decimal, installments: usize) -> (Vec<Allocation>, Decimal) {
+        let mut left = amount;
+        let mut allocations = Vec::new();
+        let take = |available: Decimal, left: &mut Decimal| {
+            let taken = available.min(*left).max(Decimal::ZERO);
+            *left -= taken;
+            taken
+        };
+        let fee = take(self.fees_outstanding, &mut left);
+        self.fees_outstanding -= fee;
+        push(&mut allocations, None, Component::Fee, fee, Decimal::ZERO);
+        let penalty = take(self.penalties_outstanding, &mut left);
+        self.penalties_outstanding -= penalty;
+        push(
+            &mut allocations,
+            None,
+            Component::Penalty,
+            penalty,
+            Decimal::ZERO,
+        );
+        for s in self.installments.iter_mut().take(installments) {
+            if left.is_zero() {
+                break;
+            }
+            let interest = take(s.interest_due - s.interest_paid, &mut left);
+            let posted = (s.interest_paid + interest - s.interest_posted).max(Decimal::ZERO);
+            s.interest_paid += interest;
+            s.interest_posted += posted;
+            push(
+                &mut allocations,
+                Some(s.number),
+                Component::Interest,
+                interest,
+                posted,
+            );
+            let principal = take(s.principal_due - s.principal_paid, &mut left);
+            s.principal_paid += principal;
+            push(
+                &mut allocations,
+                Some(s.number),
+                Component::Principal,
+                principal,
+                Decimal::ZERO,
+            );
+        }
+        (allocations, left)
+    }
+
+    /// Takes `amount` off the principal of the installments from index `from` on, and
+    /// re-amortises them over their due dates; `None` if it is more than their principal.
+    fn prepay(
+        &mut self,
+        amount: Decimal,
+        from: usize,
+        terms: &Terms,
+    ) -> Option<Vec<ScheduleChange>> {
+        let future = self.installments.get_mut(from..).unwrap_or_default();
+        let remaining: Decimal = future
+            .iter()
+            .map(|s| s.principal_due - s.principal_paid)
+            .sum();
+        if amount > remaining || future.iter().any(|s| s.interest_posted > Decimal::ZERO) {
+            return None;
+        }
+        let level = match terms.reamortisation {
+            Reamortisation::LowerInstallment => None,
+            Reamortisation::ShorterTerm => future.first().map(|s| s.principal_due + s.interest_due),
+        };
+        let rows = crate::domain::money::amortise(
+            remaining - amount,
+            terms.annual_rate,
+            future.len(),
+            level,
+        );
+        let mut changes = Vec::new();
+        for (s, (principal, interest)) in future.iter_mut().zip(rows) {
+            let change = ScheduleChange {
+                number: s.number,
+                principal_due: principal + s.principal_paid - s.principal_due,
+                interest_due: interest - s.interest_due,
+            };
+            s.principal_due += change.principal_due;
+            s.interest_due += change.interest_due;
+            if !change.principal_due.is_zero() || !change.interest_due.is_zero() {
+                changes.push(change);
+            }
+        }
+        Some(changes)
+    }
+
+    /// Pays everything the payoff quote of `on` holds.
+    fn pay_off(&mut self, on: NaiveDate, prepayment_fee: Decimal) -> Vec<Allocation> {
+        let mut allocations = Vec::new();
+        push(
+            &mut allocations,
+            None,
+            Component::Fee,
+            self.fees_outstanding + prepayment_fee,
+            prepayment_fee,
+        );
+        self.fees_outstanding = Decimal::ZERO;
+        push(
+            &mut allocations,
+            None,
+            Component::Penalty,
+            self.penalties_outstanding,
+            Decimal::ZERO,
+        );
+        self.penalties_outstanding = Decimal::ZERO;
+        for index in 0..self.installments.len() {
+            let target = self.payoff_interest(index, on);
+            let s = &mut self.installments[index];
+            let posted = target - s.interest_posted;
+            push(
+                &mut allocations,
+                Some(s.number),
+                Component::Interest,
+                target - s.interest_paid,
+                posted,
+            );
+            s.interest_posted = target;
+            s.interest_paid = target;
+            push(
+                &mut allocations,
+                Some(s.number),
+                Component::Principal,
+                s.principal_due - s.principal_paid,
+                Decimal::ZERO,
+            );
+            s.principal_paid = s.principal_due;
+        }
+        allocations
+    }
+
+    /// Gives back what `allocations` took, takes back what they made receivable, and undoes the
+    /// re-amortisation `schedule` made; refused if later payments paid what it would restore.
+    pub fn reverse(
+        &mut self,
+        allocations: &[Allocation],
+        schedule: &[ScheduleChange],
+    ) -> Result<(), LedgerError> {
+        let mut next = self.clone();
+        for a in allocations {
+            match (a.component, a.installment) {
+                (Component::Fee, _) => next.fees_outstanding += a.amount - a.posted,
+                (Component::Penalty, _) => next.penalties_outstanding += a.amount,
+                (Component::Prepayment, _) => {}
+                (component, Some(number)) => {
+                    if let Some(s) = next.installments.iter_mut().find(|s| s.number == number) {
+                        if component == Component::Interest {
+                            s.interest_paid -= a.amount;
+                            s.interest_posted -= a.posted;
+                        } else {
+                            s.principal_paid -= a.amount;
+                        }
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        for change in schedule {
+            if let Some(s) = next
+                .installments
+                .iter_mut()
+                .find(|s| s.number == change.number)
+            {
+                s.principal_due -= change.principal_due;
+                s.interest_due -= change.interest_due;
+                if s.principal_paid > s.principal_due || s.interest_posted > s.interest_due {
+                    return Err(LedgerError::LaterPaymentsDepend);
+                }
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+}
+
+fn push(
+    allocations: &mut Vec<Allocation>,
+    installment: Option<i32>,
+    component: Component,
+    amount: Decimal,
+    posted: Decimal,
+) {
+    if amount > Decimal::ZERO {
+        allocations.push(Allocation {
+            installment,
+            component,
+            amount,
+            posted,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::annuity_schedule;
+    use proptest::prelude::*;
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    fn ledger(amount: i64, rate_bp: u32, months: u32) -> Ledger {
+        let start = day("2024-01-15");
+        let schedule = annuity_schedule(
+            Decimal::new(amount, 2),
+            Decimal::new(rate_bp.into(), 4),
+            months,
+            start,
+        );
+        Ledger::new(start, &schedule)
+    }
+
+    fn money(cents: i64) -> Decimal {
+        Decimal::new(cents, 2)
+    }
+
+    fn terms(rate_bp: i64, fee_rate: Decimal, reamortisation: Reamortisation) -> Terms {
+        Terms {
+            annual_rate: Decimal::new(rate_bp, 4),
+            prepayment_fee_rate: fee_rate,
+            reamortisation,
+        }
+    }
+
+    fn plain() -> Terms {
+        terms(1200, Decimal::ZERO, Reamortisation::ShorterTerm)
+    }
+
+    #[test]
+    fn fees_then_interest_then_principal_in_due_order() {
+        let mut l = ledger(1_200_000, 1200, 12); // 12,000 at 12%: first interest 120.00
+        l.charge_fee(money(5000));
+        let applied = l.apply(money(30000), day("2024-02-15"), &plain()).unwrap();
+        let a = &applied.allocations;
+        assert_eq!((a[0].component, a[0].amount), (Component::Fee, money(5000)));
+        assert_eq!(
+            (a[1].component, a[1].amount),
+            (Component::Interest, money(12000))
+        );
+        assert_eq!(
+            (a[2].component, a[2].amount),
+            (Component::Principal, money(13000))
+        );
+        assert!(!applied.payoff);
+        assert!(applied.lines.is_balanced());
+        // Paid on its due date, the first installment's interest had not been posted yet
+        // (servicing had not run): the payment posts it itself, straight to income.
+        assert_eq!(a[1].posted, money(12000));
+        assert_eq!(applied.lines.of(Account::InterestIncome), money(-12000));
+        assert_eq!(l.balances().next_due_date, Some(l.installments[0].due_date));
+    }
+
+    #[test]
+    fn interest_accrues_evenly_over_the_period_and_is_whole_on_the_due_date() {
+        let l = ledger(1_200_000, 1200, 12);
+        // 2024-01-15 .. 2024-02-15 is 31 days; 10 of them earn 120.00 × 10 / 31 = 38.71.
+        assert_eq!(l.accrued(0, day("2024-01-25")), money(3871));
+        assert_eq!(l.accrued(0, day("2024-02-15")), money(12000));
+        assert_eq!(l.accrued(1, day("2024-02-15")), Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_payoff_of_exactly_the_quote_closes_the_loan_and_charges_no_later_interest() {
+        let mut l = ledger(1_200_000, 1200, 12);
+        let on = day("2024-01-25");
+        let quote = l.quote(on, Decimal::new(1, 2)); // 1% prepayment fee
+        assert_eq!(quote.principal, money(1_200_000));
+        assert_eq!(quote.interest, money(3871));
+        assert_eq!(quote.prepayment_fee, money(12000));
+        assert_eq!(quote.total, money(1_200_000 + 3871 + 12000));
+        let applied = l
+            .apply(
+                quote.total,
+                on,
+                &terms(1200, Decimal::new(1, 2), Reamortisation::ShorterTerm),
+            )
+            .unwrap();
+        assert!(applied.payoff);
+        assert!(l.is_settled());
+        assert!(applied.lines.is_balanced());
+        assert_eq!(applied.lines.of(Account::InterestIncome), money(-3871));
+        assert_eq!(applied.lines.of(Account::FeeIncome), money(-12000));
+        assert_eq!(applied.lines.of(Account::LoanPrincipal), money(-1_200_000));
+    }
+
+    #[test]
+    fn more_than_the_payoff_is_refused_and_changes_nothing() {
+        let mut l = ledger(100_000, 0, 2);
+        let before = l.clone();
+        assert_eq!(
+            l.apply(
+                money(100_001),
+                day("2024-01-20"),
+                &terms(0, Decimal::ZERO, Reamortisation::ShorterTerm)
+            ),
+            Err(LedgerError::Overpayment {
+                outstanding: money(100_000)
+            })
+        );
+        assert_eq!(l, before);
+    }
+
+    #[test]
+    fn days_past_due_count_from_the_oldest_unpaid_installment() {
+        let mut l = ledger(1_200_000, 1200, 12);
+        assert_eq!(l.days_past_due(day("2024-02-15")), 0);
+        assert_eq!(l.days_past_due(day("2024-03-20")), 34);
+        let first = l.installments[0].principal_due + l.installments[0].interest_due;
+        l.apply(first, day("2024-03-20"), &plain()).unwrap();
+        assert_eq!(l.days_past_due(day("2024-03-20")), 5);
+    }
+
+    #[test]
+    fn a_prepayment_re_amortises_the_rest_as_the_product_says_and_reverses_exactly() {
+        let on = day("2024-01-20");
+        for (method, last_nonzero, level_kept) in [
+            (Reamortisation::ShorterTerm, false, true),
+            (Reamortisation::LowerInstallment, true, false),
+        ] {
+            let mut l = ledger(1_200_000, 1200, 12);
+            let before = l.clone();
+            let level = l.installments[1].principal_due + l.installments[1].interest_due;
+            let first = l.installments[0].principal_due + l.installments[0].interest_due;
+            let t = terms(1200, Decimal::ZERO, method);
+            let applied = l.apply(first + money(300_000), on, &t).unwrap();
+            let prepaid = applied
+                .allocations
+                .iter()
+                .find(|a| a.component == Component::Prepayment)
+                .unwrap();
+            assert_eq!(prepaid.amount, money(300_000));
+            assert_eq!(
+                applied.lines.of(Account::LoanPrincipal),
+                -(l.installments[0].principal_due + money(300_000))
+            );
+            // Principal owed is the schedule's, less the prepayment.
+            assert_eq!(
+                l.balances().principal_outstanding,
+                money(1_200_000) - l.installments[0].principal_due - money(300_000)
+            );
+            let second = l.installments[1].principal_due + l.installments[1].interest_due;
+            assert_eq!(second == level, level_kept, "{method:?}");
+            assert_eq!(
+                !l.installments[11].principal_due.is_zero(),
+                last_nonzero,
+                "{method:?}"
+            );
+            let total_interest: Decimal = l.installments.iter().map(|s| s.interest_due).sum();
+            let before_interest: Decimal = before.installments.iter().map(|s| s.interest_due).sum();
+            assert!(
+                total_interest < before_interest,
+                "a prepayment saves interest"
+            );
+            l.reverse(&applied.allocations, &applied.schedule).unwrap();
+            assert_eq!(l, before, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn a_reversal_that_would_undo_what_later_payments_paid_is_refused_and_changes_nothing() {
+        let mut l = ledger(1_200_000, 1200, 12);
+        let raised = ScheduleChange {
+            number: 2,
+            principal_due: money(1000),
+            interest_due: Decimal::ZERO,
+        };
+        l.installments[1].principal_paid = l.installments[1].principal_due;
+        let before = l.clone();
+        assert_eq!(
+            l.reverse(&[], &[raised]),
+            Err(LedgerError::LaterPaymentsDepend)
+        );
+        assert_eq!(l, before);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Repay(i64),
+        Fee(i64),
+        Reverse(usize),
+        Wait(u16),
+        PayOff,
+        Prepay(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1i64..=500_000).prop_map(Op::Repay),
+            1 => (1i64..=20_000).prop_map(Op::Fee),
+            2 => (0usize..20).prop_map(Op::Reverse),
+            2 => (1u16..=60).prop_map(Op::Wait),
+            1 => Just(Op::PayOff),
+            1 => (100_000i64..=1_000_000).prop_map(Op::Prepay),
+        ]
+    }
+
+    /// Runs `ops`, checking after each that the journal lines posted so far equal the books.
+    fn run(ops: &[Op], method: Reamortisation) -> Ledger {
+        let t = terms(1500, Decimal::new(2, 2), method);
+        let rate = t.prepayment_fee_rate;
+        let mut l = ledger(2_000_000, 1500, 12);
+        let mut on = l.disbursed_on;
+        let mut journal = Lines::new();
+        journal.transfer(Account::LoanPrincipal, Account::Cash, money(2_000_000));
+        let mut repayments: Vec<(Lines, Vec<Allocation>, Vec<ScheduleChange>, bool)> = Vec::new();
+        let mut fees: Vec<(Lines, Decimal, bool)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Repay(cents) | Op::Prepay(cents) => {
+                    if let Ok(a) = l.apply(money(*cents), on, &t) {
+                        journal = Lines::from_rows(journal_rows(&journal, &a.lines));
+                        repayments.push((a.lines, a.allocations, a.schedule, true));
+                    }
+                }
+                Op::PayOff => {
+                    let quote = l.quote(on, rate);
+                    if quote.total > Decimal::ZERO {
+                        let a = l.apply(quote.total, on, &t).unwrap();
+                        assert!(a.payoff && l.is_settled());
+                        journal = Lines::from_rows(journal_rows(&journal, &a.lines));
+                        repayments.push((a.lines, a.allocations, a.schedule, true));
+                    }
+                }
+                Op::Fee(cents) => {
+                    let lines = l.charge_fee(money(*cents));
+                    journal = Lines::from_rows(journal_rows(&journal, &lines));
+                    fees.push((lines, money(*cents), true));
+                }
+                Op::Wait(days) => on += chrono::TimeDelta::days(i64::from(*days)),
+                Op::Reverse(i) => {
+                    if let Some((lines, a, schedule, live)) = repayments.get_mut(*i) {
+                        if *live && l.reverse(a, schedule).is_ok() {
+                            journal = Lines::from_rows(journal_rows(&journal, &lines.negated()));
+                            *live = false;
+                        }
+                    } else if let Some((lines, amount, live)) = fees.get_mut(*i - repayments.len())
+                    {
+                        if *live && l.reverse_fee(*amount).is_ok() {
+                            journal = Lines::from_rows(journal_rows(&journal, &lines.negated()));
+                            *live = false;
+                        }
+                    }
+                }
+            }
+            let b = l.balances();
+            assert!(journal.is_balanced());
+            assert_eq!(journal.of(Account::LoanPrincipal), b.principal_outstanding);
+            assert_eq!(journal.of(Account::LoanInterest), b.interest_outstanding);
+            assert_eq!(journal.of(Account::LoanFees), b.fees_outstanding);
+            assert!(b.principal_outstanding >= Decimal::ZERO);
+            assert!(b.interest_outstanding >= Decimal::ZERO);
+            assert!(b.fees_outstanding >= Decimal::ZERO);
+            for s in &l.installments {
+                assert!(s.principal_paid >= Decimal::ZERO && s.principal_paid <= s.principal_due);
+                assert!(s.interest_paid >= Decimal::ZERO && s.interest_paid <= s.interest_posted);
+                assert!(s.interest_posted <= s.interest_due);
+            }
+        }
+        l
+    }
+
+    fn journal_rows(journal: &Lines, more: &Lines) -> Vec<(Account, Decimal)> {
+        Account::ALL
+            .iter()
+            .map(|a| (*a, journal.of(*a) + more.of(*a)))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn the_books_equal_the_journal_never_go_negative_and_replay_identically(ops in prop::collection::vec(op(), 0..60)) {
+            for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
+                let ledger = run(&ops, method);
+                prop_assert_eq!(ledger, run(&ops, method));
+            }
+        }
+    }
+}

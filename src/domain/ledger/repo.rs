@@ -1,0 +1,467 @@
+//! SQL of money movements: payment rows, a loan's installments and allocations, and the
+//! balance columns they move, under the loan's row lock.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::engine::{
+    Allocation, Component, InstallmentState, Reamortisation, ScheduleChange, Terms,
+};
+use super::journal::{Account, EntryKind, Lines};
+use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
+use crate::domain::money::Installment;
+
+/// A new payment row.
+pub struct NewPayment<'a> {
+    pub transaction_id: &'a str,
+    pub client_reference: Option<&'a str>,
+    pub loan_id: Uuid,
+    pub customer_id: Uuid,
+    pub payment_type: PaymentKind,
+    pub amount: Decimal,
+    pub payment_method: Option<&'a str>,
+    pub payment_date: DateTime<Utc>,
+    pub status: PaymentStatus,
+    pub channel: &'a str,
+}
+
+pub async fn insert(conn: &mut PgConnection, p: &NewPayment<'_>) -> Result<Payment, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO core.payments AS p (payment_id, transaction_id, loan_id, customer_id, \
+         payment_type, amount, payment_method, payment_date, status, channel, status_changed_at, \
+         client_reference) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11) RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(p.transaction_id)
+        .bind(p.loan_id)
+        .bind(p.customer_id)
+        .bind(p.payment_type)
+        .bind(p.amount)
+        .bind(p.payment_method)
+        .bind(p.payment_date)
+        .bind(p.status.as_str())
+        .bind(p.channel)
+        .bind(p.client_reference)
+        .fetch_one(conn)
+        .await
+}
+
+/// The payment that pays a loan out, completed at `at`.
+pub async fn insert_disbursement(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    customer_id: Uuid,
+    loan_number: &str,
+    amount: Decimal,
+    at: DateTime<Utc>,
+) -> Result<Payment, sqlx::Error> {
+    let transaction_id = format!("DSB-{loan_number}");
+    let payment = NewPayment {
+        transaction_id: &transaction_id,
+        client_reference: None,
+        loan_id,
+        customer_id,
+        payment_type: PaymentKind::Disbursement,
+        amount,
+        payment_method: Some("BANK_TRANSFER"),
+        payment_date: at,
+        status: PaymentStatus::Completed,
+        channel: "SYSTEM",
+    };
+    insert(conn, &payment).await
+}
+
+/// The loan a payment moves, locked for the rest of the transaction. Every path that changes a
+/// loan's balance or status takes this lock first, and only then touches payment rows, so
+/// repayments, reversals and loan moves on one loan queue up instead of deadlocking.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedLoan {
+    pub loan_id: Uuid,
+    pub application_date: DateTime<Utc>,
+    pub customer_id: Uuid,
+    pub loan_number: String,
+    pub status: LoanStatus,
+    pub loan_amount: Decimal,
+    pub interest_rate: Decimal,
+    pub term_months: i32,
+    pub disbursement_date: Option<DateTime<Utc>>,
+    /// The business day of the disbursement.
+    pub disbursed_on: Option<NaiveDate>,
+    pub principal_outstanding: Option<Decimal>,
+    pub interest_outstanding: Option<Decimal>,
+    pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub next_due_date: Option<NaiveDate>,
+    pub written_off_amount: Option<Decimal>,
+    pub recovered_amount: Decimal,
+    pub prepayment_fee_rate: Decimal,
+    pub reamortisation: Reamortisation,
+    /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
+    pub business_date: NaiveDate,
+}
+
+impl LockedLoan {
+    /// What the loan's balance columns (its journal) say it owes.
+    pub fn outstanding(&self) -> Decimal {
+        self.principal_outstanding.unwrap_or_default()
+            + self.interest_outstanding.unwrap_or_default()
+            + self.fees_outstanding
+            + self.penalties_outstanding
+    }
+
+    /// What the loan's contract and product say about payments.
+    pub fn terms(&self) -> Terms {
+        Terms {
+            annual_rate: self.interest_rate,
+            prepayment_fee_rate: self.prepayment_fee_rate,
+            reamortisation: self.reamortisation,
+        }
+    }
+}
+
+/// The business day of `at`.
+pub async fn business_date(
+    conn: &mut PgConnection,
+    at: DateTime<Utc>,
+) -> Result<NaiveDate, sqlx::Error> {
+    sqlx::query_scalar("SELECT core.business_date($1)")
+        .bind(at)
+        .fetch_one(conn)
+        .await
+}
+
+/// Locks the loan; `at` is the moment whose business day the movement is for.
+pub async fn lock_loan(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<LockedLoan>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT l.loan_id, l.application_date, l.customer_id, l.loan_number, l.status, \
+                l.loan_amount, l.interest_rate, l.term_months, l.disbursement_date, \
+                core.business_date(l.disbursement_date) AS disbursed_on, \
+                l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
+                l.penalties_outstanding, l.next_due_date, l.written_off_amount, \
+                l.recovered_amount, p.prepayment_fee_rate, \
+                p.prepayment_reamortisation AS reamortisation, \
+                core.business_date($2) AS business_date \
+         FROM core.loans l JOIN core.products p ON p.product_code = l.product_code \
+         WHERE (l.loan_id, l.application_date) = \
+               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1) \
+         FOR UPDATE OF l",
+    )
+    .bind(loan_id)
+    .bind(at)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_status(
+    conn: &mut PgConnection,
+    payment: &Payment,
+    to: PaymentStatus,
+    reason: Option<&str>,
+) -> Result<Payment, sqlx::Error> {
+    let sql = format!(
+        "UPDATE core.payments AS p SET status = $3, status_changed_at = now(), \
+         status_changed_by = core.current_actor(), status_reason = $4, version = version + 1, \
+         updated_at = now(), updated_by = core.current_actor() \
+         WHERE p.payment_id = $1 AND p.payment_date = $2 RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(payment.payment_id)
+        .bind(payment.payment_date)
+        .bind(to.as_str())
+        .bind(reason)
+        .fetch_one(conn)
+        .await
+}
+
+/// A loan's status and what its payoff quote needs, read without the lock: what a payoff is
+/// quoted from, and what a customer's repayment is checked against before staff confirm it
+/// (the confirmation checks again, under the lock).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoanBalances {
+    pub loan_id: Uuid,
+    pub customer_id: Uuid,
+    pub status: LoanStatus,
+    pub loan_amount: Decimal,
+    pub total_paid: Decimal,
+    pub fees_outstanding: Decimal,
+    pub penalties_outstanding: Decimal,
+    pub disbursed_on: Option<NaiveDate>,
+    pub prepayment_fee_rate: Decimal,
+    pub business_date: NaiveDate,
+}
+
+pub async fn loan_balances(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+) -> Result<Option<LoanBalances>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT l.loan_id, l.customer_id, l.status, l.loan_amount, l.total_paid, \
+                l.fees_outstanding, l.penalties_outstanding, \
+                core.business_date(l.disbursement_date) AS disbursed_on, \
+                (SELECT p.prepayment_fee_rate FROM core.products p \
+                 WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \
+                core.business_date(now()) AS business_date \
+         FROM core.loans l \
+         WHERE (l.loan_id, l.application_date) = \
+               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)",
+    )
+    .bind(loan_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Writes a disbursed loan's schedule.
+pub async fn insert_installments(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    customer_id: Uuid,
+    schedule: &[Installment],
+) -> Result<(), sqlx::Error> {
+    let numbers: Vec<i32> = schedule.iter().map(|i| i.number as i32).collect();
+    let due: Vec<NaiveDate> = schedule.iter().map(|i| i.due_date).collect();
+    let principal: Vec<Decimal> = schedule.iter().map(|i| i.principal).collect();
+    let interest: Vec<Decimal> = schedule.iter().map(|i| i.interest).collect();
+    sqlx::query(
+        "INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date, \
+         principal_due, interest_due) \
+         SELECT $1, $2, n, d, p, i FROM unnest($3::int[], $4::date[], $5::numeric[], $6::numeric[]) \
+              AS t(n, d, p, i) ON CONFLICT DO NOTHING",
+    )
+    .bind(loan_id)
+    .bind(customer_id)
+    .bind(numbers)
+    .bind(due)
+    .bind(principal)
+    .bind(interest)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_installments(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+) -> Result<Vec<InstallmentState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT installment_number AS number, due_date, principal_due, interest_due, \
+                interest_posted, principal_paid, interest_paid \
+         FROM core.loan_installments WHERE loan_id = $1 ORDER BY installment_number",
+    )
+    .bind(loan_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// A loan's row as a movement leaves it.
+pub struct LoanChange {
+    pub total_paid: Decimal,
+    pub recovered: Decimal,
+    pub next_due_date: Option<NaiveDate>,
+    /// The new status, if it changes.
+    pub status: Option<LoanStatus>,
+}
+
+/// One money movement, written in one statement: the journal entry and its lines, the
+/// installments it changed, the payment's allocations, and the loan's balance columns, which
+/// move by exactly the entry's lines on the loan accounts (so they always equal the journal).
+pub struct Movement<'a> {
+    pub loan_id: Uuid,
+    pub application_date: DateTime<Utc>,
+    pub customer_id: Uuid,
+    pub kind: EntryKind,
+    pub business_date: NaiveDate,
+    pub payment_id: Option<Uuid>,
+    pub reverses: Option<Uuid>,
+    pub lines: &'a Lines,
+    /// What changed on each installment it touched: the amounts are added.
+    pub installments: Vec<InstallmentChange>,
+    pub allocations: &'a [Allocation],
+    /// The re-amortisation a prepayment made, kept for its reversal.
+    pub schedule: &'a [ScheduleChange],
+    pub loan: LoanChange,
+}
+
+/// What a movement adds to an installment's amounts (negative for a reversal): paid and
+/// posted, and scheduled when a prepayment re-amortises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallmentChange {
+    pub number: i32,
+    pub principal_due: Decimal,
+    pub interest_due: Decimal,
+    pub principal_paid: Decimal,
+    pub interest_paid: Decimal,
+    pub interest_posted: Decimal,
+}
+
+pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sqlx::Error> {
+    let entry_id = Uuid::now_v7();
+    let numbers: Vec<i32> = m.installments.iter().map(|s| s.number).collect();
+    let principal_paid: Vec<Decimal> = m.installments.iter().map(|s| s.principal_paid).collect();
+    let interest_paid: Vec<Decimal> = m.installments.iter().map(|s| s.interest_paid).collect();
+    let interest_posted: Vec<Decimal> = m.installments.iter().map(|s| s.interest_posted).collect();
+    let targets: Vec<Option<i32>> = m.allocations.iter().map(|a| a.installment).collect();
+    let components: Vec<&str> = m.allocations.iter().map(|a| a.component.as_str()).collect();
+    let amounts: Vec<Decimal> = m.allocations.iter().map(|a| a.amount).collect();
+    let posted: Vec<Decimal> = m.allocations.iter().map(|a| a.posted).collect();
+    let principal_due: Vec<Decimal> = m.installments.iter().map(|s| s.principal_due).collect();
+    let interest_due: Vec<Decimal> = m.installments.iter().map(|s| s.interest_due).collect();
+    let rescheduled: Vec<i32> = m.schedule.iter().map(|c| c.number).collect();
+    let rescheduled_principal: Vec<Decimal> = m.schedule.iter().map(|c| c.principal_due).collect();
+    let rescheduled_interest: Vec<Decimal> = m.schedule.iter().map(|c| c.interest_due).collect();
+    sqlx::query(
+        "WITH entry AS ( \
+             INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
+                                               payment_id, reverses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)), \
+         lines AS ( \
+             INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount) \
+             SELECT $1, n, $2, $3, a, x FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)), \
+         installments AS ( \
+             UPDATE core.loan_installments i \
+             SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i, \
+                 interest_posted = i.interest_posted + t.ip, \
+                 principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id \
+             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[], \
+                         $28::numeric[], $29::numeric[]) AS t(n, p, i, ip, pd, id) \
+             WHERE i.loan_id = $2 AND i.installment_number = t.n), \
+         rescheduled AS ( \
+             INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id, \
+                                                principal_due, interest_due) \
+             SELECT $6, n, $2, $3, pd, id \
+             FROM unnest($30::int[], $31::numeric[], $32::numeric[]) AS t(n, pd, id)), \
+         allocations AS ( \
+             INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, \
+                                                   installment_number, component, amount, posted) \
+             SELECT $6, $2, $3, n, c, a, ps \
+             FROM unnest($14::int[], $15::text[], $16::numeric[], $17::numeric[]) AS t(n, c, a, ps)) \
+         UPDATE core.loans SET \
+             principal_outstanding = coalesce(principal_outstanding, 0) + $19, \
+             interest_outstanding = coalesce(interest_outstanding, 0) + $20, \
+             fees_outstanding = fees_outstanding + $21, \
+             penalties_outstanding = penalties_outstanding + $22, \
+             total_paid = total_paid + $23, recovered_amount = recovered_amount + $24, \
+             next_due_date = $25, status = coalesce($26, status), \
+             closed_at = CASE WHEN $26 = 'CLOSED' THEN now() WHEN $26 IS NOT NULL THEN NULL ELSE closed_at END, \
+             defaulted_at = CASE WHEN $26 = 'DISBURSED' THEN NULL ELSE defaulted_at END, \
+             written_off_at = CASE WHEN $26 = 'WRITTEN_OFF' THEN now() ELSE written_off_at END, \
+             written_off_by = CASE WHEN $26 = 'WRITTEN_OFF' THEN core.current_actor() ELSE written_off_by END, \
+             written_off_amount = CASE WHEN $26 = 'WRITTEN_OFF' THEN $27 ELSE written_off_amount END, \
+             version = version + 1, updated_at = now(), updated_by = core.current_actor() \
+         WHERE loan_id = $2 AND application_date = $18",
+    )
+    .bind(entry_id)
+    .bind(m.loan_id)
+    .bind(m.customer_id)
+    .bind(m.kind)
+    .bind(m.business_date)
+    .bind(m.payment_id)
+    .bind(m.reverses)
+    .bind(m.lines.accounts())
+    .bind(m.lines.amounts())
+    .bind(numbers)
+    .bind(principal_paid)
+    .bind(interest_paid)
+    .bind(interest_posted)
+    .bind(targets)
+    .bind(components)
+    .bind(amounts)
+    .bind(posted)
+    .bind(m.application_date)
+    .bind(m.lines.of(Account::LoanPrincipal))
+    .bind(m.lines.of(Account::LoanInterest))
+    .bind(m.lines.of(Account::LoanFees))
+    .bind(m.lines.of(Account::LoanPenalties))
+    .bind(m.loan.total_paid)
+    .bind(m.loan.recovered)
+    .bind(m.loan.next_due_date)
+    .bind(m.loan.status)
+    .bind(m.lines.of(Account::WriteOffExpense))
+    .bind(principal_due)
+    .bind(interest_due)
+    .bind(rescheduled)
+    .bind(rescheduled_principal)
+    .bind(rescheduled_interest)
+    .execute(conn)
+    .await?;
+    Ok(entry_id)
+}
+
+/// The entry a payment posted (not a reversal), with its lines.
+pub async fn payment_entry(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Option<(Uuid, EntryKind, Lines)>, sqlx::Error> {
+    let rows: Vec<(Uuid, EntryKind, Account, Decimal)> = sqlx::query_as(
+        "SELECT e.entry_id, e.kind, l.account, l.amount \
+         FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id \
+         WHERE e.payment_id = $1 AND e.kind <> 'REVERSAL' ORDER BY l.line_number",
+    )
+    .bind(payment_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.first().map(|(entry_id, kind, _, _)| {
+        (
+            *entry_id,
+            *kind,
+            Lines::from_rows(
+                rows.iter()
+                    .map(|(_, _, account, amount)| (*account, *amount)),
+            ),
+        )
+    }))
+}
+
+/// Marks a payment's re-amortisation reversed and returns it.
+pub async fn reverse_schedule_changes(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Vec<ScheduleChange>, sqlx::Error> {
+    let rows: Vec<(i32, Decimal, Decimal)> = sqlx::query_as(
+        "UPDATE core.schedule_changes SET reversed_at = now() \
+         WHERE payment_id = $1 AND reversed_at IS NULL \
+         RETURNING installment_number, principal_due, interest_due",
+    )
+    .bind(payment_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(number, principal_due, interest_due)| ScheduleChange {
+            number,
+            principal_due,
+            interest_due,
+        })
+        .collect())
+}
+
+/// Marks a payment's live allocations reversed and returns them.
+pub async fn reverse_allocations(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<Vec<Allocation>, sqlx::Error> {
+    let rows: Vec<(Option<i32>, Component, Decimal, Decimal)> = sqlx::query_as(
+        "UPDATE core.payment_allocations SET reversed_at = now() \
+         WHERE payment_id = $1 AND reversed_at IS NULL \
+         RETURNING installment_number, component, amount, posted",
+    )
+    .bind(payment_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(installment, component, amount, posted)| Allocation {
+            installment,
+            component,
+            amount,
+            posted,
+        })
+        .collect())
+}

@@ -1,0 +1,157 @@
+//! Bearer tokens to callers: the service's own HS256 tokens, a provider's signed ones, or (in
+//! dev mode) both. The token's header only routes it: HS256 goes to the local secret, every
+//! other algorithm to the provider, whose key then decides the algorithm.
+
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use jsonwebtoken::Algorithm;
+use sqlx::PgPool;
+
+use super::links::LinkDirectory;
+use super::provider::{Provider, ProviderClaims};
+use super::{is_valid_subject, Caller, JwtKeys, Role, TokenError};
+use crate::platform::config::TokenConfig;
+use crate::platform::error::ApiError;
+
+pub struct Authenticator {
+    local: Option<JwtKeys>,
+    provider: Option<Provider>,
+    links: Option<LinkDirectory>,
+}
+
+impl From<JwtKeys> for Authenticator {
+    fn from(keys: JwtKeys) -> Self {
+        Self {
+            local: Some(keys),
+            provider: None,
+            links: None,
+        }
+    }
+}
+
+impl Authenticator {
+    pub fn new(config: &TokenConfig) -> Result<Self, String> {
+        Ok(Self {
+            local: config.local_secret.clone().map(JwtKeys::new),
+            provider: config.provider.clone().map(Provider::new).transpose()?,
+            links: None,
+        })
+    }
+
+    /// Looks up identity links on `pool` (the provider's customers without a customer claim).
+    pub fn with_links(mut self, pool: PgPool) -> Self {
+        if let Some(provider) = &self.provider {
+            self.links = Some(LinkDirectory::new(pool, provider.config.link_cache_ttl));
+        }
+        self
+    }
+
+    /// Starts refreshing the provider's keys in the background (the first fetch at once).
+    pub fn start_key_refresh(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let provider = self.provider.as_ref()?;
+        Some(
+            provider
+                .keys
+                .clone()
+                .keep_fresh(provider.config.refresh_every),
+        )
+    }
+
+    /// False while a provider is configured and none of its key sets has loaded yet.
+    pub fn is_ready(&self) -> bool {
+        self.provider.as_ref().is_none_or(|p| p.keys.is_loaded())
+    }
+
+    /// The configured provider's issuer.
+    pub fn provider_issuer(&self) -> Option<&str> {
+        self.provider.as_ref().map(|p| p.config.issuer.as_str())
+    }
+
+    /// Forgets a remembered identity link (after staff changed it).
+    pub fn forget_link(&self, issuer: &str, subject: &str) {
+        if let Some(links) = &self.links {
+            links.forget(issuer, subject);
+        }
+    }
+
+    /// The caller a request's bearer token names; the reason for a refusal is logged, never
+    /// sent.
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let header = headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("no Authorization header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized(
+                "Authorization is not a bearer token",
+            ))?
+            .trim();
+        let refused = |e: TokenError| ApiError::Unauthorized(e.reason());
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refused(e.into()))?;
+        match (header.alg, &self.local, &self.provider) {
+            (Algorithm::HS256, Some(local), _) => {
+                Caller::from_claims(local.verify(token).map_err(refused)?)
+            }
+            (Algorithm::HS256, None, _) | (_, _, None) => {
+                Err(refused(TokenError::UnsupportedAlgorithm))
+            }
+            (_, _, Some(provider)) => {
+                let now = chrono::Utc::now().timestamp();
+                let claims = provider
+                    .verify(token, &header, now)
+                    .await
+                    .map_err(refused)?;
+                self.provider_caller(provider, &claims).await
+            }
+        }
+    }
+
+    async fn provider_caller(
+        &self,
+        provider: &Provider,
+        claims: &ProviderClaims,
+    ) -> Result<Caller, ApiError> {
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| is_valid_subject(s))
+            .ok_or(ApiError::Unauthorized("unusable subject"))?;
+        let role = provider.role(claims).map_err(ApiError::Unauthorized)?;
+        let issuer = provider.config.issuer.as_str();
+        let customer_id = match role {
+            Role::Customer => Some(
+                match provider
+                    .customer_claim(claims)
+                    .map_err(ApiError::Unauthorized)?
+                {
+                    Some(id) => id,
+                    None => self.linked_customer(issuer, subject).await?.ok_or(
+                        ApiError::Unauthorized("customer subject not linked to a customer"),
+                    )?,
+                },
+            ),
+            _ => None,
+        };
+        Ok(Caller {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            role,
+            customer_id,
+            request_id: None,
+            expires_at: claims.get("exp").and_then(|exp| exp.as_i64()),
+        })
+    }
+
+    async fn linked_customer(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<uuid::Uuid>, ApiError> {
+        let Some(links) = &self.links else {
+            return Ok(None);
+        };
+        Ok(links.customer(issuer, subject).await?)
+    }
+}

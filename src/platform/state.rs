@@ -1,0 +1,207 @@
+//! What every handler can reach, in parts. Extractors and helpers below the resources take only
+//! the part they need, through `FromRef` (`Database`, `Arc<Authenticator>`, …), so nothing below the
+//! resources names [`AppState`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::platform::auth::Authenticator;
+use crate::platform::config::HttpConfig;
+use crate::platform::db::listen::EventHub;
+use crate::platform::db::partitions::{DateWindow, Partitions};
+use crate::platform::db::Database;
+use crate::platform::edge::RateLimits;
+use crate::platform::pii::PiiCipher;
+
+/// The state of the service. Cheap to clone: everything inside is shared.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    /// Request transactions, as the service login.
+    pub db: Database,
+    /// Bearer tokens to callers.
+    pub auth: Arc<Authenticator>,
+    pub pii: Arc<PiiCipher>,
+    /// On-demand partition creation, on a small pool of its own.
+    pub partitions: Arc<Partitions>,
+    /// The LISTEN connection behind the event stream.
+    pub events: Arc<EventHub>,
+    pub jobs: JobLimits,
+    /// The dates clients may give loans and payments.
+    pub date_window: DateWindow,
+    /// Request rates per principal.
+    pub rate_limits: Arc<RateLimits>,
+    /// Places for customers' event streams (`MAX_CUSTOMER_STREAMS`, `MAX_STREAMS_PER_CUSTOMER`).
+    pub customer_streams: Arc<CustomerStreams>,
+}
+
+/// Limits of batch jobs (refreshes, imports).
+#[derive(Clone)]
+pub struct JobLimits {
+    /// statement_timeout of job transactions.
+    pub statement_timeout: Duration,
+    /// The largest import body.
+    pub import_limit_bytes: usize,
+    /// An import's body must arrive within this.
+    pub import_read_timeout: Duration,
+    /// Imports running at once: each holds a pooled connection for its whole upload.
+    pub imports: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// The state for `pool`, with the limits of `http`. The partition-maintenance pool and the
+    /// LISTEN connection use the pool's server and login.
+    pub fn new(
+        pool: PgPool,
+        auth: impl Into<Authenticator>,
+        pii: PiiCipher,
+        statement_timeout: Duration,
+        http: &HttpConfig,
+    ) -> Self {
+        let auth = Arc::new(auth.into().with_links(pool.clone()));
+        let connect = (*pool.connect_options()).clone();
+        let maintenance = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(connect.clone());
+        Self {
+            db: Database {
+                pool,
+                statement_timeout,
+                replicas: None,
+            },
+            auth,
+            pii: Arc::new(pii),
+            partitions: Arc::new(Partitions::new(maintenance)),
+            events: EventHub::new(connect),
+            jobs: JobLimits {
+                statement_timeout: http.job_timeout,
+                import_limit_bytes: http.import_limit_bytes,
+                import_read_timeout: http.import_read_timeout,
+                imports: Arc::new(Semaphore::new(http.max_concurrent_imports.max(1))),
+            },
+            date_window: DateWindow {
+                backdating_limit_days: http.backdating_limit_days,
+            },
+            rate_limits: Arc::new(RateLimits::new(&http.rate_limits)),
+            customer_streams: Arc::new(CustomerStreams::new(
+                http.max_customer_streams,
+                http.max_streams_per_customer,
+            )),
+        }
+    }
+
+    /// GET requests run on these replicas when they can (see [`crate::platform::db::replicas`]).
+    pub fn with_replicas(
+        mut self,
+        replicas: Arc<crate::platform::db::replicas::ReplicaSet>,
+    ) -> Self {
+        self.db.replicas = Some(replicas);
+        self
+    }
+
+    /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,
+    /// whose transaction mode cannot carry LISTEN).
+    pub fn with_listen_connection(mut self, connect: PgConnectOptions) -> Self {
+        self.events = EventHub::new(connect);
+        self
+    }
+}
+
+/// Places for customers' event streams: at most so many at once on this instance, and at most
+/// so many for any one customer, so that one token cannot take them all.
+pub struct CustomerStreams {
+    total: Arc<Semaphore>,
+    per_customer: usize,
+    open: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// Why there is no place for a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamsFull {
+    /// The customer has all the streams one customer may have.
+    Customer,
+    /// The instance has all the customer streams it takes.
+    Instance,
+}
+
+/// A stream's place, given back when the stream ends.
+pub struct StreamPlace {
+    _total: OwnedSemaphorePermit,
+    customer: Uuid,
+    streams: Arc<CustomerStreams>,
+}
+
+impl CustomerStreams {
+    pub fn new(total: usize, per_customer: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_customer: per_customer.max(1),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more of `customer`'s streams, or which limit refuses it.
+    pub fn take(self: &Arc<Self>, customer: Uuid) -> Result<StreamPlace, StreamsFull> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let theirs = open.entry(customer).or_insert(0);
+        if *theirs >= self.per_customer {
+            return Err(StreamsFull::Customer);
+        }
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| StreamsFull::Instance)?;
+        *theirs += 1;
+        Ok(StreamPlace {
+            _total: total,
+            customer,
+            streams: self.clone(),
+        })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.customer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.customer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_customer_gets_their_share_of_stream_places_and_closing_one_frees_it() {
+        let streams = Arc::new(CustomerStreams::new(3, 2));
+        let (me, you, them) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let first = streams.take(me).unwrap();
+        let _second = streams.take(me).unwrap();
+        assert_eq!(
+            streams.take(me).err(),
+            Some(StreamsFull::Customer),
+            "two each"
+        );
+        let _yours = streams.take(you).unwrap();
+        assert_eq!(
+            streams.take(them).err(),
+            Some(StreamsFull::Instance),
+            "three in all"
+        );
+        drop(first);
+        assert!(streams.take(me).is_ok());
+    }
+}
