@@ -1,4 +1,6 @@
-//! `Idempotency-Key` for requests that move money (Stripe semantics).
+//! `Idempotency-Key` for requests that move money (Stripe semantics), as two calls around the
+//! work: [`try_processing`] before it (replay, 409, 422 or go ahead) and [`save_response`] after
+//! it, in the same transaction.
 //!
 //! Keys belong to a principal (issuer, subject, role, customer: `app.actor`). The first request
 //! with a key claims it inside its own transaction, and its response, business errors included
@@ -11,6 +13,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
+
+use serde::Serialize;
 
 use crate::platform::error::{ApiError, PROBLEM_JSON};
 
@@ -55,14 +59,14 @@ pub fn fingerprint(method: &str, path: &str, body: &serde_json::Value) -> Vec<u8
 
 /// A response as stored and replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub location: Option<String>,
+struct StoredResponse {
+    status: u16,
+    body: Vec<u8>,
+    location: Option<String>,
 }
 
 impl StoredResponse {
-    pub fn into_response(self, replayed: bool) -> Response {
+    fn into_response(self, replayed: bool) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let content_type = if status.is_success() {
             HeaderValue::from_static("application/json")
@@ -92,7 +96,7 @@ struct StoredKey {
     response_location: Option<String>,
 }
 
-pub enum Claim {
+enum Claim {
     /// Ours: do the work.
     Fresh,
     /// Done before: send this again.
@@ -115,7 +119,7 @@ pub const WAIT_FOR_FIRST: std::time::Duration = std::time::Duration::from_secs(3
 /// [`Claim::InFlight`]) and then sees the committed response, or claims the key itself if the
 /// first rolled back. A key is therefore only ever committed together with its response: a
 /// 5xx, a timeout or a lost connection rolls the claim back and leaves no key behind.
-pub async fn claim(
+async fn claim(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
     fingerprint: &[u8],
@@ -179,7 +183,7 @@ pub async fn claim(
 
 /// Undoes the work of a [`Claim::Fresh`] request that ended in a business error (4xx), keeping
 /// the claim, so that the error can be stored as the key's response.
-pub async fn undo_work(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+async fn undo_work(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("ROLLBACK TO SAVEPOINT idempotent_work")
         .execute(conn)
         .await?;
@@ -187,7 +191,7 @@ pub async fn undo_work(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Stores the response for `key` in the work's transaction, as it commits.
-pub async fn record(
+async fn record(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
     response: &StoredResponse,
@@ -203,4 +207,75 @@ pub async fn record(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// What [`try_processing`] found for a key.
+pub enum Processing {
+    /// The key is ours, held until the transaction ends: do the work, then [`save_response`].
+    Proceed(Claimed),
+    /// The key's request was done before: its first response, again, byte for byte.
+    Replayed(Response),
+}
+
+/// A key claimed by this request's transaction; only [`try_processing`] makes one.
+pub struct Claimed(IdempotencyKey);
+
+/// The first call, before the work, in the work's transaction (begun with [`WAIT_FOR_FIRST`] as
+/// its lock timeout): the replay of a finished request with this key and body, 409 while
+/// another request with the key runs, 422 if the key was used for another request, or
+/// [`Processing::Proceed`].
+pub async fn try_processing(
+    conn: &mut PgConnection,
+    key: IdempotencyKey,
+    fingerprint: &[u8],
+) -> Result<Processing, ApiError> {
+    match claim(conn, &key, fingerprint).await? {
+        Claim::Fresh => Ok(Processing::Proceed(Claimed(key))),
+        Claim::Replay(stored) => Ok(Processing::Replayed(stored.into_response(true))),
+        Claim::InFlight => Err(ApiError::conflict(
+            "a request with this Idempotency-Key is still being processed",
+        )),
+        Claim::Mismatch => Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            "was used for a different request",
+        )),
+    }
+}
+
+/// What the work made: a resource, answered 201 with its location.
+pub struct Created<T> {
+    pub location: String,
+    pub body: T,
+}
+
+/// The second call, after the work and before the commit: stores the outcome as the key's
+/// response and returns it. A business error (4xx) undoes the work but keeps the key, so a
+/// retry gets the same error; a 5xx is returned as it is, and rolling the transaction back
+/// frees the key.
+pub async fn save_response<T: Serialize>(
+    conn: &mut PgConnection,
+    claimed: Claimed,
+    outcome: Result<Created<T>, ApiError>,
+    instance: &str,
+) -> Result<Response, ApiError> {
+    let stored = match outcome {
+        Ok(created) => StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: serde_json::to_vec(&created.body)
+                .map_err(|e| ApiError::Internal(format!("response body: {e}")))?,
+            location: Some(created.location),
+        },
+        Err(error) if error.status().is_server_error() => return Err(error),
+        Err(error) => {
+            undo_work(conn).await?;
+            let (status, body) = error.render(instance);
+            StoredResponse {
+                status: status.as_u16(),
+                body,
+                location: None,
+            }
+        }
+    };
+    record(conn, &claimed.0, &stored).await?;
+    Ok(stored.into_response(false))
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use binary_copy::BinaryCopy;
 use generated::Rng;
-use lakehouse_api::domain::ledger::{self, model::PaymentKind, model::PaymentStatus};
+use lakehouse_api::domain::ledger::{self, model::PaymentKind};
 use lakehouse_api::platform::pii::{IdNumber, PiiCipher};
 use lakehouse_api::CliResult;
 
@@ -238,19 +238,16 @@ async fn repay_lab_loan(tx: &mut PgConnection) -> CliResult {
     .fetch_one(&mut *tx)
     .await?;
     // Applied the way the service applies a completed repayment.
-    let loan = ledger::repo::lock_loan(&mut *tx, loan_id, paid_at)
-        .await?
-        .ok_or("LN2024001 was not inserted")?;
-    let repayment = ledger::repo::NewPayment {
+    let loan = ledger::lock_loan(&mut *tx, loan_id, paid_at)
+        .await
+        .map_err(|e| format!("locking LN2024001: {e:?}"))?;
+    let repayment = ledger::PaymentOrder {
         transaction_id: "TXN2024001",
         client_reference: None,
-        loan_id,
-        customer_id: loan.customer_id,
         payment_type: PaymentKind::Repayment,
         amount: Decimal::new(250_000_000, 2),
         payment_method: Some("BANK_TRANSFER"),
         payment_date: paid_at,
-        status: PaymentStatus::Completed,
         channel: "MOBILE_APP",
     };
     ledger::record_completed(&mut *tx, &loan, &repayment)

@@ -373,9 +373,7 @@ async fn write_off_loan(
     AppPath(id): AppPath<Uuid>,
     MaybeJson(_request): MaybeJson<WriteOffRequest>,
 ) -> Result<Json<Loan>, ApiError> {
-    let loan = ledger::repo::lock_loan(&mut tx, id, Utc::now())
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let loan = ledger::lock_loan(&mut tx, id, Utc::now()).await?;
     ledger::write_off(&mut tx, &loan).await?;
     let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;

@@ -31,9 +31,7 @@ pub(super) async fn get_payoff_quote(
     AppPath(id): AppPath<Uuid>,
     AppQuery(query): AppQuery<PayoffQuery>,
 ) -> Result<Json<PayoffQuote>, ApiError> {
-    let loan = ledger::repo::loan_balances(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let loan = ledger::loan_balances(&mut tx, id).await?;
     if !matches!(
         loan.status,
         LoanStatus::Disbursed | LoanStatus::Defaulted | LoanStatus::Closed

@@ -34,7 +34,7 @@ pub(super) async fn get_loan_schedule(
     } else {
         let months = u32::try_from(loan.term_months)
             .map_err(|_| ApiError::Internal(format!("loan {id} has term {}", loan.term_months)))?;
-        let today = ledger::repo::business_date(&mut tx, Utc::now()).await?;
+        let today = ledger::business_date(&mut tx, Utc::now()).await?;
         annuity_schedule(loan.loan_amount.0, loan.interest_rate, months, today)
     };
     tx.commit().await?;

@@ -7,7 +7,7 @@ pub mod model;
 pub mod repo;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
@@ -20,10 +20,9 @@ use self::model::{
     PaymentListQuery, PaymentStatus, PaymentType, Reason,
 };
 use self::repo::ListFilter;
-use crate::domain::idempotency::{self, Claim, IdempotencyKey, StoredResponse};
+use crate::domain::idempotency::{self, Created, IdempotencyKey, Processing};
 use crate::domain::ledger;
-use crate::domain::ledger::model::LoanStatus;
-use crate::domain::ledger::repo::{self as movements, NewPayment};
+use crate::domain::ledger::{LockedLoan, PaymentOrder};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::{Authorized, LoanReaders, PaymentMakers, Role, StaffOnly};
 use crate::platform::error::{responses, ApiError};
@@ -74,42 +73,19 @@ async fn create_payment(
     let mut tx =
         RequestTx::<PaymentMakers>::begin_bounded(&state.db, caller, idempotency::WAIT_FOR_FIRST)
             .await?;
-    match idempotency::claim(&mut tx, &key, &fingerprint).await? {
-        Claim::Fresh => {}
-        Claim::Replay(stored) => return Ok(stored.into_response(true)),
-        Claim::InFlight => {
-            return Err(ApiError::conflict(
-                "a request with this Idempotency-Key is still being processed",
-            ))
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::invalid_field(
-                "Idempotency-Key",
-                "was used for a different request",
-            ))
-        }
-    }
-    let stored = match record_payment(&state, &mut tx, value).await {
-        Ok(payment) => StoredResponse {
-            status: StatusCode::CREATED.as_u16(),
-            body: serde_json::to_vec(&payment)
-                .map_err(|e| ApiError::Internal(format!("payment response: {e}")))?,
-            location: Some(format!("{PAYMENTS_PATH}/{}", payment.payment_id)),
-        },
-        Err(error) if error.status().is_server_error() => return Err(error),
-        Err(error) => {
-            idempotency::undo_work(&mut tx).await?;
-            let (status, body) = error.render(PAYMENTS_PATH);
-            StoredResponse {
-                status: status.as_u16(),
-                body,
-                location: None,
-            }
-        }
+    let claimed = match idempotency::try_processing(&mut tx, key, &fingerprint).await? {
+        Processing::Proceed(claimed) => claimed,
+        Processing::Replayed(response) => return Ok(response),
     };
-    idempotency::record(&mut tx, &key, &stored).await?;
+    let outcome = record_payment(&state, &mut tx, value)
+        .await
+        .map(|payment| Created {
+            location: format!("{PAYMENTS_PATH}/{}", payment.payment_id),
+            body: payment,
+        });
+    let response = idempotency::save_response(&mut tx, claimed, outcome, PAYMENTS_PATH).await?;
     tx.commit().await?;
-    Ok(stored.into_response(false))
+    Ok(response)
 }
 
 /// A new server-assigned transaction id. Clients never choose one: a chosen id could be the
@@ -150,65 +126,25 @@ async fn record_payment(
         return Err(ApiError::Forbidden);
     }
     let transaction_id = new_transaction_id();
-    let client_reference = request.client_reference.as_deref();
-    let method = request.payment_method.as_deref();
     state.partitions.ensure_payments(payment_date).await?;
-    let amount = request.amount.amount();
-    let new = |loan_id, customer_id, status, channel| NewPayment {
+    let order = PaymentOrder {
         transaction_id: &transaction_id,
-        client_reference,
-        loan_id,
-        customer_id,
+        client_reference: request.client_reference.as_deref(),
         payment_type: request.payment_type.kind(),
-        amount,
-        payment_method: method,
+        amount: request.amount.amount(),
+        payment_method: request.payment_method.as_deref(),
         payment_date,
-        status,
-        channel,
+        channel: if role == Role::Customer {
+            "MOBILE_APP"
+        } else {
+            "BRANCH"
+        },
     };
-
     if role == Role::Customer {
-        // A mobile repayment changes no balance until staff confirm it, so it takes no lock;
-        // the amount is checked now and again, against the balance then, at confirmation.
-        let loan = movements::loan_balances(tx, request.loan_id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        if !matches!(loan.status, LoanStatus::Disbursed | LoanStatus::Defaulted) {
-            return Err(ApiError::conflict(format!(
-                "a loan that is {} takes no payments",
-                loan.status
-            )));
-        }
-        // Checked against the payoff of today now, and again under the lock at confirmation.
-        let payoff = ledger::payoff_quote(tx, &loan, None).await?.quote.total;
-        if amount > payoff {
-            return Err(ledger::overpayment(payoff));
-        }
-        let pending = new(
-            loan.loan_id,
-            loan.customer_id,
-            PaymentStatus::Pending,
-            "MOBILE_APP",
-        );
-        return ledger::insert_payment(tx, &pending).await;
+        return ledger::start_repayment(tx, request.loan_id, &order).await;
     }
-
-    let loan = movements::lock_loan(tx, request.loan_id, payment_date)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    if payment_date < loan.application_date {
-        return Err(ApiError::invalid_field(
-            "payment_date",
-            "must not be before the loan's application",
-        ));
-    }
-    let completed = new(
-        loan.loan_id,
-        loan.customer_id,
-        PaymentStatus::Completed,
-        "BRANCH",
-    );
-    ledger::record_completed(tx, &loan, &completed).await
+    let loan = ledger::lock_loan(tx, request.loan_id, payment_date).await?;
+    ledger::record_completed(tx, &loan, &order).await
 }
 
 /// The loan's payments, oldest first (the disbursement among them once paid out).
@@ -305,12 +241,10 @@ async fn lock_payment(
     tx: &mut RequestTx<StaffOnly>,
     id: Uuid,
     at: Option<chrono::DateTime<Utc>>,
-) -> Result<(Payment, movements::LockedLoan), ApiError> {
+) -> Result<(Payment, LockedLoan), ApiError> {
     let unlocked = repo::find(tx, id, false).await?.ok_or(ApiError::NotFound)?;
     let at = at.unwrap_or(unlocked.payment_date);
-    let loan = movements::lock_loan(tx, unlocked.loan_id, at)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let loan = ledger::lock_loan(tx, unlocked.loan_id, at).await?;
     let payment = repo::find(tx, id, true).await?.ok_or(ApiError::NotFound)?;
     Ok((payment, loan))
 }
@@ -378,12 +312,11 @@ async fn fail_payment(
     MaybeJson(body): MaybeJson<PaymentActionRequest>,
 ) -> Result<Json<Payment>, ApiError> {
     let reason = reason(body)?;
-    let (payment, _loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
+    let (payment, loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
     if payment.status != PaymentStatus::Pending {
         return Err(illegal("fail", &payment));
     }
-    let payment =
-        movements::set_status(&mut tx, &payment, PaymentStatus::Failed, reason.as_deref()).await?;
+    let payment = ledger::fail(&mut tx, &loan, &payment, reason.as_deref()).await?;
     tx.commit().await?;
     Ok(Json(payment))
 }

@@ -1,4 +1,4 @@
-//! SQL that finds, lists and marks payments (money movements are in `crate::domain::ledger::repo`).
+//! SQL that finds, lists and marks payments (money movements are the ledger's commands, `crate::domain::ledger`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};

@@ -7,7 +7,7 @@
 mod engine;
 pub mod journal;
 pub mod model;
-pub mod repo;
+mod repo;
 pub mod servicing;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -21,7 +21,8 @@ pub use self::engine::{
 };
 use self::journal::{Account, EntryKind, Lines};
 use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
-use self::repo::{InstallmentChange, LoanChange, LockedLoan, Movement, NewPayment};
+use self::repo::{InstallmentChange, LoanChange, Movement, NewPayment};
+pub use self::repo::{LoanBalances, LockedLoan};
 use crate::domain::money::annuity_schedule;
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{ApiError, FieldError};
@@ -50,6 +51,104 @@ pub fn error(error: LedgerError) -> ApiError {
             "later payments paid installments this prepayment re-amortised; reverse them first",
         ),
     }
+}
+
+/// Locks `loan_id`'s row for a movement whose business day is that of `at`: the first step of
+/// every balance change, and the only way to the [`LockedLoan`] the commands below take. A loan
+/// the caller cannot see is 404.
+pub async fn lock_loan(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<LockedLoan, ApiError> {
+    repo::lock_loan(conn, loan_id, at)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// A loan's balances read without the lock, for a payoff quote (404 if not visible).
+pub async fn loan_balances(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+) -> Result<LoanBalances, ApiError> {
+    repo::loan_balances(conn, loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// The business day of `at`.
+pub async fn business_date(
+    conn: &mut PgConnection,
+    at: DateTime<Utc>,
+) -> Result<NaiveDate, ApiError> {
+    Ok(repo::business_date(conn, at).await?)
+}
+
+/// A payment as its payer orders it; the ledger adds the loan, the customer and the status.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentOrder<'a> {
+    pub transaction_id: &'a str,
+    pub client_reference: Option<&'a str>,
+    pub payment_type: PaymentKind,
+    pub amount: Decimal,
+    pub payment_method: Option<&'a str>,
+    pub payment_date: DateTime<Utc>,
+    pub channel: &'a str,
+}
+
+impl<'a> PaymentOrder<'a> {
+    fn row(&self, loan_id: Uuid, customer_id: Uuid, status: PaymentStatus) -> NewPayment<'a> {
+        NewPayment {
+            transaction_id: self.transaction_id,
+            client_reference: self.client_reference,
+            loan_id,
+            customer_id,
+            payment_type: self.payment_type,
+            amount: self.amount,
+            payment_method: self.payment_method,
+            payment_date: self.payment_date,
+            status,
+            channel: self.channel,
+        }
+    }
+}
+
+/// Starts a customer's repayment of `loan_id`: PENDING, no balance moves and no lock is taken
+/// until staff confirm it. The amount is checked against today's payoff now, and again under
+/// the lock at confirmation.
+pub async fn start_repayment(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    order: &PaymentOrder<'_>,
+) -> Result<Payment, ApiError> {
+    let loan = loan_balances(conn, loan_id).await?;
+    if !matches!(loan.status, LoanStatus::Disbursed | LoanStatus::Defaulted) {
+        return Err(ApiError::conflict(format!(
+            "a loan that is {} takes no payments",
+            loan.status
+        )));
+    }
+    let payoff = payoff_quote(conn, &loan, None).await?.quote.total;
+    if order.amount > payoff {
+        return Err(overpayment(payoff));
+    }
+    let pending = order.row(loan.loan_id, loan.customer_id, PaymentStatus::Pending);
+    insert_payment(conn, &pending).await
+}
+
+/// Marks a PENDING payment on `loan` (locked by the caller) failed: the money never arrived.
+pub async fn fail(
+    conn: &mut PgConnection,
+    loan: &LockedLoan,
+    payment: &Payment,
+    reason: Option<&str>,
+) -> Result<Payment, ApiError> {
+    if payment.loan_id != loan.loan_id {
+        return Err(ApiError::Internal(
+            "a payment failed under another loan's lock".into(),
+        ));
+    }
+    Ok(repo::set_status(conn, payment, PaymentStatus::Failed, reason).await?)
 }
 
 /// The books of a loan that has been paid out, from its stored installments.
@@ -119,7 +218,7 @@ fn changed(before: &Ledger, after: &Ledger) -> Vec<InstallmentChange> {
 }
 
 /// Inserts a payment row; a client reference the customer used before is 409.
-pub async fn insert_payment(
+async fn insert_payment(
     conn: &mut PgConnection,
     payment: &NewPayment<'_>,
 ) -> Result<Payment, ApiError> {
@@ -216,8 +315,15 @@ fn movement_without_installments<'a>(
 pub async fn record_completed(
     conn: &mut PgConnection,
     loan: &LockedLoan,
-    payment: &NewPayment<'_>,
+    order: &PaymentOrder<'_>,
 ) -> Result<Payment, ApiError> {
+    if order.payment_date < loan.application_date {
+        return Err(ApiError::invalid_field(
+            "payment_date",
+            "must not be before the loan's application",
+        ));
+    }
+    let payment = &order.row(loan.loan_id, loan.customer_id, PaymentStatus::Completed);
     match (payment.payment_type, loan.status) {
         (PaymentKind::Repayment, LoanStatus::WrittenOff) => {
             let lines = recovery_lines(loan, payment.amount)?;
