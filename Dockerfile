@@ -3,6 +3,8 @@
 # it, so the runtime image needs nothing else.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# The SQL of `sqlx::query!` is checked against the committed .sqlx/, never a database.
+ENV SQLX_OFFLINE=true
 # Dependencies first, so source edits do not rebuild them.
 # The workspace's devtools crate is a member, so its manifest comes too; only the service's
 # package is built (`-p lakehouse-api`): no throwaway cluster, no seed, no `dev` command.
@@ -13,6 +15,7 @@ RUN mkdir -p src crates/devtools/src && echo 'fn main() {}' > src/main.rs && tou
     && cargo build --release --locked -p lakehouse-api \
     && rm -rf src
 COPY build.rs ./
+COPY .sqlx ./.sqlx
 COPY src ./src
 COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p lakehouse-api

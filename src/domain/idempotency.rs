@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::platform::error::{ApiError, PROBLEM_JSON};
 
-/// The caller's key `$1`: the predicate of every statement on a claimed key. The primary key
+/// The caller's key `$1`: the predicate of every statement on a claimed key (written out in each,
+/// as `query!` takes literal SQL; a test reads its plan). The primary key
 /// leads with the actor and the key (migration 0014), so this is one index probe:
 /// `db_role = current_user` compares text with a `name` and bounds no index scan.
 pub const THIS_KEY: &str =
@@ -87,7 +88,6 @@ impl StoredResponse {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct StoredKey {
     state: String,
     request_hash: Vec<u8>,
@@ -126,16 +126,18 @@ async fn claim(
 ) -> Result<Claim, ApiError> {
     // A committed IN_FLIGHT row comes from before claims lived in the work's transaction; it
     // has no response and no work behind it, so it is taken over.
-    let inserted = sqlx::query_scalar::<_, bool>(
-        "INSERT INTO core.idempotency_keys AS k (db_role, actor, idempotency_key, request_hash) \
-         VALUES (current_user, core.current_actor(), $1, $2) \
-         ON CONFLICT (db_role, actor, idempotency_key) DO UPDATE \
-             SET locked_at = now(), request_hash = EXCLUDED.request_hash \
-             WHERE k.state = 'IN_FLIGHT' \
-         RETURNING true",
+    let inserted = sqlx::query_scalar!(
+        r#"
+        INSERT INTO core.idempotency_keys AS k (db_role, actor, idempotency_key, request_hash)
+        VALUES (current_user, core.current_actor(), $1, $2)
+        ON CONFLICT (db_role, actor, idempotency_key) DO UPDATE
+            SET locked_at = now(), request_hash = EXCLUDED.request_hash
+            WHERE k.state = 'IN_FLIGHT'
+        RETURNING true AS "claimed!"
+        "#,
+        key.0,
+        fingerprint,
     )
-    .bind(&key.0)
-    .bind(fingerprint)
     .fetch_optional(&mut *conn)
     .await;
     let fresh = match inserted {
@@ -149,16 +151,21 @@ async fn claim(
     if fresh.is_some() {
         // The work may be undone to this point (its lock waits keep the same bound: one that
         // runs out is a 5xx, and the claim goes with it).
-        sqlx::query("SAVEPOINT idempotent_work")
+        sqlx::query!(r#"SAVEPOINT idempotent_work"#)
             .execute(&mut *conn)
             .await?;
         return Ok(Claim::Fresh);
     }
-    let row: StoredKey = sqlx::query_as(&format!(
-        "SELECT state, request_hash, response_status, response_body, response_location \
-         FROM core.idempotency_keys WHERE {THIS_KEY}"
-    ))
-    .bind(&key.0)
+    // The predicate is THIS_KEY's.
+    let row = sqlx::query_as!(
+        StoredKey,
+        r#"
+        SELECT state, request_hash, response_status, response_body, response_location
+        FROM core.idempotency_keys
+        WHERE db_role = current_user AND actor = core.current_actor() AND idempotency_key = $1
+        "#,
+        key.0,
+    )
     .fetch_one(&mut *conn)
     .await?;
     let StoredKey {
@@ -184,7 +191,7 @@ async fn claim(
 /// Undoes the work of a [`Claim::Fresh`] request that ended in a business error (4xx), keeping
 /// the claim, so that the error can be stored as the key's response.
 async fn undo_work(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("ROLLBACK TO SAVEPOINT idempotent_work")
+    sqlx::query!(r#"ROLLBACK TO SAVEPOINT idempotent_work"#)
         .execute(conn)
         .await?;
     Ok(())
@@ -196,14 +203,18 @@ async fn record(
     key: &IdempotencyKey,
     response: &StoredResponse,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "UPDATE core.idempotency_keys SET state = 'DONE', response_status = $2, response_body = $3, \
-         response_location = $4 WHERE {THIS_KEY}"
-    ))
-    .bind(&key.0)
-    .bind(i32::from(response.status))
-    .bind(&response.body)
-    .bind(&response.location)
+    // The predicate is THIS_KEY's.
+    sqlx::query!(
+        r#"
+        UPDATE core.idempotency_keys
+        SET state = 'DONE', response_status = $2, response_body = $3, response_location = $4
+        WHERE db_role = current_user AND actor = core.current_actor() AND idempotency_key = $1
+        "#,
+        key.0,
+        i32::from(response.status),
+        response.body,
+        response.location,
+    )
     .execute(conn)
     .await?;
     Ok(())

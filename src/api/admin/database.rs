@@ -185,9 +185,11 @@ pub async fn get_database_health(
     ))
     .fetch_all(&mut *tx)
     .await?;
-    let statements_loaded: bool = sqlx::query_scalar(
-        "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements' \
-                AND to_regclass('public.pg_stat_statements') IS NOT NULL",
+    let statements_loaded: bool = sqlx::query_scalar!(
+        r#"
+            SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'
+            AND to_regclass('public.pg_stat_statements') IS NOT NULL AS "loaded!"
+        "#,
     )
     .fetch_one(&mut *tx)
     .await?;

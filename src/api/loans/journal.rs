@@ -94,12 +94,14 @@ pub(super) async fn get_loan_journal(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<LoanJournal>, ApiError> {
     // The loan must be visible to the caller (a customer's own), journal or not.
-    let visible: Option<Uuid> = sqlx::query_scalar(
-        "SELECT l.loan_id FROM core.loans l \
-         WHERE (l.loan_id, l.application_date) = \
-               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)",
+    let visible: Option<Uuid> = sqlx::query_scalar!(
+        r#"
+            SELECT l.loan_id FROM core.loans l
+            WHERE (l.loan_id, l.application_date) =
+            (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        "#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     visible.ok_or(ApiError::NotFound)?;

@@ -196,8 +196,12 @@ pub async fn credit_score(
     conn: &mut PgConnection,
     customer: Uuid,
 ) -> Result<Option<Option<i32>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT credit_score FROM core.customers WHERE customer_id = $1")
-        .bind(customer)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"
+            SELECT credit_score FROM core.customers WHERE customer_id = $1
+        "#,
+        customer,
+    )
+    .fetch_optional(conn)
+    .await
 }

@@ -30,10 +30,14 @@ pub async fn loan_applied_at(
     conn: &mut PgConnection,
     loan_id: Uuid,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT application_date FROM core.loan_directory WHERE loan_id = $1")
-        .bind(loan_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"
+            SELECT application_date FROM core.loan_directory WHERE loan_id = $1
+        "#,
+        loan_id,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// A loan's payments, oldest first. No payment precedes its loan's application, so the monthly

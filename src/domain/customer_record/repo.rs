@@ -308,11 +308,14 @@ async fn conditional_outcome(
     if let Some(row) = row {
         return Ok(Conditional::Done(Box::new(row)));
     }
-    let exists: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM core.customers WHERE customer_id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+    let exists: Option<i32> = sqlx::query_scalar!(
+        r#"
+                SELECT 1 AS "found!" FROM core.customers WHERE customer_id = $1
+            "#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(if exists.is_some() {
         Conditional::Stale
     } else {

@@ -130,19 +130,25 @@ where
     // is alive; a crash or a cut connection releases it (see metadata.fail_abandoned_jobs).
     let lock = runner_lock(job_id);
     let mut runner = session.pool().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(lock)
-        .execute(&mut *runner)
-        .await?;
-    let mut tx = session.begin().await?;
-    sqlx::query(
-        "INSERT INTO metadata.job_execution (job_id, job_name, status, parameters, runner_lock) \
-         VALUES ($1, $2, 'RUNNING', $3, $4)",
+    sqlx::query!(
+        r#"
+            SELECT pg_advisory_xact_lock($1)
+        "#,
+        lock,
     )
-    .bind(job_id)
-    .bind(spec.name)
-    .bind(&parameters)
-    .bind(lock)
+    .execute(&mut *runner)
+    .await?;
+    let mut tx = session.begin().await?;
+    sqlx::query!(
+        r#"
+            INSERT INTO metadata.job_execution (job_id, job_name, status, parameters, runner_lock)
+            VALUES ($1, $2, 'RUNNING', $3, $4)
+        "#,
+        job_id,
+        spec.name,
+        &parameters,
+        lock,
+    )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -171,22 +177,24 @@ where
     .bind(&message)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO metadata.data_lineage (source_system, source_table, target_system, target_table, \
-         transformation_type, transformation_logic, pipeline_id, job_id, record_count, success_flag, \
-         error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    sqlx::query!(
+        r#"
+            INSERT INTO metadata.data_lineage (source_system, source_table, target_system, target_table,
+            transformation_type, transformation_logic, pipeline_id, job_id, record_count, success_flag,
+            error_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "#,
+        spec.source_system,
+        spec.source_table,
+        spec.target_system,
+        spec.target_table,
+        spec.transformation_type,
+        spec.transformation_logic,
+        spec.name,
+        job_id,
+        counts.written,
+        outcome.is_ok(),
+        message.as_deref(),
     )
-    .bind(spec.source_system)
-    .bind(spec.source_table)
-    .bind(spec.target_system)
-    .bind(spec.target_table)
-    .bind(spec.transformation_type)
-    .bind(spec.transformation_logic)
-    .bind(spec.name)
-    .bind(job_id)
-    .bind(counts.written)
-    .bind(outcome.is_ok())
-    .bind(&message)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -197,7 +205,7 @@ where
 /// Marks failed every RUNNING run whose runner no longer holds its lock; returns how many.
 pub async fn fail_abandoned(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let failed = sqlx::query_scalar("SELECT metadata.fail_abandoned_jobs()")
+    let failed = sqlx::query_scalar!(r#"SELECT metadata.fail_abandoned_jobs() AS "failed!""#)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -21,8 +21,8 @@ pub async fn run(session: &Session) -> Result<JobRun, ApiError> {
         &SPEC,
         serde_json::json!({}),
         |_, mut tx| async move {
-            sqlx::query("SELECT core.ensure_partitions_around(now())")
-                .execute(&mut *tx)
+            sqlx::query!(r#"SELECT core.ensure_partitions_around(now())"#)
+                .fetch_one(&mut *tx)
                 .await?;
             Ok((tx, Counts::default()))
         },

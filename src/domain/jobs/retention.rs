@@ -47,12 +47,14 @@ pub async fn run(
         for (what, older_than) in targets {
             loop {
                 let mut tx = batches.begin().await?;
-                let gone: i64 = sqlx::query_scalar(
-                    "SELECT metadata.purge_batch($1, make_interval(secs => $2), $3)",
+                let gone: i64 = sqlx::query_scalar!(
+                    r#"
+                        SELECT metadata.purge_batch($1, make_interval(secs => $2), $3) AS "purged!"
+                    "#,
+                    what,
+                    older_than.as_secs_f64(),
+                    batch,
                 )
-                .bind(what)
-                .bind(older_than.as_secs_f64())
-                .bind(batch)
                 .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -94,10 +94,14 @@ where
     Fut: std::future::Future<Output = Result<Option<JobRun>, ApiError>>,
 {
     let mut guard = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(lock)
-        .fetch_one(&mut *guard)
-        .await?;
+    let locked: bool = sqlx::query_scalar!(
+        r#"
+            SELECT pg_try_advisory_xact_lock($1) AS "locked!"
+        "#,
+        lock,
+    )
+    .fetch_one(&mut *guard)
+    .await?;
     if !locked {
         return Ok(None);
     }
@@ -147,14 +151,16 @@ async fn run_if_due(
 pub async fn service_if_due(pool: &PgPool, session: &Session) -> Result<Option<JobRun>, ApiError> {
     exclusively(pool, SERVICING_LOCK, || async move {
         let mut tx = session.begin().await?;
-        let today: NaiveDate = sqlx::query_scalar("SELECT core.business_date(now())")
+        let today: NaiveDate = sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
             .fetch_one(&mut *tx)
             .await?;
-        let last: Option<NaiveDate> = sqlx::query_scalar(
-            "SELECT max((parameters->>'to')::date) FROM metadata.job_execution \
-             WHERE job_name = $1 AND status = 'SUCCEEDED'",
+        let last: Option<NaiveDate> = sqlx::query_scalar!(
+            r#"
+                SELECT max((parameters->>'to')::date) FROM metadata.job_execution
+                WHERE job_name = $1 AND status = 'SUCCEEDED'
+            "#,
+            servicing::SPEC.name,
         )
-        .bind(servicing::SPEC.name)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -6,11 +6,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::engine::{
-    Allocation, Component, InstallmentState, Reamortisation, ScheduleChange, Terms,
-};
+use super::engine::{Allocation, InstallmentState, Reamortisation, ScheduleChange, Terms};
 use super::journal::{Account, EntryKind, Lines};
-use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus, PAYMENT_COLUMNS as COLUMNS};
+use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
 use crate::domain::money::Installment;
 
 /// A new payment row.
@@ -28,26 +26,32 @@ pub struct NewPayment<'a> {
 }
 
 pub async fn insert(conn: &mut PgConnection, p: &NewPayment<'_>) -> Result<Payment, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO core.payments AS p (payment_id, transaction_id, loan_id, customer_id, \
-         payment_type, amount, payment_method, payment_date, status, channel, status_changed_at, \
-         client_reference) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11) RETURNING {COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(Uuid::now_v7())
-        .bind(p.transaction_id)
-        .bind(p.loan_id)
-        .bind(p.customer_id)
-        .bind(p.payment_type)
-        .bind(p.amount)
-        .bind(p.payment_method)
-        .bind(p.payment_date)
-        .bind(p.status.as_str())
-        .bind(p.channel)
-        .bind(p.client_reference)
-        .fetch_one(conn)
-        .await
+    sqlx::query_as!(
+        Payment,
+        r#"
+        INSERT INTO core.payments AS p (payment_id, transaction_id, client_reference, loan_id,
+                                        customer_id, payment_type, amount, payment_method,
+                                        payment_date, status, channel, status_changed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+        RETURNING payment_id, transaction_id, client_reference, loan_id, customer_id,
+                  payment_type AS "payment_type: _", amount AS "amount: _", payment_method,
+                  payment_date, due_date, status AS "status: _", channel, status_changed_at,
+                  status_changed_by, status_reason, created_by, created_at
+        "#,
+        Uuid::now_v7(),
+        p.transaction_id,
+        p.client_reference,
+        p.loan_id,
+        p.customer_id,
+        p.payment_type.as_str(),
+        p.amount,
+        p.payment_method,
+        p.payment_date,
+        p.status.as_str(),
+        p.channel,
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The payment that pays a loan out, completed at `at`.
@@ -128,8 +132,7 @@ pub async fn business_date(
     conn: &mut PgConnection,
     at: DateTime<Utc>,
 ) -> Result<NaiveDate, sqlx::Error> {
-    sqlx::query_scalar("SELECT core.business_date($1)")
-        .bind(at)
+    sqlx::query_scalar!(r#"SELECT core.business_date($1) AS "business_date!""#, at)
         .fetch_one(conn)
         .await
 }
@@ -140,22 +143,25 @@ pub async fn lock_loan(
     loan_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<Option<LockedLoan>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT l.loan_id, l.application_date, l.customer_id, l.loan_number, l.status, \
-                l.loan_amount, l.interest_rate, l.term_months, l.disbursement_date, \
-                core.business_date(l.disbursement_date) AS disbursed_on, \
-                l.principal_outstanding, l.interest_outstanding, l.fees_outstanding, \
-                l.penalties_outstanding, l.next_due_date, l.written_off_amount, \
-                l.recovered_amount, p.prepayment_fee_rate, \
-                p.prepayment_reamortisation AS reamortisation, \
-                core.business_date($2) AS business_date \
-         FROM core.loans l JOIN core.products p ON p.product_code = l.product_code \
-         WHERE (l.loan_id, l.application_date) = \
-               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1) \
-         FOR UPDATE OF l",
+    sqlx::query_as!(
+        LockedLoan,
+        r#"
+        SELECT l.loan_id, l.application_date, l.customer_id, l.loan_number,
+               l.status AS "status: _", l.loan_amount, l.interest_rate, l.term_months,
+               l.disbursement_date, core.business_date(l.disbursement_date) AS disbursed_on,
+               l.principal_outstanding, l.interest_outstanding, l.fees_outstanding,
+               l.penalties_outstanding, l.next_due_date, l.written_off_amount,
+               l.recovered_amount, p.prepayment_fee_rate,
+               p.prepayment_reamortisation AS "reamortisation: _",
+               core.business_date($2) AS "business_date!"
+        FROM core.loans l JOIN core.products p ON p.product_code = l.product_code
+        WHERE (l.loan_id, l.application_date) =
+              (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        FOR UPDATE OF l
+        "#,
+        loan_id,
+        at,
     )
-    .bind(loan_id)
-    .bind(at)
     .fetch_optional(conn)
     .await
 }
@@ -166,19 +172,26 @@ pub async fn set_status(
     to: PaymentStatus,
     reason: Option<&str>,
 ) -> Result<Payment, sqlx::Error> {
-    let sql = format!(
-        "UPDATE core.payments AS p SET status = $3, status_changed_at = now(), \
-         status_changed_by = core.current_actor(), status_reason = $4, version = version + 1, \
-         updated_at = now(), updated_by = core.current_actor() \
-         WHERE p.payment_id = $1 AND p.payment_date = $2 RETURNING {COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(payment.payment_id)
-        .bind(payment.payment_date)
-        .bind(to.as_str())
-        .bind(reason)
-        .fetch_one(conn)
-        .await
+    sqlx::query_as!(
+        Payment,
+        r#"
+        UPDATE core.payments AS p
+        SET status = $3, status_changed_at = now(), status_changed_by = core.current_actor(),
+            status_reason = $4, version = version + 1, updated_at = now(),
+            updated_by = core.current_actor()
+        WHERE p.payment_id = $1 AND p.payment_date = $2
+        RETURNING payment_id, transaction_id, client_reference, loan_id, customer_id,
+                  payment_type AS "payment_type: _", amount AS "amount: _", payment_method,
+                  payment_date, due_date, status AS "status: _", channel, status_changed_at,
+                  status_changed_by, status_reason, created_by, created_at
+        "#,
+        payment.payment_id,
+        payment.payment_date,
+        to.as_str(),
+        reason,
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// A loan's status and what its payoff quote needs, read without the lock: what a payoff is
@@ -202,18 +215,21 @@ pub async fn loan_balances(
     conn: &mut PgConnection,
     loan_id: Uuid,
 ) -> Result<Option<LoanBalances>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT l.loan_id, l.customer_id, l.status, l.loan_amount, l.total_paid, \
-                l.fees_outstanding, l.penalties_outstanding, \
-                core.business_date(l.disbursement_date) AS disbursed_on, \
-                (SELECT p.prepayment_fee_rate FROM core.products p \
-                 WHERE p.product_code = l.product_code) AS prepayment_fee_rate, \
-                core.business_date(now()) AS business_date \
-         FROM core.loans l \
-         WHERE (l.loan_id, l.application_date) = \
-               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)",
+    sqlx::query_as!(
+        LoanBalances,
+        r#"
+        SELECT l.loan_id, l.customer_id, l.status AS "status: _", l.loan_amount, l.total_paid,
+               l.fees_outstanding, l.penalties_outstanding,
+               core.business_date(l.disbursement_date) AS disbursed_on,
+               (SELECT p.prepayment_fee_rate FROM core.products p
+                WHERE p.product_code = l.product_code) AS "prepayment_fee_rate!",
+               core.business_date(now()) AS "business_date!"
+        FROM core.loans l
+        WHERE (l.loan_id, l.application_date) =
+              (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        "#,
+        loan_id,
     )
-    .bind(loan_id)
     .fetch_optional(conn)
     .await
 }
@@ -229,18 +245,21 @@ pub async fn insert_installments(
     let due: Vec<NaiveDate> = schedule.iter().map(|i| i.due_date).collect();
     let principal: Vec<Decimal> = schedule.iter().map(|i| i.principal).collect();
     let interest: Vec<Decimal> = schedule.iter().map(|i| i.interest).collect();
-    sqlx::query(
-        "INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date, \
-         principal_due, interest_due) \
-         SELECT $1, $2, n, d, p, i FROM unnest($3::int[], $4::date[], $5::numeric[], $6::numeric[]) \
-              AS t(n, d, p, i) ON CONFLICT DO NOTHING",
+    sqlx::query!(
+        r#"
+        INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date,
+                                            principal_due, interest_due)
+        SELECT $1, $2, n, d, p, i
+        FROM unnest($3::int[], $4::date[], $5::numeric[], $6::numeric[]) AS t(n, d, p, i)
+        ON CONFLICT DO NOTHING
+        "#,
+        loan_id,
+        customer_id,
+        &numbers,
+        &due,
+        &principal,
+        &interest,
     )
-    .bind(loan_id)
-    .bind(customer_id)
-    .bind(numbers)
-    .bind(due)
-    .bind(principal)
-    .bind(interest)
     .execute(conn)
     .await?;
     Ok(())
@@ -250,12 +269,15 @@ pub async fn load_installments(
     conn: &mut PgConnection,
     loan_id: Uuid,
 ) -> Result<Vec<InstallmentState>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT installment_number AS number, due_date, principal_due, interest_due, \
-                interest_posted, principal_paid, interest_paid \
-         FROM core.loan_installments WHERE loan_id = $1 ORDER BY installment_number",
+    sqlx::query_as!(
+        InstallmentState,
+        r#"
+        SELECT installment_number AS number, due_date, principal_due, interest_due,
+               interest_posted, principal_paid, interest_paid
+        FROM core.loan_installments WHERE loan_id = $1 ORDER BY installment_number
+        "#,
+        loan_id,
     )
-    .bind(loan_id)
     .fetch_all(conn)
     .await
 }
@@ -316,79 +338,93 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
     let rescheduled: Vec<i32> = m.schedule.iter().map(|c| c.number).collect();
     let rescheduled_principal: Vec<Decimal> = m.schedule.iter().map(|c| c.principal_due).collect();
     let rescheduled_interest: Vec<Decimal> = m.schedule.iter().map(|c| c.interest_due).collect();
-    sqlx::query(
-        "WITH entry AS ( \
-             INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
-                                               payment_id, reverses) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)), \
-         lines AS ( \
-             INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount) \
-             SELECT $1, n, $2, $3, a, x FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)), \
-         installments AS ( \
-             UPDATE core.loan_installments i \
-             SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i, \
-                 interest_posted = i.interest_posted + t.ip, \
-                 principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id \
-             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[], \
-                         $28::numeric[], $29::numeric[]) AS t(n, p, i, ip, pd, id) \
-             WHERE i.loan_id = $2 AND i.installment_number = t.n), \
-         rescheduled AS ( \
-             INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id, \
-                                                principal_due, interest_due) \
-             SELECT $6, n, $2, $3, pd, id \
-             FROM unnest($30::int[], $31::numeric[], $32::numeric[]) AS t(n, pd, id)), \
-         allocations AS ( \
-             INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, \
-                                                   installment_number, component, amount, posted) \
-             SELECT $6, $2, $3, n, c, a, ps \
-             FROM unnest($14::int[], $15::text[], $16::numeric[], $17::numeric[]) AS t(n, c, a, ps)) \
-         UPDATE core.loans SET \
-             principal_outstanding = coalesce(principal_outstanding, 0) + $19, \
-             interest_outstanding = coalesce(interest_outstanding, 0) + $20, \
-             fees_outstanding = fees_outstanding + $21, \
-             penalties_outstanding = penalties_outstanding + $22, \
-             total_paid = total_paid + $23, recovered_amount = recovered_amount + $24, \
-             next_due_date = $25, status = coalesce($26, status), \
-             closed_at = CASE WHEN $26 = 'CLOSED' THEN now() WHEN $26 IS NOT NULL THEN NULL ELSE closed_at END, \
-             defaulted_at = CASE WHEN $26 = 'DISBURSED' THEN NULL ELSE defaulted_at END, \
-             written_off_at = CASE WHEN $26 = 'WRITTEN_OFF' THEN now() ELSE written_off_at END, \
-             written_off_by = CASE WHEN $26 = 'WRITTEN_OFF' THEN core.current_actor() ELSE written_off_by END, \
-             written_off_amount = CASE WHEN $26 = 'WRITTEN_OFF' THEN $27 ELSE written_off_amount END, \
-             version = version + 1, updated_at = now(), updated_by = core.current_actor() \
-         WHERE loan_id = $2 AND application_date = $18",
+    sqlx::query!(
+        r#"
+        WITH entry AS (
+            INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date,
+                                              payment_id, reverses)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ),
+        lines AS (
+            INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount)
+            SELECT $1, n, $2, $3, a, x
+            FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)
+        ),
+        installments AS (
+            UPDATE core.loan_installments i
+            SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i,
+                interest_posted = i.interest_posted + t.ip,
+                principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id
+            FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[],
+                        $14::numeric[], $15::numeric[]) AS t(n, p, i, ip, pd, id)
+            WHERE i.loan_id = $2 AND i.installment_number = t.n
+        ),
+        rescheduled AS (
+            INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id,
+                                               principal_due, interest_due)
+            SELECT $6, n, $2, $3, pd, id
+            FROM unnest($16::int[], $17::numeric[], $18::numeric[]) AS t(n, pd, id)
+        ),
+        allocations AS (
+            INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id,
+                                                  installment_number, component, amount, posted)
+            SELECT $6, $2, $3, n, c, a, ps
+            FROM unnest($19::int[], $20::text[], $21::numeric[], $22::numeric[]) AS t(n, c, a, ps)
+        )
+        UPDATE core.loans SET
+            principal_outstanding = coalesce(principal_outstanding, 0) + $23,
+            interest_outstanding = coalesce(interest_outstanding, 0) + $24,
+            fees_outstanding = fees_outstanding + $25,
+            penalties_outstanding = penalties_outstanding + $26,
+            total_paid = total_paid + $27, recovered_amount = recovered_amount + $28,
+            next_due_date = $29, status = coalesce($30, status),
+            closed_at = CASE WHEN $30 = 'CLOSED' THEN now() WHEN $30 IS NOT NULL THEN NULL ELSE closed_at END,
+            defaulted_at = CASE WHEN $30 = 'DISBURSED' THEN NULL ELSE defaulted_at END,
+            written_off_at = CASE WHEN $30 = 'WRITTEN_OFF' THEN now() ELSE written_off_at END,
+            written_off_by = CASE WHEN $30 = 'WRITTEN_OFF' THEN core.current_actor() ELSE written_off_by END,
+            written_off_amount = CASE WHEN $30 = 'WRITTEN_OFF' THEN $31 ELSE written_off_amount END,
+            version = version + 1, updated_at = now(), updated_by = core.current_actor()
+        WHERE loan_id = $2 AND application_date = $32
+        "#,
+        // The entry ($1–$7) and its lines ($8–$9).
+        entry_id,
+        m.loan_id,
+        m.customer_id,
+        m.kind.as_str(),
+        m.business_date,
+        m.payment_id,
+        m.reverses,
+        &m.lines.accounts() as &[&str],
+        &m.lines.amounts(),
+        // Installments: number, paid, posted, and the due amounts a re-amortisation moves.
+        &numbers,
+        &principal_paid,
+        &interest_paid,
+        &interest_posted,
+        &principal_due,
+        &interest_due,
+        // The re-amortisation kept for a reversal.
+        &rescheduled,
+        &rescheduled_principal,
+        &rescheduled_interest,
+        // Allocations: installment (none for fees), component, amount, interest posted.
+        &targets as &[Option<i32>],
+        &components as &[&str],
+        &amounts,
+        &posted,
+        // The loan's balance columns move by the entry's lines on the loan accounts.
+        m.lines.of(Account::LoanPrincipal),
+        m.lines.of(Account::LoanInterest),
+        m.lines.of(Account::LoanFees),
+        m.lines.of(Account::LoanPenalties),
+        m.loan.total_paid,
+        m.loan.recovered,
+        m.loan.next_due_date,
+        m.loan.status.map(|s| s.as_str()),
+        m.lines.of(Account::WriteOffExpense),
+        // The loan's partition key.
+        m.application_date,
     )
-    .bind(entry_id)
-    .bind(m.loan_id)
-    .bind(m.customer_id)
-    .bind(m.kind)
-    .bind(m.business_date)
-    .bind(m.payment_id)
-    .bind(m.reverses)
-    .bind(m.lines.accounts())
-    .bind(m.lines.amounts())
-    .bind(numbers)
-    .bind(principal_paid)
-    .bind(interest_paid)
-    .bind(interest_posted)
-    .bind(targets)
-    .bind(components)
-    .bind(amounts)
-    .bind(posted)
-    .bind(m.application_date)
-    .bind(m.lines.of(Account::LoanPrincipal))
-    .bind(m.lines.of(Account::LoanInterest))
-    .bind(m.lines.of(Account::LoanFees))
-    .bind(m.lines.of(Account::LoanPenalties))
-    .bind(m.loan.total_paid)
-    .bind(m.loan.recovered)
-    .bind(m.loan.next_due_date)
-    .bind(m.loan.status)
-    .bind(m.lines.of(Account::WriteOffExpense))
-    .bind(principal_due)
-    .bind(interest_due)
-    .bind(rescheduled)
-    .bind(rescheduled_principal)
-    .bind(rescheduled_interest)
     .execute(conn)
     .await?;
     Ok(entry_id)
@@ -399,14 +435,20 @@ pub async fn payment_entry(
     conn: &mut PgConnection,
     payment_id: Uuid,
 ) -> Result<Option<(Uuid, EntryKind, Lines)>, sqlx::Error> {
-    let rows: Vec<(Uuid, EntryKind, Account, Decimal)> = sqlx::query_as(
-        "SELECT e.entry_id, e.kind, l.account, l.amount \
-         FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id \
-         WHERE e.payment_id = $1 AND e.kind <> 'REVERSAL' ORDER BY l.line_number",
+    let rows = sqlx::query!(
+        r#"
+        SELECT e.entry_id, e.kind AS "kind: EntryKind", l.account AS "account: Account", l.amount
+        FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
+        WHERE e.payment_id = $1 AND e.kind <> 'REVERSAL' ORDER BY l.line_number
+        "#,
+        payment_id,
     )
-    .bind(payment_id)
     .fetch_all(conn)
     .await?;
+    let rows: Vec<(Uuid, EntryKind, Account, Decimal)> = rows
+        .into_iter()
+        .map(|r| (r.entry_id, r.kind, r.account, r.amount))
+        .collect();
     Ok(rows.first().map(|(entry_id, kind, _, _)| {
         (
             *entry_id,
@@ -424,22 +466,17 @@ pub async fn reverse_schedule_changes(
     conn: &mut PgConnection,
     payment_id: Uuid,
 ) -> Result<Vec<ScheduleChange>, sqlx::Error> {
-    let rows: Vec<(i32, Decimal, Decimal)> = sqlx::query_as(
-        "UPDATE core.schedule_changes SET reversed_at = now() \
-         WHERE payment_id = $1 AND reversed_at IS NULL \
-         RETURNING installment_number, principal_due, interest_due",
+    sqlx::query_as!(
+        ScheduleChange,
+        r#"
+        UPDATE core.schedule_changes SET reversed_at = now()
+        WHERE payment_id = $1 AND reversed_at IS NULL
+        RETURNING installment_number AS number, principal_due, interest_due
+        "#,
+        payment_id,
     )
-    .bind(payment_id)
     .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(number, principal_due, interest_due)| ScheduleChange {
-            number,
-            principal_due,
-            interest_due,
-        })
-        .collect())
+    .await
 }
 
 /// Marks a payment's live allocations reversed and returns them.
@@ -447,21 +484,15 @@ pub async fn reverse_allocations(
     conn: &mut PgConnection,
     payment_id: Uuid,
 ) -> Result<Vec<Allocation>, sqlx::Error> {
-    let rows: Vec<(Option<i32>, Component, Decimal, Decimal)> = sqlx::query_as(
-        "UPDATE core.payment_allocations SET reversed_at = now() \
-         WHERE payment_id = $1 AND reversed_at IS NULL \
-         RETURNING installment_number, component, amount, posted",
+    sqlx::query_as!(
+        Allocation,
+        r#"
+        UPDATE core.payment_allocations SET reversed_at = now()
+        WHERE payment_id = $1 AND reversed_at IS NULL
+        RETURNING installment_number AS installment, component AS "component: _", amount, posted
+        "#,
+        payment_id,
     )
-    .bind(payment_id)
     .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(installment, component, amount, posted)| Allocation {
-            installment,
-            component,
-            amount,
-            posted,
-        })
-        .collect())
+    .await
 }

@@ -67,7 +67,7 @@ pub async fn service_batch(
 
 /// The business day now.
 pub async fn today(conn: &mut PgConnection) -> Result<NaiveDate, sqlx::Error> {
-    sqlx::query_scalar("SELECT core.business_date(now())")
+    sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
         .fetch_one(conn)
         .await
 }

@@ -41,11 +41,15 @@ impl LinkDirectory {
                 return Ok(customer);
             }
         }
-        let customer: Option<Uuid> = sqlx::query_scalar("SELECT core.linked_customer($1, $2)")
-            .bind(issuer)
-            .bind(subject)
-            .fetch_one(&self.pool)
-            .await?;
+        let customer: Option<Uuid> = sqlx::query_scalar!(
+            r#"
+                SELECT core.linked_customer($1, $2)
+            "#,
+            issuer,
+            subject,
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let ttl = if customer.is_some() {
             self.ttl
         } else {

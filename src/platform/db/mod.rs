@@ -77,13 +77,15 @@ pub async fn migrate_with_logins(
 /// instance agrees on due dates and on "today". A zone PostgreSQL does not know is refused.
 pub async fn set_business_timezone(owner: &PgConnectOptions, zone: &str) -> CliResult {
     let mut conn = PgConnection::connect_with(owner).await?;
-    sqlx::query("UPDATE core.business_settings SET timezone = $1")
-        .bind(zone)
-        .execute(&mut conn)
-        .await
-        .map_err(|e| {
-            format!("BUSINESS_TIMEZONE {zone:?} is not a time zone PostgreSQL knows: {e}")
-        })?;
+    sqlx::query!(
+        r#"
+            UPDATE core.business_settings SET timezone = $1
+        "#,
+        zone,
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("BUSINESS_TIMEZONE {zone:?} is not a time zone PostgreSQL knows: {e}"))?;
     conn.close().await?;
     Ok(())
 }
@@ -92,19 +94,23 @@ pub async fn set_business_timezone(owner: &PgConnectOptions, zone: &str) -> CliR
 /// (PHONE_COUNTRY_CODE; numbers already stored keep theirs).
 pub async fn set_phone_country_code(owner: &PgConnectOptions, code: &str) -> CliResult {
     let mut conn = PgConnection::connect_with(owner).await?;
-    sqlx::query("UPDATE core.business_settings SET phone_country_code = $1")
-        .bind(code)
-        .execute(&mut conn)
-        .await
-        .map_err(|e| format!("PHONE_COUNTRY_CODE {code:?} must be 1 to 3 digits: {e}"))?;
+    sqlx::query!(
+        r#"
+            UPDATE core.business_settings SET phone_country_code = $1
+        "#,
+        code,
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(|e| format!("PHONE_COUNTRY_CODE {code:?} must be 1 to 3 digits: {e}"))?;
     conn.close().await?;
     Ok(())
 }
 
 /// Creates the partitions for the window around today (see `core.ensure_partitions_around`).
 pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT core.ensure_partitions_around(now())")
-        .execute(conn)
+    sqlx::query!(r#"SELECT core.ensure_partitions_around(now())"#)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }

@@ -54,11 +54,15 @@ pub async fn verify(conn: &mut PgConnection, cipher: &PiiCipher) -> Result<(), K
     for (purpose, mac) in cipher.key_checks() {
         let (name, id) = names(purpose);
         let wrong = || KeyCheckError::WrongKey(describe(purpose, cipher.current_key_id()));
-        let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT core.pii_key_registered($1, $2)")
-            .bind(name)
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
+        let stored: Option<Vec<u8>> = sqlx::query_scalar!(
+            r#"
+                SELECT core.pii_key_registered($1, $2)
+            "#,
+            name,
+            id,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         match stored {
             Some(stored) if stored == mac => {}
             Some(_) => return Err(wrong()),
@@ -68,12 +72,16 @@ pub async fn verify(conn: &mut PgConnection, cipher: &PiiCipher) -> Result<(), K
     }
     for (purpose, mac) in new {
         let (name, id) = names(purpose);
-        let registered: Vec<u8> = sqlx::query_scalar("SELECT core.pii_key_check($1, $2, $3)")
-            .bind(name)
-            .bind(id)
-            .bind(&mac)
-            .fetch_one(&mut *conn)
-            .await?;
+        let registered: Vec<u8> = sqlx::query_scalar!(
+            r#"
+                SELECT core.pii_key_check($1, $2, $3) AS "check!"
+            "#,
+            name,
+            id,
+            &mac,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         if registered != mac {
             return Err(KeyCheckError::WrongKey(describe(
                 purpose,

@@ -20,11 +20,14 @@ pub async fn list(
     if !links.is_empty() {
         return Ok(Some(links));
     }
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM core.customers WHERE customer_id = $1)")
-            .bind(customer_id)
-            .fetch_one(conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"
+                SELECT EXISTS (SELECT 1 FROM core.customers WHERE customer_id = $1) AS "exists!"
+            "#,
+        customer_id,
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(exists.then_some(links))
 }
 
