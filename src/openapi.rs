@@ -1,4 +1,5 @@
-//! The OpenAPI document's frame: info, tags, the bearer scheme and the shared error responses.
+//! The OpenAPI document's frame: info, tags, the bearer scheme (stated once, for every
+//! operation) and the shared error responses.
 //! Paths and schemas come from the handlers themselves (`utoipa_axum::routes!`).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -40,6 +41,8 @@ use utoipa::{Modify, OpenApi};
         crate::domain::customer_record::model::KycStatus,
         crate::domain::events::SseEvent
     )),
+    // Every operation takes the bearer token but the health probes, which say `security(())`.
+    security(("bearer" = [])),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -118,7 +118,6 @@ pub struct HealthQuery {
     path = "/v1/admin/database",
     tag = "ops",
     operation_id = "get_database_health",
-    security(("bearer" = [])),
     params(HealthQuery),
     responses((status = 200, description = "The report", body = DatabaseHealth), responses::Common)
 )]

@@ -32,7 +32,6 @@ pub struct ServicingRequest {
     path = "/v1/admin/servicing",
     tag = "ops",
     operation_id = "run_servicing",
-    security(("bearer" = [])),
     request_body = ServicingRequest,
     responses(
         (status = 200, description = "The run", body = JobRun),

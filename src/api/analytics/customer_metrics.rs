@@ -34,7 +34,6 @@ pub struct RefreshMetricsRequest {
     path = "/v1/analytics/customer-metrics/refresh",
     tag = "analytics",
     operation_id = "refresh_customer_metrics",
-    security(("bearer" = [])),
     request_body = RefreshMetricsRequest,
     responses(
         (status = 200, description = "The run", body = JobRun),
@@ -89,7 +88,6 @@ pub struct MetricsQuery {
     path = "/v1/analytics/customer-metrics",
     tag = "analytics",
     operation_id = "list_customer_metrics",
-    security(("bearer" = [])),
     params(MetricsQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<CustomerMetrics>), responses::Common)
 )]

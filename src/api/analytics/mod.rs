@@ -110,7 +110,6 @@ fn score_range(category: Option<&str>) -> Result<(i32, i32), ApiError> {
     path = "/v1/analytics/high-risk-loans",
     tag = "analytics",
     operation_id = "list_high_risk_loans",
-    security(("bearer" = [])),
     params(HighRiskQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<HighRiskLoan>), responses::Common)
 )]

@@ -24,7 +24,6 @@ use super::analyst_session;
     path = "/v1/analytics/risk-indicators/refresh",
     tag = "analytics",
     operation_id = "refresh_risk_indicators",
-    security(("bearer" = [])),
     responses((status = 200, description = "The run", body = JobRun), responses::Common)
 )]
 pub(super) async fn refresh_risk_indicators(
@@ -80,7 +79,6 @@ fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Ap
     path = "/v1/analytics/risk-indicators",
     tag = "analytics",
     operation_id = "list_risk_indicators",
-    security(("bearer" = [])),
     params(RiskIndicatorQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<RiskIndicator>), responses::Common)
 )]

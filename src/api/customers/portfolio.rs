@@ -34,7 +34,6 @@ pub struct Portfolio {
     path = "/v1/customers/{id}/portfolio",
     tag = "analytics",
     operation_id = "get_portfolio",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Customer id")),
     responses((status = 200, description = "The portfolio", body = Portfolio), responses::Common, responses::NotFound)
 )]

@@ -113,7 +113,6 @@ fn unranked(rows: Vec<CustomerRow>) -> Vec<(CustomerRow, Option<i64>)> {
     path = "/v1/customers/search",
     tag = "customers",
     operation_id = "search_customers",
-    security(("bearer" = [])),
     params(PageQuery),
     request_body = CustomerSearchRequest,
     responses(

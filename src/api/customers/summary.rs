@@ -14,7 +14,6 @@ use crate::platform::extract::AppPath;
     path = "/v1/customers/{id}/summary",
     tag = "customers",
     operation_id = "customer_summary",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The summary", body = CustomerSummary),

@@ -41,7 +41,6 @@ pub struct StaffStreamQuery {
     path = "/v1/events/loans",
     tag = "events",
     operation_id = "stream_loan_events",
-    security(("bearer" = [])),
     params(
         StaffStreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received")

@@ -30,6 +30,7 @@ pub struct Health {
     path = "/health/live",
     tag = "ops",
     operation_id = "live",
+    security(()),
     responses((status = 200, description = "Alive", body = Health))
 )]
 async fn live() -> Json<Health> {
@@ -43,6 +44,7 @@ async fn live() -> Json<Health> {
     path = "/health/ready",
     tag = "ops",
     operation_id = "ready",
+    security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = Health),
         responses::Common

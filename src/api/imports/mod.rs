@@ -111,7 +111,6 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
     path = "/v1/imports/customers",
     tag = "imports",
     operation_id = "import_customers",
-    security(("bearer" = [])),
     params(ImportQuery),
     request_body(content = Vec<CreateCustomerRequest>, content_type = "application/json",
                  description = "A JSON array of customers; or send `application/x-ndjson` with one \
@@ -507,7 +506,6 @@ async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, Ap
     path = "/v1/imports/{batch_id}",
     tag = "imports",
     operation_id = "get_import",
-    security(("bearer" = [])),
     params(("batch_id" = String, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch", body = ImportReport),

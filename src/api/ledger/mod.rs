@@ -53,7 +53,6 @@ pub struct TrialBalance {
     path = "/v1/ledger/trial-balance",
     tag = "ledger",
     operation_id = "get_trial_balance",
-    security(("bearer" = [])),
     params(TrialBalanceQuery),
     responses((status = 200, description = "The trial balance", body = TrialBalance), responses::Common)
 )]

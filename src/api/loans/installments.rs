@@ -14,7 +14,6 @@ use crate::platform::extract::AppPath;
     path = "/v1/loans/{id}/installments",
     tag = "loans",
     operation_id = "list_installments",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses(
         (status = 200, description = "The installments, by number", body = LoanInstallments),

@@ -56,7 +56,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/loans",
     tag = "loans",
     operation_id = "apply_for_loan",
-    security(("bearer" = [])),
     request_body = ApplyLoanRequest,
     responses(
         (status = 201, description = "Applied", body = Loan, headers(("Location" = String))),
@@ -142,7 +141,6 @@ async fn apply_for_loan(
     path = "/v1/loans/{id}",
     tag = "loans",
     operation_id = "get_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
 )]
@@ -161,7 +159,6 @@ async fn get_loan(
     path = "/v1/loans/by-number/{loan_number}",
     tag = "loans",
     operation_id = "get_loan_by_number",
-    security(("bearer" = [])),
     params(("loan_number" = String, Path, description = "Loan number, like LN202600000001")),
     responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
 )]
@@ -182,7 +179,6 @@ async fn get_loan_by_number(
     path = "/v1/loans",
     tag = "loans",
     operation_id = "list_loans",
-    security(("bearer" = [])),
     params(LoanListQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Loan>), responses::Common)
 )]
@@ -277,7 +273,6 @@ async fn move_loan<A>(
     path = "/v1/loans/{id}/approve",
     tag = "loans",
     operation_id = "approve_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Approved", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
 )]
@@ -295,7 +290,6 @@ async fn approve_loan(
     path = "/v1/loans/{id}/reject",
     tag = "loans",
     operation_id = "reject_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     request_body = RejectLoanRequest,
     responses(
@@ -321,7 +315,6 @@ async fn reject_loan(
     path = "/v1/loans/{id}/disburse",
     tag = "loans",
     operation_id = "disburse_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Disbursed", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
 )]
@@ -340,7 +333,6 @@ async fn disburse_loan(
     path = "/v1/loans/{id}/cancel",
     tag = "loans",
     operation_id = "cancel_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Cancelled", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
 )]
@@ -359,7 +351,6 @@ async fn cancel_loan(
     path = "/v1/loans/{id}/write-off",
     tag = "loans",
     operation_id = "write_off_loan",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     request_body(content = Option<WriteOffRequest>),
     responses(

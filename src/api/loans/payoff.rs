@@ -19,7 +19,6 @@ use crate::platform::extract::{AppPath, AppQuery};
     path = "/v1/loans/{id}/payoff",
     tag = "loans",
     operation_id = "get_payoff_quote",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id"), PayoffQuery),
     responses(
         (status = 200, description = "The quote", body = PayoffQuote),

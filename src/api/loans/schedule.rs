@@ -20,7 +20,6 @@ use crate::platform::extract::AppPath;
     path = "/v1/loans/{id}/schedule",
     tag = "loans",
     operation_id = "get_loan_schedule",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "The schedule", body = LoanSchedule), responses::Common, responses::NotFound)
 )]

@@ -25,7 +25,6 @@ use crate::platform::state::{AppState, StreamsFull};
     path = "/v1/me/events",
     tag = "events",
     operation_id = "stream_my_events",
-    security(("bearer" = [])),
     params(
         EventStreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received")

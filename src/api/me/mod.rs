@@ -33,7 +33,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/me",
     tag = "customers",
     operation_id = "get_me",
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "The calling customer", body = Customer,
          headers(("ETag" = String))),
@@ -62,7 +61,6 @@ async fn get_me(
     path = "/v1/me",
     tag = "customers",
     operation_id = "update_me",
-    security(("bearer" = [])),
     params(("If-Match" = String, Header, description = "The ETag last read, or *")),
     request_body = UpdateMeRequest,
     responses(

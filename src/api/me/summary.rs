@@ -12,7 +12,6 @@ use crate::platform::error::{responses, ApiError};
     path = "/v1/me/summary",
     tag = "customers",
     operation_id = "my_summary",
-    security(("bearer" = [])),
     responses((status = 200, description = "The summary", body = CustomerSummary), responses::Common)
 )]
 pub(super) async fn my_summary(

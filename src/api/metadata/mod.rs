@@ -36,7 +36,6 @@ pub struct JobQuery {
     path = "/v1/metadata/jobs",
     tag = "metadata",
     operation_id = "list_jobs",
-    security(("bearer" = [])),
     params(JobQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<JobRun>), responses::Common)
 )]
@@ -100,7 +99,6 @@ pub struct LineageQuery {
     path = "/v1/metadata/lineage",
     tag = "metadata",
     operation_id = "list_lineage",
-    security(("bearer" = [])),
     params(LineageQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Lineage>), responses::Common)
 )]

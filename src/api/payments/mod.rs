@@ -51,7 +51,6 @@ const PAYMENTS_PATH: &str = "/v1/payments";
     path = "/v1/payments",
     tag = "payments",
     operation_id = "create_payment",
-    security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; retries reuse it")),
     request_body = CreatePaymentRequest,
     responses(
@@ -153,7 +152,6 @@ async fn record_payment(
     path = "/v1/loans/{id}/payments",
     tag = "loans",
     operation_id = "list_loan_payments",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
 )]
@@ -175,7 +173,6 @@ async fn list_loan_payments(
     path = "/v1/payments/{id}",
     tag = "payments",
     operation_id = "get_payment",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Payment id")),
     responses((status = 200, description = "The payment", body = Payment), responses::Common, responses::NotFound)
 )]
@@ -196,7 +193,6 @@ async fn get_payment(
     path = "/v1/payments",
     tag = "payments",
     operation_id = "list_payments",
-    security(("bearer" = [])),
     params(PaymentListQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Payment>), responses::Common)
 )]
@@ -271,7 +267,6 @@ fn illegal(verb: &str, payment: &Payment) -> ApiError {
     path = "/v1/payments/{id}/confirm",
     tag = "payments",
     operation_id = "confirm_payment",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Payment id")),
     responses(
         (status = 200, description = "Completed", body = Payment),
@@ -297,7 +292,6 @@ async fn confirm_payment(
     path = "/v1/payments/{id}/fail",
     tag = "payments",
     operation_id = "fail_payment",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Payment id")),
     request_body(content = Option<PaymentActionRequest>),
     responses(
@@ -328,7 +322,6 @@ async fn fail_payment(
     path = "/v1/payments/{id}/reverse",
     tag = "payments",
     operation_id = "reverse_payment",
-    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Payment id")),
     request_body(content = Option<PaymentActionRequest>),
     responses(

@@ -40,7 +40,6 @@ fn with_etag(status: StatusCode, product: Product) -> Response {
     path = "/v1/products",
     tag = "products",
     operation_id = "list_products",
-    security(("bearer" = [])),
     params(ProductListQuery),
     responses((status = 200, description = "Products by code", body = ProductList), responses::Common)
 )]
@@ -59,7 +58,6 @@ async fn list_products(
     path = "/v1/products/{code}",
     tag = "products",
     operation_id = "get_product",
-    security(("bearer" = [])),
     params(("code" = String, Path, description = "Product code")),
     responses(
         (status = 200, description = "The product", body = Product, headers(("ETag" = String))),
@@ -83,7 +81,6 @@ async fn get_product(
     path = "/v1/products",
     tag = "products",
     operation_id = "create_product",
-    security(("bearer" = [])),
     request_body = CreateProductRequest,
     responses(
         (status = 201, description = "Created", body = Product, headers(("ETag" = String))),
@@ -138,7 +135,6 @@ async fn create_product(
     path = "/v1/products/{code}",
     tag = "products",
     operation_id = "update_product",
-    security(("bearer" = [])),
     params(
         ("code" = String, Path, description = "Product code"),
         ("If-Match" = String, Header, description = "The ETag last read, or *")

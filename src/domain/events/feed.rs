@@ -91,9 +91,11 @@ pub async fn outbox_after(
 
 /// Where a stream without `Last-Event-ID` starts: after the latest event the caller may read.
 pub async fn latest_event_id(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM metadata.outbox_events"#)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM metadata.outbox_events"#
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The state of one subscriber's stream.

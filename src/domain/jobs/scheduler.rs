@@ -151,9 +151,10 @@ async fn run_if_due(
 pub async fn service_if_due(pool: &PgPool, session: &Session) -> Result<Option<JobRun>, ApiError> {
     exclusively(pool, SERVICING_LOCK, || async move {
         let mut tx = session.begin().await?;
-        let today: NaiveDate = sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
-            .fetch_one(&mut *tx)
-            .await?;
+        let today: NaiveDate =
+            sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
+                .fetch_one(&mut *tx)
+                .await?;
         let last: Option<NaiveDate> = sqlx::query_scalar!(
             r#"
                 SELECT max((parameters->>'to')::date) FROM metadata.job_execution

@@ -336,9 +336,10 @@ impl ReplicaSet {
     /// The primary's insert position now: a write's consistency token, read after its commit.
     /// Bounded: past 250 ms the response goes out without a token rather than late.
     pub async fn insert_position(&self) -> Option<u64> {
-        let read =
-            sqlx::query_scalar!(r#"SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 AS "lsn!""#)
-                .fetch_one(&self.primary);
+        let read = sqlx::query_scalar!(
+            r#"SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8 AS "lsn!""#
+        )
+        .fetch_one(&self.primary);
         match tokio::time::timeout(Duration::from_millis(250), read).await {
             Ok(Ok(lsn)) => u64::try_from(lsn).ok(),
             Ok(Err(error)) => {

@@ -60,7 +60,6 @@ pub struct IdentityLinkList {
     path = "/v1/customers/{customer_id}/identities",
     tag = "customers",
     operation_id = "list_identities",
-    security(("bearer" = [])),
     params(("customer_id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The customer's identity links", body = IdentityLinkList),
@@ -86,7 +85,6 @@ async fn list_identities(
     path = "/v1/customers/{customer_id}/identities",
     tag = "customers",
     operation_id = "link_identity",
-    security(("bearer" = [])),
     params(("customer_id" = Uuid, Path, description = "Customer id")),
     request_body = LinkIdentityRequest,
     responses(
@@ -141,7 +139,6 @@ async fn link_identity(
     path = "/v1/customers/{customer_id}/identities/{link_id}",
     tag = "customers",
     operation_id = "unlink_identity",
-    security(("bearer" = [])),
     params(
         ("customer_id" = Uuid, Path, description = "Customer id"),
         ("link_id" = Uuid, Path, description = "Identity link id")
