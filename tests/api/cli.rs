@@ -687,3 +687,22 @@ async fn serve_refuses_a_wrong_pii_key_at_start_up() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_token_command_gives_each_customer_a_subject_of_their_own() {
+    let app = TestApp::spawn().await;
+    let token = |customer: Uuid| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lakehouse-api"))
+            .args(["token", "--role", "customer", "--customer-id"])
+            .arg(customer.to_string())
+            .env("JWT_SECRET", crate::helpers::JWT_SECRET)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        app.keys.verify(&token).unwrap().sub
+    };
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(token(a), format!("customer-{a}"));
+    assert_ne!(token(a), token(b));
+}

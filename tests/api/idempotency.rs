@@ -1,4 +1,5 @@
-//! The money core's commands: one transaction per command, the Idempotency-Key claim inside it.
+//! Idempotency-Key on the money commands: one transaction per command, the key claimed inside it,
+//! replayed, refused or freed exactly as the contract says.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
 
 use crate::helpers::{OwnCluster, TestApp};
 
@@ -167,145 +169,6 @@ async fn after_an_outage_mid_payment_the_same_key_succeeds_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// The partitions a plan's nodes ran on (`Actual Loops` above zero), by name.
-fn partitions_run(plan: &Value, into: &mut std::collections::BTreeSet<String>) {
-    let ran = plan["Actual Loops"].as_u64().is_some_and(|loops| loops > 0);
-    if let (true, Some(name)) = (ran, plan["Relation Name"].as_str()) {
-        let partition = |prefix: &str, digits: usize| {
-            name.strip_prefix(prefix).is_some_and(|rest| {
-                rest.replace('_', "").len() == digits
-                    && rest.replace('_', "").bytes().all(|b| b.is_ascii_digit())
-            })
-        };
-        if partition("loans_", 4) || partition("payments_", 6) {
-            into.insert(name.to_owned());
-        }
-    }
-    for child in plan["Plans"].as_array().into_iter().flatten() {
-        partitions_run(child, into);
-    }
-}
-
-/// Every statement of a repayment, explained with its real parameters as it runs (auto_explain,
-/// nested statements too), reaches only the loan's yearly partition and this month's payments
-/// partition, though loans and payments span several.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_partitions() {
-    let Some(own) =
-        OwnCluster::start("explained", Duration::from_secs(5), Duration::from_secs(10)).await
-    else {
-        return;
-    };
-    let mut owner_conn = PgConnection::connect_with(&own.owner).await.unwrap();
-    sqlx::raw_sql(
-        "ALTER DATABASE explained SET session_preload_libraries = 'auto_explain'; \
-         ALTER DATABASE explained SET auto_explain.log_min_duration = 0; \
-         ALTER DATABASE explained SET auto_explain.log_analyze = on; \
-         ALTER DATABASE explained SET auto_explain.log_timing = off; \
-         ALTER DATABASE explained SET auto_explain.log_nested_statements = on; \
-         ALTER DATABASE explained SET auto_explain.log_format = 'json'; \
-         INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
-             min_term_months, max_term_months, annual_interest_rate) \
-         VALUES ('EXPLAINED', 'Explained', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0.12)",
-    )
-    .execute(&mut owner_conn)
-    .await
-    .unwrap();
-    let customer_id = own.approved_customer("CUSTX01", "810810810").await;
-    // Loans in three yearly partitions, each paid out and repaid once (payments in this month's
-    // partition, and the backdated repayments in earlier months').
-    let mut loans = Vec::new();
-    for applied in [
-        None,
-        Some("2024-06-03T10:00:00Z"),
-        Some("2025-06-03T10:00:00Z"),
-    ] {
-        let mut body = json!({"customer_id": customer_id, "product_code": "EXPLAINED", "amount": "1000000.00", "term_months": 12});
-        if let Some(at) = applied {
-            body["application_date"] = json!(at);
-        }
-        let loan = own.send(Method::POST, "/v1/loans", body, None).await;
-        assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
-        let loan_id = loan.json()["loan_id"].as_str().unwrap().to_owned();
-        own.pay_out(&loan_id).await;
-        loans.push(loan_id);
-    }
-    let backdated = own.send(
-        Method::POST,
-        "/v1/payments",
-        json!({"loan_id": loans[1], "payment_type": "REPAYMENT", "amount": "10.00", "payment_date": "2026-01-15T10:00:00Z"}),
-        Some(&uuid::Uuid::now_v7().to_string()),
-    )
-    .await;
-    assert_eq!(
-        backdated.status,
-        StatusCode::CREATED,
-        "{}",
-        backdated.text()
-    );
-    let (loan_partition, payments_partition): (String, String) = sqlx::query_as(
-        "SELECT (SELECT tableoid::regclass::text FROM core.loans WHERE loan_id = $1), \
-                (SELECT tableoid::regclass::text FROM core.payments WHERE payment_date = \
-                    (SELECT max(payment_date) FROM core.payments))",
-    )
-    .bind(uuid::Uuid::parse_str(&loans[0]).unwrap())
-    .fetch_one(&mut owner_conn)
-    .await
-    .unwrap();
-
-    let before = own.cluster.log().len();
-    let paid = own
-        .send(
-            Method::POST,
-            "/v1/payments",
-            json!({"loan_id": loans[0], "payment_type": "REPAYMENT", "amount": "100.00"}),
-            Some(&uuid::Uuid::now_v7().to_string()),
-        )
-        .await;
-    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let log = own.cluster.log();
-    let mut plans = 0;
-    let mut ran = std::collections::BTreeSet::new();
-    for (at, _) in log[before..].match_indices("plan:") {
-        let rest = log[before + at + "plan:".len()..].trim_start();
-        let Some(Ok(plan)) = serde_json::Deserializer::from_str(rest)
-            .into_iter::<Value>()
-            .next()
-        else {
-            continue;
-        };
-        plans += 1;
-        partitions_run(&plan["Plan"], &mut ran);
-    }
-    assert!(plans >= 6, "auto_explain logged {plans} plans");
-    let loan_partition = loan_partition.trim_start_matches("core.").to_owned();
-    let payments_partition = payments_partition.trim_start_matches("core.").to_owned();
-    assert!(ran.contains(&loan_partition), "{ran:?}");
-    assert!(
-        ran.iter()
-            .all(|p| *p == loan_partition || *p == payments_partition),
-        "a repayment's statements ran on {ran:?}; only {loan_partition} and {payments_partition} \
-         were theirs"
-    );
-    // The new payment was routed to this month's partition.
-    let routed: String = sqlx::query_scalar(
-        "SELECT tableoid::regclass::text FROM core.payments WHERE loan_id = $1 AND amount = 100",
-    )
-    .bind(uuid::Uuid::parse_str(&loans[0]).unwrap())
-    .fetch_one(&mut owner_conn)
-    .await
-    .unwrap();
-    assert_eq!(routed.trim_start_matches("core."), payments_partition);
-    let partitions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_inherits WHERE inhparent IN ('core.loans'::regclass, 'core.payments'::regclass)",
-    )
-    .fetch_one(&mut owner_conn)
-    .await
-    .unwrap();
-    assert!(partitions >= 6, "{partitions} partitions to choose from");
-}
-
 /// Replaying or storing a key reads a handful of index pages however many keys a day holds (with
 /// the role leading the primary key it read the whole index: 0.6 ms a repayment at 7,000 keys).
 #[tokio::test]
@@ -342,4 +205,60 @@ async fn a_key_is_found_with_one_index_probe_among_many() {
         pages <= 6,
         "{pages} pages read to find one key among 20,000: {plan}"
     );
+}
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_the_whole_principal_not_the_subject() {
+    let app = TestApp::spawn().await;
+    let alice = app.approved_customer("CUSTH04", "904904904").await;
+    let bob = app.approved_customer("CUSTH05", "905905905").await;
+    let loan = app
+        .disbursed_loan(alice, "ZERO_RATE", "1000000.00", 10)
+        .await;
+    let bob_loan = app.disbursed_loan(bob, "ZERO_RATE", "1000000.00", 10).await;
+    // Two customers whose tokens share one subject (a provider that reuses it, or an old CLI).
+    let as_alice = app.token_for("shared-subject", "customer", Some(alice));
+    let as_bob = app.token_for("shared-subject", "customer", Some(bob));
+
+    let first = app
+        .pay(&as_alice, "shared-key", &repayment(&loan, "10.00"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    // Bob replays Alice's key and body: not Alice's payment, but a request of his own, which
+    // RLS refuses like any other (Alice's loan is not his).
+    let replay = app
+        .pay(&as_bob, "shared-key", &repayment(&loan, "10.00"))
+        .await;
+    assert_ne!(replay.body, first.body);
+    assert_eq!(replay.header("idempotent-replayed"), None);
+    replay.problem(StatusCode::NOT_FOUND);
+    // With another body, his own key is new to him: no 422 revealing Alice's.
+    let other = app
+        .pay(&as_bob, "shared-key-2", &repayment(&bob_loan, "5.00"))
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    let first_key = app
+        .pay(&as_alice, "shared-key-2", &repayment(&loan, "7.00"))
+        .await;
+    assert_eq!(
+        first_key.status,
+        StatusCode::CREATED,
+        "{}",
+        first_key.text()
+    );
+
+    // The principal is what the audit columns record.
+    let created_by: String =
+        sqlx::query_scalar("SELECT created_by FROM core.payments WHERE payment_id = $1")
+            .bind(
+                first.json()["payment_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Uuid>()
+                    .unwrap(),
+            )
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(created_by, format!("local|shared-subject|customer|{alice}"));
 }

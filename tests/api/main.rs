@@ -1,4 +1,4 @@
-//! Black-box tests through the real router against a real PostgreSQL (see helpers.rs).
+//! Black-box tests through the real router against a real PostgreSQL (see helpers/).
 
 mod archive;
 mod audit;
@@ -15,17 +15,17 @@ mod errors;
 mod events;
 mod failover;
 mod faults;
-mod hardening;
 mod helpers;
+mod idempotency;
 mod identity;
 mod lakehouse;
 mod loans;
-mod money_core;
 mod oidc;
 mod openapi;
 mod operations;
 mod ops;
 mod partitions;
+mod payment_input;
 mod payments;
 mod pgbouncer;
 mod pii_keys;

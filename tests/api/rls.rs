@@ -1,7 +1,7 @@
 //! Row-level security proved in SQL, below the API: the service's own login, switched to the
 //! customer role exactly as a request does.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -384,4 +384,39 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
             .await
             .unwrap();
     assert_eq!(after, ("lakehouse_authenticator".into(), "0".into()));
+}
+
+#[tokio::test]
+async fn legacy_actor_values_keep_what_the_etl_role_sees() {
+    let app = TestApp::spawn().await;
+    // A customer created before principals existed, by an ETL token with subject "nightly":
+    // the migration turned its created_by into "local|nightly".
+    let etl = app.token_for("nightly", "etl", None);
+    let created = app
+        .json(
+            Method::POST,
+            "/v1/customers",
+            &etl,
+            &crate::helpers::customer_body("CUSTH06", "906906906"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json()["customer_id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE core.customers SET created_by = 'local|nightly' WHERE customer_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/customers/{id}"), &etl).await.status,
+        StatusCode::OK
+    );
+    // Another ETL subject never saw it, and still does not.
+    let other = app.token_for("weekly", "etl", None);
+    assert_eq!(
+        app.get(&format!("/v1/customers/{id}"), &other).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
