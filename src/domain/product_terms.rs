@@ -24,12 +24,15 @@ pub async fn find(
     conn: &mut PgConnection,
     code: &str,
 ) -> Result<Option<ProductTerms>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT product_code, product_type, min_amount, max_amount, min_term_months, \
-                max_term_months, annual_interest_rate, active \
-         FROM core.products WHERE product_code = $1",
+    sqlx::query_as!(
+        ProductTerms,
+        r#"
+        SELECT product_code, product_type, min_amount, max_amount, min_term_months,
+               max_term_months, annual_interest_rate, active
+        FROM core.products WHERE product_code = $1
+        "#,
+        code,
     )
-    .bind(code)
     .fetch_optional(conn)
     .await
 }

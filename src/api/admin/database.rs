@@ -8,14 +8,13 @@
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::platform::auth::AdminOnly;
 use crate::platform::auth::RequestTx;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
-
-const SCHEMAS: &str = "('core', 'analytics', 'metadata', 'staging')";
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct DatabaseSize {
@@ -126,87 +125,93 @@ pub async fn get_database_health(
     AppQuery(query): AppQuery<HealthQuery>,
 ) -> Result<Json<DatabaseHealth>, ApiError> {
     let slow = f64::from(query.slow_seconds.unwrap_or(300));
-    let databases = sqlx::query_as(
-        "SELECT datname AS database, pg_database_size(datname) AS bytes, \
-                pg_size_pretty(pg_database_size(datname)) AS pretty \
-         FROM pg_database WHERE datname = current_database()",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let connections = sqlx::query_as(
-        "SELECT state, count(*) AS connections FROM pg_stat_activity \
-         WHERE datname = current_database() GROUP BY state ORDER BY connections DESC",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let slow_queries = sqlx::query_as(
-        "SELECT pid, state, extract(epoch FROM now() - query_start)::float8 AS seconds, \
-                left(query, 200) AS query \
-         FROM pg_stat_activity \
-         WHERE datname = current_database() AND state <> 'idle' \
-           AND query_start < now() - make_interval(secs => $1) \
-         ORDER BY seconds DESC LIMIT 50",
-    )
-    .bind(slow)
-    .fetch_all(&mut *tx)
-    .await?;
-    let index_usage = sqlx::query_as(&format!(
-        "SELECT schemaname::text AS schema, relname::text AS table, indexrelname::text AS index, \
-                idx_scan AS scans, idx_tup_read AS tuples_read, idx_tup_fetch AS tuples_fetched \
-         FROM pg_stat_user_indexes WHERE schemaname IN {SCHEMAS} ORDER BY idx_scan DESC LIMIT 100"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    let sequential_scans = sqlx::query_as(&format!(
-        "SELECT schemaname::text AS schema, relname::text AS table, seq_scan AS seq_scans, \
-                seq_tup_read AS seq_tuples_read, seq_tup_read / seq_scan AS average_tuples_per_scan \
-         FROM pg_stat_user_tables WHERE schemaname IN {SCHEMAS} AND seq_scan > 0 \
-         ORDER BY seq_tup_read DESC LIMIT 50"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    let blocked_sessions = sqlx::query_as(
-        "SELECT a.pid AS blocked_pid, a.usename::text AS blocked_user, \
-                pg_blocking_pids(a.pid) AS blocking_pids, \
-                extract(epoch FROM now() - a.query_start)::float8 AS waiting_seconds, \
-                left(a.query, 200) AS blocked_statement \
-         FROM pg_stat_activity a \
-         WHERE a.datname = current_database() AND cardinality(pg_blocking_pids(a.pid)) > 0",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let table_sizes = sqlx::query_as(&format!(
-        "SELECT n.nspname::text AS schema, c.relname::text AS table, \
-                pg_total_relation_size(c.oid) AS bytes, pg_size_pretty(pg_total_relation_size(c.oid)) AS pretty \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname IN {SCHEMAS} AND c.relkind IN ('r', 'p') \
-         ORDER BY bytes DESC LIMIT 100"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    let statements_loaded: bool = sqlx::query_scalar!(
+    let databases = sqlx::query_as!(
+        DatabaseSize,
         r#"
-            SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'
-            AND to_regclass('public.pg_stat_statements') IS NOT NULL AS "loaded!"
-        "#,
+        SELECT datname AS "database!", pg_database_size(datname) AS "bytes!",
+               pg_size_pretty(pg_database_size(datname)) AS "pretty!"
+        FROM pg_database WHERE datname = current_database()
+        "#
     )
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let top_statements = if statements_loaded {
-        Some(
-            sqlx::query_as(
-                "SELECT queryid AS query_id, left(query, 500) AS query, calls, \
-                        total_exec_time AS total_ms, mean_exec_time AS mean_ms, rows \
-                 FROM public.pg_stat_statements \
-                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 ORDER BY total_exec_time DESC LIMIT 10",
-            )
-            .fetch_all(&mut *tx)
-            .await?,
-        )
-    } else {
-        None
-    };
+    let connections = sqlx::query_as!(
+        ConnectionCount,
+        r#"
+        SELECT state, count(*) AS "connections!" FROM pg_stat_activity
+        WHERE datname = current_database() GROUP BY state ORDER BY 2 DESC
+        "#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let slow_queries = sqlx::query_as!(
+        SlowQuery,
+        r#"
+        SELECT pid AS "pid!", state, extract(epoch FROM now() - query_start)::float8 AS "seconds!",
+               left(query, 200) AS query
+        FROM pg_stat_activity
+        WHERE datname = current_database() AND state <> 'idle'
+          AND query_start < now() - make_interval(secs => $1)
+        ORDER BY 3 DESC LIMIT 50
+        "#,
+        slow,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    // The report covers the application's schemas: core, analytics, metadata, staging.
+    let index_usage = sqlx::query_as!(
+        IndexUsage,
+        r#"
+        SELECT schemaname::text AS "schema!", relname::text AS "table!",
+               indexrelname::text AS "index!", idx_scan AS "scans!",
+               idx_tup_read AS "tuples_read!", idx_tup_fetch AS "tuples_fetched!"
+        FROM pg_stat_user_indexes
+        WHERE schemaname IN ('core', 'analytics', 'metadata', 'staging')
+        ORDER BY idx_scan DESC LIMIT 100
+        "#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let sequential_scans = sqlx::query_as!(
+        SequentialScans,
+        r#"
+        SELECT schemaname::text AS "schema!", relname::text AS "table!", seq_scan AS "seq_scans!",
+               seq_tup_read AS "seq_tuples_read!",
+               seq_tup_read / seq_scan AS "average_tuples_per_scan!"
+        FROM pg_stat_user_tables
+        WHERE schemaname IN ('core', 'analytics', 'metadata', 'staging') AND seq_scan > 0
+        ORDER BY seq_tup_read DESC LIMIT 50
+        "#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let blocked_sessions = sqlx::query_as!(
+        BlockedSession,
+        r#"
+        SELECT a.pid AS "blocked_pid!", a.usename::text AS blocked_user,
+               pg_blocking_pids(a.pid) AS "blocking_pids!",
+               extract(epoch FROM now() - a.query_start)::float8 AS waiting_seconds,
+               left(a.query, 200) AS blocked_statement
+        FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND cardinality(pg_blocking_pids(a.pid)) > 0
+        "#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let table_sizes = sqlx::query_as!(
+        TableSize,
+        r#"
+        SELECT n.nspname::text AS "schema!", c.relname::text AS "table!",
+               pg_total_relation_size(c.oid) AS "bytes!",
+               pg_size_pretty(pg_total_relation_size(c.oid)) AS "pretty!"
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname IN ('core', 'analytics', 'metadata', 'staging') AND c.relkind IN ('r', 'p')
+        ORDER BY 3 DESC LIMIT 100
+        "#
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let top_statements = top_statements(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(DatabaseHealth {
         checked_at: Utc::now(),
@@ -219,4 +224,35 @@ pub async fn get_database_health(
         table_sizes,
         top_statements,
     }))
+}
+
+/// The ten statements that took the most time, where pg_stat_statements is loaded.
+async fn top_statements(conn: &mut PgConnection) -> Result<Option<Vec<TopStatement>>, sqlx::Error> {
+    let statements_loaded: bool = sqlx::query_scalar!(
+        r#"
+            SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'
+            AND to_regclass('public.pg_stat_statements') IS NOT NULL AS "loaded!"
+        "#,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(if statements_loaded {
+        Some(
+            sqlx::query_as!(
+                TopStatement,
+                r#"
+                SELECT queryid AS "query_id!", left(query, 500) AS "query!", calls AS "calls!",
+                       total_exec_time AS "total_ms!", mean_exec_time AS "mean_ms!",
+                       rows AS "rows!"
+                FROM public.pg_stat_statements
+                WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                ORDER BY total_exec_time DESC LIMIT 10
+                "#
+            )
+            .fetch_all(&mut *conn)
+            .await?,
+        )
+    } else {
+        None
+    })
 }

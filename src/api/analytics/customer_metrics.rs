@@ -98,18 +98,21 @@ pub(super) async fn list_customer_metrics(
 ) -> Result<Json<Page<CustomerMetrics>>, ApiError> {
     let after = page.after;
     let day = query.date.unwrap_or_else(|| Utc::now().date_naive());
-    let rows: Vec<CustomerMetrics> = sqlx::query_as(
-        "SELECT customer_id, metric_date, total_loans, active_loans, total_borrowed, total_repaid, \
-                current_outstanding, days_past_due, risk_score, ltv_ratio, created_at \
-         FROM analytics.customer_metrics \
-         WHERE metric_date = $1 AND ($2::uuid IS NULL OR customer_id = $2) \
-           AND ($3::uuid IS NULL OR customer_id > $3) \
-         ORDER BY customer_id LIMIT $4",
+    let rows: Vec<CustomerMetrics> = sqlx::query_as!(
+        CustomerMetrics,
+        r#"
+        SELECT customer_id, metric_date, total_loans, active_loans, total_borrowed, total_repaid,
+        current_outstanding, days_past_due, risk_score, ltv_ratio, created_at
+        FROM analytics.customer_metrics
+        WHERE metric_date = $1 AND ($2::uuid IS NULL OR customer_id = $2)
+        AND ($3::uuid IS NULL OR customer_id > $3)
+        ORDER BY customer_id LIMIT $4
+        "#,
+        day,
+        query.customer_id,
+        after.map(|c| c.after),
+        page.fetch(),
     )
-    .bind(day)
-    .bind(query.customer_id)
-    .bind(after.map(|c| c.after))
-    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

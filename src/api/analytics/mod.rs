@@ -130,27 +130,31 @@ async fn list_high_risk_loans(
     // of idx_customers_risk_order, within the category's scores and from the cursor's customer
     // on, so a page reads only as many customers as it needs; only each customer's few loans
     // are sorted.
-    let rows: Vec<HighRiskLoan> = sqlx::query_as(
-        "SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount, \
-                l.interest_rate, c.credit_score, \
-                CASE WHEN c.credit_score IS NULL THEN 'UNRATED' \
-                     WHEN c.credit_score < 600 THEN 'HIGH_RISK' \
-                     WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END AS risk_category, \
-                l.collateral_info->>'type' AS collateral_type, \
-                l.collateral_info->>'value' AS collateral_value, l.status, l.application_date \
-         FROM core.customers c JOIN core.loans l ON l.customer_id = c.customer_id \
-         WHERE l.status IN ('APPROVED', 'DISBURSED') \
-           AND coalesce(c.credit_score, 1000) BETWEEN $1 AND $2 \
-           AND (coalesce(c.credit_score, 1000), c.customer_id) >= ($3, $4) \
-           AND (coalesce(c.credit_score, 1000), c.customer_id, l.loan_id) > ($3, $4, $5) \
-         ORDER BY coalesce(c.credit_score, 1000), c.customer_id, l.loan_id LIMIT $6",
+    let rows: Vec<HighRiskLoan> = sqlx::query_as!(
+        HighRiskLoan,
+        r#"
+        SELECT l.loan_id, l.loan_number, l.customer_id, c.customer_code, l.loan_amount,
+        l.interest_rate, c.credit_score,
+        CASE WHEN c.credit_score IS NULL THEN 'UNRATED'
+        WHEN c.credit_score < 600 THEN 'HIGH_RISK'
+        WHEN c.credit_score < 700 THEN 'MEDIUM_RISK' ELSE 'LOW_RISK' END AS "risk_category!",
+        l.collateral_info->>'type' AS collateral_type,
+        l.collateral_info->>'value' AS collateral_value, l.status AS "status: _",
+        l.application_date
+        FROM core.customers c JOIN core.loans l ON l.customer_id = c.customer_id
+        WHERE l.status IN ('APPROVED', 'DISBURSED')
+        AND coalesce(c.credit_score, 1000) BETWEEN $1 AND $2
+        AND (coalesce(c.credit_score, 1000), c.customer_id) >= ($3, $4)
+        AND (coalesce(c.credit_score, 1000), c.customer_id, l.loan_id) > ($3, $4, $5)
+        ORDER BY coalesce(c.credit_score, 1000), c.customer_id, l.loan_id LIMIT $6
+        "#,
+        lowest,
+        highest,
+        score,
+        customer_id,
+        loan_id,
+        page.fetch(),
     )
-    .bind(lowest)
-    .bind(highest)
-    .bind(score)
-    .bind(customer_id)
-    .bind(loan_id)
-    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -98,18 +98,21 @@ pub(super) async fn list_risk_indicators(
         &["CUSTOMER", "LOAN", "PORTFOLIO"],
     )?;
     let after = page.after;
-    let rows: Vec<RiskIndicator> = sqlx::query_as(
-        "SELECT indicator_id, entity_type, entity_id, indicator_type, indicator_value, \
-                threshold_value, alert_level, calculated_at, expires_at, metadata \
-         FROM analytics.risk_indicators \
-         WHERE expires_at > now() AND ($1::text IS NULL OR alert_level = $1) \
-           AND ($2::text IS NULL OR entity_type = $2) AND ($3::uuid IS NULL OR indicator_id > $3) \
-         ORDER BY indicator_id LIMIT $4",
+    let rows: Vec<RiskIndicator> = sqlx::query_as!(
+        RiskIndicator,
+        r#"
+        SELECT indicator_id, entity_type, entity_id, indicator_type, indicator_value,
+        threshold_value, alert_level, calculated_at, expires_at, metadata
+        FROM analytics.risk_indicators
+        WHERE expires_at > now() AND ($1::text IS NULL OR alert_level = $1)
+        AND ($2::text IS NULL OR entity_type = $2) AND ($3::uuid IS NULL OR indicator_id > $3)
+        ORDER BY indicator_id LIMIT $4
+        "#,
+        query.alert_level.as_deref(),
+        query.entity_type.as_deref(),
+        after.map(|c| c.after),
+        page.fetch(),
     )
-    .bind(&query.alert_level)
-    .bind(&query.entity_type)
-    .bind(after.map(|c| c.after))
-    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -41,18 +41,21 @@ pub(super) async fn get_portfolio(
     mut tx: RequestTx<RiskViewers>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Portfolio>, ApiError> {
-    let portfolio: Option<Portfolio> = sqlx::query_as(
-        "SELECT c.customer_id, c.customer_code, c.full_name, count(l.loan_id) AS total_loans, \
-                coalesce(sum(l.loan_amount) FILTER (WHERE l.status IN ('DISBURSED', 'CLOSED', 'DEFAULTED')), \
-                         0)::numeric(17,2) AS total_borrowed, \
-                round(avg(l.interest_rate), 4) AS average_interest_rate, \
-                coalesce(array_agg(DISTINCT l.product_type ORDER BY l.product_type) \
-                         FILTER (WHERE l.product_type IS NOT NULL), '{}') AS product_types \
-         FROM core.customers c LEFT JOIN core.loans l ON l.customer_id = c.customer_id \
-         WHERE c.customer_id = $1 \
-         GROUP BY c.customer_id, c.customer_code, c.full_name",
+    let portfolio: Option<Portfolio> = sqlx::query_as!(
+        Portfolio,
+        r#"
+        SELECT c.customer_id, c.customer_code, c.full_name, count(l.loan_id) AS "total_loans!",
+        coalesce(sum(l.loan_amount) FILTER (WHERE l.status IN ('DISBURSED', 'CLOSED', 'DEFAULTED')),
+        0)::numeric(17,2) AS "total_borrowed!",
+        round(avg(l.interest_rate), 4) AS average_interest_rate,
+        coalesce(array_agg(DISTINCT l.product_type ORDER BY l.product_type)
+        FILTER (WHERE l.product_type IS NOT NULL), '{}') AS "product_types!"
+        FROM core.customers c LEFT JOIN core.loans l ON l.customer_id = c.customer_id
+        WHERE c.customer_id = $1
+        GROUP BY c.customer_id, c.customer_code, c.full_name
+        "#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -234,11 +234,13 @@ impl Upload<'_> {
         }
         self.insert_staged(&mut tx, &pending).await?;
         let written = self.load(&mut tx).await?;
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM staging.customer_imports \
-             WHERE batch_id = $1 AND error_message IS NOT NULL",
+        let failed: i64 = sqlx::query_scalar!(
+            r#"
+                SELECT count(*) AS "failed!" FROM staging.customer_imports
+                WHERE batch_id = $1 AND error_message IS NOT NULL
+            "#,
+            self.batch,
         )
-        .bind(self.batch)
         .fetch_one(&mut *tx)
         .await?;
         Ok((
@@ -259,37 +261,62 @@ impl Upload<'_> {
         if rows.is_empty() {
             return Ok(());
         }
-        let col = |f: fn(&Staged) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO staging.customer_imports (batch_id, source_system, job_id, line_number, raw_data, \
-                 error_message, customer_id, customer_code, full_name, id_number_ciphertext, \
-                 id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score) \
-             SELECT $1, $2, $3, t.* FROM unnest($4::int[], $5::jsonb[], $6::text[], $7::uuid[], $8::text[], \
-                 $9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::date[], \
-                 $16::jsonb[], $17::int[]) AS t \
-             ON CONFLICT ON CONSTRAINT customer_imports_batch_line_key DO NOTHING",
+        let text = |f: fn(&Staged) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        fn valid(r: &Staged) -> Option<&Valid> {
+            r.valid.as_ref()
+        }
+        sqlx::query!(
+            r#"
+            INSERT INTO staging.customer_imports (batch_id, source_system, job_id, line_number,
+                raw_data, error_message, customer_id, customer_code, full_name,
+                id_number_ciphertext, id_number_hash, id_number_last4, phone_number, email,
+                date_of_birth, address, credit_score)
+            SELECT $1, $2, $3, t.*
+            FROM unnest($4::int[], $5::jsonb[], $6::text[], $7::uuid[], $8::text[], $9::text[],
+                        $10::bytea[], $11::bytea[], $12::text[], $13::text[], $14::text[],
+                        $15::date[], $16::jsonb[], $17::int[]) AS t
+            ON CONFLICT ON CONSTRAINT customer_imports_batch_line_key DO NOTHING
+            "#,
+            // The batch.
+            self.batch,
+            self.source,
+            self.job_id,
+            // Each line as sent, and its error if it was refused.
+            &rows.iter().map(|r| r.line).collect::<Vec<i32>>(),
+            &rows.iter().map(|r| r.raw.clone()).collect::<Vec<_>>(),
+            &text(|r| r.error.clone()) as &[Option<String>],
+            // The checked, sealed record of a line that passed (NULL otherwise).
+            &rows
+                .iter()
+                .map(|r| valid(r).map(|v| v.customer_id))
+                .collect::<Vec<_>>() as &[Option<Uuid>],
+            &text(|r| valid(r).map(|v| v.customer.customer_code.clone())) as &[Option<String>],
+            &text(|r| valid(r).map(|v| v.customer.full_name.clone())) as &[Option<String>],
+            &rows
+                .iter()
+                .map(|r| valid(r).map(|v| v.ciphertext.clone()))
+                .collect::<Vec<_>>() as &[Option<Vec<u8>>],
+            &rows
+                .iter()
+                .map(|r| valid(r).map(|v| v.hash.clone()))
+                .collect::<Vec<_>>() as &[Option<Vec<u8>>],
+            &text(|r| valid(r).map(|v| v.last4.clone())) as &[Option<String>],
+            &text(|r| valid(r).and_then(|v| v.customer.phone_number.clone()))
+                as &[Option<String>],
+            &text(|r| valid(r).and_then(|v| v.customer.email.clone())) as &[Option<String>],
+            &rows
+                .iter()
+                .map(|r| valid(r).and_then(|v| v.customer.date_of_birth))
+                .collect::<Vec<_>>() as &[Option<NaiveDate>],
+            &rows
+                .iter()
+                .map(|r| valid(r).and_then(|v| v.customer.address.as_ref().map(SqlJson)))
+                .collect::<Vec<_>>() as &[Option<SqlJson<&Address>>],
+            &rows
+                .iter()
+                .map(|r| valid(r).and_then(|v| v.customer.credit_score))
+                .collect::<Vec<_>>() as &[Option<i32>],
         )
-        .bind(self.batch)
-        .bind(self.source)
-        .bind(self.job_id)
-        .bind(rows.iter().map(|r| r.line).collect::<Vec<i32>>())
-        .bind(rows.iter().map(|r| SqlJson(&r.raw)).collect::<Vec<_>>())
-        .bind(col(|r| r.error.clone()))
-        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.customer_id)).collect::<Vec<_>>())
-        .bind(col(|r| r.valid.as_ref().map(|v| v.customer.customer_code.clone())))
-        .bind(col(|r| r.valid.as_ref().map(|v| v.customer.full_name.clone())))
-        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.ciphertext.clone())).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.valid.as_ref().map(|v| v.hash.clone())).collect::<Vec<_>>())
-        .bind(col(|r| r.valid.as_ref().map(|v| v.last4.clone())))
-        .bind(col(|r| r.valid.as_ref().and_then(|v| v.customer.phone_number.clone())))
-        .bind(col(|r| r.valid.as_ref().and_then(|v| v.customer.email.clone())))
-        .bind(rows.iter().map(|r| r.valid.as_ref().and_then(|v| v.customer.date_of_birth)).collect::<Vec<Option<NaiveDate>>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.valid.as_ref().and_then(|v| v.customer.address.as_ref().map(SqlJson)))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.valid.as_ref().and_then(|v| v.customer.credit_score)).collect::<Vec<_>>())
         .execute(conn)
         .await?;
         Ok(())
@@ -298,30 +325,36 @@ impl Upload<'_> {
     /// Moves the batch's good, unprocessed rows into `core.customers` in one statement; returns
     /// how many were inserted.
     async fn load(&self, conn: &mut PgConnection) -> Result<i64, ApiError> {
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH inserted AS ( \
-                 INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext, \
-                     id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score) \
-                 SELECT customer_id, customer_code, full_name, id_number_ciphertext, id_number_hash, \
-                        id_number_last4, phone_number, email, date_of_birth, address, credit_score \
-                 FROM staging.customer_imports \
-                 WHERE batch_id = $1 AND NOT processed AND error_message IS NULL \
-                 ORDER BY line_number \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING customer_id), \
-             marked AS ( \
-                 UPDATE staging.customer_imports s SET processed = true \
-                 FROM inserted i WHERE s.batch_id = $1 AND s.customer_id = i.customer_id \
-                 RETURNING 1) \
-             SELECT count(*) FROM marked",
+        let inserted: i64 = sqlx::query_scalar!(
+            r#"
+                WITH inserted AS (
+                INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext,
+                id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score)
+                SELECT customer_id, customer_code, full_name, id_number_ciphertext, id_number_hash,
+                id_number_last4, phone_number, email, date_of_birth, address, credit_score
+                FROM staging.customer_imports
+                WHERE batch_id = $1 AND NOT processed AND error_message IS NULL
+                ORDER BY line_number
+                ON CONFLICT DO NOTHING
+                RETURNING customer_id),
+                marked AS (
+                UPDATE staging.customer_imports s SET processed = true
+                FROM inserted i WHERE s.batch_id = $1 AND s.customer_id = i.customer_id
+                RETURNING 1)
+                SELECT count(*) AS "inserted!" FROM marked
+            "#,
+            self.batch,
         )
-        .bind(self.batch)
         .fetch_one(&mut *conn)
         .await?;
-        sqlx::query("SELECT staging.explain_import_conflicts($1)")
-            .bind(self.batch)
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            r#"
+                SELECT staging.explain_import_conflicts($1)
+            "#,
+            self.batch,
+        )
+        .fetch_one(conn)
+        .await?;
         Ok(inserted)
     }
 }
@@ -476,18 +509,25 @@ fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
 }
 
 async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, ApiError> {
-    let (total, imported, failed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE processed), count(*) FILTER (WHERE error_message IS NOT NULL) \
-         FROM staging.customer_imports WHERE batch_id = $1",
+    let counts = sqlx::query!(
+        r#"
+        SELECT count(*) AS "total!", count(*) FILTER (WHERE processed) AS "imported!",
+               count(*) FILTER (WHERE error_message IS NOT NULL) AS "failed!"
+        FROM staging.customer_imports WHERE batch_id = $1
+        "#,
+        batch,
     )
-    .bind(batch)
     .fetch_one(&mut *conn)
     .await?;
-    let errors: Vec<ImportError> = sqlx::query_as(
-        "SELECT line_number, error_message AS error FROM staging.customer_imports \
-         WHERE batch_id = $1 AND error_message IS NOT NULL ORDER BY line_number LIMIT 1000",
+    let (total, imported, failed) = (counts.total, counts.imported, counts.failed);
+    let errors: Vec<ImportError> = sqlx::query_as!(
+        ImportError,
+        r#"
+        SELECT line_number, error_message AS "error!" FROM staging.customer_imports
+        WHERE batch_id = $1 AND error_message IS NOT NULL ORDER BY line_number LIMIT 1000
+        "#,
+        batch,
     )
-    .bind(batch)
     .fetch_all(conn)
     .await?;
     Ok(ImportReport {

@@ -60,18 +60,21 @@ async fn get_trial_balance(
     mut tx: RequestTx<Analysts>,
     AppQuery(query): AppQuery<TrialBalanceQuery>,
 ) -> Result<Json<TrialBalance>, ApiError> {
-    let accounts: Vec<TrialBalanceRow> = sqlx::query_as(
-        "SELECT l.account, \
-                coalesce(sum(l.amount) FILTER (WHERE l.amount > 0), 0) AS debits, \
-                coalesce(-sum(l.amount) FILTER (WHERE l.amount < 0), 0) AS credits, \
-                sum(l.amount) AS balance \
-         FROM core.journal_lines l \
-         WHERE $1::date IS NULL OR EXISTS ( \
-             SELECT 1 FROM core.journal_entries e \
-             WHERE e.entry_id = l.entry_id AND e.business_date <= $1) \
-         GROUP BY l.account ORDER BY l.account",
+    let accounts: Vec<TrialBalanceRow> = sqlx::query_as!(
+        TrialBalanceRow,
+        r#"
+        SELECT l.account AS "account: _",
+        coalesce(sum(l.amount) FILTER (WHERE l.amount > 0), 0) AS "debits!",
+        coalesce(-sum(l.amount) FILTER (WHERE l.amount < 0), 0) AS "credits!",
+        sum(l.amount) AS "balance!"
+        FROM core.journal_lines l
+        WHERE $1::date IS NULL OR EXISTS (
+        SELECT 1 FROM core.journal_entries e
+        WHERE e.entry_id = l.entry_id AND e.business_date <= $1)
+        GROUP BY l.account ORDER BY l.account
+        "#,
+        query.as_of,
     )
-    .bind(query.as_of)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

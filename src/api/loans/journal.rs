@@ -104,14 +104,31 @@ pub(super) async fn get_loan_journal(
     .fetch_optional(&mut *tx)
     .await?;
     visible.ok_or(ApiError::NotFound)?;
-    let rows: Vec<EntryRow> = sqlx::query_as(
-        "SELECT e.entry_id, e.kind, e.business_date, e.payment_id, e.installment_number, \
-                e.reverses, e.posted_at, e.posted_by, l.account, l.amount \
-         FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id \
-         WHERE e.loan_id = $1 \
-         ORDER BY e.entry_number, l.line_number",
+    let rows: Vec<EntryRow> = sqlx::query!(
+        r#"
+        SELECT e.entry_id, e.kind AS "kind: EntryKind", e.business_date, e.payment_id,
+               e.installment_number, e.reverses, e.posted_at, e.posted_by,
+               l.account AS "account: Account", l.amount
+        FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
+        WHERE e.loan_id = $1
+        ORDER BY e.entry_number, l.line_number
+        "#,
+        id,
     )
-    .bind(id)
+    .map(|r| {
+        (
+            r.entry_id,
+            r.kind,
+            r.business_date,
+            r.payment_id,
+            r.installment_number,
+            r.reverses,
+            r.posted_at,
+            r.posted_by,
+            r.account,
+            r.amount,
+        )
+    })
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -87,19 +87,6 @@ pub struct Statement {
 /// A loan's journal entries through `$2`, in business-day order, each with its loan-account
 /// changes. Days before the statement's first are folded into the opening balance as they
 /// stream past.
-const MOVEMENTS: &str = "\
-    SELECT e.entry_id, e.business_date, e.kind, e.payment_id, \
-           coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_PRINCIPAL'), 0) AS principal, \
-           coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_INTEREST'), 0) AS interest, \
-           coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_FEES'), 0) AS fees, \
-           coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_PENALTIES'), 0) AS penalties, \
-           coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_OVERPAYMENT'), 0) AS overpayment \
-    FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id \
-    WHERE e.loan_id = $1 AND e.business_date <= $2 \
-    GROUP BY e.entry_id \
-    ORDER BY e.business_date, e.entry_number";
-
-#[derive(sqlx::FromRow)]
 struct MovementRow {
     entry_id: Uuid,
     business_date: NaiveDate,
@@ -341,16 +328,20 @@ pub(super) async fn get_loan_statement(
 ) -> Result<Response, ApiError> {
     let format = Format::of(&headers);
     // The loan must be visible to the caller (RLS: a customer's own).
-    let loan: Option<(String, NaiveDate, NaiveDate)> = sqlx::query_as(
-        "SELECT l.loan_number, core.business_date(l.application_date), core.business_date(now()) \
-         FROM core.loans l \
-         WHERE (l.loan_id, l.application_date) = \
-               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)",
+    let loan = sqlx::query!(
+        r#"
+        SELECT l.loan_number, core.business_date(l.application_date) AS "applied_on!",
+               core.business_date(now()) AS "today!"
+        FROM core.loans l
+        WHERE (l.loan_id, l.application_date) =
+              (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        "#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
-    .await?;
-    let (loan_number, applied_on, today) = loan.ok_or(ApiError::NotFound)?;
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    let (loan_number, applied_on, today) = (loan.loan_number, loan.applied_on, loan.today);
     let head = StatementHead {
         loan_id: id,
         loan_number,
@@ -421,10 +412,25 @@ async fn produce(
     let mut balance = StatementBalance::default();
     let mut opened = false;
     {
-        let mut rows = sqlx::query_as::<_, MovementRow>(MOVEMENTS)
-            .bind(head.loan_id)
-            .bind(head.to)
-            .fetch(&mut *tx);
+        // Each entry's movement on the loan accounts, oldest first.
+        let mut rows = sqlx::query_as!(
+            MovementRow,
+            r#"
+            SELECT e.entry_id, e.business_date, e.kind AS "kind: _", e.payment_id,
+                   coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_PRINCIPAL'), 0) AS "principal!",
+                   coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_INTEREST'), 0) AS "interest!",
+                   coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_FEES'), 0) AS "fees!",
+                   coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_PENALTIES'), 0) AS "penalties!",
+                   coalesce(sum(l.amount) FILTER (WHERE l.account = 'LOAN_OVERPAYMENT'), 0) AS "overpayment!"
+            FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
+            WHERE e.loan_id = $1 AND e.business_date <= $2
+            GROUP BY e.entry_id
+            ORDER BY e.business_date, e.entry_number
+            "#,
+            head.loan_id,
+            head.to,
+        )
+        .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
             let after = balance.after(&row);
             if row.business_date < head.from {

@@ -45,19 +45,22 @@ async fn list_jobs(
     page: PageRequest<TimeCursor>,
 ) -> Result<Json<Page<JobRun>>, ApiError> {
     let after = page.after;
-    let rows: Vec<JobRun> = sqlx::query_as(
-        "SELECT job_id, job_name, status, parameters, started_at, finished_at, records_read, \
-                records_written, records_failed, error_message, triggered_by \
-         FROM metadata.job_execution \
-         WHERE ($1::text IS NULL OR job_name = $1) AND ($2::text IS NULL OR status = $2) \
-           AND ($3::timestamptz IS NULL OR (started_at, job_id) < ($3, $4)) \
-         ORDER BY started_at DESC, job_id DESC LIMIT $5",
+    let rows: Vec<JobRun> = sqlx::query_as!(
+        JobRun,
+        r#"
+        SELECT job_id, job_name, status AS "status: _", parameters, started_at, finished_at, records_read,
+        records_written, records_failed, error_message, triggered_by
+        FROM metadata.job_execution
+        WHERE ($1::text IS NULL OR job_name = $1) AND ($2::text IS NULL OR status = $2)
+        AND ($3::timestamptz IS NULL OR (started_at, job_id) < ($3, $4))
+        ORDER BY started_at DESC, job_id DESC LIMIT $5
+        "#,
+        query.job_name.as_deref(),
+        query.status.as_deref(),
+        after.as_ref().map(|c| c.at),
+        after.as_ref().map(|c| c.id),
+        page.fetch(),
     )
-    .bind(&query.job_name)
-    .bind(&query.status)
-    .bind(after.as_ref().map(|c| c.at))
-    .bind(after.as_ref().map(|c| c.id))
-    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -108,20 +111,23 @@ async fn list_lineage(
     page: PageRequest<TimeCursor>,
 ) -> Result<Json<Page<Lineage>>, ApiError> {
     let after = page.after;
-    let rows: Vec<Lineage> = sqlx::query_as(
-        "SELECT lineage_id, source_system, source_table, target_system, target_table, \
-                transformation_type, transformation_logic, pipeline_id, job_id, execution_timestamp, \
-                record_count, success_flag, error_message \
-         FROM metadata.data_lineage \
-         WHERE ($1::uuid IS NULL OR job_id = $1) AND ($2::text IS NULL OR target_table = $2) \
-           AND ($3::timestamptz IS NULL OR (execution_timestamp, lineage_id) < ($3, $4)) \
-         ORDER BY execution_timestamp DESC, lineage_id DESC LIMIT $5",
+    let rows: Vec<Lineage> = sqlx::query_as!(
+        Lineage,
+        r#"
+        SELECT lineage_id, source_system, source_table, target_system, target_table,
+        transformation_type, transformation_logic, pipeline_id, job_id, execution_timestamp,
+        record_count, success_flag, error_message
+        FROM metadata.data_lineage
+        WHERE ($1::uuid IS NULL OR job_id = $1) AND ($2::text IS NULL OR target_table = $2)
+        AND ($3::timestamptz IS NULL OR (execution_timestamp, lineage_id) < ($3, $4))
+        ORDER BY execution_timestamp DESC, lineage_id DESC LIMIT $5
+        "#,
+        query.job_id,
+        query.target_table.as_deref(),
+        after.as_ref().map(|c| c.at),
+        after.as_ref().map(|c| c.id),
+        page.fetch(),
     )
-    .bind(query.job_id)
-    .bind(&query.target_table)
-    .bind(after.as_ref().map(|c| c.at))
-    .bind(after.as_ref().map(|c| c.id))
-    .bind(page.fetch())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -9,19 +9,50 @@ use crate::domain::ledger::model::{
 };
 use crate::platform::pagination::TimeCursor;
 
-/// One payment by id: the directory gives the partition key (see loans::repo::find_sql).
+/// One payment by id: the directory gives the partition key (see loans::repo::find_sql). With
+/// `lock`, the row is locked for the rest of the transaction.
 pub async fn find(
     conn: &mut PgConnection,
     id: Uuid,
     lock: bool,
 ) -> Result<Option<Payment>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM core.payments p \
-         WHERE (p.payment_id, p.payment_date) = \
-               (SELECT d.payment_id, d.payment_date FROM core.payment_directory d WHERE d.payment_id = $1){}",
-        if lock { " FOR UPDATE OF p" } else { "" }
-    );
-    sqlx::query_as(&sql).bind(id).fetch_optional(conn).await
+    if lock {
+        return sqlx::query_as!(
+            Payment,
+            r#"
+            SELECT p.payment_id, p.transaction_id, p.client_reference, p.loan_id, p.customer_id,
+                   p.payment_type AS "payment_type: _", p.amount AS "amount: _", p.payment_method,
+                   p.payment_date, p.due_date, p.status AS "status: _", p.channel,
+                   p.status_changed_at, p.status_changed_by, p.status_reason, p.created_by,
+                   p.created_at
+            FROM core.payments p
+            WHERE (p.payment_id, p.payment_date) =
+                  (SELECT d.payment_id, d.payment_date FROM core.payment_directory d
+                   WHERE d.payment_id = $1)
+            FOR UPDATE OF p
+            "#,
+            id,
+        )
+        .fetch_optional(conn)
+        .await;
+    }
+    sqlx::query_as!(
+        Payment,
+        r#"
+        SELECT p.payment_id, p.transaction_id, p.client_reference, p.loan_id, p.customer_id,
+               p.payment_type AS "payment_type: _", p.amount AS "amount: _", p.payment_method,
+               p.payment_date, p.due_date, p.status AS "status: _", p.channel,
+               p.status_changed_at, p.status_changed_by, p.status_reason, p.created_by,
+               p.created_at
+        FROM core.payments p
+        WHERE (p.payment_id, p.payment_date) =
+              (SELECT d.payment_id, d.payment_date FROM core.payment_directory d
+               WHERE d.payment_id = $1)
+        "#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// When a loan was applied for (its partition key), through the directory; `None` when the
@@ -31,10 +62,8 @@ pub async fn loan_applied_at(
     loan_id: Uuid,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"
-            SELECT application_date FROM core.loan_directory WHERE loan_id = $1
-        "#,
-        loan_id,
+        "SELECT application_date FROM core.loan_directory WHERE loan_id = $1",
+        loan_id
     )
     .fetch_optional(conn)
     .await
@@ -47,15 +76,23 @@ pub async fn list_for_loan(
     loan_id: Uuid,
     applied: DateTime<Utc>,
 ) -> Result<Vec<Payment>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM core.payments p WHERE p.loan_id = $1 AND p.payment_date >= $2 \
-         ORDER BY p.payment_date, p.payment_id"
-    );
-    sqlx::query_as(&sql)
-        .bind(loan_id)
-        .bind(applied)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as!(
+        Payment,
+        r#"
+        SELECT p.payment_id, p.transaction_id, p.client_reference, p.loan_id, p.customer_id,
+               p.payment_type AS "payment_type: _", p.amount AS "amount: _", p.payment_method,
+               p.payment_date, p.due_date, p.status AS "status: _", p.channel,
+               p.status_changed_at, p.status_changed_by, p.status_reason, p.created_by,
+               p.created_at
+        FROM core.payments p
+        WHERE p.loan_id = $1 AND p.payment_date >= $2
+        ORDER BY p.payment_date, p.payment_id
+        "#,
+        loan_id,
+        applied,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub struct ListFilter<'a> {

@@ -153,7 +153,11 @@ async fn update_product(
     AppJson(request): AppJson<UpdateProductRequest>,
 ) -> Result<Response, ApiError> {
     let expected = expected_version(&headers)?;
-    let current = repo::find_for_update(&mut tx, &code)
+    // Locked first, then read: a rare staff action, one round trip more for one statement less.
+    if !repo::lock(&mut tx, &code).await? {
+        return Err(ApiError::NotFound);
+    }
+    let current = repo::find(&mut tx, &code)
         .await?
         .ok_or(ApiError::NotFound)?;
     if expected.is_some_and(|v| v != current.version) {

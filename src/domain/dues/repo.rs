@@ -12,7 +12,6 @@ pub async fn installments(
     conn: &mut PgConnection,
     loan_id: Uuid,
 ) -> Result<Option<(NaiveDate, Vec<InstallmentDue>)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         business_date: NaiveDate,
         // All null on the one row of a loan without installments (the LEFT JOIN).
@@ -25,25 +24,31 @@ pub async fn installments(
         remaining: Option<Amount>,
         status: Option<InstallmentStatus>,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT t.today AS business_date, i.installment_number AS number, i.due_date, \
-                i.principal_due, i.interest_due, i.principal_paid, i.interest_paid, \
-                i.principal_due + i.interest_due - i.principal_paid - i.interest_paid AS remaining, \
-                CASE WHEN i.principal_paid + i.interest_paid >= i.principal_due + i.interest_due THEN 'PAID' \
-                     WHEN t.today < i.due_date THEN \
-                          CASE WHEN i.principal_paid + i.interest_paid > 0 THEN 'PARTIALLY_PAID' ELSE 'UPCOMING' END \
-                     WHEN t.today <= i.due_date + p.grace_days THEN 'DUE' \
-                     ELSE 'OVERDUE' END AS status \
-         FROM core.loans l \
-         JOIN core.products p ON p.product_code = l.product_code \
-         CROSS JOIN (SELECT core.business_date(now()) AS today) t \
-         LEFT JOIN core.loan_installments i \
-                ON i.loan_id = l.loan_id AND (i.principal_due <> 0 OR i.interest_due <> 0) \
-         WHERE (l.loan_id, l.application_date) = \
-               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1) \
-         ORDER BY i.installment_number",
+    let rows = sqlx::query_as!(
+        Row,
+        r#"
+        SELECT t.today AS "business_date!", i.installment_number AS "number?", i.due_date AS "due_date?",
+               i.principal_due AS "principal_due?: _", i.interest_due AS "interest_due?: _",
+               i.principal_paid AS "principal_paid?: _", i.interest_paid AS "interest_paid?: _",
+               i.principal_due + i.interest_due - i.principal_paid - i.interest_paid
+                   AS "remaining?: _",
+               CASE WHEN i.principal_paid + i.interest_paid >= i.principal_due + i.interest_due THEN 'PAID'
+                    WHEN t.today < i.due_date THEN
+                         CASE WHEN i.principal_paid + i.interest_paid > 0 THEN 'PARTIALLY_PAID'
+                              ELSE 'UPCOMING' END
+                    WHEN t.today <= i.due_date + p.grace_days THEN 'DUE'
+                    ELSE 'OVERDUE' END AS "status?: _"
+        FROM core.loans l
+        JOIN core.products p ON p.product_code = l.product_code
+        CROSS JOIN (SELECT core.business_date(now()) AS today) t
+        LEFT JOIN core.loan_installments i
+               ON i.loan_id = l.loan_id AND (i.principal_due <> 0 OR i.interest_due <> 0)
+        WHERE (l.loan_id, l.application_date) =
+              (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        ORDER BY i.installment_number
+        "#,
+        loan_id,
     )
-    .bind(loan_id)
     .fetch_all(conn)
     .await?;
     let Some(first) = rows.first() else {
@@ -69,7 +74,6 @@ pub async fn installments(
     )))
 }
 
-#[derive(sqlx::FromRow)]
 struct SummaryRow {
     customer_exists: bool,
     business_date: NaiveDate,
@@ -84,48 +88,51 @@ struct SummaryRow {
     next_amount: Option<Decimal>,
 }
 
-const SUMMARY: &str = "
-WITH t AS (SELECT core.business_date(now()) AS today),
-active AS (
-    SELECT l.loan_id, l.loan_number, l.product_code,
-           coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0)
-               + l.fees_outstanding + l.penalties_outstanding AS outstanding,
-           l.fees_outstanding + l.penalties_outstanding AS charges
-    FROM core.loans l
-    WHERE l.customer_id = $1 AND l.status IN ('DISBURSED', 'DEFAULTED')
-),
-unpaid AS (
-    SELECT a.loan_id, a.loan_number, i.installment_number, i.due_date, p.grace_days,
-           i.principal_due + i.interest_due - i.principal_paid - i.interest_paid AS amount
-    FROM active a
-    JOIN core.loan_installments i ON i.loan_id = a.loan_id
-    JOIN core.products p ON p.product_code = a.product_code
-    WHERE i.principal_due + i.interest_due > i.principal_paid + i.interest_paid
-),
-next AS (
-    SELECT u.* FROM unpaid u, t WHERE u.due_date >= t.today
-    ORDER BY u.due_date, u.loan_number, u.installment_number LIMIT 1
-)
-SELECT EXISTS (SELECT 1 FROM core.customers c WHERE c.customer_id = $1) AS customer_exists,
-       t.today AS business_date,
-       (SELECT count(*) FROM active) AS active_loans,
-       (SELECT coalesce(sum(outstanding), 0) FROM active) AS total_outstanding,
-       (SELECT coalesce(sum(amount), 0) FROM unpaid WHERE due_date <= t.today)
-           + (SELECT coalesce(sum(charges), 0) FROM active) AS amount_due_now,
-       (SELECT coalesce(sum(amount), 0) FROM unpaid WHERE due_date + grace_days < t.today) AS arrears,
-       n.loan_id AS next_loan_id, n.loan_number AS next_loan_number,
-       n.installment_number AS next_installment, n.due_date AS next_due_date, n.amount AS next_amount
-FROM t LEFT JOIN next n ON true";
-
 /// The summary of a customer the caller may see; `None` when there is no such customer.
 pub async fn summary_if_exists(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> Result<Option<CustomerSummary>, sqlx::Error> {
-    let row: SummaryRow = sqlx::query_as(SUMMARY)
-        .bind(customer_id)
-        .fetch_one(conn)
-        .await?;
+    let row = sqlx::query_as!(
+        SummaryRow,
+        r#"
+        WITH t AS (SELECT core.business_date(now()) AS today),
+        active AS (
+            SELECT l.loan_id, l.loan_number, l.product_code,
+                   coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0)
+                       + l.fees_outstanding + l.penalties_outstanding AS outstanding,
+                   l.fees_outstanding + l.penalties_outstanding AS charges
+            FROM core.loans l
+            WHERE l.customer_id = $1 AND l.status IN ('DISBURSED', 'DEFAULTED')
+        ),
+        unpaid AS (
+            SELECT a.loan_id, a.loan_number, i.installment_number, i.due_date, p.grace_days,
+                   i.principal_due + i.interest_due - i.principal_paid - i.interest_paid AS amount
+            FROM active a
+            JOIN core.loan_installments i ON i.loan_id = a.loan_id
+            JOIN core.products p ON p.product_code = a.product_code
+            WHERE i.principal_due + i.interest_due > i.principal_paid + i.interest_paid
+        ),
+        next AS (
+            SELECT u.* FROM unpaid u, t WHERE u.due_date >= t.today
+            ORDER BY u.due_date, u.loan_number, u.installment_number LIMIT 1
+        )
+        SELECT EXISTS (SELECT 1 FROM core.customers c WHERE c.customer_id = $1) AS "customer_exists!",
+               t.today AS "business_date!",
+               (SELECT count(*) FROM active) AS "active_loans!",
+               (SELECT coalesce(sum(outstanding), 0) FROM active) AS "total_outstanding!",
+               (SELECT coalesce(sum(amount), 0) FROM unpaid WHERE due_date <= t.today)
+                   + (SELECT coalesce(sum(charges), 0) FROM active) AS "amount_due_now!",
+               (SELECT coalesce(sum(amount), 0) FROM unpaid WHERE due_date + grace_days < t.today) AS "arrears!",
+               n.loan_id AS "next_loan_id?", n.loan_number AS "next_loan_number?",
+               n.installment_number AS "next_installment?", n.due_date AS "next_due_date?",
+               n.amount AS "next_amount?"
+        FROM t LEFT JOIN next n ON true
+        "#,
+        customer_id,
+    )
+    .fetch_one(conn)
+    .await?;
     if !row.customer_exists {
         return Ok(None);
     }

@@ -53,33 +53,30 @@ pub async fn outbox_after(
     audience: &Audience,
     after: i64,
 ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
-    let select = "SELECT event_id, topic, customer_id, \
-                  (payload || jsonb_build_object('event_id', event_id))::text \
-                  FROM metadata.outbox_events WHERE event_id > $1";
-    let rows: Vec<(i64, String, Option<Uuid>, String)> = match audience {
-        Audience::Staff {
-            topics: Some(topics),
-        } => {
-            sqlx::query_as(&format!(
-                "{select} AND topic = ANY($3) ORDER BY event_id LIMIT $2"
-            ))
-            .bind(after)
-            .bind(REPLAY_BATCH)
-            .bind(topics)
-            .fetch_all(conn)
-            .await?
-        }
-        // A customer's rows are the policy's to choose (their own id, their topics).
-        _ => {
-            sqlx::query_as(&format!("{select} ORDER BY event_id LIMIT $2"))
-                .bind(after)
-                .bind(REPLAY_BATCH)
-                .fetch_all(conn)
-                .await?
-        }
+    // Staff may ask for some topics; a customer's rows are the policy's to choose (their own
+    // id, their topics).
+    let topics = match audience {
+        Audience::Staff { topics } => topics.as_deref(),
+        Audience::Customer(_) => None,
     };
-    Ok(rows
+    let rows = sqlx::query!(
+        r#"
+        SELECT event_id, topic, customer_id,
+               (payload || jsonb_build_object('event_id', event_id))::text AS "json!"
+        FROM metadata.outbox_events
+        WHERE event_id > $1 AND ($3::text[] IS NULL OR topic = ANY($3))
+        ORDER BY event_id LIMIT $2
+        "#,
+        after,
+        REPLAY_BATCH,
+        topics as Option<&[String]>,
+    )
+    .fetch_all(conn)
+    .await?;
+    let rows = rows
         .into_iter()
+        .map(|r| (r.event_id, r.topic, r.customer_id, r.json));
+    Ok(rows
         .map(|(event_id, topic, customer_id, json)| OutboxEvent {
             event_id,
             topic: topic.into(),

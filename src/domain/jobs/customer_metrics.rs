@@ -25,54 +25,6 @@ pub const SPEC: JobSpec = JobSpec {
 /// risk_score (0–100, higher is riskier) = (850 − credit score) / 5.5, an unrated customer
 /// counting as 575, plus a third of the days past due up to 90; ltv_ratio = amount of active
 /// loans with collateral / their collateral's value.
-const REFRESH: &str = "
-WITH cutoff AS (SELECT (($1::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM core.business_settings)) AS at),
-loan_stats AS (
-    SELECT l.customer_id,
-           count(*) AS total_loans,
-           count(*) FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS active_loans,
-           sum(l.loan_amount) FILTER (WHERE l.disbursement_date < cutoff.at) AS total_borrowed,
-           sum(coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0) + l.fees_outstanding
-               + l.penalties_outstanding)
-               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS outstanding,
-           max(greatest(0, $1::date - l.next_due_date))
-               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS days_past_due,
-           sum(l.loan_amount)
-               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
-                         AND (l.collateral_info->>'value')::numeric > 0) AS secured_amount,
-           sum((l.collateral_info->>'value')::numeric)
-               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
-                         AND (l.collateral_info->>'value')::numeric > 0) AS collateral_value
-    FROM core.loans l, cutoff
-    WHERE l.application_date < cutoff.at
-    GROUP BY l.customer_id
-),
-repaid AS (
-    SELECT p.customer_id, sum(p.amount) AS total_repaid
-    FROM core.payments p, cutoff
-    WHERE p.payment_type = 'REPAYMENT' AND p.status = 'COMPLETED' AND p.payment_date < cutoff.at
-    GROUP BY p.customer_id
-)
-INSERT INTO analytics.customer_metrics AS m (customer_id, metric_date, total_loans, active_loans,
-    total_borrowed, total_repaid, current_outstanding, days_past_due, risk_score, ltv_ratio)
-SELECT c.customer_id, $1::date,
-       coalesce(s.total_loans, 0), coalesce(s.active_loans, 0), coalesce(s.total_borrowed, 0),
-       coalesce(r.total_repaid, 0), coalesce(s.outstanding, 0), coalesce(s.days_past_due, 0),
-       round(least(100, (850 - coalesce(c.credit_score, 575)) / 5.5
-                        + least(coalesce(s.days_past_due, 0), 90) / 3.0), 2),
-       CASE WHEN s.collateral_value > 0
-            THEN least(round(s.secured_amount / s.collateral_value, 4), 999.9999) END
-FROM core.customers c
-CROSS JOIN cutoff
-LEFT JOIN loan_stats s ON s.customer_id = c.customer_id
-LEFT JOIN repaid r ON r.customer_id = c.customer_id
-WHERE c.created_at < cutoff.at
-ON CONFLICT ON CONSTRAINT customer_metrics_customer_date_key DO UPDATE SET
-    total_loans = EXCLUDED.total_loans, active_loans = EXCLUDED.active_loans,
-    total_borrowed = EXCLUDED.total_borrowed, total_repaid = EXCLUDED.total_repaid,
-    current_outstanding = EXCLUDED.current_outstanding, days_past_due = EXCLUDED.days_past_due,
-    risk_score = EXCLUDED.risk_score, ltv_ratio = EXCLUDED.ltv_ratio, created_at = now()";
-
 pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiError> {
     let parameters = serde_json::json!({ "metric_date": day });
     super::run(
@@ -80,8 +32,57 @@ pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiErr
         &SPEC,
         parameters,
         move |_, mut tx: Transaction<'static, Postgres>| async move {
-            let written = sqlx::query(REFRESH)
-                .bind(day)
+            let written = sqlx::query!(
+                r#"
+                WITH cutoff AS (SELECT (($1::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM core.business_settings)) AS at),
+                loan_stats AS (
+                    SELECT l.customer_id,
+                           count(*) AS total_loans,
+                           count(*) FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS active_loans,
+                           sum(l.loan_amount) FILTER (WHERE l.disbursement_date < cutoff.at) AS total_borrowed,
+                           sum(coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0) + l.fees_outstanding
+                               + l.penalties_outstanding)
+                               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS outstanding,
+                           max(greatest(0, $1::date - l.next_due_date))
+                               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at) AS days_past_due,
+                           sum(l.loan_amount)
+                               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
+                                         AND (l.collateral_info->>'value')::numeric > 0) AS secured_amount,
+                           sum((l.collateral_info->>'value')::numeric)
+                               FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
+                                         AND (l.collateral_info->>'value')::numeric > 0) AS collateral_value
+                    FROM core.loans l, cutoff
+                    WHERE l.application_date < cutoff.at
+                    GROUP BY l.customer_id
+                ),
+                repaid AS (
+                    SELECT p.customer_id, sum(p.amount) AS total_repaid
+                    FROM core.payments p, cutoff
+                    WHERE p.payment_type = 'REPAYMENT' AND p.status = 'COMPLETED' AND p.payment_date < cutoff.at
+                    GROUP BY p.customer_id
+                )
+                INSERT INTO analytics.customer_metrics AS m (customer_id, metric_date, total_loans, active_loans,
+                    total_borrowed, total_repaid, current_outstanding, days_past_due, risk_score, ltv_ratio)
+                SELECT c.customer_id, $1::date,
+                       coalesce(s.total_loans, 0), coalesce(s.active_loans, 0), coalesce(s.total_borrowed, 0),
+                       coalesce(r.total_repaid, 0), coalesce(s.outstanding, 0), coalesce(s.days_past_due, 0),
+                       round(least(100, (850 - coalesce(c.credit_score, 575)) / 5.5
+                                        + least(coalesce(s.days_past_due, 0), 90) / 3.0), 2),
+                       CASE WHEN s.collateral_value > 0
+                            THEN least(round(s.secured_amount / s.collateral_value, 4), 999.9999) END
+                FROM core.customers c
+                CROSS JOIN cutoff
+                LEFT JOIN loan_stats s ON s.customer_id = c.customer_id
+                LEFT JOIN repaid r ON r.customer_id = c.customer_id
+                WHERE c.created_at < cutoff.at
+                ON CONFLICT ON CONSTRAINT customer_metrics_customer_date_key DO UPDATE SET
+                    total_loans = EXCLUDED.total_loans, active_loans = EXCLUDED.active_loans,
+                    total_borrowed = EXCLUDED.total_borrowed, total_repaid = EXCLUDED.total_repaid,
+                    current_outstanding = EXCLUDED.current_outstanding, days_past_due = EXCLUDED.days_past_due,
+                    risk_score = EXCLUDED.risk_score, ltv_ratio = EXCLUDED.ltv_ratio, created_at = now()
+                "#,
+                day,
+            )
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

@@ -110,9 +110,6 @@ pub struct JobRun {
     pub triggered_by: String,
 }
 
-const RUN_COLUMNS: &str = "job_id, job_name, status, parameters, started_at, finished_at, \
-     records_read, records_written, records_failed, error_message, triggered_by";
-
 /// Runs `work` as job `spec` and records the run and its lineage whatever happens. The work gets
 /// the job id and a transaction, and hands the transaction back to be committed.
 pub async fn run<F, Fut>(
@@ -164,17 +161,23 @@ where
     };
 
     let mut tx = session.begin().await?;
-    let recorded: JobRun = sqlx::query_as(&format!(
-        "UPDATE metadata.job_execution SET status = $2, finished_at = clock_timestamp(), \
-         records_read = $3, records_written = $4, records_failed = $5, error_message = $6 \
-         WHERE job_id = $1 RETURNING {RUN_COLUMNS}"
-    ))
-    .bind(job_id)
-    .bind(status)
-    .bind(counts.read)
-    .bind(counts.written)
-    .bind(counts.failed)
-    .bind(&message)
+    let recorded = sqlx::query_as!(
+        JobRun,
+        r#"
+        UPDATE metadata.job_execution
+        SET status = $2, finished_at = clock_timestamp(), records_read = $3,
+            records_written = $4, records_failed = $5, error_message = $6
+        WHERE job_id = $1
+        RETURNING job_id, job_name, status AS "status: _", parameters, started_at, finished_at,
+                  records_read, records_written, records_failed, error_message, triggered_by
+        "#,
+        job_id,
+        status,
+        counts.read,
+        counts.written,
+        counts.failed,
+        message.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query!(

@@ -120,15 +120,19 @@ async fn run_if_due(
 ) -> Result<Option<JobRun>, ApiError> {
     exclusively(pool, lock, || async move {
         let mut tx = session.begin().await?;
-        let (due, today): (bool, NaiveDate) = sqlx::query_as(
-            "SELECT NOT EXISTS (SELECT 1 FROM metadata.job_execution WHERE job_name = $1 \
-                 AND status = 'SUCCEEDED' AND started_at > now() - make_interval(secs => $2)), \
-                    core.business_date(now())",
+        let state = sqlx::query!(
+            r#"
+            SELECT NOT EXISTS (SELECT 1 FROM metadata.job_execution
+                               WHERE job_name = $1 AND status = 'SUCCEEDED'
+                                 AND started_at > now() - make_interval(secs => $2)) AS "due!",
+                   core.business_date(now()) AS "today!"
+            "#,
+            name,
+            every.as_secs_f64(),
         )
-        .bind(name)
-        .bind(every.as_secs_f64())
         .fetch_one(&mut *tx)
         .await?;
+        let (due, today) = (state.due, state.today);
         tx.commit().await?;
         if !due {
             return Ok(None);

@@ -40,28 +40,27 @@ pub async fn service_batch(
     day: NaiveDate,
     after: Option<Uuid>,
 ) -> Result<(Serviced, Option<Uuid>), sqlx::Error> {
-    let (last, loans, interest_entries, late_fees, defaulted, cured): (
-        Option<Uuid>,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-    ) = sqlx::query_as("SELECT * FROM core.service_loans($1, $2, $3)")
-        .bind(day)
-        .bind(after)
-        .bind(BATCH)
-        .fetch_one(conn)
-        .await?;
+    let batch = sqlx::query!(
+        r#"
+        SELECT last_loan, loans AS "loans!", interest_entries AS "interest_entries!",
+               late_fees AS "late_fees!", defaulted AS "defaulted!", cured AS "cured!"
+        FROM core.service_loans($1, $2, $3)
+        "#,
+        day,
+        after,
+        BATCH,
+    )
+    .fetch_one(conn)
+    .await?;
     Ok((
         Serviced {
-            loans,
-            interest_entries,
-            late_fees,
-            defaulted,
-            cured,
+            loans: batch.loans,
+            interest_entries: batch.interest_entries,
+            late_fees: batch.late_fees,
+            defaulted: batch.defaulted,
+            cured: batch.cured,
         },
-        last,
+        batch.last_loan,
     ))
 }
 

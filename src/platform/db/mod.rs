@@ -120,12 +120,16 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     // Inside a transaction, so PgBouncer keeps the statement on one server connection.
     let mut tx = pool.begin().await?;
-    let (applied, failed): (Option<i64>, bool) = sqlx::query_as(
-        "SELECT max(version) FILTER (WHERE success), coalesce(bool_or(NOT success), false) \
-         FROM _sqlx_migrations",
+    let state = sqlx::query!(
+        r#"
+        SELECT max(version) FILTER (WHERE success) AS applied,
+               coalesce(bool_or(NOT success), false) AS "failed!"
+        FROM _sqlx_migrations
+        "#
     )
     .fetch_one(&mut *tx)
     .await?;
+    let (applied, failed) = (state.applied, state.failed);
     tx.commit().await?;
     Ok(!failed && applied == Some(latest))
 }

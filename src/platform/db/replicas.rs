@@ -162,10 +162,10 @@ impl ReplicaSet {
     /// One round: the primary's position, then each replica's.
     async fn poll(&self) {
         let bound = self.policy.poll.max(Duration::from_millis(200)) * 2;
-        let position = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8";
         let primary = tokio::time::timeout(
             bound,
-            sqlx::query_scalar::<_, i64>(position).fetch_one(&self.primary),
+            sqlx::query_scalar!(r#"SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8 AS "lsn!""#)
+                .fetch_one(&self.primary),
         )
         .await;
         let now = Instant::now();

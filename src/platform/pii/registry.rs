@@ -4,7 +4,6 @@
 //! instead of a 500 on every read of an ID number.
 
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::{IdNumber, KeyPurpose, PiiCipher};
 
@@ -110,12 +109,16 @@ async fn proves(
         KeyPurpose::Encryption(id) => Some(i32::from(id)),
         KeyPurpose::Hash => None,
     };
-    let sample: Option<(Uuid, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT owner, ciphertext, id_hash FROM core.pii_key_sample($1)")
-            .bind(key_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((owner, ciphertext, hash)) = sample else {
+    let sample = sqlx::query!(
+        r#"
+        SELECT owner AS "owner!", ciphertext AS "ciphertext!", id_hash AS "id_hash!"
+        FROM core.pii_key_sample($1)
+        "#,
+        key_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((owner, ciphertext, hash)) = sample.map(|s| (s.owner, s.ciphertext, s.id_hash)) else {
         return Ok(true);
     };
     let clear = cipher.open(&ciphertext, owner);

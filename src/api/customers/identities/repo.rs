@@ -3,20 +3,21 @@ use uuid::Uuid;
 
 use super::IdentityLink;
 
-const COLUMNS: &str = "link_id, issuer, subject, customer_id, created_at, created_by";
-
 /// `None` when the customer does not exist.
 pub async fn list(
     conn: &mut PgConnection,
     customer_id: Uuid,
 ) -> Result<Option<Vec<IdentityLink>>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM core.identity_links WHERE customer_id = $1 ORDER BY created_at, link_id"
-    );
-    let links: Vec<IdentityLink> = sqlx::query_as(&sql)
-        .bind(customer_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let links = sqlx::query_as!(
+        IdentityLink,
+        r#"
+        SELECT link_id, issuer, subject, customer_id, created_at, created_by
+        FROM core.identity_links WHERE customer_id = $1 ORDER BY created_at, link_id
+        "#,
+        customer_id,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     if !links.is_empty() {
         return Ok(Some(links));
     }
@@ -37,17 +38,20 @@ pub async fn insert(
     issuer: &str,
     subject: &str,
 ) -> Result<IdentityLink, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO core.identity_links (link_id, issuer, subject, customer_id) \
-         VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(Uuid::now_v7())
-        .bind(issuer)
-        .bind(subject)
-        .bind(customer_id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_as!(
+        IdentityLink,
+        r#"
+        INSERT INTO core.identity_links (link_id, issuer, subject, customer_id)
+        VALUES ($1, $2, $3, $4)
+        RETURNING link_id, issuer, subject, customer_id, created_at, created_by
+        "#,
+        Uuid::now_v7(),
+        issuer,
+        subject,
+        customer_id,
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn delete(
@@ -55,12 +59,15 @@ pub async fn delete(
     customer_id: Uuid,
     link_id: Uuid,
 ) -> Result<Option<IdentityLink>, sqlx::Error> {
-    let sql = format!(
-        "DELETE FROM core.identity_links WHERE link_id = $1 AND customer_id = $2 RETURNING {COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(link_id)
-        .bind(customer_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as!(
+        IdentityLink,
+        r#"
+        DELETE FROM core.identity_links WHERE link_id = $1 AND customer_id = $2
+        RETURNING link_id, issuer, subject, customer_id, created_at, created_by
+        "#,
+        link_id,
+        customer_id,
+    )
+    .fetch_optional(conn)
+    .await
 }
