@@ -171,15 +171,3 @@ fn write_openapi(output: &str) -> CliResult {
     eprintln!("wrote {output}");
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-
-    use lakehouse_api::platform::config::ConfigError;
-
-    #[test]
-    fn config_errors_are_one_line() {
-        let e = ConfigError("JWT_SECRET is not set".into());
-        assert!(!e.to_string().contains('\n'));
-    }
-}

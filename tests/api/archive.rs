@@ -47,7 +47,7 @@ async fn old_partitions_of_closed_loans_move_to_the_archive_and_the_books_stay()
     sqlx::query(
         "UPDATE core.loans SET status = 'CLOSED', closed_at = now() WHERE loan_id = $1::uuid",
     )
-    .bind(closed["loan_id"].as_str().unwrap())
+    .bind(closed.id)
     .execute(&app.owner)
     .await
     .unwrap();
@@ -108,10 +108,7 @@ async fn old_partitions_of_closed_loans_move_to_the_archive_and_the_books_stay()
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     let journal = app
-        .get(
-            &format!("/v1/loans/{}/journal", closed["loan_id"].as_str().unwrap()),
-            &app.staff(),
-        )
+        .get(&format!("/v1/loans/{}/journal", closed.id), &app.staff())
         .await;
     assert_eq!(journal.status, StatusCode::OK, "{}", journal.text());
 

@@ -8,7 +8,6 @@ use lakehouse_api::domain::jobs::{servicing, Session};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::payments::{key, money};
@@ -72,12 +71,6 @@ async fn assert_books_reconcile(app: &TestApp) {
 }
 
 impl TestApp {
-    pub async fn get_loan_by_number(&self, number: &str) -> Value {
-        self.get(&format!("/v1/loans/by-number/{number}"), &self.staff())
-            .await
-            .json()
-    }
-
     async fn today(&self) -> NaiveDate {
         sqlx::query_scalar("SELECT core.business_date(now())")
             .fetch_one(&self.owner)
@@ -380,7 +373,7 @@ async fn servicing_posts_interest_charges_late_fees_defaults_and_changes_nothing
         "SELECT sum(principal_due - principal_paid) FROM core.loan_installments \
          WHERE loan_id = $1 AND due_date <= core.business_date(now()) + 100",
     )
-    .bind(Uuid::parse_str(loan["loan_id"].as_str().unwrap()).unwrap())
+    .bind(loan.id)
     .fetch_one(&app.owner)
     .await
     .unwrap();
@@ -478,7 +471,7 @@ async fn a_payoff_of_the_quote_closes_the_loan_and_more_is_refused() {
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
-    let path = format!("/v1/loans/{}/payoff", loan["loan_id"].as_str().unwrap());
+    let path = format!("/v1/loans/{}/payoff", loan.id);
     let quote = app.get(&path, &app.customer(customer)).await;
     assert_eq!(quote.status, StatusCode::OK, "{}", quote.text());
     let quote = quote.json();
@@ -550,7 +543,7 @@ async fn staff_write_off_a_defaulted_loan_and_recoveries_are_journaled() {
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 6)
         .await;
-    let path = format!("/v1/loans/{}/write-off", loan["loan_id"].as_str().unwrap());
+    let path = format!("/v1/loans/{}/write-off", loan.id);
     app.json(Method::POST, &path, &app.staff(), &json!({}))
         .await
         .problem(StatusCode::CONFLICT);
@@ -650,7 +643,7 @@ async fn a_prepayment_re_amortises_the_schedule_as_the_product_says_and_reverses
         let loan = app
             .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 12)
             .await;
-        let path = format!("/v1/loans/{}/schedule", loan["loan_id"].as_str().unwrap());
+        let path = format!("/v1/loans/{}/schedule", loan.id);
         let before = app.get(&path, &app.staff()).await.json();
         let rows = |schedule: &Value| schedule["installments"].as_array().unwrap().clone();
         let original = rows(&before);
@@ -788,7 +781,7 @@ async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
                 "servicing day"
             }
             _ => {
-                let path = format!("/v1/loans/{}/payoff", loan["loan_id"].as_str().unwrap());
+                let path = format!("/v1/loans/{}/payoff", loan.id);
                 let quote = app.get(&path, &app.staff()).await;
                 if quote.status == StatusCode::OK {
                     let total = quote.json()["total"].as_str().unwrap().to_owned();

@@ -5,12 +5,12 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestLoan};
 
 /// A six-month loan whose installments stand, on the business day: 1 overdue (due 30 days ago,
 /// past the product's 5 grace days), 2 due (2 days ago), 3 partly paid ahead (due in 10 days),
 /// 4 paid, 5 and 6 upcoming. (Dates and payments set below the API: a status test.)
-async fn loan_in_every_state(app: &TestApp, customer: Uuid) -> (Value, NaiveDate) {
+async fn loan_in_every_state(app: &TestApp, customer: Uuid) -> (TestLoan, NaiveDate) {
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
@@ -27,7 +27,7 @@ async fn loan_in_every_state(app: &TestApp, customer: Uuid) -> (Value, NaiveDate
              interest_paid = CASE installment_number WHEN 4 THEN interest_due ELSE 0 END \
          WHERE loan_id = $1::uuid",
     )
-    .bind(loan["loan_id"].as_str().unwrap())
+    .bind(loan.id)
     .bind(today)
     .execute(&app.owner)
     .await
@@ -40,7 +40,7 @@ async fn installments_show_what_is_paid_and_due_on_the_business_day() {
     let app = TestApp::spawn().await;
     let customer = app.approved_customer("DUE001", "330101123456").await;
     let (loan, today) = loan_in_every_state(&app, customer).await;
-    let loan_id = loan["loan_id"].as_str().unwrap();
+    let loan_id = loan.id;
     let path = format!("/v1/loans/{loan_id}/installments");
     let mine = app.get(&path, &app.customer(customer)).await;
     assert_eq!(mine.status, StatusCode::OK, "{}", mine.text());
@@ -110,13 +110,7 @@ async fn the_summary_gives_next_payment_due_now_arrears_and_outstanding() {
     let customer = app.approved_customer("DUE003", "330101123458").await;
     let (loan, today) = loan_in_every_state(&app, customer).await;
     let installments = app
-        .get(
-            &format!(
-                "/v1/loans/{}/installments",
-                loan["loan_id"].as_str().unwrap()
-            ),
-            &app.staff(),
-        )
+        .get(&format!("/v1/loans/{}/installments", loan.id), &app.staff())
         .await
         .json();
     let remaining = |n: usize| -> f64 {

@@ -133,7 +133,7 @@ async fn a_subscriber_sees_committed_changes_within_a_second_and_never_rolled_ba
     sqlx::query(
         "UPDATE core.loans SET status = 'CANCELLED', cancelled_at = now() WHERE loan_id = $1::uuid",
     )
-    .bind(loan["loan_id"].as_str().unwrap())
+    .bind(loan.id)
     .execute(&mut *tx)
     .await
     .unwrap();
@@ -243,12 +243,12 @@ async fn a_status_change_takes_its_event_id_after_the_previous_one_commits() {
 
     let mut holder = app.owner.begin().await.unwrap();
     sqlx::query(approve)
-        .bind(first["loan_id"].as_str().unwrap())
+        .bind(first.id)
         .execute(&mut *holder)
         .await
         .unwrap();
     let owner = app.owner.clone();
-    let second_id = second["loan_id"].as_str().unwrap().to_owned();
+    let second_id = second.id.to_owned();
     let waiter = tokio::spawn(async move {
         let mut tx = owner.begin().await.unwrap();
         sqlx::query(approve)
@@ -280,8 +280,8 @@ async fn a_status_change_takes_its_event_id_after_the_previous_one_commits() {
     assert_eq!(
         order,
         [
-            first["loan_id"].as_str().unwrap(),
-            second["loan_id"].as_str().unwrap()
+            first.id.to_string().as_str(),
+            second.id.to_string().as_str()
         ]
     );
 }
@@ -581,7 +581,7 @@ async fn two_instances_share_events_and_idempotency_keys() {
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM core.payments WHERE loan_id = '{}' AND payment_type = 'REPAYMENT'",
-            loan["loan_id"].as_str().unwrap()
+            loan.id
         ))
         .await,
         1

@@ -5,15 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{OwnCluster, TestApp};
-
-fn repayment(loan: &Value, amount: &str) -> Value {
-    json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount})
-}
+use crate::helpers::{repayment, OwnCluster, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_with_one_key_wait_for_the_first_and_replay_its_response() {

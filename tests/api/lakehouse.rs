@@ -230,7 +230,7 @@ async fn risk_indicators_carry_thresholds_alert_levels_and_expiry() {
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 12)
         .await;
     sqlx::query("UPDATE core.loans SET next_due_date = current_date - 45, collateral_info = '{\"type\": \"CAR\", \"value\": \"8000000\"}' WHERE loan_id = $1::uuid")
-        .bind(loan["loan_id"].as_str().unwrap())
+        .bind(loan.id)
         .execute(&app.owner)
         .await
         .unwrap();

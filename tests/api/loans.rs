@@ -6,57 +6,6 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestResponse};
 
-impl TestApp {
-    /// A customer whose KYC staff approved; returns its id.
-    pub async fn approved_customer(&self, code: &str, id_number: &str) -> Uuid {
-        let id = self.customer_id(code, id_number).await;
-        let kyc = self
-            .json(
-                Method::POST,
-                &format!("/v1/customers/{id}/kyc"),
-                &self.staff(),
-                &json!({"decision": "APPROVE"}),
-            )
-            .await;
-        assert_eq!(kyc.status, StatusCode::OK, "{}", kyc.text());
-        id
-    }
-
-    pub async fn apply(&self, token: &str, body: Value) -> TestResponse {
-        self.json(Method::POST, "/v1/loans", token, &body).await
-    }
-
-    /// Staff apply for `customer`; returns the loan.
-    pub async fn loan_for(&self, customer: Uuid, amount: &str) -> Value {
-        self.ensure_products().await;
-        let response = self
-            .apply(&self.staff(), json!({"customer_id": customer, "product_code": "PERSONAL_STD", "amount": amount, "term_months": 24}))
-            .await;
-        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
-        response.json()
-    }
-
-    pub async fn act(&self, token: &str, loan: &Value, verb: &str) -> TestResponse {
-        let id = loan["loan_id"].as_str().unwrap();
-        let body = if verb == "reject" {
-            json!({"reason": "insufficient income"})
-        } else {
-            json!({})
-        };
-        self.json(
-            Method::POST,
-            &format!("/v1/loans/{id}/{verb}"),
-            token,
-            &body,
-        )
-        .await
-    }
-
-    pub async fn loan_count(&self) -> i64 {
-        self.count("SELECT count(*) FROM core.loans").await
-    }
-}
-
 fn decimal(v: &Value) -> Decimal {
     v.as_str()
         .unwrap_or_else(|| panic!("{v} is not a decimal string"))
@@ -157,7 +106,7 @@ async fn a_customer_cannot_apply_for_read_or_cancel_another_customers_loan() {
     let a = app.approved_customer("CUSTA10", "210210210").await;
     let b = app.approved_customer("CUSTB10", "220220220").await;
     let loan_b = app.loan_for(b, "10000000").await;
-    let id_b = loan_b["loan_id"].as_str().unwrap();
+    let id_b = loan_b.id;
     let token_a = app.customer(a);
     let before = app.loan_count().await;
 
@@ -394,10 +343,7 @@ async fn an_approve_and_a_cancel_racing_on_one_loan_have_exactly_one_winner() {
         });
         let (approve, cancel) = (approve.await.unwrap(), cancel.await.unwrap());
         let final_status = app
-            .get(
-                &format!("/v1/loans/{}", loan["loan_id"].as_str().unwrap()),
-                &app.staff(),
-            )
+            .get(&format!("/v1/loans/{}", loan.id), &app.staff())
             .await
             .json()["status"]
             .clone();

@@ -4,11 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
-
-fn repayment(loan: &Value, amount: &str) -> Value {
-    json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount})
-}
+use crate::helpers::{repayment, TestApp};
 
 fn field_of(problem: &Value) -> &str {
     problem["errors"][0]["field"].as_str().unwrap_or("")
@@ -22,7 +18,7 @@ async fn a_client_chosen_transaction_id_is_refused_so_no_disbursement_can_be_blo
         .disbursed_loan(customer, "ZERO_RATE", "1000000.00", 10)
         .await;
     let next = app.loan_for(customer, "10000000").await;
-    let squatted = format!("DSB-{}", next["loan_number"].as_str().unwrap());
+    let squatted = format!("DSB-{}", next.number);
 
     let mut body = repayment(&paying, "0.01");
     body["transaction_id"] = json!(squatted);

@@ -5,51 +5,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestResponse};
-
-impl TestApp {
-    /// A disbursed loan of `product` for `customer`.
-    pub async fn disbursed_loan(
-        &self,
-        customer: Uuid,
-        product: &str,
-        amount: &str,
-        term: i32,
-    ) -> Value {
-        self.ensure_products().await;
-        let loan = self
-            .apply(&self.staff(), json!({"customer_id": customer, "product_code": product, "amount": amount, "term_months": term}))
-            .await
-            .json();
-        assert_eq!(
-            self.act(&self.staff(), &loan, "approve").await.status,
-            StatusCode::OK
-        );
-        let disbursed = self.act(&self.staff(), &loan, "disburse").await;
-        assert_eq!(disbursed.status, StatusCode::OK, "{}", disbursed.text());
-        disbursed.json()
-    }
-
-    pub async fn pay(&self, token: &str, key: &str, body: &Value) -> TestResponse {
-        self.json_with(
-            Method::POST,
-            "/v1/payments",
-            token,
-            body,
-            &[("idempotency-key", key)],
-        )
-        .await
-    }
-
-    pub async fn loan(&self, loan: &Value) -> Value {
-        self.get(
-            &format!("/v1/loans/{}", loan["loan_id"].as_str().unwrap()),
-            &self.staff(),
-        )
-        .await
-        .json()
-    }
-}
+use crate::helpers::{TestApp, TestLoan};
 
 fn repayment(loan: &Value, amount: &str) -> Value {
     json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount, "payment_method": "CASH"})
@@ -279,10 +235,7 @@ async fn a_customer_cannot_pay_into_another_customers_loan() {
     );
     let listed = app
         .get(
-            &format!(
-                "/v1/payments?loan_id={}",
-                loan_b["loan_id"].as_str().unwrap()
-            ),
+            &format!("/v1/payments?loan_id={}", loan_b.id),
             &app.customer(a),
         )
         .await
@@ -473,7 +426,7 @@ impl Lcg {
 
 /// Runs a seeded random sequence of repayments, fees and reversals on `loan`; returns its final
 /// balances.
-async fn random_sequence(app: &TestApp, loan: &Value, seed: u64) -> Value {
+async fn random_sequence(app: &TestApp, loan: &Value, seed: u64) -> TestLoan {
     let mut rng = Lcg(seed);
     let mut completed: Vec<String> = Vec::new();
     for _ in 0..25 {

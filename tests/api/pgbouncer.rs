@@ -58,17 +58,11 @@ async fn customers_loans_payments_and_jobs_work_through_pgbouncer() {
     assert_eq!((first.status, &first.body), (replay.status, &replay.body));
     assert_eq!(app.loan(&loan).await["total_paid"], "1000.00");
     let schedule = app
-        .get(
-            &format!("/v1/loans/{}/schedule", loan["loan_id"].as_str().unwrap()),
-            &token,
-        )
+        .get(&format!("/v1/loans/{}/schedule", loan.id), &token)
         .await;
     assert_eq!(schedule.status, StatusCode::OK);
     let payments = app
-        .get(
-            &format!("/v1/payments?loan_id={}", loan["loan_id"].as_str().unwrap()),
-            &token,
-        )
+        .get(&format!("/v1/payments?loan_id={}", loan.id), &token)
         .await
         .json();
     assert_eq!(payments["data"].as_array().unwrap().len(), 2);

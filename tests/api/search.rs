@@ -212,7 +212,7 @@ async fn staff_find_a_payment_by_transaction_id_and_by_client_reference() {
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
-    let loan_id = loan["loan_id"].as_str().unwrap();
+    let loan_id = loan.id;
     let staff = app.staff();
     let paid = app
         .json_with(

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tower::ServiceExt;
+use uuid::Uuid;
 
 use crate::helpers::{Options, TestApp};
 use crate::payments::key;
@@ -17,7 +18,7 @@ fn amount(value: &Value) -> Decimal {
     value.as_str().unwrap().parse().unwrap()
 }
 
-async fn statement(app: &TestApp, loan_id: &str, query: &str, token: &str) -> Value {
+async fn statement(app: &TestApp, loan_id: Uuid, query: &str, token: &str) -> Value {
     let response = app
         .get(&format!("/v1/loans/{loan_id}/statement{query}"), token)
         .await;
@@ -33,7 +34,7 @@ async fn a_statement_opens_moves_and_closes_with_the_journal_in_json_and_escaped
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
-    let loan_id = loan["loan_id"].as_str().unwrap();
+    let loan_id = loan.id;
     let staff = app.staff();
     for paid in ["1000000.00", "250000.00"] {
         let body =
@@ -170,8 +171,8 @@ async fn a_long_statement_streams_in_chunks_and_a_stalled_reader_is_cut_off_at_t
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
-    let loan_id = loan["loan_id"].as_str().unwrap().to_owned();
-    long_history(&app, &loan_id, 30_000).await;
+    let loan_id = loan.id;
+    long_history(&app, &loan_id.to_string(), 30_000).await;
     let request = || {
         app.request(
             Method::GET,

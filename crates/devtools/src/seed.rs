@@ -3,8 +3,8 @@
 //! Runs as the owner (`DATABASE_URL`), encrypting ID numbers exactly as the API does.
 
 mod binary_copy;
-mod generated;
-mod history;
+pub mod generated;
+pub mod history;
 
 use std::io::Write;
 use std::time::Instant;

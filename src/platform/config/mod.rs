@@ -737,6 +737,12 @@ impl TokenConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn config_errors_are_one_line() {
+        let e = ConfigError("JWT_SECRET is not set".into());
+        assert!(!e.to_string().contains('\n'));
+    }
+
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     fn full() -> [(&'static str, &'static str); 5] {

@@ -329,26 +329,6 @@ impl TestApp {
             .await
     }
 
-    /// Creates a customer as staff; returns the response body.
-    pub async fn create_customer(&self, code: &str, id_number: &str) -> Value {
-        let response = self
-            .json(
-                Method::POST,
-                "/v1/customers",
-                &self.staff(),
-                &customer_body(code, id_number),
-            )
-            .await;
-        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
-        response.json()
-    }
-
-    /// Creates a customer and returns its id.
-    pub async fn customer_id(&self, code: &str, id_number: &str) -> Uuid {
-        let body = self.create_customer(code, id_number).await;
-        body["customer_id"].as_str().unwrap().parse().unwrap()
-    }
-
     /// The standard products (as the lab seed has them), once.
     pub async fn ensure_products(&self) {
         sqlx::raw_sql(

@@ -9,12 +9,14 @@
 
 mod app;
 mod bouncer;
+mod builders;
 mod http;
 mod own_cluster;
 mod served;
 mod server;
 
 pub use app::*;
+pub use builders::*;
 pub use http::*;
 pub use own_cluster::*;
 pub use server::*;

@@ -90,23 +90,3 @@ impl Rng {
         i64::try_from(self.next() % n).unwrap_or(0)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loans_spread_over_eight_years_in_date_order() {
-        let now = Utc::now();
-        let mut rng = Rng::new(7);
-        let customers: Vec<Uuid> = (0..200).map(|_| uuid_v7(now, &mut rng)).collect();
-        let loans = loans(&customers, 10, now, &mut rng);
-        assert_eq!(loans.len(), 2000);
-        assert!(loans.windows(2).all(|w| w[0].applied_at <= w[1].applied_at));
-        let years = |at: DateTime<Utc>| at.format("%Y").to_string();
-        let mut loan_years: Vec<String> = loans.iter().map(|l| years(l.applied_at)).collect();
-        loan_years.dedup();
-        assert!(loan_years.len() >= 8, "{loan_years:?}");
-        assert!(loans.iter().all(|l| l.id.get_version_num() == 7));
-    }
-}
