@@ -11,7 +11,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{customer_body, Options, TestApp};
+use crate::helpers::{customer_body, Options, TestApp, TestResponse};
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_status_and_database_error_class() {
@@ -127,6 +127,27 @@ async fn lock_customer(app: &TestApp, customer: Uuid) -> PgConnection {
     conn
 }
 
+/// Renames customer `id` as staff, whatever its version.
+async fn rename(app: &TestApp, id: Uuid, name: &str) -> TestResponse {
+    app.json_with(
+        Method::PATCH,
+        &format!("/v1/customers/{id}"),
+        &app.staff(),
+        &json!({"full_name": name}),
+        &[("if-match", "*")],
+    )
+    .await
+}
+
+/// A rename of a customer another session has locked: 504 within three seconds, not a hang.
+async fn blocked_rename_times_out(app: &TestApp, id: Uuid) {
+    let started = Instant::now();
+    rename(app, id, "Blocked")
+        .await
+        .problem(StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
 #[tokio::test]
 async fn a_statement_past_its_timeout_is_504_and_writes_nothing() {
     let app = TestApp::spawn_with(Options {
@@ -136,18 +157,7 @@ async fn a_statement_past_its_timeout_is_504_and_writes_nothing() {
     .await;
     let id = app.customer_id("CUSTO03", "333000333").await;
     let _lock = lock_customer(&app, id).await;
-    let started = Instant::now();
-    let response = app
-        .json_with(
-            Method::PATCH,
-            &format!("/v1/customers/{id}"),
-            &app.staff(),
-            &json!({"full_name": "Blocked"}),
-            &[("if-match", "*")],
-        )
-        .await;
-    response.problem(StatusCode::GATEWAY_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    blocked_rename_times_out(&app, id).await;
     drop(_lock);
     let name = app
         .get(&format!("/v1/customers/{id}"), &app.staff())
@@ -166,29 +176,10 @@ async fn a_request_past_its_timeout_is_504_not_a_hang() {
     .await;
     let id = app.customer_id("CUSTO04", "444000444").await;
     let lock = lock_customer(&app, id).await;
-    let started = Instant::now();
-    let response = app
-        .json_with(
-            Method::PATCH,
-            &format!("/v1/customers/{id}"),
-            &app.staff(),
-            &json!({"full_name": "Blocked"}),
-            &[("if-match", "*")],
-        )
-        .await;
-    response.problem(StatusCode::GATEWAY_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    blocked_rename_times_out(&app, id).await;
     drop(lock);
     // Serving again once the load is gone.
-    let ok = app
-        .json_with(
-            Method::PATCH,
-            &format!("/v1/customers/{id}"),
-            &app.staff(),
-            &json!({"full_name": "Free"}),
-            &[("if-match", "*")],
-        )
-        .await;
+    let ok = rename(&app, id, "Free").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
 }
 

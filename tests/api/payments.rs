@@ -7,6 +7,19 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestLoan};
 
+/// Checks that the live allocations add up to what completed repayments brought in; returns it.
+async fn allocations_match_repayments(app: &TestApp) -> Decimal {
+    let (allocated, completed): (Decimal, Decimal) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(amount), 0) FROM core.payment_allocations WHERE reversed_at IS NULL), \
+                (SELECT coalesce(sum(amount), 0) FROM core.payments WHERE payment_type = 'REPAYMENT' AND status = 'COMPLETED')",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(allocated, completed);
+    completed
+}
+
 fn repayment(loan: &Value, amount: &str) -> Value {
     json!({"loan_id": loan["loan_id"], "payment_type": "REPAYMENT", "amount": amount, "payment_method": "CASH"})
 }
@@ -121,14 +134,7 @@ async fn the_branch_flow_pays_fees_then_interest_then_principal_closes_and_rever
     .problem(StatusCode::CONFLICT);
 
     // The ledger adds up in SQL too.
-    let (allocated, completed): (Decimal, Decimal) = sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(amount), 0) FROM core.payment_allocations WHERE reversed_at IS NULL), \
-                (SELECT coalesce(sum(amount), 0) FROM core.payments WHERE payment_type = 'REPAYMENT' AND status = 'COMPLETED')",
-    )
-    .fetch_one(&app.owner)
-    .await
-    .unwrap();
-    assert_eq!(allocated, completed);
+    allocations_match_repayments(&app).await;
 }
 
 #[tokio::test]
@@ -507,14 +513,7 @@ async fn random_sequences_keep_the_books_balanced_and_replay_identically() {
     ] {
         assert_eq!(a[field], b[field], "{field}");
     }
-    let (allocated, completed): (Decimal, Decimal) = sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(amount), 0) FROM core.payment_allocations WHERE reversed_at IS NULL), \
-                (SELECT coalesce(sum(amount), 0) FROM core.payments WHERE payment_type = 'REPAYMENT' AND status = 'COMPLETED')",
-    )
-    .fetch_one(&app.owner)
-    .await
-    .unwrap();
-    assert_eq!(allocated, completed);
+    let completed = allocations_match_repayments(&app).await;
     let total_paid: Decimal = sqlx::query_scalar("SELECT sum(total_paid) FROM core.loans")
         .fetch_one(&app.owner)
         .await
@@ -569,14 +568,7 @@ async fn repayments_reversals_and_loan_moves_on_one_loan_never_deadlock() {
         );
     }
     let after = app.loan(&loan).await;
-    let (allocated, completed): (Decimal, Decimal) = sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(amount), 0) FROM core.payment_allocations WHERE reversed_at IS NULL), \
-                (SELECT coalesce(sum(amount), 0) FROM core.payments WHERE payment_type = 'REPAYMENT' AND status = 'COMPLETED')",
-    )
-    .fetch_one(&app.owner)
-    .await
-    .unwrap();
-    assert_eq!(allocated, completed);
+    let completed = allocations_match_repayments(&app).await;
     assert_eq!(money(&after["total_paid"]), completed);
     assert_eq!(after["status"], "DISBURSED");
 }

@@ -76,40 +76,35 @@ async fn with_customer_a_set_customer_b_cannot_be_selected_or_updated_in_sql() {
     );
     tx.rollback().await.unwrap();
 
-    // Beyond withdrawing an application, a customer changes no loan column at all.
-    let mut tx = as_customer(&app, Some(a)).await;
-    let terms = sqlx::query("UPDATE core.loans SET term_months = 6 WHERE loan_id = $1")
-        .bind(loan_b)
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
-    assert_eq!(sql_state(&terms), "42501");
-    tx.rollback().await.unwrap();
-
-    // Writing a row for B is refused by the policy's WITH CHECK.
-    let mut tx = as_customer(&app, Some(a)).await;
-    let insert = sqlx::query(
-        "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
-         loan_amount, interest_rate, term_months) \
-         VALUES ($1, 'LN-FORGED', $2, 'PERSONAL_STD', 'PERSONAL_LOAN', 1, 0.1, 12)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(b)
-    .execute(&mut *tx)
-    .await
-    .unwrap_err();
-    assert_eq!(sql_state(&insert), "42501", "{insert}");
-    tx.rollback().await.unwrap();
-
-    // And the customer role cannot update customers at all.
-    let mut tx = as_customer(&app, Some(a)).await;
-    let update = sqlx::query("UPDATE core.customers SET full_name = 'x' WHERE customer_id = $1")
-        .bind(b)
-        .execute(&mut *tx)
-        .await
-        .unwrap_err();
-    assert_eq!(sql_state(&update), "42501");
-    tx.rollback().await.unwrap();
+    // Writes the policies and grants refuse (42501), whatever the customer tries.
+    for (why, sql, binds) in [
+        (
+            "beyond withdrawing an application, a customer changes no loan column",
+            "UPDATE core.loans SET term_months = 6 WHERE loan_id = $1",
+            vec![loan_b],
+        ),
+        (
+            "the policy's WITH CHECK refuses a row for B",
+            "INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
+             loan_amount, interest_rate, term_months) \
+             VALUES ($1, 'LN-FORGED', $2, 'PERSONAL_STD', 'PERSONAL_LOAN', 1, 0.1, 12)",
+            vec![Uuid::now_v7(), b],
+        ),
+        (
+            "the customer role updates no customer",
+            "UPDATE core.customers SET full_name = 'x' WHERE customer_id = $1",
+            vec![b],
+        ),
+    ] {
+        let mut tx = as_customer(&app, Some(a)).await;
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let refused = query.execute(&mut *tx).await.unwrap_err();
+        assert_eq!(sql_state(&refused), "42501", "{why}: {refused}");
+        tx.rollback().await.unwrap();
+    }
     let term: i32 = sqlx::query_scalar("SELECT term_months FROM core.loans WHERE loan_id = $1")
         .bind(loan_b)
         .fetch_one(&app.owner)
