@@ -62,12 +62,17 @@ enum Job {
     /// Recompute analytics.risk_indicators.
     Risk,
     /// Service every active loan for each business day from --from (default --date) to --date
-    /// (default today): interest falling due, late fees, default and cure.
+    /// (default today): interest falling due, late fees, default and cure. A --date after the
+    /// business day is refused.
     Servicing {
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
         #[arg(long)]
         from: Option<chrono::NaiveDate>,
+        /// Run past the business day anyway, on a copy of the database or in a test: what it
+        /// posts cannot be reversed. The run's parameters record it.
+        #[arg(long)]
+        rehearse: bool,
     },
     /// Seal every stored ID number still under an older key with the current one
     /// (PII_ENCRYPTION_KEY_ID), in batches that commit on their own; run again to resume.
@@ -133,12 +138,29 @@ async fn run_job(src: &dyn Source, job: Job) -> CliResult {
             lakehouse_api::domain::jobs::customer_metrics::refresh(&session, day).await
         }
         Job::Risk => lakehouse_api::domain::jobs::risk_indicators::refresh(&session).await,
-        Job::Servicing { date, from } => {
+        Job::Servicing {
+            date,
+            from,
+            rehearse,
+        } => {
+            use lakehouse_api::domain::jobs::servicing::{self, Days};
             let mut conn = pool.acquire().await?;
             let today = lakehouse_api::domain::ledger::servicing::today(&mut conn).await?;
             drop(conn);
-            let to = date.unwrap_or(today);
-            lakehouse_api::domain::jobs::servicing::run(&session, from.unwrap_or(to), to).await
+            let field = if date.is_some() { "--date" } else { "--from" };
+            let days = Days::new(from, date, today, rehearse, field).map_err(|e| {
+                let flag = if e.field == "from" { "--from" } else { e.field };
+                format!("{flag}: {}", e.reason)
+            })?;
+            if days.to > today {
+                eprintln!(
+                    "rehearsal: servicing {} to {}, {} days past the business day {today}",
+                    days.from,
+                    days.to,
+                    (days.to - today).num_days()
+                );
+            }
+            servicing::run(&session, days).await
         }
         Job::ReencryptPii { batch } => {
             let cipher =

@@ -78,17 +78,18 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Services every loan for each day from `today + from` to `today + to`, as the job does
-    /// (the route refuses future days; the owner's session does not).
+    /// Services every loan for each day from `today + from` to `today + to`, as the job does,
+    /// rehearsing days ahead of the business day (as `jobs servicing --rehearse` does).
     async fn service(&self, from: u64, to: u64) -> Value {
         let today = self.today().await;
-        let run = servicing::run(
-            &Session::Owner(self.owner.clone()),
-            today + Days::new(from),
-            today + Days::new(to),
-        )
-        .await
-        .unwrap();
+        let days = servicing::Days {
+            from: today + Days::new(from),
+            to: today + Days::new(to),
+            rehearsal: to > 0,
+        };
+        let run = servicing::run(&Session::Owner(self.owner.clone()), days)
+            .await
+            .unwrap();
         serde_json::to_value(run).unwrap()
     }
 

@@ -575,6 +575,51 @@ async fn jobs_run_from_the_command_line_as_the_owner() {
     );
 }
 
+/// `jobs servicing` never runs past the business day by mistake: a future `--date` is one line
+/// and no run; `--rehearse` runs it, says so, and the run's parameters record it.
+#[tokio::test]
+async fn servicing_refuses_a_future_date_unless_rehearsed() {
+    let app = TestApp::spawn().await;
+    let today: chrono::NaiveDate = sqlx::query_scalar("SELECT core.business_date(now())")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    let typo = (today + chrono::Days::new(365)).to_string();
+    let (ok, _, stderr) = run(command()
+        .args(["jobs", "servicing", "--date", &typo])
+        .env("DATABASE_URL", &app.owner_url));
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--date") && stderr.contains(&typo),
+        "{stderr}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.job_execution")
+            .await,
+        0
+    );
+
+    let tomorrow = (today + chrono::Days::new(1)).to_string();
+    let (ok, stdout, stderr) = run(command()
+        .args(["jobs", "servicing", "--date", &tomorrow, "--rehearse"])
+        .env("DATABASE_URL", &app.owner_url));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("rehearsal"), "{stderr}");
+    let job: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["parameters"]["rehearsal"], true, "{job}");
+    assert_eq!(job["parameters"]["to"], tomorrow, "{job}");
+
+    // Today needs no flag, and its run records none.
+    let (ok, stdout, stderr) = run(command()
+        .args(["jobs", "servicing"])
+        .env("DATABASE_URL", &app.owner_url));
+    assert!(ok, "{stderr}");
+    let job: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(job["parameters"].get("rehearsal").is_none(), "{job}");
+}
+
 /// `serve` with an event stream open stops on SIGTERM long before its shutdown deadline, with
 /// and without a LISTEN connection of its own; metrics are on their own listener only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

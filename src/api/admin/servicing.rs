@@ -54,19 +54,7 @@ pub async fn run_servicing(
         tx.commit().await?;
         today
     };
-    let to = request.to.unwrap_or(today);
-    let from = request.from.unwrap_or(to);
-    if to > today {
-        return Err(ApiError::invalid_field("to", "must not be after today"));
-    }
-    if from > to {
-        return Err(ApiError::invalid_field("from", "must not be after to"));
-    }
-    if (to - from).num_days() >= jobs::servicing::MAX_DAYS {
-        return Err(ApiError::invalid_field(
-            "from",
-            "a run catches up at most 366 days",
-        ));
-    }
-    Ok(Json(jobs::servicing::run(&session, from, to).await?))
+    let days = jobs::servicing::Days::new(request.from, request.to, today, false, "to")
+        .map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
+    Ok(Json(jobs::servicing::run(&session, days).await?))
 }

@@ -176,7 +176,12 @@ pub async fn service_if_due(pool: &PgPool, session: &Session) -> Result<Option<J
         let from = last
             .and_then(|last| last.succ_opt())
             .map_or(today, |next| next.max(earliest));
-        Ok(Some(servicing::run(session, from, today).await?))
+        let days = servicing::Days {
+            from,
+            to: today,
+            rehearsal: false,
+        };
+        Ok(Some(servicing::run(session, days).await?))
     })
     .await
 }
