@@ -111,3 +111,24 @@ async fn the_service_answers_503_while_postgres_is_down_and_recovers_by_itself()
     }
     conn.close().await.unwrap();
 }
+
+/// A session the server ended for idling in a transaction (SQLSTATE 25P03) is a 503 with
+/// Retry-After, like any lost connection: nothing of that transaction committed.
+#[tokio::test]
+async fn a_session_ended_for_idling_in_a_transaction_is_503() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL idle_in_transaction_session_timeout = '100ms'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let error = sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap_err();
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("25P03"), "{error:?}");
+    let api = lakehouse_api::platform::error::ApiError::from(error);
+    assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE, "{api:?}");
+}

@@ -1,7 +1,7 @@
 //! The scheduler's jobs (servicing, metrics, risk, partitions, retention), run once across
 //! instances and recorded; abandoned runs marked failed; retention in bounded batches.
 
-use lakehouse_api::domain::jobs::{scheduler, Session};
+use lakehouse_api::domain::jobs::{self, scheduler, Counts, JobSpec, JobStatus, Session};
 use lakehouse_api::platform::config::RetentionConfig;
 
 use crate::helpers::TestApp;
@@ -66,6 +66,56 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
     assert!(scheduler::run_due(&app.state.db.pool, &session, &retention)
         .await
         .is_empty());
+}
+
+/// A run that outlasts the server's idle-in-transaction timeout (scaled down here from
+/// deploy/postgresql.conf's 60 s) keeps its runner lock all along, and reports the outcome its
+/// work had: the transaction that holds its lock switches that timeout off for itself.
+#[tokio::test]
+async fn a_run_longer_than_the_idle_timeout_keeps_its_lock_and_reports_its_outcome() {
+    let app = TestApp::spawn().await;
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {} SET idle_in_transaction_session_timeout = '300ms'",
+        app.database
+    ))
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&app.owner_url)
+        .await
+        .unwrap();
+    const SPEC: JobSpec = JobSpec {
+        name: "long_run",
+        source_system: "test",
+        source_table: "none",
+        target_system: "test",
+        target_table: "none",
+        transformation_type: "TEST",
+        transformation_logic: "sleeps past the idle timeout",
+    };
+    let checker = pool.clone();
+    let run = jobs::run(
+        &Session::Owner(pool.clone()),
+        &SPEC,
+        serde_json::json!({}),
+        |_, mut tx| async move {
+            // Busy for three idle timeouts (a transaction that waited idle would end too).
+            sqlx::query("SELECT pg_sleep(1)").execute(&mut *tx).await?;
+            // Meanwhile the run is alive: nothing takes it for abandoned.
+            assert_eq!(jobs::fail_abandoned(&checker).await?, 0);
+            Ok((tx, Counts::default()))
+        },
+    )
+    .await
+    .expect("the run reports its real outcome");
+    assert_eq!(run.status, JobStatus::Succeeded);
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.job_execution WHERE status = 'SUCCEEDED'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]

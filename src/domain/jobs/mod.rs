@@ -17,7 +17,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -53,6 +53,59 @@ impl Session {
         match self {
             Self::Caller { pool, .. } | Self::Owner(pool) => pool,
         }
+    }
+}
+
+/// An advisory lock held for a job on a connection of its own, taken out of the pool (so the
+/// pool keeps its connections for requests). It is transaction-scoped, so it works behind
+/// PgBouncer in transaction mode, and that transaction switches off the server's
+/// idle-in-transaction timeout for itself alone: it stays idle while the work runs on other
+/// connections, for as long as the work takes. Dropping the connection (a crash, a cut network)
+/// ends the transaction and releases the lock.
+pub(crate) struct JobLock {
+    conn: PgConnection,
+}
+
+impl JobLock {
+    async fn begin(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
+        let mut conn = pool.acquire().await?.detach();
+        sqlx::query!("BEGIN").execute(&mut conn).await?;
+        sqlx::query!("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .execute(&mut conn)
+            .await?;
+        Ok(conn)
+    }
+
+    /// Waits for the lock.
+    pub(crate) async fn acquire(pool: &PgPool, key: i64) -> Result<Self, sqlx::Error> {
+        let mut conn = Self::begin(pool).await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock($1)", key)
+            .execute(&mut conn)
+            .await?;
+        Ok(Self { conn })
+    }
+
+    /// The lock if it is free now.
+    pub(crate) async fn try_acquire(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
+        let mut conn = Self::begin(pool).await?;
+        let locked =
+            sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, key)
+                .fetch_one(&mut conn)
+                .await?;
+        if !locked {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Self { conn }))
+    }
+
+    /// Releases the lock. The work under it is already committed and recorded, so a failure here
+    /// is only logged: closing the connection releases the lock anyway.
+    pub(crate) async fn release(mut self) {
+        if let Err(error) = sqlx::query!("COMMIT").execute(&mut self.conn).await {
+            tracing::warn!(%error, "releasing a job lock; closing its connection instead");
+        }
+        let _ = self.conn.close().await;
     }
 }
 
@@ -126,15 +179,7 @@ where
     // Held on a connection of its own until the outcome is recorded: while it is held the run
     // is alive; a crash or a cut connection releases it (see metadata.fail_abandoned_jobs).
     let lock = runner_lock(job_id);
-    let mut runner = session.pool().begin().await?;
-    sqlx::query!(
-        r#"
-            SELECT pg_advisory_xact_lock($1)
-        "#,
-        lock,
-    )
-    .execute(&mut *runner)
-    .await?;
+    let runner = JobLock::acquire(session.pool(), lock).await?;
     let mut tx = session.begin().await?;
     sqlx::query!(
         r#"
@@ -201,7 +246,7 @@ where
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    runner.commit().await?;
+    runner.release().await;
     outcome.map(|_| recorded)
 }
 

@@ -93,21 +93,12 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Option<JobRun>, ApiError>>,
 {
-    let mut guard = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar!(
-        r#"
-            SELECT pg_try_advisory_xact_lock($1) AS "locked!"
-        "#,
-        lock,
-    )
-    .fetch_one(&mut *guard)
-    .await?;
-    if !locked {
+    let Some(guard) = super::JobLock::try_acquire(pool, lock).await? else {
         return Ok(None);
-    }
-    let run = work().await?;
-    guard.commit().await?;
-    Ok(run)
+    };
+    let run = work().await;
+    guard.release().await;
+    run
 }
 
 async fn run_if_due(

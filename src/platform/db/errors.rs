@@ -65,8 +65,9 @@ fn classify_sqlstate(pg: &PgDatabaseError) -> ApiError {
         "42501" => ApiError::Forbidden,
         // admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class;
         // read_only_sql_transaction: a write that reached a server which is no longer (or not
-        // yet) the primary, as in a failover.
-        "57P01" | "57P02" | "57P03" | "25006" => ApiError::Unavailable {
+        // yet) the primary, as in a failover; idle_in_transaction_session_timeout: the server
+        // ended a session left idle in a transaction (nothing of it committed).
+        "57P01" | "57P02" | "57P03" | "25006" | "25P03" => ApiError::Unavailable {
             retry_after_secs: 2,
         },
         c if c.starts_with("08") => ApiError::Unavailable {
