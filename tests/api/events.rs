@@ -656,3 +656,48 @@ async fn a_staff_stream_resumes_after_what_it_sent_live_when_listen_reconnects()
         panic!("{id} was sent again after the reconnect");
     }
 }
+
+/// Any database login may NOTIFY on the event channels. A notification sent from Trino's
+/// read-only login, shaped like a real one and with an id far past the head, delivers nothing to
+/// a staff stream and moves nothing: the next real event arrives with its own id.
+#[tokio::test]
+async fn a_forged_notification_delivers_nothing_and_moves_no_position() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTF01", "616161616").await;
+    let mut stream = EventStream::open(&app, None).await;
+    let forged = serde_json::json!({
+        "event_id": 4_611_686_018_427_387_904_i64,
+        "loan_id": uuid::Uuid::now_v7(),
+        "customer_id": customer,
+        "old_status": "APPROVED",
+        "new_status": "DISBURSED",
+    });
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE lakehouse_trino")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('loan_status_changed', $1)")
+        .bind(forged.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        stream.next(Duration::from_millis(700)).await,
+        None,
+        "a forged notification was delivered"
+    );
+
+    let loan = app.loan_for(customer, "10000000").await;
+    let (id, applied) = stream
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the real event after the forged one");
+    assert_eq!(applied["loan_id"], loan["loan_id"]);
+    let outbox: i64 = sqlx::query_scalar("SELECT max(event_id) FROM metadata.outbox_events")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(id, outbox, "the stream's position is the outbox's, not the forged id");
+}

@@ -211,22 +211,15 @@ impl Feed {
                 () = expired => return None,
             };
             match message {
-                Ok(HubMessage::Event(event)) => match self.audience {
-                    Audience::Customer(_) => {
-                        if self.audience.wants(&event) && event.event_id > self.replayed_to {
-                            self.catch_up().await;
-                        }
+                // A notification only wakes the stream: what it sends is read from the outbox,
+                // in the caller's transaction and under their rights. Any login may NOTIFY on
+                // these channels, so a forged one finds nothing past the stream's position and
+                // moves nothing.
+                Ok(HubMessage::Event(event)) => {
+                    if self.audience.wants(&event) && event.event_id > self.replayed_to {
+                        self.catch_up().await;
                     }
-                    Audience::Staff { .. } => {
-                        // Notifications arrive in commit order, which is id order (the outbox's
-                        // order lock), so a later replay starts after this one, sent or not:
-                        // after a reconnect it reads only what was really missed.
-                        self.replayed_to = self.replayed_to.max(event.event_id);
-                        if self.audience.wants(&event) && self.sent.insert(event.event_id) {
-                            return Some(event);
-                        }
-                    }
-                },
+                }
                 Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => self.catch_up().await,
                 Err(RecvError::Closed) => return None,
             }
