@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::platform::auth::Authenticator;
 use crate::platform::config::HttpConfig;
-use crate::platform::db::listen::EventHub;
+use crate::platform::db::outbox_watch::EventHub;
 use crate::platform::db::partitions::{DateWindow, Partitions};
 use crate::platform::db::Database;
 use crate::platform::edge::RateLimits;
@@ -30,7 +30,7 @@ pub struct AppState {
     pub pii: Arc<PiiCipher>,
     /// On-demand partition creation, on a small pool of its own.
     pub partitions: Arc<Partitions>,
-    /// The LISTEN connection behind the event stream.
+    /// The outbox watcher behind the event streams.
     pub events: Arc<EventHub>,
     pub jobs: JobLimits,
     /// The dates clients may give loans and payments.
@@ -56,7 +56,7 @@ pub struct JobLimits {
 
 impl AppState {
     /// The state for `pool`, with the limits of `http`. The partition-maintenance pool and the
-    /// LISTEN connection use the pool's server and login.
+    /// outbox watcher use the pool's server and login.
     pub fn new(
         pool: PgPool,
         auth: impl Into<Authenticator>,
@@ -106,8 +106,7 @@ impl AppState {
         self
     }
 
-    /// LISTEN on this direct connection instead of the pool's server (which may be PgBouncer,
-    /// whose transaction mode cannot carry LISTEN).
+    /// Watch the outbox on this connection instead of the pool's server (LISTEN_DATABASE_URL).
     pub fn with_listen_connection(mut self, connect: PgConnectOptions) -> Self {
         self.events = EventHub::new(connect);
         self

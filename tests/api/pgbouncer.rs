@@ -156,13 +156,29 @@ async fn the_event_stream_listens_directly_while_requests_go_through_pgbouncer()
     let mut body = response.into_body().into_data_stream();
     let loan = app.loan_for(customer, "10000000").await;
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    // Long enough for any transaction of another test on the shared server to end (they hold
+    // back the horizon events wait for).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !seen.contains(loan["loan_id"].as_str().unwrap()) {
-        let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body))
+        let Ok(chunk) =
+            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body)).await
+        else {
+            // What holds the horizon back, if anything.
+            let holders: Vec<(
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            )> = sqlx::query_as(
+                "SELECT datname::text, backend_xid::text, (now() - xact_start)::text, \
+                            left(query, 120) FROM pg_stat_activity \
+                     WHERE backend_xid IS NOT NULL ORDER BY xact_start",
+            )
+            .fetch_all(&app.owner)
             .await
-            .expect("the event arrives")
-            .unwrap()
             .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
+            panic!("the event did not arrive; {seen:?}; transactions with an id: {holders:?}");
+        };
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
     }
 }

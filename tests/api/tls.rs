@@ -206,7 +206,9 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
         .fetch_all(&mut conn)
         .await
         .unwrap();
-        if rows.iter().any(|(name, _)| name == "lakehouse-api-listen")
+        if rows
+            .iter()
+            .any(|(name, _)| name == "lakehouse-outbox-watch")
             || started.elapsed() > Duration::from_secs(10)
         {
             break rows;
@@ -215,7 +217,7 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
     };
     let names: Vec<&str> = connections.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"lakehouse-api"), "{connections:?}");
-    assert!(names.contains(&"lakehouse-api-listen"), "{connections:?}");
+    assert!(names.contains(&"lakehouse-outbox-watch"), "{connections:?}");
     assert!(
         connections.iter().all(|(_, ssl)| *ssl),
         "every service connection is encrypted: {connections:?}"

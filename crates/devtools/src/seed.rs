@@ -378,11 +378,7 @@ pub async fn generate(
         [&deferred[0], &deferred[1]],
         Load {
             table: "core.loans",
-            triggers: &[
-                "loan_status_order_lock",
-                "loan_status_change_trigger",
-                "loans_register",
-            ],
+            triggers: &["loan_status_change_trigger", "loans_register"],
             directory: "core.loan_directory",
             directory_copy: "COPY core.loan_directory (loan_id, loan_number, customer_id, \
                              application_date) FROM STDIN (FORMAT binary)",

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::domain::events::feed::{Audience, Feed};
 use crate::domain::events::{last_event_id, open, SseEvent};
 use crate::platform::auth::{RequestTx, StaffOnly};
-use crate::platform::db::listen::TOPICS;
+use crate::platform::db::outbox_watch::TOPICS;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
 use crate::platform::state::AppState;

@@ -1,10 +1,11 @@
 //! One subscriber's stream: what it has sent, what the outbox still holds for it, and the live
 //! events it waits for.
 //!
-//! Staff streams send live events as the hub receives them. A customer's stream never sends a
-//! notification's payload: a notification about them only tells it to read the outbox, in a
-//! transaction of their own (their role and customer id), where row-level security decides
-//! what they receive.
+//! A stream sends only what it reads from the outbox, in a transaction of its caller's own (their
+//! role and, for a customer, their id), where row-level security decides what they receive. The
+//! hub's watcher only tells it that something it wants became readable. It reads in the
+//! outbox's order, `(xact_id, event_id)`, and only rows that no running transaction can precede
+//! (migration 0027), so what it sent is never preceded by anything later.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -14,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::platform::auth::{self, Caller};
-use crate::platform::db::listen::{HubMessage, OutboxEvent};
+use crate::platform::db::outbox_watch::{HubMessage, OutboxEvent, Position};
 use crate::platform::state::{AppState, StreamPlace};
 
 /// Outbox rows replayed per query; a stream holds at most one batch in memory.
@@ -47,11 +48,12 @@ impl Audience {
     }
 }
 
-/// Events with an id above `after` that the caller's transaction may read, oldest first.
+/// The events past `after` that the caller's transaction may read and that no running
+/// transaction can still precede, in the outbox's order.
 pub async fn outbox_after(
     conn: &mut PgConnection,
     audience: &Audience,
-    after: i64,
+    after: Position,
 ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
     // Staff may ask for some topics; a customer's rows are the policy's to choose (their own
     // id, their topics).
@@ -61,38 +63,89 @@ pub async fn outbox_after(
     };
     let rows = sqlx::query!(
         r#"
-        SELECT event_id, topic, customer_id,
+        SELECT xact_id::text::bigint AS "xact_id!", event_id, topic, customer_id,
                (payload || jsonb_build_object('event_id', event_id))::text AS "json!"
         FROM metadata.outbox_events
-        WHERE event_id > $1 AND ($3::text[] IS NULL OR topic = ANY($3))
-        ORDER BY event_id LIMIT $2
+        WHERE (xact_id, event_id) > ($1::bigint::text::xid8, $2)
+          AND xact_id < pg_snapshot_xmin(pg_current_snapshot())
+          AND ($4::text[] IS NULL OR topic = ANY($4))
+        ORDER BY xact_id, event_id LIMIT $3
         "#,
-        after,
+        after.xact_id,
+        after.event_id,
         REPLAY_BATCH,
         topics as Option<&[String]>,
     )
     .fetch_all(conn)
     .await?;
-    let rows = rows
-        .into_iter()
-        .map(|r| (r.event_id, r.topic, r.customer_id, r.json));
     Ok(rows
-        .map(|(event_id, topic, customer_id, json)| OutboxEvent {
-            event_id,
-            topic: topic.into(),
-            customer_id,
-            json: json.into(),
+        .into_iter()
+        .map(|r| OutboxEvent {
+            position: Position {
+                xact_id: r.xact_id,
+                event_id: r.event_id,
+            },
+            topic: r.topic.into(),
+            customer_id: r.customer_id,
+            json: r.json.into(),
         })
         .collect())
 }
 
-/// Where a stream without `Last-Event-ID` starts: after the latest event the caller may read.
-pub async fn latest_event_id(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT coalesce(max(event_id), 0) AS "last!" FROM metadata.outbox_events"#
+/// Where a stream starts that has seen nothing: the horizon, before every event that is not
+/// readable yet.
+pub async fn head(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
+    let horizon = sqlx::query_scalar!(
+        r#"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS "horizon!""#
     )
     .fetch_one(conn)
+    .await?;
+    Ok(Position {
+        xact_id: horizon,
+        event_id: 0,
+    })
+}
+
+/// The events past `head` that have already committed, as the caller may read them: a stream that
+/// opens at `head` does not send them (it opened after they happened).
+pub async fn committed_past(
+    conn: &mut PgConnection,
+    head: Position,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT event_id FROM metadata.outbox_events \
+         WHERE xact_id >= $1::bigint::text::xid8 ORDER BY xact_id, event_id LIMIT $2",
+        head.xact_id,
+        SENT_WINDOW as i64,
+    )
+    .fetch_all(conn)
     .await
+}
+
+/// Where a stream resumes after event `event_id` (a `Last-Event-ID`, as every stream has sent
+/// them): that event's position. An id the caller cannot read (another customer's, purged, or
+/// from before their first event) resumes before the first later event they can read, and one
+/// past every such event resumes at the head.
+pub async fn resume_after(conn: &mut PgConnection, event_id: i64) -> Result<Position, sqlx::Error> {
+    let found = sqlx::query!(
+        r#"
+        SELECT (SELECT xact_id::text::bigint FROM metadata.outbox_events
+                WHERE event_id = $1) AS "at?",
+               (SELECT xact_id::text::bigint FROM metadata.outbox_events
+                WHERE event_id > $1 ORDER BY xact_id LIMIT 1) AS "later?"
+        "#,
+        event_id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    match (found.at, found.later) {
+        (Some(xact_id), _) => Ok(Position { xact_id, event_id }),
+        (None, Some(xact_id)) => Ok(Position {
+            xact_id,
+            event_id: 0,
+        }),
+        (None, None) => head(conn).await,
+    }
 }
 
 /// The state of one subscriber's stream.
@@ -104,8 +157,8 @@ pub struct Feed {
     shutdown: watch::Receiver<bool>,
     pending: VecDeque<OutboxEvent>,
     sent: SentIds,
-    /// Replays start after this id.
-    replayed_to: i64,
+    /// Replays start after this position.
+    replayed_to: Position,
     /// The outbox may hold more past `replayed_to` than was read: read the next batch before
     /// anything live.
     replaying: bool,
@@ -139,7 +192,7 @@ impl Feed {
             audience,
             pending: VecDeque::new(),
             sent: SentIds::default(),
-            replayed_to: 0,
+            replayed_to: Position::default(),
             replaying: false,
             _place: place,
         }
@@ -149,15 +202,22 @@ impl Feed {
         &self.audience
     }
 
-    pub fn start_after(&mut self, id: i64) {
-        self.replayed_to = id;
+    pub fn start_after(&mut self, position: Position) {
+        self.replayed_to = position;
+    }
+
+    /// Events the stream must not send (they committed before it opened).
+    pub fn skip(&mut self, event_ids: Vec<i64>) {
+        for id in event_ids {
+            self.sent.insert(id);
+        }
     }
 
     pub fn queue(&mut self, events: Vec<OutboxEvent>) {
         self.replaying = events.len() >= REPLAY_BATCH as usize;
         for event in events {
-            self.replayed_to = self.replayed_to.max(event.event_id);
-            if self.sent.insert(event.event_id) {
+            self.replayed_to = self.replayed_to.max(event.position);
+            if self.sent.insert(event.event_id()) {
                 self.pending.push_back(event);
             }
         }
@@ -211,12 +271,10 @@ impl Feed {
                 () = expired => return None,
             };
             match message {
-                // A notification only wakes the stream: what it sends is read from the outbox,
-                // in the caller's transaction and under their rights. Any login may NOTIFY on
-                // these channels, so a forged one finds nothing past the stream's position and
-                // moves nothing.
+                // The watcher only says that an event became readable: what the stream sends is
+                // read from the outbox, in the caller's transaction and under their rights.
                 Ok(HubMessage::Event(event)) => {
-                    if self.audience.wants(&event) && event.event_id > self.replayed_to {
+                    if self.audience.wants(&event) && event.position > self.replayed_to {
                         self.catch_up().await;
                     }
                 }
@@ -271,7 +329,10 @@ mod tests {
     fn a_customer_hears_only_of_events_about_them_and_staff_of_their_topics() {
         let me = Uuid::now_v7();
         let event = |topic: &str, customer: Option<Uuid>| OutboxEvent {
-            event_id: 1,
+            position: Position {
+                xact_id: 1,
+                event_id: 1,
+            },
             topic: topic.into(),
             customer_id: customer,
             json: "{}".into(),

@@ -2,7 +2,7 @@
 //! event, or the topics asked for) and `GET /v1/me/events` to a customer (their own loan and
 //! payment events).
 //!
-//! Live events come from the process's LISTEN connection ([`crate::platform::db::listen`]); a client that
+//! Live events come from the process's outbox watcher ([`crate::platform::db::outbox_watch`]); a client that
 //! reconnects with `Last-Event-ID` first gets what it missed from `metadata.outbox_events`, in
 //! order ([`feed`]).
 
@@ -17,9 +17,9 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use self::feed::{latest_event_id, outbox_after, Feed};
+use self::feed::{committed_past, head, outbox_after, resume_after, Feed};
 use crate::platform::auth::RequestTx;
-use crate::platform::db::listen::OutboxEvent;
+use crate::platform::db::outbox_watch::OutboxEvent;
 use crate::platform::error::ApiError;
 
 /// The event types; each is also the SSE `event:` name. Every `data` is JSON with `event_id`,
@@ -74,7 +74,7 @@ pub struct EventStreamQuery {
 
 fn to_sse(event: &OutboxEvent) -> Event {
     Event::default()
-        .id(event.event_id.to_string())
+        .id(event.event_id().to_string())
         .event(event.topic.as_ref())
         .data(event.json.as_ref())
 }
@@ -92,8 +92,8 @@ pub fn last_event_id(headers: &HeaderMap, query: Option<i64>) -> Result<Option<i
     Ok(header.or(query))
 }
 
-/// Starts `feed` after `last` (replaying the first batch in the request's transaction), or
-/// after the latest event the caller may read; then streams it.
+/// Starts `feed` after event `last` (replaying the first batch in the request's transaction), or
+/// at the head; then streams it.
 pub async fn open<A>(
     mut tx: RequestTx<A>,
     mut feed: Feed,
@@ -101,11 +101,18 @@ pub async fn open<A>(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     match last {
         Some(last) => {
-            feed.start_after(last);
-            let batch = outbox_after(&mut tx, feed.audience(), last).await?;
+            let position = resume_after(&mut tx, last).await?;
+            feed.start_after(position);
+            let batch = outbox_after(&mut tx, feed.audience(), position).await?;
             feed.queue(batch);
         }
-        None => feed.start_after(latest_event_id(&mut tx).await?),
+        None => {
+            // From now on: the head, less what has already committed past it (a transaction
+            // older than the horizon may still commit an event before those).
+            let head = head(&mut tx).await?;
+            feed.start_after(head);
+            feed.skip(committed_past(&mut tx, head).await?);
+        }
     }
     tx.commit().await?;
     let events = stream::unfold(feed, |mut feed| async move {

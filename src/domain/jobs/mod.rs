@@ -17,7 +17,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -56,56 +56,49 @@ impl Session {
     }
 }
 
-/// An advisory lock held for a job on a connection of its own, taken out of the pool (so the
-/// pool keeps its connections for requests). It is transaction-scoped, so it works behind
-/// PgBouncer in transaction mode, and that transaction switches off the server's
-/// idle-in-transaction timeout for itself alone: it stays idle while the work runs on other
-/// connections, for as long as the work takes. Dropping the connection (a crash, a cut network)
-/// ends the transaction and releases the lock.
+/// An advisory lock held for a job in a transaction of its own, on a connection of its own.
+/// Transaction-scoped, so it works behind PgBouncer in transaction mode; the transaction switches
+/// off the server's idle-in-transaction timeout for itself alone, as it stays idle while the work
+/// runs on other connections, for as long as the work takes. Dropping it (a crash, a cut
+/// network) ends the transaction and releases the lock.
 pub(crate) struct JobLock {
-    conn: PgConnection,
+    tx: Transaction<'static, Postgres>,
 }
 
 impl JobLock {
-    async fn begin(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
-        let mut conn = pool.acquire().await?.detach();
-        sqlx::query!("BEGIN").execute(&mut conn).await?;
+    async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = pool.begin().await?;
         sqlx::query!("SET LOCAL idle_in_transaction_session_timeout = 0")
-            .execute(&mut conn)
+            .execute(&mut *tx)
             .await?;
-        Ok(conn)
+        Ok(tx)
     }
 
     /// Waits for the lock.
     pub(crate) async fn acquire(pool: &PgPool, key: i64) -> Result<Self, sqlx::Error> {
-        let mut conn = Self::begin(pool).await?;
+        let mut tx = Self::begin(pool).await?;
         sqlx::query!("SELECT pg_advisory_xact_lock($1)", key)
-            .execute(&mut conn)
+            .execute(&mut *tx)
             .await?;
-        Ok(Self { conn })
+        Ok(Self { tx })
     }
 
     /// The lock if it is free now.
     pub(crate) async fn try_acquire(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
-        let mut conn = Self::begin(pool).await?;
+        let mut tx = Self::begin(pool).await?;
         let locked =
             sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, key)
-                .fetch_one(&mut conn)
+                .fetch_one(&mut *tx)
                 .await?;
-        if !locked {
-            let _ = conn.close().await;
-            return Ok(None);
-        }
-        Ok(Some(Self { conn }))
+        Ok(locked.then_some(Self { tx }))
     }
 
     /// Releases the lock. The work under it is already committed and recorded, so a failure here
-    /// is only logged: closing the connection releases the lock anyway.
-    pub(crate) async fn release(mut self) {
-        if let Err(error) = sqlx::query!("COMMIT").execute(&mut self.conn).await {
-            tracing::warn!(%error, "releasing a job lock; closing its connection instead");
+    /// is only logged: the transaction ends with its connection anyway.
+    pub(crate) async fn release(self) {
+        if let Err(error) = self.tx.commit().await {
+            tracing::warn!(%error, "releasing a job lock");
         }
-        let _ = self.conn.close().await;
     }
 }
 

@@ -175,7 +175,8 @@ impl AppDbLogin {
 #[derive(Clone)]
 pub struct PoolConfig {
     pub connect: PgConnectOptions,
-    /// A direct connection for LISTEN (the event stream), when the pool goes through PgBouncer.
+    /// A connection of its own for the outbox watcher (the event streams); by default the pool's
+    /// server.
     pub listen: Option<PgConnectOptions>,
     pub max_connections: u32,
     pub acquire_timeout: Duration,
@@ -247,8 +248,7 @@ impl PoolConfig {
             Some(_) => Some(
                 database_url(src, "LISTEN_DATABASE_URL")?
                     .username(AUTHENTICATOR_ROLE)
-                    .password(&password)
-                    .application_name("lakehouse-api-listen"),
+                    .password(&password),
             ),
         };
         if !(1..=1000).contains(&max_connections) {

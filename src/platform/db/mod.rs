@@ -2,7 +2,7 @@
 
 mod closed_set;
 pub mod errors;
-pub mod listen;
+pub mod outbox_watch;
 pub mod partitions;
 pub mod replicas;
 
