@@ -164,15 +164,10 @@ async fn the_event_stream_listens_directly_while_requests_go_through_pgbouncer()
             tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body)).await
         else {
             // What holds the horizon back, if anything.
-            let holders: Vec<(
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            )> = sqlx::query_as(
-                "SELECT datname::text, backend_xid::text, (now() - xact_start)::text, \
-                            left(query, 120) FROM pg_stat_activity \
-                     WHERE backend_xid IS NOT NULL ORDER BY xact_start",
+            let holders: Vec<String> = sqlx::query_scalar(
+                "SELECT concat_ws(' | ', datname, backend_xid, now() - xact_start, \
+                                  left(query, 120)) \
+                 FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start",
             )
             .fetch_all(&app.owner)
             .await
