@@ -357,6 +357,7 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
             session,
             config.http.scheduler_interval,
             config.http.retention,
+            config.http.servicing_workers,
         ))
     });
     let metrics_listener = TcpListener::bind(config.http.metrics_addr).await?;

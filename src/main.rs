@@ -126,9 +126,11 @@ async fn serve(src: &dyn Source) -> CliResult {
 
 async fn run_job(src: &dyn Source, job: Job) -> CliResult {
     let owner = OwnerDb::from_source(src)?;
-    // A run holds its runner lock on one connection while it works on another (jobs::run).
+    let servicing_workers = config::servicing_workers(src)?;
+    // A run holds its runner lock on one connection while it works on others (jobs::run), one
+    // for each servicing worker.
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(3)
+        .max_connections(2 + u32::try_from(servicing_workers).unwrap_or(u32::MAX).min(64))
         .connect_with(owner.connect)
         .await?;
     let session = lakehouse_api::domain::jobs::Session::Owner(pool.clone());
@@ -160,7 +162,7 @@ async fn run_job(src: &dyn Source, job: Job) -> CliResult {
                     (days.to - today).num_days()
                 );
             }
-            servicing::run(&session, days).await
+            servicing::run(&session, days, servicing_workers).await
         }
         Job::ReencryptPii { batch } => {
             let cipher =

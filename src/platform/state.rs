@@ -46,6 +46,8 @@ pub struct AppState {
 pub struct JobLimits {
     /// statement_timeout of job transactions.
     pub statement_timeout: Duration,
+    /// Tasks of a servicing run (`SERVICING_WORKERS`).
+    pub servicing_workers: usize,
     /// The largest import body.
     pub import_limit_bytes: usize,
     /// An import's body must arrive within this.
@@ -82,6 +84,7 @@ impl AppState {
             events: EventHub::new(connect),
             jobs: JobLimits {
                 statement_timeout: http.job_timeout,
+                servicing_workers: http.servicing_workers,
                 import_limit_bytes: http.import_limit_bytes,
                 import_read_timeout: http.import_read_timeout,
                 imports: Arc::new(Semaphore::new(http.max_concurrent_imports.max(1))),

@@ -25,7 +25,8 @@ fn is_canonical_money(v: &Value) -> bool {
 
 /// Every way the books can disagree, over every loan: an entry whose lines do not sum to zero,
 /// balance columns that differ from the journal, installments that differ from the balances
-/// (for loans not written off), or a negative balance. Empty when the books reconcile.
+/// (for loans not written off), a negative balance, or an active loan with principal left whose
+/// next due date is not its oldest unpaid installment's (servicing finds arrears by it). Empty when the books reconcile.
 pub async fn disagreements(owner: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
         "WITH journal AS ( \
@@ -58,7 +59,16 @@ pub async fn disagreements(owner: &PgPool) -> Vec<String> {
          FROM core.loans l LEFT JOIN schedule s USING (loan_id) \
          WHERE l.disbursement_date IS NOT NULL AND l.status <> 'WRITTEN_OFF' AND ( \
              s.loan_id IS NULL OR l.principal_outstanding <> s.principal \
-             OR l.interest_outstanding <> s.interest)",
+             OR l.interest_outstanding <> s.interest) \
+         UNION ALL \
+         SELECT format('%s (%s): next due %s, oldest unpaid installment due %s', l.loan_number, \
+                       l.status, l.next_due_date, u.due) \
+         FROM core.loans l CROSS JOIN LATERAL ( \
+             SELECT min(i.due_date) AS due FROM core.loan_installments i \
+             WHERE i.loan_id = l.loan_id \
+               AND (i.principal_paid < i.principal_due OR i.interest_paid < i.interest_due)) u \
+         WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.principal_outstanding > 0 \
+           AND l.next_due_date IS DISTINCT FROM u.due",
     )
     .fetch_all(owner)
     .await
@@ -87,7 +97,7 @@ impl TestApp {
             to: today + Days::new(to),
             rehearsal: to > 0,
         };
-        let run = servicing::run(&Session::Owner(self.owner.clone()), days)
+        let run = servicing::run(&Session::Owner(self.owner.clone()), days, 2)
             .await
             .unwrap();
         serde_json::to_value(run).unwrap()
@@ -435,7 +445,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
         .map(|_| {
             let (pool, session) = (pool.clone(), session.clone());
             tokio::spawn(async move {
-                lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session).await
+                lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session, 1).await
             })
         })
         .collect();
@@ -448,7 +458,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
     assert_eq!(ran, 1, "one instance runs the day's servicing");
     // Up to date now: a later check runs nothing.
     assert!(
-        lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session)
+        lakehouse_api::domain::jobs::scheduler::service_if_due(&pool, &session, 1)
             .await
             .unwrap()
             .is_none()
@@ -805,4 +815,350 @@ async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
         );
     }
     assert!(steps.len() >= 4, "{steps:?}");
+}
+
+/// Opens `day` for servicing, as a run does first: every active loan queued.
+async fn open_day(app: &TestApp, day: NaiveDate) {
+    sqlx::query("SELECT core.open_servicing_day($1)")
+        .bind(day)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+}
+
+/// What a day's servicing and the movements on a loan left: its journal's kinds and balances.
+async fn outcome(app: &TestApp, loan: &Value) -> (Vec<String>, Value) {
+    let journal = app.journal(loan, &app.staff()).await.json();
+    let loan = app.loan_json(loan).await;
+    (
+        kinds(&journal).iter().map(|k| (*k).to_owned()).collect(),
+        json!([
+            loan["principal_outstanding"],
+            loan["interest_outstanding"],
+            loan["penalties_outstanding"],
+            loan["status"]
+        ]),
+    )
+}
+
+/// A servicing batch locks only the loans it claimed: a repayment on another loan commits while
+/// the batch is open, and a loan the day has not reached yet is serviced first, inside the
+/// repayment. A repayment on a loan of the batch waits for that batch, then comes after it. All
+/// three end as the serial order (servicing, then the repayment) leaves a loan.
+#[tokio::test]
+async fn a_servicing_batch_holds_only_its_loans_and_a_queued_loan_is_serviced_before_its_repayment()
+{
+    let app = Arc::new(TestApp::spawn().await);
+    app.ensure_products().await;
+    app.set_terms(
+        "grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0, default_after_days = 60",
+    )
+    .await;
+    let customer = app.approved_customer("CUSTS03", "750750750").await;
+    let mut loans = Vec::new();
+    for _ in 0..3 {
+        loans.push(
+            app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+                .await,
+        );
+    }
+    // Batches claim in loan id order.
+    loans.sort_by_key(|l| l.id);
+    let day = app.today().await + Days::new(45);
+    open_day(&app, day).await;
+    let mut batch = app.owner.begin().await.unwrap();
+    let claimed: i32 = sqlx::query_scalar("SELECT loans FROM core.service_queued($1, NULL, 1)")
+        .bind(day)
+        .fetch_one(&mut *batch)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 1);
+
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        app.repay(&loans[1], "1000000.00"),
+    )
+    .await
+    .expect("a repayment on a loan outside the batch does not wait for it");
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.text());
+    let (kinds_inline, _) = outcome(&app, &loans[1]).await;
+    assert_eq!(
+        kinds_inline,
+        ["DISBURSEMENT", "INTEREST_DUE", "LATE_FEE", "REPAYMENT"],
+        "the day's servicing came first, inline"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM core.servicing_queue WHERE loan_id = '{}'",
+            loans[1].id
+        ))
+        .await,
+        0
+    );
+
+    let waiting = {
+        let (app, loan) = (app.clone(), loans[0].clone());
+        tokio::spawn(async move { app.repay(&loan, "1000000.00").await })
+    };
+    let mut waited = false;
+    for _ in 0..200 {
+        let lock_waits = app
+            .count(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await;
+        if lock_waits > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        waited,
+        "a repayment on the batch's loan waits for the batch"
+    );
+    assert!(!waiting.is_finished());
+    batch.commit().await.unwrap();
+    let after_batch = waiting.await.unwrap();
+    assert_eq!(
+        after_batch.status,
+        StatusCode::CREATED,
+        "{}",
+        after_batch.text()
+    );
+
+    // The run goes on with the loan left, and the same repayment comes after it.
+    let run = app.service(45, 45).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let serial = app.repay(&loans[2], "1000000.00").await;
+    assert_eq!(serial.status, StatusCode::CREATED, "{}", serial.text());
+    let expected = outcome(&app, &loans[2]).await;
+    assert_eq!(
+        expected.0,
+        ["DISBURSEMENT", "INTEREST_DUE", "LATE_FEE", "REPAYMENT"]
+    );
+    for loan in &loans[..2] {
+        assert_eq!(outcome(&app, loan).await, expected, "{}", loan.number);
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.servicing_queue").await,
+        0
+    );
+    assert_books_reconcile(&app).await;
+}
+
+/// A day's servicing in batches of one loan, while four tellers make random repayments,
+/// reversals and payoffs on the same loans: the books reconcile, every loan was serviced for the
+/// day, and servicing the same day again, twice, changes nothing the second time.
+#[tokio::test]
+async fn servicing_interleaved_with_random_movements_keeps_the_books_and_twice_changes_nothing() {
+    let app = Arc::new(TestApp::spawn().await);
+    app.ensure_products().await;
+    app.set_terms(
+        "grace_days = 3, late_fee_amount = 20000, late_fee_rate = 0.01, prepayment_fee_rate = 0.01",
+    )
+    .await;
+    let mut loans = Vec::new();
+    for (code, id_number) in [("CUSTR01", "760760760"), ("CUSTR02", "770770770")] {
+        let customer = app.approved_customer(code, id_number).await;
+        for _ in 0..5 {
+            loans.push(
+                app.disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 12)
+                    .await,
+            );
+        }
+    }
+    let loans = Arc::new(loans);
+    let day = app.today().await + Days::new(40);
+    open_day(&app, day).await;
+
+    let servicing = {
+        let owner = app.owner.clone();
+        tokio::spawn(async move {
+            let mut after: Option<uuid::Uuid> = None;
+            loop {
+                let mut tx = owner.begin().await.unwrap();
+                let last: Option<uuid::Uuid> =
+                    sqlx::query_scalar("SELECT last_loan FROM core.service_queued($1, $2, 1)")
+                        .bind(day)
+                        .bind(after)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                tx.commit().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                match last {
+                    Some(last) => after = Some(last),
+                    None => {
+                        let closed: bool =
+                            sqlx::query_scalar("SELECT core.close_servicing_day($1)")
+                                .bind(day)
+                                .fetch_one(&owner)
+                                .await
+                                .unwrap();
+                        if closed {
+                            return;
+                        }
+                        after = None;
+                    }
+                }
+            }
+        })
+    };
+    let tellers: Vec<_> = (0..4u64)
+        .map(|teller| {
+            let (app, loans) = (app.clone(), loans.clone());
+            tokio::spawn(async move {
+                let mut seed = 0x5eed + teller;
+                let mut next = |n: u64| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (seed >> 33) % n
+                };
+                let mut paid: Vec<String> = Vec::new();
+                for _ in 0..8 {
+                    let loan = &loans[next(loans.len() as u64) as usize];
+                    match next(4) {
+                        0 | 1 => {
+                            let amount = Decimal::new(1 + next(150_000_000) as i64, 2);
+                            let r = app.repay(loan, &amount.to_string()).await;
+                            assert!(
+                                [
+                                    StatusCode::CREATED,
+                                    StatusCode::UNPROCESSABLE_ENTITY,
+                                    StatusCode::CONFLICT
+                                ]
+                                .contains(&r.status),
+                                "{}",
+                                r.text()
+                            );
+                            if r.status == StatusCode::CREATED {
+                                paid.push(r.json()["payment_id"].as_str().unwrap().to_owned());
+                            }
+                        }
+                        2 if !paid.is_empty() => {
+                            let id = paid.remove(next(paid.len() as u64) as usize);
+                            let r = app.reverse(&id).await;
+                            assert!(
+                                r.status == StatusCode::OK || r.status == StatusCode::CONFLICT,
+                                "{}",
+                                r.text()
+                            );
+                        }
+                        _ => {
+                            let quote = app
+                                .get(&format!("/v1/loans/{}/payoff", loan.id), &app.staff())
+                                .await;
+                            if quote.status == StatusCode::OK {
+                                let total = quote.json()["total"].as_str().unwrap().to_owned();
+                                // Servicing may post between the quote and the payment: then the
+                                // quote is short or refused, never half applied.
+                                let r = app.repay(loan, &total).await;
+                                assert!(
+                                    [
+                                        StatusCode::CREATED,
+                                        StatusCode::UNPROCESSABLE_ENTITY,
+                                        StatusCode::CONFLICT
+                                    ]
+                                    .contains(&r.status),
+                                    "{}",
+                                    r.text()
+                                );
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for teller in tellers {
+        teller.await.unwrap();
+    }
+    servicing.await.unwrap();
+    assert_books_reconcile(&app).await;
+    // Every loan still active saw the day: its first installment's interest is posted.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM core.loans l JOIN core.loan_installments i USING (loan_id) \
+             WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND i.installment_number = 1 \
+               AND i.due_date <= '{day}' AND i.interest_posted < i.interest_due"
+        ))
+        .await,
+        0
+    );
+    app.service(40, 40).await;
+    let state = "SELECT (SELECT count(*) FROM core.journal_entries) * 1000000 \
+                 + (SELECT sum(version) FROM core.loans)";
+    let before = app.count(state).await;
+    let run = app.service(40, 40).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(
+        app.count(state).await,
+        before,
+        "the same day again changes nothing"
+    );
+    assert_books_reconcile(&app).await;
+}
+
+/// A batch never waits for a loan another transaction holds (a repayment in flight): it services
+/// the others, leaves that one queued, and a later batch takes it up.
+#[tokio::test]
+async fn a_batch_skips_a_loan_another_transaction_holds_and_a_later_batch_takes_it_up() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTS04", "780780780").await;
+    let mut loans = Vec::new();
+    for _ in 0..2 {
+        loans.push(
+            app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+                .await,
+        );
+    }
+    let day = app.today().await + Days::new(45);
+    open_day(&app, day).await;
+    let mut holder = app.owner.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM core.loans WHERE loan_id = $1 FOR UPDATE")
+        .bind(loans[0].id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let batch = |after: Option<uuid::Uuid>| {
+        let owner = app.owner.clone();
+        async move {
+            let (loans, skipped): (i32, i32) =
+                sqlx::query_as("SELECT loans, skipped FROM core.service_queued($1, $2, 10)")
+                    .bind(day)
+                    .bind(after)
+                    .fetch_one(&owner)
+                    .await
+                    .unwrap();
+            (loans, skipped)
+        }
+    };
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), batch(None))
+        .await
+        .expect("the batch does not wait for the held loan");
+    assert_eq!(first, (1, 1));
+    let closed = "SELECT count(*) FROM core.servicing_days WHERE finished_at IS NOT NULL";
+    sqlx::query("SELECT core.close_servicing_day($1)")
+        .bind(day)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(app.count(closed).await, 0, "a loan is still queued");
+    holder.commit().await.unwrap();
+    assert_eq!(batch(None).await, (1, 0));
+    sqlx::query("SELECT core.close_servicing_day($1)")
+        .bind(day)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(app.count(closed).await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.journal_entries WHERE kind = 'INTEREST_DUE'")
+            .await,
+        2,
+        "both loans serviced for the day"
+    );
 }

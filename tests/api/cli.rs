@@ -447,6 +447,15 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
         .count("SELECT count(DISTINCT status) FROM core.loans WHERE loan_number LIKE 'LT%'")
         .await;
     assert!(statuses >= 2, "{statuses} statuses among generated loans");
+    assert!(
+        app.count(
+            "SELECT count(*) FROM core.journal_entries e JOIN core.loan_directory d USING (loan_id) \
+             WHERE d.loan_number LIKE 'LT%' AND e.kind IN ('INTEREST_DUE', 'LATE_FEE')"
+        )
+        .await
+            > 0,
+        "the seed's servicing posted interest and late fees"
+    );
     let generated_payments = app
         .count(
             "SELECT count(*) FROM core.payments p JOIN core.loan_directory d USING (loan_id)              WHERE d.loan_number LIKE 'LT%'",
@@ -458,15 +467,37 @@ async fn seed_loads_the_lab_data_once_and_generates_volume_without_events() {
     );
     let problems = crate::books::disagreements(&app.owner).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The bulk load announces nothing; the seed's servicing run announces its fees and defaults
+    // as every run does.
     assert_eq!(
         app.count(
             "SELECT count(*) FROM metadata.outbox_events e \
-             JOIN core.loan_directory d ON d.loan_id = e.aggregate_id WHERE d.loan_number LIKE 'LT%'"
+             JOIN core.loan_directory d ON d.loan_id = e.aggregate_id WHERE d.loan_number LIKE 'LT%' \
+               AND e.topic NOT IN ('loan_fee_charged', 'loan_status_changed')"
         )
         .await,
         0,
-        "only the lab loans announce themselves"
+        "the bulk load itself announces nothing"
     );
+    // One definition of servicing: the seed left interest, late fees and defaults to the
+    // service's servicing run (recorded like any), and servicing today again changes nothing.
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM metadata.job_execution WHERE job_name = 'loan_servicing' \
+             AND status = 'SUCCEEDED'"
+        )
+        .await,
+        1
+    );
+    let serviced = "SELECT (SELECT count(*) FROM core.journal_entries) * 1000000 \
+                    + (SELECT sum(version) FROM core.loans) * 1000 \
+                    + (SELECT count(*) FROM core.loans WHERE status = 'DEFAULTED')";
+    let seeded = app.count(serviced).await;
+    let (ok, stdout, stderr) = run(command()
+        .args(["jobs", "servicing"])
+        .env("DATABASE_URL", &app.owner_url));
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(app.count(serviced).await, seeded, "{stdout}");
     assert!(
         app.count("SELECT count(*) FROM metadata.outbox_events")
             .await

@@ -29,7 +29,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
                 caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
                 statement_timeout_ms: 60_000,
             };
-            tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention).await })
+            tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention, 1).await })
         })
         .collect();
     let mut ran: Vec<String> = Vec::new();
@@ -63,9 +63,11 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
     );
     // Nothing is due again a moment later.
     let session = scheduler_session(&app);
-    assert!(scheduler::run_due(&app.state.db.pool, &session, &retention)
-        .await
-        .is_empty());
+    assert!(
+        scheduler::run_due(&app.state.db.pool, &session, &retention, 1)
+            .await
+            .is_empty()
+    );
 }
 
 /// A run that outlasts the server's idle-in-transaction timeout (scaled down here from

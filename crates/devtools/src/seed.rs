@@ -329,8 +329,7 @@ pub async fn generate(
     .execute(&mut *conn)
     .await?;
     let terms: history::Terms = sqlx::query_as(
-        "SELECT annual_interest_rate, grace_days, late_fee_amount, late_fee_rate, \
-                default_after_days, prepayment_fee_rate, \
+        "SELECT annual_interest_rate, prepayment_fee_rate, \
                 prepayment_reamortisation AS reamortisation \
          FROM core.products WHERE product_code = 'PERSONAL_STD'",
     )
@@ -386,7 +385,7 @@ pub async fn generate(
                          product_type, loan_amount, interest_rate, term_months, status, \
                          application_date, approval_date, disbursement_date, maturity_date, \
                          principal_outstanding, interest_outstanding, penalties_outstanding, \
-                         total_paid, next_due_date, closed_at, defaulted_at, serviced_through) \
+                         total_paid, next_due_date, closed_at) \
                          FROM STDIN (FORMAT binary)",
             rows: loans.len(),
             directory_entry: |index: usize| DirectoryEntry {
@@ -401,7 +400,7 @@ pub async fn generate(
                 let disbursed = history::History::disbursed_at(loan);
                 let matures =
                     (loan.applied_at + chrono::Months::new(history::TERM_MONTHS + 1)).date_naive();
-                copy.row(21);
+                copy.row(19);
                 copy.field(&loan.id)?;
                 copy.field(&loan_number(index))?;
                 copy.field(&loan.customer_id)?;
@@ -420,12 +419,7 @@ pub async fn generate(
                 copy.field(&outcome.balances.penalties_outstanding)?;
                 copy.field(&outcome.total_paid)?;
                 copy.field(&outcome.balances.next_due_date)?;
-                copy.field(&outcome.closed_at)?;
-                copy.field(&outcome.defaulted_at)?;
-                copy.field(
-                    &(outcome.status != ledger::model::LoanStatus::Closed)
-                        .then_some(now.date_naive()),
-                )
+                copy.field(&outcome.closed_at)
             },
         },
     )
@@ -492,6 +486,24 @@ pub async fn generate(
     others_analyzed?;
     second.close().await?;
     progress.step("analyzed");
+    // Interest falling due, late fees and defaults through today: the service's own servicing
+    // run, recorded like every run, so the scheduler finds the day done.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect.clone())
+        .await?;
+    let today = ledger::servicing::today(&mut *conn).await?;
+    let days = lakehouse_api::domain::jobs::servicing::Days::new(None, None, today, false, "to")
+        .map_err(|e| e.reason)?;
+    let session = lakehouse_api::domain::jobs::Session::Owner(pool.clone());
+    let run = lakehouse_api::domain::jobs::servicing::run(&session, days, 2)
+        .await
+        .map_err(|e| format!("servicing failed: {e:?}"))?;
+    pool.close().await;
+    progress.step(&format!(
+        "serviced through {today}: {} entries",
+        run.records_written.unwrap_or_default()
+    ));
     eprintln!(
         "\ngenerated {} customers, {loan_count} loans, {payment_count} payments, \
          {book_rows} installment, allocation and journal rows in {:.1}s",
@@ -515,7 +527,6 @@ struct Outcome {
     balances: ledger::Balances,
     total_paid: Decimal,
     closed_at: Option<DateTime<Utc>>,
-    defaulted_at: Option<DateTime<Utc>>,
 }
 
 impl Outcome {
@@ -525,7 +536,6 @@ impl Outcome {
             balances: history.books.balances(),
             total_paid: history.total_paid,
             closed_at: history.closed_at,
-            defaulted_at: history.defaulted_at,
         }
     }
 }
@@ -910,8 +920,13 @@ async fn deferred_structures(conn: &mut PgConnection, table: &str) -> CliResult<
 /// Services every active loan for today (which catches up every earlier due date), as the
 /// in-service scheduler does daily.
 async fn service_through_today(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT * FROM core.service_loans(core.business_date(now()), NULL, 2147483647)")
-        .execute(conn)
-        .await?;
+    let today = ledger::servicing::today(&mut *conn).await?;
+    ledger::servicing::open_day(&mut *conn, today).await?;
+    while ledger::servicing::service_batch(&mut *conn, today, None)
+        .await?
+        .last
+        .is_some()
+    {}
+    ledger::servicing::close_day(&mut *conn, today).await?;
     Ok(())
 }

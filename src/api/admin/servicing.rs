@@ -56,5 +56,7 @@ pub async fn run_servicing(
     };
     let days = jobs::servicing::Days::new(request.from, request.to, today, false, "to")
         .map_err(|e| ApiError::invalid_field(e.field, e.reason))?;
-    Ok(Json(jobs::servicing::run(&session, days).await?))
+    Ok(Json(
+        jobs::servicing::run(&session, days, state.jobs.servicing_workers).await?,
+    ))
 }

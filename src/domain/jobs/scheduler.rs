@@ -49,12 +49,18 @@ const PERIODIC: [(&str, i64, Duration); 4] = [
 ];
 
 /// Runs forever: every `period`, whatever is due.
-pub async fn run(pool: PgPool, session: Session, period: Duration, retention: RetentionConfig) {
+pub async fn run(
+    pool: PgPool,
+    session: Session,
+    period: Duration,
+    retention: RetentionConfig,
+    servicing_workers: usize,
+) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        for run in run_due(&pool, &session, &retention).await {
+        for run in run_due(&pool, &session, &retention, servicing_workers).await {
             tracing::info!(job = %run.job_name, job_id = %run.job_id, status = %run.status, "scheduled job ran");
         }
     }
@@ -62,14 +68,19 @@ pub async fn run(pool: PgPool, session: Session, period: Duration, retention: Re
 
 /// One round: fails abandoned runs, then runs each job that is due and whose lock this instance
 /// gets. Returns the runs it made; failures are logged and retried next round.
-pub async fn run_due(pool: &PgPool, session: &Session, retention: &RetentionConfig) -> Vec<JobRun> {
+pub async fn run_due(
+    pool: &PgPool,
+    session: &Session,
+    retention: &RetentionConfig,
+    servicing_workers: usize,
+) -> Vec<JobRun> {
     match super::fail_abandoned(pool).await {
         Ok(0) => {}
         Ok(failed) => tracing::warn!(failed, "job runs whose runner was gone marked failed"),
         Err(error) => tracing::warn!(%error, "checking for abandoned job runs failed"),
     }
     let mut runs = Vec::new();
-    match service_if_due(pool, session).await {
+    match service_if_due(pool, session, servicing_workers).await {
         Ok(run) => runs.extend(run),
         Err(error) => tracing::warn!(?error, "servicing failed; retrying next round"),
     }
@@ -143,7 +154,11 @@ async fn run_if_due(
 
 /// Runs servicing from the day after the last successful run through today, unless it is up to
 /// date or another instance holds its lock. Returns the run, if there was one.
-pub async fn service_if_due(pool: &PgPool, session: &Session) -> Result<Option<JobRun>, ApiError> {
+pub async fn service_if_due(
+    pool: &PgPool,
+    session: &Session,
+    workers: usize,
+) -> Result<Option<JobRun>, ApiError> {
     exclusively(pool, SERVICING_LOCK, || async move {
         let mut tx = session.begin().await?;
         let today: NaiveDate =
@@ -172,7 +187,7 @@ pub async fn service_if_due(pool: &PgPool, session: &Session) -> Result<Option<J
             to: today,
             rehearsal: false,
         };
-        Ok(Some(servicing::run(session, days).await?))
+        Ok(Some(servicing::run(session, days, workers).await?))
     })
     .await
 }

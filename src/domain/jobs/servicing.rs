@@ -1,12 +1,18 @@
-//! Daily loan servicing as a job: each day of a range in order (catching up), each in batches
-//! of loans that commit on their own, so a repayment never waits for the whole book. The run
-//! and its counts are recorded like every job's.
+//! Daily loan servicing as a job: each day of a range in order (catching up). A day is opened
+//! (its active loans queued) and `workers` tasks take batches off its queue, each batch a short
+//! transaction of its own over loans nobody else holds, until the queue is empty. The run and its
+//! counts are recorded like every job's.
+
+use std::time::Duration;
 
 use chrono::NaiveDate;
 
 use super::{Counts, JobRun, JobSpec, Session};
 use crate::domain::ledger::servicing::{self, Serviced};
 use crate::platform::error::ApiError;
+
+/// How long a run waits before it looks again for queued loans that other transactions held.
+const HELD_LOANS_RETRY: Duration = Duration::from_millis(50);
 
 pub const SPEC: JobSpec = JobSpec {
     name: "loan_servicing",
@@ -78,8 +84,9 @@ impl Days {
     }
 }
 
-/// Services every active loan for each day of `days`, in order.
-pub async fn run(session: &Session, days: Days) -> Result<JobRun, ApiError> {
+/// Services every active loan for each day of `days`, in order, with `workers` tasks taking
+/// batches off each day's queue.
+pub async fn run(session: &Session, days: Days, workers: usize) -> Result<JobRun, ApiError> {
     let Days {
         from,
         to,
@@ -90,38 +97,68 @@ pub async fn run(session: &Session, days: Days) -> Result<JobRun, ApiError> {
     } else {
         serde_json::json!({ "from": from, "to": to })
     };
-    let batches = session.clone();
-    super::run(session, &SPEC, parameters, move |_, tx| async move {
-        // The first batch uses the job's transaction; every batch commits on its own.
-        let mut tx = Some(tx);
+    let session = session.clone();
+    let job_session = session.clone();
+    super::run(&job_session, &SPEC, parameters, move |_, tx| async move {
+        // The batches commit on their own: the job's transaction is not held idle meanwhile.
+        tx.rollback().await?;
         let mut total = Serviced::default();
         for day in from.iter_days().take_while(|d| *d <= to) {
-            let mut after = None;
-            loop {
-                let mut batch = match tx.take() {
-                    Some(tx) => tx,
-                    None => batches.begin().await?,
-                };
-                let (serviced, last) = servicing::service_batch(&mut batch, day, after).await?;
-                batch.commit().await?;
-                total += serviced;
-                match last {
-                    Some(last) => after = Some(last),
-                    None => break,
-                }
-            }
+            total += service_day(&session, day, workers.max(1)).await?;
         }
-        let tx = match tx {
-            Some(tx) => tx,
-            None => batches.begin().await?,
-        };
         let counts = Counts {
             read: i64::from(total.loans),
             written: i64::from(total.interest_entries + total.late_fees)
                 + i64::from(total.defaulted + total.cured),
             failed: 0,
         };
-        Ok((tx, counts))
+        Ok((session.begin().await?, counts))
     })
     .await
+}
+
+/// Opens `day` and services its queue until it is empty, then closes it.
+async fn service_day(
+    session: &Session,
+    day: NaiveDate,
+    workers: usize,
+) -> Result<Serviced, ApiError> {
+    let mut tx = session.begin().await?;
+    servicing::open_day(&mut tx, day).await?;
+    tx.commit().await?;
+    let mut total = Serviced::default();
+    loop {
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| tokio::spawn(drain(session.clone(), day)))
+            .collect();
+        for task in tasks {
+            total += task
+                .await
+                .map_err(|e| ApiError::Internal(format!("servicing worker: {e}")))??;
+        }
+        let mut tx = session.begin().await?;
+        let closed = servicing::close_day(&mut tx, day).await?;
+        tx.commit().await?;
+        if closed {
+            return Ok(total);
+        }
+        // What is left was held by repayments or other batches: they finish in a moment.
+        tokio::time::sleep(HELD_LOANS_RETRY).await;
+    }
+}
+
+/// One worker: batches from the start of `day`'s queue to its end.
+async fn drain(session: Session, day: NaiveDate) -> Result<Serviced, ApiError> {
+    let mut total = Serviced::default();
+    let mut after = None;
+    loop {
+        let mut tx = session.begin().await?;
+        let batch = servicing::service_batch(&mut tx, day, after).await?;
+        tx.commit().await?;
+        total += batch.serviced;
+        match batch.last {
+            Some(last) => after = Some(last),
+            None => return Ok(total),
+        }
+    }
 }

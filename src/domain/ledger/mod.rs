@@ -55,12 +55,20 @@ pub fn error(error: LedgerError) -> ApiError {
 
 /// Locks `loan_id`'s row for a movement whose business day is that of `at`: the first step of
 /// every balance change, and the only way to the [`LockedLoan`] the commands below take. A loan
-/// the caller cannot see is 404.
+/// the caller cannot see is 404. A loan an opened servicing day has not reached yet is serviced
+/// first, so the movement comes after that day's servicing, as it would had the batch come first.
 pub async fn lock_loan(
     conn: &mut PgConnection,
     loan_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<LockedLoan, ApiError> {
+    let loan = repo::lock_loan(conn, loan_id, at)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !loan.servicing_pending {
+        return Ok(loan);
+    }
+    servicing::catch_up(conn, loan_id).await?;
     repo::lock_loan(conn, loan_id, at)
         .await?
         .ok_or(ApiError::NotFound)

@@ -106,6 +106,8 @@ pub struct LockedLoan {
     pub reamortisation: Reamortisation,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
     pub business_date: NaiveDate,
+    /// An opened servicing day has not reached this loan yet.
+    pub servicing_pending: bool,
 }
 
 impl LockedLoan {
@@ -153,7 +155,8 @@ pub async fn lock_loan(
                l.penalties_outstanding, l.next_due_date, l.written_off_amount,
                l.recovered_amount, p.prepayment_fee_rate,
                p.prepayment_reamortisation AS "reamortisation: _",
-               core.business_date($2) AS "business_date!"
+               core.business_date($2) AS "business_date!",
+               core.servicing_pending(l.loan_id) AS "servicing_pending!"
         FROM core.loans l JOIN core.products p ON p.product_code = l.product_code
         WHERE (l.loan_id, l.application_date) =
               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)

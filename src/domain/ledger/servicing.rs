@@ -1,6 +1,8 @@
-//! Daily servicing of every active loan, set-based in `core.service_loans` (migration 0012):
-//! interest falling due becomes receivable, late fees, default and cure. This module runs one
-//! batch; `jobs::servicing` runs days and batches and records the run.
+//! Daily servicing of every active loan, set-based in PL/pgSQL (migration 0028): interest falling
+//! due becomes receivable, late fees, default and cure. A day is opened (every active loan
+//! queued), then serviced in batches that lock only loans nobody else holds; a money movement on a
+//! loan still queued services it first ([`catch_up`]). This module runs one step; `jobs::servicing`
+//! runs days and workers and records the run.
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -8,7 +10,7 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// How many loans one batch locks: a repayment on one of them waits at most one batch.
+/// How many queued loans one batch claims: a repayment on one of them waits at most one batch.
 pub const BATCH: i32 = 500;
 
 /// What one batch did.
@@ -33,18 +35,34 @@ impl std::ops::AddAssign for Serviced {
     }
 }
 
-/// Services the active loans after `after` (by id), at most [`BATCH`] of them, for `day`.
-/// Returns what it did and the last loan of the batch (`None` when there were none).
+/// One batch: what it did, the queued loans it left because another transaction held them, and
+/// the claim cursor for the next batch (`None`: nothing left after `after`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch {
+    pub serviced: Serviced,
+    pub skipped: i32,
+    pub last: Option<Uuid>,
+}
+
+/// Opens `day`: queues every active loan not queued for it already. Returns the loans queued.
+pub async fn open_day(conn: &mut PgConnection, day: NaiveDate) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT core.open_servicing_day($1) AS "queued!""#, day)
+        .fetch_one(conn)
+        .await
+}
+
+/// Services the next batch of `day`'s queue after the cursor `after`, for the caller to commit.
 pub async fn service_batch(
     conn: &mut PgConnection,
     day: NaiveDate,
     after: Option<Uuid>,
-) -> Result<(Serviced, Option<Uuid>), sqlx::Error> {
+) -> Result<Batch, sqlx::Error> {
     let batch = sqlx::query!(
         r#"
-        SELECT last_loan, loans AS "loans!", interest_entries AS "interest_entries!",
-               late_fees AS "late_fees!", defaulted AS "defaulted!", cured AS "cured!"
-        FROM core.service_loans($1, $2, $3)
+        SELECT last_loan, loans AS "loans!", skipped AS "skipped!",
+               interest_entries AS "interest_entries!", late_fees AS "late_fees!",
+               defaulted AS "defaulted!", cured AS "cured!"
+        FROM core.service_queued($1, $2, $3)
         "#,
         day,
         after,
@@ -52,16 +70,32 @@ pub async fn service_batch(
     )
     .fetch_one(conn)
     .await?;
-    Ok((
-        Serviced {
+    Ok(Batch {
+        serviced: Serviced {
             loans: batch.loans,
             interest_entries: batch.interest_entries,
             late_fees: batch.late_fees,
             defaulted: batch.defaulted,
             cured: batch.cured,
         },
-        batch.last_loan,
-    ))
+        skipped: batch.skipped,
+        last: batch.last_loan,
+    })
+}
+
+/// Closes `day` if its queue is empty; whether it is closed.
+pub async fn close_day(conn: &mut PgConnection, day: NaiveDate) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT core.close_servicing_day($1) AS "closed!""#, day)
+        .fetch_one(conn)
+        .await
+}
+
+/// Services `loan_id` for every opened day that has not reached it yet. The caller holds the
+/// loan's lock. Returns the days serviced (usually 0).
+pub(super) async fn catch_up(conn: &mut PgConnection, loan_id: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT core.service_loan_now($1) AS "days!""#, loan_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// The business day now.

@@ -381,6 +381,17 @@ impl PiiKeys {
     }
 }
 
+/// Tasks of a servicing run (`SERVICING_WORKERS`, default 1), for the command line's runs.
+pub fn servicing_workers(src: &dyn Source) -> Result<usize, ConfigError> {
+    let workers = parsed(
+        src,
+        "SERVICING_WORKERS",
+        HttpConfig::default().servicing_workers,
+        "a number of workers",
+    )?;
+    Ok(workers.max(1))
+}
+
 /// The token secret (`JWT_SECRET`), at least 32 bytes.
 pub fn jwt_secret(src: &dyn Source) -> Result<Secret, ConfigError> {
     let secret = required(src, "JWT_SECRET")?;
@@ -480,6 +491,8 @@ pub struct HttpConfig {
     pub job_timeout: Duration,
     /// How often the in-service scheduler checks which jobs are due; zero: never.
     pub scheduler_interval: Duration,
+    /// Tasks of a servicing run that take batches off a day's queue at once.
+    pub servicing_workers: usize,
     /// How long what the retention job deletes is kept.
     pub retention: RetentionConfig,
     pub import_limit_bytes: usize,
@@ -514,6 +527,7 @@ impl Default for HttpConfig {
             shutdown_timeout: ms(30_000),
             job_timeout: ms(300_000),
             scheduler_interval: ms(600_000),
+            servicing_workers: 1,
             retention: RetentionConfig::default(),
             import_limit_bytes: 268_435_456,
             max_concurrent_imports: 2,
@@ -562,6 +576,7 @@ impl HttpConfig {
                 u64::try_from(d.scheduler_interval.as_millis()).unwrap_or(u64::MAX),
                 "a whole number of milliseconds (0: off)",
             )?),
+            servicing_workers: servicing_workers(src)?,
             retention: RetentionConfig::from_source(src)?,
             import_limit_bytes: parsed(
                 src,

@@ -1,7 +1,7 @@
 //! A generated loan's life, played through the ledger's own engine as the service would have
-//! recorded it: the schedule, the repayments (most borrowers current, some in arrears, some
-//! paying off early, a few defaulting), then servicing through today (interest falling due, late
-//! fees, default). The same loan always plays out the same way: its random choices come from its
+//! recorded it: the schedule and the repayments (most borrowers current, some in arrears, some
+//! paying off early, a few defaulting). Servicing through today is left to the service's own
+//! servicing, which the seed runs once the loans are loaded. The same loan always plays out the same way: its random choices come from its
 //! own id, so the seed can replay a loan to write its rows table by table.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -12,16 +12,12 @@ use super::generated::{uuid_v7, Loan, Rng};
 use lakehouse_api::domain::ledger::journal::{Account, EntryKind, Lines};
 use lakehouse_api::domain::ledger::model::LoanStatus;
 use lakehouse_api::domain::ledger::{Allocation, Ledger, Reamortisation, Terms as LoanTerms};
-use lakehouse_api::domain::money::{annuity_schedule, cents};
+use lakehouse_api::domain::money::annuity_schedule;
 
 /// What the product charges, as `core.products` has it.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct Terms {
     pub annual_interest_rate: Decimal,
-    pub grace_days: i32,
-    pub late_fee_amount: Decimal,
-    pub late_fee_rate: Decimal,
-    pub default_after_days: i32,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
 }
@@ -65,7 +61,6 @@ pub struct History {
     pub entries: Vec<Entry>,
     pub status: LoanStatus,
     pub closed_at: Option<DateTime<Utc>>,
-    pub defaulted_at: Option<DateTime<Utc>>,
     pub total_paid: Decimal,
 }
 
@@ -89,7 +84,6 @@ enum Conduct {
 
 /// Plays `loan` out until `now`; repayments before `earliest` are made late, on a day after
 /// it (the payments' partitions cover only the recent months).
-#[allow(clippy::too_many_lines)] // to split: servicing moves into the ledger (issue 21)
 pub fn play(
     loan: &Loan,
     terms: &Terms,
@@ -189,53 +183,11 @@ pub fn play(
         }
     }
 
-    // Servicing through today, unless the loan is settled.
+    // Servicing (interest falling due, late fees, default) is the service's own: the seed runs
+    // it for today over every loan once they are loaded.
     let settled = books.is_settled();
-    let mut defaulted_at = None;
-    if !settled {
-        for s in &mut books.installments {
-            if s.due_date > today {
-                continue;
-            }
-            let owed = s.interest_due - s.interest_posted;
-            if owed > Decimal::ZERO {
-                s.interest_posted = s.interest_due;
-                let interest = (Account::LoanInterest, Account::InterestIncome, owed);
-                entries.push(charge(
-                    &mut rng,
-                    EntryKind::InterestDue,
-                    s.due_date,
-                    s.number,
-                    interest,
-                ));
-            }
-            let unpaid = s.principal_due - s.principal_paid + s.interest_due - s.interest_paid;
-            let late_on = s.due_date + Duration::days(i64::from(terms.grace_days) + 1);
-            if unpaid > Decimal::ZERO && late_on <= today {
-                let fee = terms.late_fee_amount + cents(terms.late_fee_rate * unpaid);
-                if fee > Decimal::ZERO {
-                    books.penalties_outstanding += fee;
-                    let penalty = (Account::LoanPenalties, Account::PenaltyIncome, fee);
-                    entries.push(charge(
-                        &mut rng,
-                        EntryKind::LateFee,
-                        late_on,
-                        s.number,
-                        penalty,
-                    ));
-                }
-            }
-        }
-        let overdue = books.days_past_due(today);
-        if overdue > i64::from(terms.default_after_days) {
-            let on = today - Duration::days(overdue - i64::from(terms.default_after_days) - 1);
-            defaulted_at = Some(at_time(on, &mut rng));
-        }
-    }
     let status = if settled {
         LoanStatus::Closed
-    } else if defaulted_at.is_some() {
-        LoanStatus::Defaulted
     } else {
         LoanStatus::Disbursed
     };
@@ -246,34 +198,11 @@ pub fn play(
         repayments,
         entries,
         status,
-        defaulted_at,
     }
 }
 
 fn at_time(day: NaiveDate, rng: &mut Rng) -> DateTime<Utc> {
     day.and_hms_opt(8, 0, 0).unwrap_or_default().and_utc() + Duration::minutes(rng.below(60 * 10))
-}
-
-/// An installment's charge, as servicing posts it on day `on`: `(owed on, earned by, amount)`.
-fn charge(
-    rng: &mut Rng,
-    kind: EntryKind,
-    on: NaiveDate,
-    installment: i32,
-    (owed_on, earned_by, amount): (Account, Account, Decimal),
-) -> Entry {
-    let mut lines = Lines::new();
-    lines.transfer(owed_on, earned_by, amount);
-    let posted_at = on.and_hms_opt(1, 0, 0).unwrap_or_default().and_utc();
-    Entry {
-        id: uuid_v7(posted_at, rng),
-        kind,
-        business_date: on,
-        posted_at,
-        payment_id: None,
-        installment: Some(installment),
-        lines,
-    }
 }
 
 /// When the last repayment was made (the disbursement, before any).
