@@ -187,6 +187,10 @@ BEGIN
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     UPDATE core.servicing_days SET queued = queued + n WHERE business_date = p_date;
+    -- The queue is empty between runs, and autovacuum analyses it long after a run fills it:
+    -- with statistics of an empty table, the batches' claims and every repayment's check of its
+    -- loan would scan the whole queue.
+    ANALYZE core.servicing_queue;
     RETURN n;
 END $$;
 
@@ -207,7 +211,8 @@ DECLARE
 BEGIN
     WITH claimed AS (
         SELECT q.loan_id, q.application_date FROM core.servicing_queue q
-        WHERE q.business_date = p_date AND (p_after IS NULL OR q.loan_id > p_after)
+        WHERE q.business_date = p_date
+          AND q.loan_id > coalesce(p_after, '00000000-0000-0000-0000-000000000000')
         ORDER BY q.loan_id LIMIT p_limit FOR UPDATE SKIP LOCKED
     ), locked AS (
         SELECT c.loan_id, c.application_date FROM claimed c

@@ -33,6 +33,30 @@ impl EventStream {
         Self::open_on(&app.router, app, path, token, last_event_id).await
     }
 
+    /// A stream on `router`, or `None` if it answers other than 200 (PostgreSQL down).
+    async fn try_open(
+        router: &axum::Router,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Option<Self> {
+        let mut request = axum::http::Request::builder()
+            .method(Method::GET)
+            .uri(LOAN_STATUS)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .ok()?;
+        (response.status() == StatusCode::OK).then(|| Self {
+            body: response.into_body().into_data_stream(),
+            buffer: String::new(),
+        })
+    }
+
     async fn open_on(
         router: &axum::Router,
         app: &TestApp,
@@ -714,4 +738,155 @@ async fn a_forged_notification_delivers_nothing_and_moves_no_position() {
         id, outbox,
         "the stream's position is the outbox's, not the forged id"
     );
+}
+
+/// Writes `total` numbered loan_status_changed events one after another, each once even if a
+/// write is retried across an outage (an insert whose answer was lost may have committed).
+async fn numbered_events(owner: sqlx::postgres::PgConnectOptions, total: i64) {
+    use sqlx::Connection;
+    let mut conn: Option<sqlx::PgConnection> = None;
+    let mut n = 0;
+    while n < total {
+        if conn.is_none() {
+            conn = sqlx::PgConnection::connect_with(&owner).await.ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let written = sqlx::query(
+            "INSERT INTO metadata.outbox_events (topic, aggregate_id, payload) \
+             SELECT 'loan_status_changed', gen_random_uuid(), jsonb_build_object('n', $1::bigint) \
+             WHERE NOT EXISTS (SELECT 1 FROM metadata.outbox_events \
+                               WHERE topic = 'loan_status_changed' AND payload->>'n' = $1::text)",
+        )
+        .bind(n)
+        .execute(&mut *c)
+        .await;
+        if written.is_ok() {
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        } else {
+            conn = None;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Reads `stream` until it has every number below `total`, reconnecting with the last id it got
+/// through `reopen` when the stream ends or goes quiet; returns the ids in the order received.
+/// Each number must arrive once.
+async fn every_number_once<F, Fut>(
+    mut stream: EventStream,
+    total: i64,
+    mut numbers: std::collections::HashSet<i64>,
+    mut ids: Vec<i64>,
+    mut reopen: F,
+) -> Vec<i64>
+where
+    F: FnMut(Option<i64>) -> Fut,
+    Fut: std::future::Future<Output = Option<EventStream>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (numbers.len() as i64) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} numbers",
+            numbers.len()
+        );
+        match stream.next(Duration::from_secs(5)).await {
+            Some((id, data)) => {
+                let n = data["n"].as_i64().expect("a numbered event");
+                assert!(numbers.insert(n), "number {n} arrived twice (id {id})");
+                ids.push(id);
+            }
+            None => loop {
+                if let Some(again) = reopen(ids.last().copied()).await {
+                    stream = again;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            },
+        }
+    }
+    ids
+}
+
+/// PostgreSQL restarts while a client follows the staff stream and events are being written:
+/// reconnecting with its Last-Event-ID, the client gets every event exactly once, in the order of
+/// the ids they were written with (one writer, one after another).
+#[tokio::test]
+async fn a_client_gets_every_event_once_across_a_postgres_restart() {
+    let Some(own) = crate::helpers::OwnCluster::start(
+        "eventsrestart",
+        Duration::from_secs(2),
+        Duration::from_secs(3),
+    )
+    .await
+    else {
+        return;
+    };
+    let total = 400;
+    let stream = EventStream::try_open(&own.router, &own.staff, None)
+        .await
+        .expect("a stream");
+    let producer = tokio::spawn(numbered_events(own.owner.clone(), total));
+    let restart = {
+        let cluster = &own.cluster;
+        async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            cluster.stop().expect("stop PostgreSQL");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.restart().expect("start PostgreSQL again");
+        }
+    };
+    let (router, staff) = (own.router.clone(), own.staff.clone());
+    let (ids, ()) = tokio::join!(
+        every_number_once(stream, total, Default::default(), Vec::new(), |last| {
+            let (router, staff) = (router.clone(), staff.clone());
+            async move { EventStream::try_open(&router, &staff, last).await }
+        }),
+        restart
+    );
+    producer.await.unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in the order written");
+}
+
+/// A client's instance dies mid-stream: it resumes on another instance with its Last-Event-ID
+/// and gets every later event exactly once.
+#[tokio::test]
+async fn a_client_resumes_on_another_instance_when_its_instance_dies_mid_stream() {
+    let app = TestApp::spawn().await;
+    let total = 300;
+    let first = app.another_instance();
+    let mut stream = EventStream::open_on(&first, &app, LOAN_STATUS, &app.staff(), None).await;
+    let producer = tokio::spawn(numbered_events(
+        app.owner.connect_options().as_ref().clone(),
+        total,
+    ));
+    let (mut numbers, mut ids) = (std::collections::HashSet::new(), Vec::new());
+    while ids.len() < 100 {
+        let (id, data) = stream
+            .next(SOON)
+            .await
+            .expect("events on the first instance");
+        assert!(numbers.insert(data["n"].as_i64().unwrap()));
+        ids.push(id);
+    }
+    // The instance dies, and its streams with it.
+    drop(stream);
+    drop(first);
+    let survivor = app.another_instance();
+    let staff = app.staff();
+    let resumed = EventStream::try_open(&survivor, &staff, ids.last().copied())
+        .await
+        .expect("a stream on the other instance");
+    let ids = every_number_once(resumed, total, numbers, ids, |last| {
+        let (survivor, staff) = (survivor.clone(), staff.clone());
+        async move { EventStream::try_open(&survivor, &staff, last).await }
+    })
+    .await;
+    producer.await.unwrap();
+    assert_eq!(ids.len(), total as usize);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in the order written");
 }
