@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
 
 use super::{Counts, JobRun, JobSpec, Session};
 use crate::platform::error::ApiError;
@@ -37,18 +38,10 @@ pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiErr
         move |_, tx: Transaction<'static, Postgres>| async move {
             // The chunks commit on their own: the job's transaction is not held idle meanwhile.
             tx.rollback().await?;
-            let mut written = 0;
-            let mut after = None;
-            loop {
-                let mut tx = chunks.begin().await?;
-                let (count, last) = refresh_chunk(&mut tx, day, after).await?;
-                tx.commit().await?;
-                written += count;
-                match last {
-                    Some(last) => after = Some(last),
-                    None => break,
-                }
-            }
+            let written = super::in_customer_ranges(&chunks, move |tx, after| {
+                Box::pin(refresh_chunk(tx, day, after))
+            })
+            .await?;
             Ok((
                 chunks.begin().await?,
                 Counts {
@@ -62,23 +55,25 @@ pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiErr
     .await
 }
 
-/// Customers a chunk refreshes (about 0.7 s at the bench volume).
+/// Customers a chunk refreshes (well under a second at the bench volume).
 const CHUNK: i64 = 20_000;
 
-/// Refreshes the next [`CHUNK`] customers after `after` (by id); returns how many and the last
-/// one (`None` when there were none).
+/// Refreshes the next [`CHUNK`] customers after `after` (by id): the ids in (`after`, upper],
+/// a range, so that the loans and payments are read with one range filter each. Returns how
+/// many it wrote and the upper bound ([`Uuid::max`] for the last chunk).
 async fn refresh_chunk(
     tx: &mut sqlx::PgConnection,
     day: NaiveDate,
-    after: Option<uuid::Uuid>,
-) -> Result<(i64, Option<uuid::Uuid>), sqlx::Error> {
+    after: Uuid,
+) -> Result<(i64, Uuid), sqlx::Error> {
     let chunk = sqlx::query!(
                 r#"
                 WITH cutoff AS (SELECT (($1::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM core.business_settings)) AS at),
-                chunk AS (
-                    SELECT c.customer_id, c.credit_score FROM core.customers c, cutoff
-                    WHERE c.created_at < cutoff.at AND ($2::uuid IS NULL OR c.customer_id > $2)
-                    ORDER BY c.customer_id LIMIT $3
+                bounds AS (
+                    SELECT $2::uuid AS lo,
+                           coalesce((SELECT c.customer_id FROM core.customers c WHERE c.customer_id > $2
+                                     ORDER BY c.customer_id OFFSET $3::bigint - 1 LIMIT 1),
+                                    'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid) AS hi
                 ),
                 loan_stats AS (
                     SELECT l.customer_id,
@@ -96,16 +91,16 @@ async fn refresh_chunk(
                            sum((l.collateral_info->>'value')::numeric)
                                FILTER (WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.disbursement_date < cutoff.at
                                          AND (l.collateral_info->>'value')::numeric > 0) AS collateral_value
-                    FROM core.loans l, cutoff
+                    FROM core.loans l, cutoff, bounds
                     WHERE l.application_date < cutoff.at
-                      AND l.customer_id IN (SELECT customer_id FROM chunk)
+                      AND l.customer_id > bounds.lo AND l.customer_id <= bounds.hi
                     GROUP BY l.customer_id
                 ),
                 repaid AS (
                     SELECT p.customer_id, sum(p.amount) AS total_repaid
-                    FROM core.payments p, cutoff
+                    FROM core.payments p, cutoff, bounds
                     WHERE p.payment_type = 'REPAYMENT' AND p.status = 'COMPLETED' AND p.payment_date < cutoff.at
-                      AND p.customer_id IN (SELECT customer_id FROM chunk)
+                      AND p.customer_id > bounds.lo AND p.customer_id <= bounds.hi
                     GROUP BY p.customer_id
                 ),
                 upserted AS (
@@ -118,9 +113,12 @@ async fn refresh_chunk(
                                         + least(coalesce(s.days_past_due, 0), 90) / 3.0), 2),
                        CASE WHEN s.collateral_value > 0
                             THEN least(round(s.secured_amount / s.collateral_value, 4), 999.9999) END
-                FROM chunk c
+                FROM core.customers c
+                CROSS JOIN cutoff
+                CROSS JOIN bounds
                 LEFT JOIN loan_stats s ON s.customer_id = c.customer_id
                 LEFT JOIN repaid r ON r.customer_id = c.customer_id
+                WHERE c.created_at < cutoff.at AND c.customer_id > bounds.lo AND c.customer_id <= bounds.hi
                 ON CONFLICT ON CONSTRAINT customer_metrics_customer_date_key DO UPDATE SET
                     total_loans = EXCLUDED.total_loans, active_loans = EXCLUDED.active_loans,
                     total_borrowed = EXCLUDED.total_borrowed, total_repaid = EXCLUDED.total_repaid,
@@ -128,8 +126,7 @@ async fn refresh_chunk(
                     risk_score = EXCLUDED.risk_score, ltv_ratio = EXCLUDED.ltv_ratio, created_at = now()
                 RETURNING 1
                 )
-                SELECT (SELECT count(*) FROM upserted) AS "written!",
-                       (SELECT customer_id FROM chunk ORDER BY customer_id DESC LIMIT 1) AS last
+                SELECT (SELECT count(*) FROM upserted) AS "written!", (SELECT hi FROM bounds) AS "upper!"
                 "#,
                 day,
                 after,
@@ -137,5 +134,5 @@ async fn refresh_chunk(
             )
             .fetch_one(tx)
             .await?;
-    Ok((chunk.written, chunk.last))
+    Ok((chunk.written, chunk.upper))
 }

@@ -243,6 +243,33 @@ where
     outcome.map(|_| recorded)
 }
 
+/// One chunk of a refresh by customer-id range: the rows it wrote and the range's upper bound
+/// ([`Uuid::max`] for the last range).
+pub(crate) type Chunk<'c> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(i64, Uuid), sqlx::Error>> + Send + 'c>>;
+
+/// Runs `chunk` over consecutive ranges of customer ids, starting after the nil id, each in a
+/// transaction of its own that commits, until a range ends at [`Uuid::max`]. No transaction of
+/// the refresh is longer than one chunk, so none holds the events' horizon back for long.
+/// Returns the rows written.
+pub(crate) async fn in_customer_ranges(
+    session: &Session,
+    chunk: impl for<'c> Fn(&'c mut sqlx::PgConnection, Uuid) -> Chunk<'c>,
+) -> Result<i64, ApiError> {
+    let mut written = 0;
+    let mut after = Uuid::nil();
+    loop {
+        let mut tx = session.begin().await?;
+        let (count, upper) = chunk(&mut tx, after).await?;
+        tx.commit().await?;
+        written += count;
+        if upper == Uuid::max() {
+            return Ok(written);
+        }
+        after = upper;
+    }
+}
+
 /// Marks failed every RUNNING run whose runner no longer holds its lock; returns how many.
 pub async fn fail_abandoned(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
