@@ -250,6 +250,13 @@ BEGIN
     RETURN true;
 END $$;
 
+-- The earliest day opened and not finished: another instance's run, which this one's workers may
+-- help with.
+CREATE FUNCTION core.servicing_day_open() RETURNS date
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT min(d.business_date) FROM core.servicing_days d WHERE d.finished_at IS NULL
+$$;
+
 -- Whether servicing has yet to reach this loan on a day already opened.
 CREATE FUNCTION core.servicing_pending(p_loan uuid) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -282,9 +289,10 @@ END $$;
 
 REVOKE EXECUTE ON FUNCTION core.service_locked(date, uuid[], timestamptz[]),
     core.open_servicing_day(date), core.service_queued(date, uuid, integer),
-    core.close_servicing_day(date), core.servicing_pending(uuid), core.service_loan_now(uuid)
+    core.close_servicing_day(date), core.servicing_day_open(), core.servicing_pending(uuid),
+    core.service_loan_now(uuid)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION core.open_servicing_day(date), core.service_queued(date, uuid, integer),
-    core.close_servicing_day(date) TO lakehouse_admin_api;
+    core.close_servicing_day(date), core.servicing_day_open() TO lakehouse_admin_api;
 GRANT EXECUTE ON FUNCTION core.servicing_pending(uuid), core.service_loan_now(uuid)
     TO lakehouse_app_user, lakehouse_staff, lakehouse_admin_api;

@@ -1162,3 +1162,51 @@ async fn a_batch_skips_a_loan_another_transaction_holds_and_a_later_batch_takes_
         "both loans serviced for the day"
     );
 }
+
+/// While one instance runs servicing (it holds the job's lock and has a day open), another
+/// instance's scheduler round lends its workers: they take the day's batches, and the run's
+/// day is left for that run to close and record.
+#[tokio::test]
+async fn another_instance_helps_with_the_day_a_running_servicing_has_open() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("CUSTS05", "790790791").await;
+    for _ in 0..3 {
+        app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+            .await;
+    }
+    let day = app.today().await + Days::new(45);
+    open_day(&app, day).await;
+    let mut running = app.owner.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lakehouse_api::domain::jobs::scheduler::SERVICING_LOCK)
+        .execute(&mut *running)
+        .await
+        .unwrap();
+    let session = Session::Caller {
+        pool: app.state.db.pool.clone(),
+        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
+        statement_timeout_ms: 60_000,
+    };
+    let run =
+        lakehouse_api::domain::jobs::scheduler::service_if_due(&app.state.db.pool, &session, 2)
+            .await
+            .unwrap();
+    assert!(run.is_none(), "the other instance's run is the day's run");
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.servicing_queue").await,
+        0,
+        "the helping workers took every batch"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.journal_entries WHERE kind = 'INTEREST_DUE'")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.servicing_days WHERE finished_at IS NULL")
+            .await,
+        1,
+        "closing the day is the run's"
+    );
+    running.rollback().await.unwrap();
+}

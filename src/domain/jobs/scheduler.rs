@@ -153,41 +153,57 @@ async fn run_if_due(
 }
 
 /// Runs servicing from the day after the last successful run through today, unless it is up to
-/// date or another instance holds its lock. Returns the run, if there was one.
+/// date. If another instance holds its lock, this instance's workers help with the day that run
+/// has open instead. Returns the run, if there was one.
 pub async fn service_if_due(
     pool: &PgPool,
     session: &Session,
     workers: usize,
 ) -> Result<Option<JobRun>, ApiError> {
-    exclusively(pool, SERVICING_LOCK, || async move {
-        let mut tx = session.begin().await?;
-        let today: NaiveDate =
-            sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
-                .fetch_one(&mut *tx)
-                .await?;
-        let last: Option<NaiveDate> = sqlx::query_scalar!(
-            r#"
+    let Some(guard) = super::JobLock::try_acquire(pool, SERVICING_LOCK).await? else {
+        let helped = servicing::help(session, workers).await?;
+        if helped.loans > 0 {
+            tracing::info!(
+                loans = helped.loans,
+                "helped another instance's servicing run"
+            );
+        }
+        return Ok(None);
+    };
+    let run = run_servicing_if_due(session, workers).await;
+    guard.release().await;
+    run
+}
+
+async fn run_servicing_if_due(
+    session: &Session,
+    workers: usize,
+) -> Result<Option<JobRun>, ApiError> {
+    let mut tx = session.begin().await?;
+    let today: NaiveDate = sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
+        .fetch_one(&mut *tx)
+        .await?;
+    let last: Option<NaiveDate> = sqlx::query_scalar!(
+        r#"
                 SELECT max((parameters->>'to')::date) FROM metadata.job_execution
                 WHERE job_name = $1 AND status = 'SUCCEEDED'
             "#,
-            servicing::SPEC.name,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if last.is_some_and(|last| last >= today) {
-            return Ok(None);
-        }
-        let earliest = today - chrono::Days::new(servicing::MAX_DAYS as u64 - 1);
-        let from = last
-            .and_then(|last| last.succ_opt())
-            .map_or(today, |next| next.max(earliest));
-        let days = servicing::Days {
-            from,
-            to: today,
-            rehearsal: false,
-        };
-        Ok(Some(servicing::run(session, days, workers).await?))
-    })
-    .await
+        servicing::SPEC.name,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if last.is_some_and(|last| last >= today) {
+        return Ok(None);
+    }
+    let earliest = today - chrono::Days::new(servicing::MAX_DAYS as u64 - 1);
+    let from = last
+        .and_then(|last| last.succ_opt())
+        .map_or(today, |next| next.max(earliest));
+    let days = servicing::Days {
+        from,
+        to: today,
+        rehearsal: false,
+    };
+    Ok(Some(servicing::run(session, days, workers).await?))
 }

@@ -147,6 +147,28 @@ async fn service_day(
     }
 }
 
+/// Lends `workers` tasks to a run another instance holds: they take batches off the queue of the
+/// day it has open until it is empty (that run closes the day and records it). Returns what they
+/// did.
+pub async fn help(session: &Session, workers: usize) -> Result<Serviced, ApiError> {
+    let mut tx = session.begin().await?;
+    let day = servicing::open_day_in_progress(&mut tx).await?;
+    tx.commit().await?;
+    let Some(day) = day else {
+        return Ok(Serviced::default());
+    };
+    let tasks: Vec<_> = (0..workers.max(1))
+        .map(|_| tokio::spawn(drain(session.clone(), day)))
+        .collect();
+    let mut total = Serviced::default();
+    for task in tasks {
+        total += task
+            .await
+            .map_err(|e| ApiError::Internal(format!("servicing worker: {e}")))??;
+    }
+    Ok(total)
+}
+
 /// One worker: batches from the start of `day`'s queue to its end.
 async fn drain(session: Session, day: NaiveDate) -> Result<Serviced, ApiError> {
     let mut total = Serviced::default();

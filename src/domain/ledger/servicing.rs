@@ -83,6 +83,15 @@ pub async fn service_batch(
     })
 }
 
+/// The earliest day opened and not finished (a run in progress, or one that stopped part way).
+pub async fn open_day_in_progress(
+    conn: &mut PgConnection,
+) -> Result<Option<NaiveDate>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT core.servicing_day_open() AS "day""#)
+        .fetch_one(conn)
+        .await
+}
+
 /// Closes `day` if its queue is empty; whether it is closed.
 pub async fn close_day(conn: &mut PgConnection, day: NaiveDate) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT core.close_servicing_day($1) AS "closed!""#, day)
