@@ -149,6 +149,16 @@ impl TestApp {
     }
 }
 
+/// Reproducible draws below `n` (a linear congruential generator from `seed`).
+fn draws(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    }
+}
+
 fn kinds(journal: &Value) -> Vec<&str> {
     journal["entries"]
         .as_array()
@@ -730,13 +740,7 @@ async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
         app.disbursed_loan(customer, "PERSONAL_STD", "9000000.00", 24)
             .await,
     ];
-    let mut seed: u64 = 0x5eed;
-    let mut next = |n: u64| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) % n
-    };
+    let mut next = draws(0x5eed);
     let mut completed: Vec<String> = Vec::new();
     let mut day = 0;
     let mut steps = std::collections::BTreeMap::new();
@@ -1010,13 +1014,7 @@ async fn servicing_interleaved_with_random_movements_keeps_the_books_and_twice_c
         .map(|teller| {
             let (app, loans) = (app.clone(), loans.clone());
             tokio::spawn(async move {
-                let mut seed = 0x5eed + teller;
-                let mut next = |n: u64| {
-                    seed = seed
-                        .wrapping_mul(6_364_136_223_846_793_005)
-                        .wrapping_add(1_442_695_040_888_963_407);
-                    (seed >> 33) % n
-                };
+                let mut next = draws(0x5eed + teller);
                 let mut paid: Vec<String> = Vec::new();
                 for _ in 0..8 {
                     let loan = &loans[next(loans.len() as u64) as usize];

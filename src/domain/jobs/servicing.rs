@@ -97,14 +97,14 @@ pub async fn run(session: &Session, days: Days, workers: usize) -> Result<JobRun
     } else {
         serde_json::json!({ "from": from, "to": to })
     };
-    let session = session.clone();
-    let job_session = session.clone();
-    super::run(&job_session, &SPEC, parameters, move |_, tx| async move {
+    let batches = session.clone();
+    super::run(session, &SPEC, parameters, move |_, tx| async move {
+        let session = batches;
         // The batches commit on their own: the job's transaction is not held idle meanwhile.
         tx.rollback().await?;
         let mut total = Serviced::default();
         for day in from.iter_days().take_while(|d| *d <= to) {
-            total += service_day(&session, day, workers.max(1)).await?;
+            total += service_day(&session, day, workers).await?;
         }
         let counts = Counts {
             read: i64::from(total.loans),
@@ -128,14 +128,7 @@ async fn service_day(
     tx.commit().await?;
     let mut total = Serviced::default();
     loop {
-        let tasks: Vec<_> = (0..workers)
-            .map(|_| tokio::spawn(drain(session.clone(), day)))
-            .collect();
-        for task in tasks {
-            total += task
-                .await
-                .map_err(|e| ApiError::Internal(format!("servicing worker: {e}")))??;
-        }
+        total += drain_with(session, day, workers).await?;
         let mut tx = session.begin().await?;
         let closed = servicing::close_day(&mut tx, day).await?;
         tx.commit().await?;
@@ -154,9 +147,18 @@ pub async fn help(session: &Session, workers: usize) -> Result<Serviced, ApiErro
     let mut tx = session.begin().await?;
     let day = servicing::open_day_in_progress(&mut tx).await?;
     tx.commit().await?;
-    let Some(day) = day else {
-        return Ok(Serviced::default());
-    };
+    match day {
+        Some(day) => drain_with(session, day, workers).await,
+        None => Ok(Serviced::default()),
+    }
+}
+
+/// `workers` tasks (at least one) taking `day`'s batches at once, until none is left to claim.
+async fn drain_with(
+    session: &Session,
+    day: NaiveDate,
+    workers: usize,
+) -> Result<Serviced, ApiError> {
     let tasks: Vec<_> = (0..workers.max(1))
         .map(|_| tokio::spawn(drain(session.clone(), day)))
         .collect();
