@@ -603,3 +603,138 @@ async fn a_record_with_a_nul_character_gets_its_error_and_the_rest_import() {
         .unwrap()
         .contains("NUL"));
 }
+
+/// A body fed line by line from the test, as a slow client sends it.
+fn fed_body() -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    Body,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let lines = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|line| (line, receiver))
+    });
+    (sender, Body::from_stream(lines))
+}
+
+fn good_line(prefix: &str, n: usize) -> Bytes {
+    let record = json!({
+        "customer_code": format!("{prefix}{n:07}"), "full_name": format!("Fed {n}"),
+        "id_number": format!("{:012}", 600_000_000_000u64 + n as u64),
+    });
+    Bytes::from(format!("{record}\n"))
+}
+
+/// While the client is still sending, the lines received so far are staged and committed a
+/// chunk at a time, and no transaction holds a transaction id (which would hold the events'
+/// horizon back). A second upload of the same batch meanwhile is refused with a 409.
+#[tokio::test]
+async fn an_upload_commits_its_chunks_as_they_arrive_and_holds_no_transaction_open_meanwhile() {
+    let app = TestApp::spawn().await;
+    let (sender, body) = fed_body();
+    let feeding = async {
+        for n in 0..1500 {
+            sender.send(Ok(good_line("FED", n))).await.unwrap();
+        }
+        let mut staged = 0;
+        for _ in 0..100 {
+            staged = app
+                .count("SELECT count(*) FROM staging.customer_imports WHERE batch_id = 'fed-1'")
+                .await;
+            if staged >= 1000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            staged, 1000,
+            "the first chunk is committed while the rest is on its way"
+        );
+        assert_eq!(
+            app.count(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND backend_xid IS NOT NULL"
+            )
+            .await,
+            0,
+            "no transaction holds an id while the client sends"
+        );
+        let (_, again) = fed_body();
+        import(&app, "fed-1", again)
+            .await
+            .problem(StatusCode::CONFLICT);
+        for n in 1500..2500 {
+            sender.send(Ok(good_line("FED", n))).await.unwrap();
+        }
+        drop(sender);
+    };
+    let (response, ()) = tokio::join!(import(&app, "fed-1", body), feeding);
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let report = response.json();
+    assert_eq!(
+        (report["imported"].as_i64(), report["failed"].as_i64()),
+        (Some(2500), Some(0))
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.customers WHERE customer_code LIKE 'FED%'")
+            .await,
+        2500
+    );
+}
+
+/// An upload cut off after several chunks were staged leaves no line behind and imports nothing;
+/// the same batch sent again imports every line. Lines a dead upload left staged are replaced.
+#[tokio::test]
+async fn a_failed_upload_leaves_no_line_staged_and_its_batch_can_be_sent_again() {
+    let app = TestApp::spawn().await;
+    let (sender, body) = fed_body();
+    let feeding = async {
+        for n in 0..2500 {
+            sender.send(Ok(good_line("CUT", n))).await.unwrap();
+        }
+        sender
+            .send(Err(std::io::Error::other("connection reset")))
+            .await
+            .unwrap();
+    };
+    let (response, ()) = tokio::join!(import(&app, "cut-1", body), feeding);
+    assert!(response.problem(StatusCode::BAD_REQUEST)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
+    let left = |sql: &'static str| app.count(sql);
+    assert_eq!(
+        left("SELECT count(*) FROM staging.customer_imports WHERE batch_id = 'cut-1'").await,
+        0
+    );
+    assert_eq!(left("SELECT count(*) FROM core.customers").await, 0);
+    assert_eq!(
+        left("SELECT count(*) FROM metadata.job_execution WHERE status = 'FAILED'").await,
+        1
+    );
+
+    // An upload that died (its run never finished) left three lines staged, one of them judged.
+    let dead = Uuid::now_v7();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO metadata.job_execution (job_id, job_name, status) \
+         VALUES ('{dead}', 'customer_import', 'RUNNING'); \
+         INSERT INTO staging.customer_imports (batch_id, line_number, raw_data, job_id, error_message) \
+         SELECT 'cut-1', n, '{{}}', '{dead}', 'stale' FROM generate_series(1, 3) n"
+    ))
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let lines =
+        futures_util::stream::iter((0..2500).map(|n| Ok::<_, std::io::Error>(good_line("CUT", n))));
+    let response = import(&app, "cut-1", Body::from_stream(lines)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let report = response.json();
+    assert_eq!(
+        (report["imported"].as_i64(), report["failed"].as_i64()),
+        (Some(2500), Some(0))
+    );
+    assert_eq!(left("SELECT count(*) FROM core.customers").await, 2500);
+    assert_eq!(
+        left("SELECT count(*) FROM staging.customer_imports WHERE error_message = 'stale'").await,
+        0
+    );
+}

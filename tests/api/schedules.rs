@@ -118,6 +118,35 @@ async fn a_run_longer_than_the_idle_timeout_keeps_its_lock_and_reports_its_outco
             .await,
         1
     );
+
+    // A run of short batches with pauses between them, each longer than the idle timeout: no
+    // transaction of the run waits idle through them, so it too reports its real outcome.
+    let batches = Session::Owner(pool.clone());
+    let run = jobs::run_in_batches(
+        &Session::Owner(pool.clone()),
+        &SPEC,
+        serde_json::json!({}),
+        None,
+        |_| async move {
+            for _ in 0..3 {
+                let mut tx = batches.begin().await?;
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
+                tx.commit().await?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(Counts {
+                read: 3,
+                written: 3,
+                failed: 0,
+            })
+        },
+    )
+    .await
+    .expect("the batched run reports its real outcome");
+    assert_eq!(
+        (run.status, run.records_written),
+        (JobStatus::Succeeded, Some(3))
+    );
 }
 
 #[tokio::test]

@@ -1,11 +1,16 @@
 //! `POST /v1/imports/customers`: the ETL pipeline loads customers through `staging`.
 //!
 //! The body (NDJSON or a JSON array) is read as a stream and staged a thousand records at a
-//! time, so memory stays flat whatever its size. Each record is checked and its ID number
-//! encrypted exactly as `POST /v1/customers` does; a bad record is staged with its error. Then
-//! one set-based statement moves every good row into `core.customers` (`ON CONFLICT DO
-//! NOTHING`), and rows that clashed with an existing customer get their error. Lines already
-//! staged for the batch are skipped, so re-posting a batch creates nothing twice.
+//! time, each thousand committed on its own, so memory stays flat whatever its size and no
+//! transaction stays open while the client sends. Each record is checked and its ID number
+//! encrypted exactly as `POST /v1/customers` does; a bad record is staged with its error. Once the
+//! body is whole, the batch's good lines move into `core.customers` a thousand lines at a time
+//! (`ON CONFLICT DO NOTHING`), and lines that clashed with an existing customer get their error.
+//! Lines already staged for the batch are skipped, so re-posting a batch creates nothing twice.
+//!
+//! One upload of a batch runs at a time. An upload that fails leaves no staged line behind (nor
+//! does one that died: the next upload of its batch clears them first), and a failure while
+//! loading leaves whole chunks: each loaded line is marked in the same commit as its customer.
 
 pub mod records;
 
@@ -18,7 +23,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as SqlJson;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,7 +31,7 @@ use uuid::Uuid;
 
 use self::records::{Format, RawRecord, Splitter};
 use crate::domain::customer_record::{Address, CreateCustomerRequest, NewCustomer};
-use crate::domain::jobs::{self, Counts, JobSpec, Session};
+use crate::domain::jobs::{self, Counts, JobSpec, OneAtATime, Session};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::{Authorized, EtlOnly};
 use crate::platform::error::{responses, ApiError};
@@ -34,7 +39,7 @@ use crate::platform::extract::{from_json_value, AppPath};
 use crate::platform::pii::{self, PiiCipher};
 use crate::platform::state::AppState;
 
-/// Records staged per statement.
+/// Records staged, and lines loaded, per transaction.
 const CHUNK: usize = 1000;
 /// The longest single record accepted.
 const MAX_RECORD_BYTES: usize = 64 * 1024;
@@ -117,7 +122,7 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
                                 customer per line (same fields)"),
     responses(
         (status = 200, description = "The batch after this upload", body = ImportReport),
-        responses::Common, responses::JsonBody, responses::Unprocessable
+        responses::Common, responses::JsonBody, responses::Conflict, responses::Unprocessable
     )
 )]
 async fn import_customers(
@@ -166,16 +171,31 @@ async fn import_customers(
     let limit = state.jobs.import_limit_bytes;
     let cipher = state.pii.clone();
     let parameters = serde_json::json!({"batch_id": batch, "source_system": source});
+    let alone = OneAtATime {
+        name: &format!("customer_import:{batch}"),
+        busy: &format!(
+            "batch {batch} is being uploaded by another request: send it again once that one has \
+             answered"
+        ),
+    };
     let batch_for_job = batch.clone();
-    let run = jobs::run(&session, &SPEC, parameters, move |job_id, tx| async move {
-        let upload = Upload {
-            batch: &batch_for_job,
-            source: &source,
-            job_id,
-            cipher: &cipher,
-        };
-        upload.run(tx, body, format, limit, deadline).await
-    })
+    let work_session = session.clone();
+    let run = jobs::run_in_batches(
+        &session,
+        &SPEC,
+        parameters,
+        Some(alone),
+        move |job_id| async move {
+            let upload = Upload {
+                session: &work_session,
+                batch: &batch_for_job,
+                source: &source,
+                job_id,
+                cipher: &cipher,
+            };
+            upload.run(body, format, limit, deadline).await
+        },
+    )
     .await?;
 
     let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
@@ -186,6 +206,7 @@ async fn import_customers(
 }
 
 struct Upload<'a> {
+    session: &'a Session,
     batch: &'a str,
     source: &'a str,
     job_id: Uuid,
@@ -193,14 +214,45 @@ struct Upload<'a> {
 }
 
 impl Upload<'_> {
+    /// Stages and loads the body; on failure, discards what it staged.
     async fn run(
         &self,
-        mut tx: Transaction<'static, Postgres>,
         body: Body,
         format: Format,
         limit: usize,
         deadline: tokio::time::Instant,
-    ) -> Result<(Transaction<'static, Postgres>, Counts), ApiError> {
+    ) -> Result<Counts, ApiError> {
+        // What an upload of this batch that died left staged (none is running: we hold its lock).
+        self.discard_unloaded().await?;
+        let staged = self.stage(body, format, limit, deadline).await;
+        let outcome = match staged {
+            Ok(read) => self.load().await.map(|(written, failed)| Counts {
+                read,
+                written,
+                failed,
+            }),
+            Err(error) => Err(error),
+        };
+        if outcome.is_err() {
+            if let Err(error) = self.discard_unloaded().await {
+                tracing::warn!(
+                    ?error,
+                    batch = self.batch,
+                    "discarding a failed upload's lines"
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Reads the body and stages its records, a chunk per transaction; returns how many it read.
+    async fn stage(
+        &self,
+        body: Body,
+        format: Format,
+        limit: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<i64, ApiError> {
         let mut splitter = Splitter::new(format, MAX_RECORD_BYTES);
         let mut stream = body.into_data_stream();
         let mut pending = Vec::with_capacity(CHUNK);
@@ -223,7 +275,7 @@ impl Upload<'_> {
                 read += 1;
                 pending.push(stage(record, self.cipher));
                 if pending.len() == CHUNK {
-                    self.insert_staged(&mut tx, &pending).await?;
+                    self.insert_staged(&pending).await?;
                     pending.clear();
                 }
             }
@@ -232,35 +284,35 @@ impl Upload<'_> {
             read += 1;
             pending.push(stage(record, self.cipher));
         }
-        self.insert_staged(&mut tx, &pending).await?;
-        let written = self.load(&mut tx).await?;
-        let failed: i64 = sqlx::query_scalar!(
-            r#"
-                SELECT count(*) AS "failed!" FROM staging.customer_imports
-                WHERE batch_id = $1 AND error_message IS NOT NULL
-            "#,
-            self.batch,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        Ok((
-            tx,
-            Counts {
-                read,
-                written,
-                failed,
-            },
-        ))
+        self.insert_staged(&pending).await?;
+        Ok(read)
     }
 
-    async fn insert_staged(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[Staged],
-    ) -> Result<(), ApiError> {
+    /// Removes the lines of this batch that no successful upload loaded or judged, a chunk at a
+    /// time.
+    async fn discard_unloaded(&self) -> Result<(), ApiError> {
+        loop {
+            let mut tx = self.session.begin().await?;
+            let gone = sqlx::query_scalar!(
+                r#"SELECT staging.discard_unloaded($1, $2) AS "gone!""#,
+                self.batch,
+                CHUNK as i32,
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if gone < CHUNK as i64 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stages `rows` in a transaction of their own.
+    async fn insert_staged(&self, rows: &[Staged]) -> Result<(), ApiError> {
         if rows.is_empty() {
             return Ok(());
         }
+        let mut tx = self.session.begin().await?;
         let text = |f: fn(&Staged) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         fn valid(r: &Staged) -> Option<&Valid> {
             r.valid.as_ref()
@@ -317,46 +369,95 @@ impl Upload<'_> {
                 .map(|r| valid(r).and_then(|v| v.customer.credit_score))
                 .collect::<Vec<_>>() as &[Option<i32>],
         )
-        .execute(conn)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Moves the batch's good, unprocessed rows into `core.customers` in one statement; returns
-    /// how many were inserted.
-    async fn load(&self, conn: &mut PgConnection) -> Result<i64, ApiError> {
-        let inserted: i64 = sqlx::query_scalar!(
+    /// Moves the batch's good, unprocessed lines into `core.customers`, a chunk of lines per
+    /// transaction; returns how many were inserted and how many lines of the batch failed.
+    async fn load(&self) -> Result<(i64, i64), ApiError> {
+        let mut inserted = 0;
+        let mut after = 0;
+        loop {
+            let mut tx = self.session.begin().await?;
+            let (count, through) = load_chunk(&mut tx, self.batch, after).await?;
+            tx.commit().await?;
+            inserted += count;
+            match through {
+                Some(through) => after = through,
+                None => break,
+            }
+        }
+        let mut tx = self.session.begin().await?;
+        let failed: i64 = sqlx::query_scalar!(
             r#"
-                WITH inserted AS (
-                INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext,
-                id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score)
+                SELECT count(*) AS "failed!" FROM staging.customer_imports
+                WHERE batch_id = $1 AND error_message IS NOT NULL
+            "#,
+            self.batch,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((inserted, failed))
+    }
+}
+
+/// Loads the next [`CHUNK`] lines of `batch` after line `after`: inserts their good, unprocessed
+/// rows (`ON CONFLICT DO NOTHING`), marks those inserted, and gives the rest their conflict.
+/// Returns how many were inserted and the chunk's last line (`None` past the end).
+async fn load_chunk(
+    conn: &mut PgConnection,
+    batch: &str,
+    after: i32,
+) -> Result<(i64, Option<i32>), ApiError> {
+    let chunk = sqlx::query!(
+        r#"
+            WITH chunk AS (
+                SELECT * FROM staging.customer_imports
+                WHERE batch_id = $1 AND line_number > $2
+                ORDER BY line_number LIMIT $3),
+            inserted AS (
+                INSERT INTO core.customers (customer_id, customer_code, full_name,
+                    id_number_ciphertext, id_number_hash, id_number_last4, phone_number, email,
+                    date_of_birth, address, credit_score)
                 SELECT customer_id, customer_code, full_name, id_number_ciphertext, id_number_hash,
-                id_number_last4, phone_number, email, date_of_birth, address, credit_score
-                FROM staging.customer_imports
-                WHERE batch_id = $1 AND NOT processed AND error_message IS NULL
+                    id_number_last4, phone_number, email, date_of_birth, address, credit_score
+                FROM chunk
+                WHERE NOT processed AND error_message IS NULL
                 ORDER BY line_number
                 ON CONFLICT DO NOTHING
                 RETURNING customer_id),
-                marked AS (
+            marked AS (
                 UPDATE staging.customer_imports s SET processed = true
-                FROM inserted i WHERE s.batch_id = $1 AND s.customer_id = i.customer_id
+                FROM inserted i JOIN chunk c ON c.customer_id = i.customer_id
+                WHERE s.batch_id = $1 AND s.line_number = c.line_number
                 RETURNING 1)
-                SELECT count(*) AS "inserted!" FROM marked
-            "#,
-            self.batch,
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+            SELECT (SELECT count(*) FROM marked) AS "inserted!",
+                   (SELECT max(line_number) FROM chunk) AS through
+        "#,
+        // The batch, the line the chunk starts after, and its size.
+        batch,
+        after,
+        CHUNK as i64,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(through) = chunk.through {
         sqlx::query!(
             r#"
-                SELECT staging.explain_import_conflicts($1)
+                SELECT staging.explain_import_conflicts($1, $2, $3)
             "#,
-            self.batch,
+            batch,
+            after,
+            through,
         )
         .fetch_one(conn)
         .await?;
-        Ok(inserted)
     }
+    Ok((chunk.inserted, chunk.through))
 }
 
 /// A checked, sealed record ready to stage.

@@ -3,7 +3,6 @@
 //! holds the events' visibility horizon back for long.
 
 use chrono::NaiveDate;
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Counts, JobRun, JobSpec, Session};
@@ -31,27 +30,17 @@ pub const SPEC: JobSpec = JobSpec {
 pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiError> {
     let parameters = serde_json::json!({ "metric_date": day });
     let chunks = session.clone();
-    super::run(
-        session,
-        &SPEC,
-        parameters,
-        move |_, tx: Transaction<'static, Postgres>| async move {
-            // The chunks commit on their own: the job's transaction is not held idle meanwhile.
-            tx.rollback().await?;
-            let written = super::in_customer_ranges(&chunks, move |tx, after| {
-                Box::pin(refresh_chunk(tx, day, after))
-            })
-            .await?;
-            Ok((
-                chunks.begin().await?,
-                Counts {
-                    read: written,
-                    written,
-                    failed: 0,
-                },
-            ))
-        },
-    )
+    super::run_in_batches(session, &SPEC, parameters, None, move |_| async move {
+        let written = super::in_customer_ranges(&chunks, move |tx, after| {
+            Box::pin(refresh_chunk(tx, day, after))
+        })
+        .await?;
+        Ok(Counts {
+            read: written,
+            written,
+            failed: 0,
+        })
+    })
     .await
 }
 

@@ -1,9 +1,9 @@
 //! Batch jobs (metrics, risk indicators, imports) and the bookkeeping every run leaves:
 //! a `metadata.job_execution` row and a `metadata.data_lineage` row, failures included.
 //!
-//! A run is three transactions: the start is recorded and committed first, the work runs in its
-//! own transaction, and the outcome is recorded after it — so a failed run, whose work rolled
-//! back, is still on record.
+//! The start of a run is recorded and committed first, the work runs in its own transactions (one,
+//! or short batches that each commit), and the outcome is recorded after it — so a failed run is
+//! still on record.
 
 pub mod customer_metrics;
 pub mod partitions;
@@ -93,6 +93,26 @@ impl JobLock {
         Ok(locked.then_some(Self { tx }))
     }
 
+    /// Also takes the lock named `alone.name` in the same transaction, or gives this one up and
+    /// answers 409 when another run holds it.
+    async fn also(mut self, alone: OneAtATime<'_>) -> Result<Self, ApiError> {
+        let taken = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS "taken!""#,
+            alone.name,
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        if taken {
+            Ok(self)
+        } else {
+            self.release().await;
+            Err(ApiError::Conflict {
+                detail: alone.busy.to_owned(),
+                errors: Vec::new(),
+            })
+        }
+    }
+
     /// Releases the lock. The work under it is already committed and recorded, so a failure here
     /// is only logged: the transaction ends with its connection anyway.
     pub(crate) async fn release(self) {
@@ -156,8 +176,9 @@ pub struct JobRun {
     pub triggered_by: String,
 }
 
-/// Runs `work` as job `spec` and records the run and its lineage whatever happens. The work gets
-/// the job id and a transaction, and hands the transaction back to be committed.
+/// Runs `work` as job `spec` in one transaction, and records the run and its lineage whatever
+/// happens. The work gets the job id and a transaction, and hands the transaction back to be
+/// committed. For work that can pass a second, use [`run_in_batches`].
 pub async fn run<F, Fut>(
     session: &Session,
     spec: &JobSpec,
@@ -168,11 +189,46 @@ where
     F: FnOnce(Uuid, Transaction<'static, Postgres>) -> Fut,
     Fut: Future<Output = Result<(Transaction<'static, Postgres>, Counts), ApiError>>,
 {
+    let transactions = session.clone();
+    run_in_batches(session, spec, parameters, None, move |job_id| async move {
+        let (tx, counts) = work(job_id, transactions.begin().await?).await?;
+        tx.commit().await?;
+        Ok(counts)
+    })
+    .await
+}
+
+/// A name that one run at a time may hold, on every instance, and what a second run is told.
+pub struct OneAtATime<'a> {
+    pub name: &'a str,
+    pub busy: &'a str,
+}
+
+/// Runs `work` as job `spec`, and records the run and its lineage whatever happens. The work gets
+/// the job id and commits its own transactions, each short: no transaction stays open, idle or
+/// busy, for the whole run, so none holds the events' horizon back or meets the server's
+/// idle-in-transaction timeout. With `alone`, a run that finds the name held is refused with a
+/// 409 and leaves no record.
+pub async fn run_in_batches<F, Fut>(
+    session: &Session,
+    spec: &JobSpec,
+    parameters: serde_json::Value,
+    alone: Option<OneAtATime<'_>>,
+    work: F,
+) -> Result<JobRun, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Counts, ApiError>>,
+{
     let job_id = Uuid::now_v7();
     // Held on a connection of its own until the outcome is recorded: while it is held the run
     // is alive; a crash or a cut connection releases it (see metadata.fail_abandoned_jobs).
     let lock = runner_lock(job_id);
     let runner = JobLock::acquire(session.pool(), lock).await?;
+    let runner = match alone {
+        None => runner,
+        Some(alone) => runner.also(alone).await?,
+    };
     let mut tx = session.begin().await?;
     sqlx::query!(
         r#"
@@ -188,11 +244,7 @@ where
     .await?;
     tx.commit().await?;
 
-    let tx = session.begin().await?;
-    let outcome = match work(job_id, tx).await {
-        Ok((tx, counts)) => tx.commit().await.map(|()| counts).map_err(ApiError::from),
-        Err(error) => Err(error),
-    };
+    let outcome = work(job_id).await;
     let (status, counts, message) = match &outcome {
         Ok(counts) => ("SUCCEEDED", *counts, None),
         Err(error) => ("FAILED", Counts::default(), Some(describe(error))),

@@ -3,7 +3,7 @@
 //! that stops half way is resumed by running it again: it picks up the rows still under an
 //! older key. Runs as the owner (`lakehouse-api jobs reencrypt-pii`).
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Counts, JobRun, JobSpec, Session};
@@ -32,7 +32,7 @@ pub async fn run(session: &Session, cipher: &PiiCipher, batch: i64) -> Result<Jo
     let parameters = serde_json::json!({ "key_id": current, "batch": batch });
     let batches = session.clone();
     let cipher = cipher.clone();
-    super::run(session, &SPEC, parameters, move |_, tx| async move {
+    super::run_in_batches(session, &SPEC, parameters, None, move |_| async move {
         let mut counts = Counts::default();
         for table in TABLES {
             let mut after = Uuid::nil();
@@ -50,7 +50,7 @@ pub async fn run(session: &Session, cipher: &PiiCipher, batch: i64) -> Result<Jo
                 }
             }
         }
-        Ok::<(Transaction<'static, Postgres>, Counts), ApiError>((tx, counts))
+        Ok(counts)
     })
     .await
 }

@@ -42,7 +42,7 @@ pub async fn run(
         ("job_runs", retention.jobs),
     ];
     let batches = session.clone();
-    super::run(session, &SPEC, parameters, move |_, tx| async move {
+    super::run_in_batches(session, &SPEC, parameters, None, move |_| async move {
         let mut removed = 0i64;
         for (what, older_than) in targets {
             loop {
@@ -69,7 +69,7 @@ pub async fn run(
             written: removed,
             failed: 0,
         };
-        Ok((tx, counts))
+        Ok(counts)
     })
     .await
 }

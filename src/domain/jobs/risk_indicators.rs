@@ -3,7 +3,6 @@
 //! customers per transaction, then the portfolio's; every indicator carries its threshold, alert
 //! level and a one-day expiry.
 
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Counts, JobRun, JobSpec, Session};
@@ -27,28 +26,26 @@ pub const PORTFOLIO_ID: Uuid = Uuid::nil();
 
 pub async fn refresh(session: &Session) -> Result<JobRun, ApiError> {
     let chunks = session.clone();
-    super::run(
+    super::run_in_batches(
         session,
         &SPEC,
         serde_json::json!({}),
-        move |_, tx: Transaction<'static, Postgres>| async move {
+        None,
+        move |_| async move {
             // Each chunk of customers replaces its own indicators and commits: a reader sees
             // every customer's set whole, and no transaction of the refresh passes a second.
-            tx.rollback().await?;
             let mut written = super::in_customer_ranges(&chunks, |tx, after| {
                 Box::pin(refresh_customers(tx, after))
             })
             .await?;
             let mut tx = chunks.begin().await?;
             written += refresh_portfolio(&mut tx).await?;
-            Ok((
-                tx,
-                Counts {
-                    read: written,
-                    written,
-                    failed: 0,
-                },
-            ))
+            tx.commit().await?;
+            Ok(Counts {
+                read: written,
+                written,
+                failed: 0,
+            })
         },
     )
     .await

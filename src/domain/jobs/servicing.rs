@@ -98,10 +98,8 @@ pub async fn run(session: &Session, days: Days, workers: usize) -> Result<JobRun
         serde_json::json!({ "from": from, "to": to })
     };
     let batches = session.clone();
-    super::run(session, &SPEC, parameters, move |_, tx| async move {
+    super::run_in_batches(session, &SPEC, parameters, None, move |_| async move {
         let session = batches;
-        // The batches commit on their own: the job's transaction is not held idle meanwhile.
-        tx.rollback().await?;
         let mut total = Serviced::default();
         for day in from.iter_days().take_while(|d| *d <= to) {
             total += service_day(&session, day, workers).await?;
@@ -112,7 +110,7 @@ pub async fn run(session: &Session, days: Days, workers: usize) -> Result<JobRun
                 + i64::from(total.defaulted + total.cured),
             failed: 0,
         };
-        Ok((session.begin().await?, counts))
+        Ok(counts)
     })
     .await
 }
