@@ -209,6 +209,15 @@ async fn every_statement_of_a_repayment_runs_only_on_its_loans_and_payments_part
         own.pay_out(&loan_id).await;
         loans.push(loan_id);
     }
+    // The API pays a loan out now; this one stands as if paid out before the backdated
+    // repayment, which may not precede its disbursement.
+    sqlx::query(
+        "UPDATE core.loans SET disbursement_date = '2025-12-01T10:00:00Z' WHERE loan_id = $1::uuid",
+    )
+    .bind(&loans[1])
+    .execute(&mut owner_conn)
+    .await
+    .unwrap();
     let backdated = own.send(
         Method::POST,
         "/v1/payments",

@@ -221,4 +221,33 @@ async fn dates_outside_the_window_are_refused_naming_the_field() {
         partitions,
         "a refused date created no partition"
     );
+
+    // Applied for 200 days ago and paid out today: neither a repayment nor a fee may be dated
+    // between the two, before the money was lent.
+    let loan = app
+        .apply(
+            &app.staff(),
+            application((now - chrono::Duration::days(200)).to_rfc3339()),
+        )
+        .await
+        .json();
+    app.act(&app.staff(), &loan, "approve").await;
+    app.act(&app.staff(), &loan, "disburse").await;
+    for (i, kind) in ["REPAYMENT", "FEE"].into_iter().enumerate() {
+        let mut body = repayment(&loan, "70.00");
+        body["payment_type"] = json!(kind);
+        body["payment_date"] = json!((now - chrono::Duration::days(100)).to_rfc3339());
+        let refused = app.pay(&app.staff(), &format!("before-{i}"), &body).await;
+        let problem = refused.problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(field_of(&problem), "payment_date", "{kind}");
+        assert!(problem.to_string().contains("disbursement"), "{problem}");
+    }
+    let after = app.loan(&loan).await;
+    assert_eq!(
+        (
+            after["principal_outstanding"].as_str(),
+            after["total_paid"].as_str()
+        ),
+        (Some("10000000.00"), Some("0.00"))
+    );
 }

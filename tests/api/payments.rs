@@ -100,6 +100,17 @@ async fn the_branch_flow_pays_fees_then_interest_then_principal_closes_and_rever
     app.pay(&app.staff(), &key(), &repayment(&loan, "1.00"))
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    // Nor does a fee reopen it: a closed loan takes no charges.
+    let mut fee = repayment(&loan, "10.00");
+    fee["payment_type"] = json!("FEE");
+    app.pay(&app.staff(), &key(), &fee)
+        .await
+        .problem(StatusCode::CONFLICT);
+    let still = app.loan(&loan).await;
+    assert_eq!(
+        (still["status"].as_str(), still["fees_outstanding"].as_str()),
+        (Some("CLOSED"), Some("0.00"))
+    );
 
     // Reversing the payoff undoes exactly what it did, and reopens the loan.
     let payoff_id = payoff.json()["payment_id"].as_str().unwrap().to_owned();
@@ -349,6 +360,15 @@ async fn a_backdated_payment_lands_in_its_months_partition_and_a_month_list_read
         .json();
     app.act(&app.staff(), &loan, "approve").await;
     app.act(&app.staff(), &loan, "disburse").await;
+    // The API pays a loan out now; this one stands as if paid out in February 2021, before the
+    // backdated repayment, which may not precede its disbursement.
+    sqlx::query(
+        "UPDATE core.loans SET disbursement_date = '2021-02-01T10:00:00Z' WHERE loan_id = $1::uuid",
+    )
+    .bind(loan["loan_id"].as_str().unwrap())
+    .execute(&app.owner)
+    .await
+    .unwrap();
     let missing: Option<String> =
         sqlx::query_scalar("SELECT to_regclass('core.payments_2021_03')::text")
             .fetch_one(&app.owner)

@@ -41,7 +41,7 @@ pub struct CreatePaymentRequest {
     /// CASH, BANK_TRANSFER, CARD, E_WALLET.
     pub payment_method: Option<String>,
     /// Staff only: when the money moved (backdating a branch payment, within the backdating
-    /// limit and not before the loan's application). Defaults to now.
+    /// limit and not before the loan's disbursement). Defaults to now.
     pub payment_date: Option<DateTime<Utc>>,
     /// Your own reference (a receipt number): 1 to 40 visible ASCII characters, unique per
     /// customer; find the payment by it with `GET /v1/payments?client_reference=`. The

@@ -325,11 +325,21 @@ pub async fn record_completed(
     loan: &LockedLoan,
     order: &PaymentOrder<'_>,
 ) -> Result<Payment, ApiError> {
-    if order.payment_date < loan.application_date {
-        return Err(ApiError::invalid_field(
-            "payment_date",
-            "must not be before the loan's application",
-        ));
+    // Money cannot come back before it was lent, nor a charge fall before the loan began.
+    match loan.disbursement_date {
+        Some(disbursed) if order.payment_date < disbursed => {
+            return Err(ApiError::invalid_field(
+                "payment_date",
+                "must not be before the loan's disbursement",
+            ));
+        }
+        None if order.payment_date < loan.application_date => {
+            return Err(ApiError::invalid_field(
+                "payment_date",
+                "must not be before the loan's application",
+            ));
+        }
+        _ => {}
     }
     let payment = &order.row(loan.loan_id, loan.customer_id, PaymentStatus::Completed);
     match (payment.payment_type, loan.status) {
@@ -358,7 +368,9 @@ pub async fn record_completed(
             apply_repayment(conn, loan, inserted.payment_id, payment.amount).await?;
             Ok(inserted)
         }
-        (PaymentKind::Fee, LoanStatus::Disbursed | LoanStatus::Defaulted | LoanStatus::Closed) => {
+        // A closed loan takes no charges: it leaves CLOSED only when its closing repayment is
+        // reversed.
+        (PaymentKind::Fee, LoanStatus::Disbursed | LoanStatus::Defaulted) => {
             let mut books = open(conn, loan).await?;
             let lines = books.charge_fee(payment.amount);
             let inserted = insert_payment(conn, payment).await?;
