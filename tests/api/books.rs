@@ -323,6 +323,86 @@ async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_j
     assert_books_reconcile(&app).await;
 }
 
+/// A loan keeps the terms it was approved under: raising the product's late fee tenfold and
+/// shortening its grace days afterwards changes neither the fee nor the day it is charged; a
+/// loan approved after the change follows the new terms.
+#[tokio::test]
+async fn a_loan_keeps_the_terms_it_was_approved_under() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0")
+        .await;
+    let first = app.approved_customer("CUSTT01", "731731731").await;
+    let before = app
+        .disbursed_loan(first, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    app.set_terms("grace_days = 1, late_fee_amount = 500000")
+        .await;
+    let second = app.approved_customer("CUSTT02", "732732732").await;
+    let after = app
+        .disbursed_loan(second, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+
+    let (old, new) = (app.loan_json(&before).await, app.loan_json(&after).await);
+    assert_eq!(
+        (
+            old["terms"]["grace_days"].as_i64(),
+            old["terms"]["late_fee_amount"].as_str()
+        ),
+        (Some(5), Some("50000.00"))
+    );
+    assert_eq!(
+        (
+            new["terms"]["grace_days"].as_i64(),
+            new["terms"]["late_fee_amount"].as_str()
+        ),
+        (Some(1), Some("500000.00"))
+    );
+    assert_eq!(
+        new["terms"]["terms_version"].as_i64().unwrap(),
+        old["terms"]["terms_version"].as_i64().unwrap() + 1
+    );
+
+    // Both fall due on the same day; neither is paid.
+    let due: NaiveDate = old["next_due_date"].as_str().unwrap().parse().unwrap();
+    assert_eq!(new["next_due_date"], old["next_due_date"]);
+    let days = u64::try_from((due - app.today().await).num_days()).unwrap();
+    let fees = |loan: &Value| {
+        let loan = loan.clone();
+        let app = &app;
+        async move {
+            let journal = app.journal(&loan, &app.staff()).await.json();
+            journal["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "LATE_FEE")
+                .map(|e| {
+                    (
+                        e["business_date"].as_str().unwrap().to_owned(),
+                        e["lines"][0]["amount"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Two days after the due date: past the new grace day, within the old five.
+    app.service(days + 2, days + 2).await;
+    assert_eq!(fees(&before).await, []);
+    assert_eq!(
+        fees(&after).await,
+        [((due + Days::new(2)).to_string(), "500000.00".to_owned())]
+    );
+    // Six days after: the first loan's own grace days are over, and its own fee is charged.
+    app.service(days + 6, days + 6).await;
+    assert_eq!(
+        fees(&before).await,
+        [((due + Days::new(6)).to_string(), "50000.00".to_owned())]
+    );
+    assert_eq!(fees(&after).await.len(), 1);
+    assert_books_reconcile(&app).await;
+}
+
 #[tokio::test]
 async fn servicing_posts_interest_charges_late_fees_defaults_and_changes_nothing_twice() {
     let app = TestApp::spawn().await;

@@ -85,3 +85,82 @@ async fn the_redundancy_check_finds_prefixes_and_copies() {
         ]
     );
 }
+
+/// Migration 0031 pins every existing loan to version 1 of its product's terms, its product's
+/// terms at the migration, without rewriting any loan row (their `xmin` stays) or touching a
+/// schedule or the journal; and servicing reads those terms.
+#[tokio::test]
+async fn pinning_existing_loans_to_their_terms_rewrites_no_loan_schedule_or_balance() {
+    use lakehouse_api::platform::db::MIGRATOR;
+    use sqlx::migrate::Migrator;
+    use sqlx::{Connection, PgConnection};
+
+    let app = TestApp::spawn().await;
+    let database = format!("{}_upgrade", app.database);
+    sqlx::raw_sql(&format!("CREATE DATABASE {database}"))
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let url = crate::helpers::database_url(&app.owner_url, &database);
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let before_terms = Migrator {
+        migrations: MIGRATOR
+            .migrations
+            .iter()
+            .filter(|m| m.version < 31)
+            .cloned()
+            .collect(),
+        ..Migrator::DEFAULT
+    };
+    before_terms.run(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "SELECT core.ensure_partitions_around('2026-01-05'); \
+         INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
+             min_term_months, max_term_months, annual_interest_rate, grace_days, late_fee_amount) \
+         VALUES ('OLD_TERMS', 'Old terms', 'PERSONAL_LOAN', 1000, 100000000, 1, 36, 0.12, 7, 25000); \
+         INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext, \
+             id_number_hash, id_number_last4, kyc_status, kyc_decided_at) \
+         VALUES ('00000000-0000-7000-8000-000000000001', 'CUSTU01', 'Upgraded', '\\x00', sha256('u'), \
+                 '0001', 'APPROVED', now()); \
+         INSERT INTO core.loans (loan_id, loan_number, customer_id, product_code, product_type, \
+             loan_amount, interest_rate, term_months, status, application_date, approval_date, \
+             disbursement_date, maturity_date, principal_outstanding, interest_outstanding, \
+             next_due_date) \
+         VALUES ('00000000-0000-7000-8000-000000000002', 'LN202600000001', \
+                 '00000000-0000-7000-8000-000000000001', 'OLD_TERMS', 'PERSONAL_LOAN', 1000000, \
+                 0.12, 2, 'DISBURSED', '2026-01-05', '2026-01-05', '2026-01-06', '2026-03-06', \
+                 1000000, 0, '2026-02-06'); \
+         INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date, \
+             principal_due, interest_due) \
+         SELECT '00000000-0000-7000-8000-000000000002', '00000000-0000-7000-8000-000000000001', \
+                n, date '2026-01-06' + make_interval(months => n), 497512.44 + (n - 1) * 4975.12, \
+                10000 - (n - 1) * 4975.12 \
+         FROM generate_series(1, 2) n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    const BOOKS: &str = "SELECT \
+         (SELECT jsonb_agg((to_jsonb(l) - 'terms_version') || jsonb_build_object('xmin', l.xmin::text)) \
+          FROM core.loans l)::text, \
+         (SELECT jsonb_agg(to_jsonb(i) ORDER BY i.installment_number) FROM core.loan_installments i)::text, \
+         (SELECT count(*) FROM core.journal_lines)::text";
+    let before: (String, String, String) =
+        sqlx::query_as(BOOKS).fetch_one(&mut conn).await.unwrap();
+    MIGRATOR.run(&mut conn).await.unwrap();
+    let after: (String, String, String) = sqlx::query_as(BOOKS).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(after, before, "no loan, installment or entry moved");
+    let pinned: (i32, i32, String) = sqlx::query_as(
+        "SELECT l.terms_version, t.grace_days, t.late_fee_amount::text \
+         FROM core.loans l JOIN core.loan_terms t USING (product_code, terms_version)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(pinned, (1, 7, "25000.00".to_owned()));
+    conn.close().await.unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE {database}"))
+        .execute(&app.owner)
+        .await
+        .unwrap();
+}

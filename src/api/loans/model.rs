@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::domain::ledger::Reamortisation;
 use crate::domain::money::{Amount, Installment, Money};
 use crate::platform::auth::Role;
 use crate::platform::error::ApiError;
@@ -171,10 +172,35 @@ pub struct Loan {
     pub written_off_amount: Option<Amount>,
     /// Recovery payments received after the write-off, net of reversals.
     pub recovered_amount: Amount,
+    /// The contract the loan is serviced under: its product's terms when it was approved (until
+    /// then, the product's current terms). A later change to the product does not reach it.
+    #[sqlx(json)]
+    pub terms: LoanTerms,
     pub version: i32,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The terms a loan carries: one version of its product's servicing and prepayment terms.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoanTerms {
+    /// The product's terms version the loan is pinned to.
+    pub terms_version: i32,
+    /// Days after a due date before an unpaid installment is late.
+    pub grace_days: i32,
+    /// The fixed part of a late fee.
+    #[schema(value_type = String, example = "50000.00")]
+    pub late_fee_amount: Decimal,
+    /// The part of a late fee proportional to the installment's unpaid amount, as a fraction.
+    #[schema(value_type = String, example = "0.000000")]
+    pub late_fee_rate: Decimal,
+    /// Days past due after which the loan is DEFAULTED.
+    pub default_after_days: i32,
+    /// The fee on principal prepaid, as a fraction.
+    #[schema(value_type = String, example = "0.000000")]
+    pub prepayment_fee_rate: Decimal,
+    pub prepayment_reamortisation: Reamortisation,
 }
 
 /// A loan's repayment plan.

@@ -21,6 +21,14 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
           THEN coalesce(greatest(0, core.business_date(now()) - l.next_due_date), 0) ELSE 0 END \
           AS days_past_due, \
      l.defaulted_at, l.written_off_at, l.written_off_by, l.written_off_amount, l.recovered_amount, \
+     (SELECT jsonb_build_object('terms_version', t.terms_version, 'grace_days', t.grace_days, \
+                                'late_fee_amount', t.late_fee_amount::text, \
+                                'late_fee_rate', t.late_fee_rate::text, \
+                                'default_after_days', t.default_after_days, \
+                                'prepayment_fee_rate', t.prepayment_fee_rate::text, \
+                                'prepayment_reamortisation', t.prepayment_reamortisation) \
+      FROM core.loan_terms t \
+      WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version)) AS terms, \
      l.version, l.created_by, l.created_at, l.updated_at";
 
 /// The primary key of a loan: its id and the partition key.

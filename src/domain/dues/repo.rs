@@ -39,7 +39,7 @@ pub async fn installments(
                     WHEN t.today <= i.due_date + p.grace_days THEN 'DUE'
                     ELSE 'OVERDUE' END AS "status?: _"
         FROM core.loans l
-        JOIN core.products p ON p.product_code = l.product_code
+        JOIN core.loan_terms p ON (p.product_code, p.terms_version) = (l.product_code, l.terms_version)
         CROSS JOIN (SELECT core.business_date(now()) AS today) t
         LEFT JOIN core.loan_installments i
                ON i.loan_id = l.loan_id AND (i.principal_due <> 0 OR i.interest_due <> 0)
@@ -98,7 +98,7 @@ pub async fn summary_if_exists(
         r#"
         WITH t AS (SELECT core.business_date(now()) AS today),
         active AS (
-            SELECT l.loan_id, l.loan_number, l.product_code,
+            SELECT l.loan_id, l.loan_number, l.product_code, l.terms_version,
                    coalesce(l.principal_outstanding, 0) + coalesce(l.interest_outstanding, 0)
                        + l.fees_outstanding + l.penalties_outstanding AS outstanding,
                    l.fees_outstanding + l.penalties_outstanding AS charges
@@ -110,7 +110,8 @@ pub async fn summary_if_exists(
                    i.principal_due + i.interest_due - i.principal_paid - i.interest_paid AS amount
             FROM active a
             JOIN core.loan_installments i ON i.loan_id = a.loan_id
-            JOIN core.products p ON p.product_code = a.product_code
+            JOIN core.loan_terms p
+              ON (p.product_code, p.terms_version) = (a.product_code, a.terms_version)
             WHERE i.principal_due + i.interest_due > i.principal_paid + i.interest_paid
         ),
         next AS (

@@ -157,7 +157,8 @@ pub async fn lock_loan(
                p.prepayment_reamortisation AS "reamortisation: _",
                core.business_date($2) AS "business_date!",
                core.servicing_pending(l.loan_id) AS "servicing_pending!"
-        FROM core.loans l JOIN core.products p ON p.product_code = l.product_code
+        FROM core.loans l
+        JOIN core.loan_terms p ON (p.product_code, p.terms_version) = (l.product_code, l.terms_version)
         WHERE (l.loan_id, l.application_date) =
               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
         FOR UPDATE OF l
@@ -224,8 +225,9 @@ pub async fn loan_balances(
         SELECT l.loan_id, l.customer_id, l.status AS "status: _", l.loan_amount, l.total_paid,
                l.fees_outstanding, l.penalties_outstanding,
                core.business_date(l.disbursement_date) AS disbursed_on,
-               (SELECT p.prepayment_fee_rate FROM core.products p
-                WHERE p.product_code = l.product_code) AS "prepayment_fee_rate!",
+               (SELECT t.prepayment_fee_rate FROM core.loan_terms t
+                WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version))
+                   AS "prepayment_fee_rate!",
                core.business_date(now()) AS "business_date!"
         FROM core.loans l
         WHERE (l.loan_id, l.application_date) =
