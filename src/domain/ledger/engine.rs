@@ -323,12 +323,18 @@ impl Ledger {
         let (allocations, schedule) = if payoff {
             (next.pay_off(on, quote.prepayment_fee), Vec::new())
         } else {
-            // The installments due (or already receivable, as a backdated payment finds those
-            // servicing posted since its day), and the current one: the first not yet due.
-            let current = next
+            // The installments due on the day, those whose interest is already receivable (as a
+            // backdated payment finds those servicing posted since its day, or an earlier payment
+            // paid ahead), and the current one: the first not yet due. Only what lies beyond
+            // them is paid ahead as principal, so paying ahead in parts costs what paying the sum
+            // at once does.
+            let current = next.installments.iter().position(|s| s.due_date > on);
+            let receivable = next
                 .installments
                 .iter()
-                .position(|s| s.due_date > on && s.interest_posted.is_zero())
+                .rposition(|s| s.due_date <= on || !s.interest_posted.is_zero());
+            let current = current
+                .max(receivable)
                 .map_or(next.installments.len(), |i| i + 1);
             let (mut allocations, left) = next.pay_in_order(amount, current);
             let mut schedule = Vec::new();
@@ -622,6 +628,23 @@ mod tests {
         assert_eq!(l.balances().next_due_date, Some(l.installments[0].due_date));
     }
 
+    /// Twin loans of 5,000.00 over 6 months at 12%, paid ahead on the same day: one repayment
+    /// of 1,000.00, or two of 500.00. The first installment is 862.74 (50.00 interest), so both
+    /// leave 4,050.00 of principal; the second 500.00 used to pay installment 2's interest
+    /// (41.87) before its period began, leaving 4,091.87.
+    #[test]
+    fn paying_ahead_in_two_parts_leaves_what_paying_the_sum_at_once_does() {
+        let on = day("2024-01-25");
+        let mut once = ledger(500_000, 1200, 6);
+        once.apply(money(100_000), on, &plain()).unwrap();
+        let mut twice = ledger(500_000, 1200, 6);
+        twice.apply(money(50_000), on, &plain()).unwrap();
+        twice.apply(money(50_000), on, &plain()).unwrap();
+        assert_eq!(once.balances().principal_outstanding, money(405_000));
+        assert_eq!(twice.balances(), once.balances());
+        assert_eq!(twice.installments, once.installments);
+    }
+
     #[test]
     fn interest_accrues_evenly_over_the_period_and_is_whole_on_the_due_date() {
         let l = ledger(1_200_000, 1200, 12);
@@ -838,7 +861,42 @@ mod tests {
             .collect()
     }
 
+    /// `amount` cut at `cuts` (taken modulo it) into positive parts that sum to it.
+    fn split(amount: i64, cuts: &[i64]) -> Vec<i64> {
+        let mut points: Vec<i64> = cuts.iter().map(|c| c.rem_euclid(amount)).collect();
+        points.push(0);
+        points.push(amount);
+        points.sort_unstable();
+        points.dedup();
+        points.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
     proptest! {
+        /// Any split of an amount paid ahead into parts on one day leaves the books, the
+        /// schedule included, exactly as one payment of the sum would, whatever the day and the
+        /// re-amortisation.
+        #[test]
+        fn paying_in_parts_on_one_day_equals_paying_the_sum(
+            amount in 1i64..900_000,
+            cuts in prop::collection::vec(1i64..1_000_000, 0..5),
+            offset in 0u64..200,
+            shorter in any::<bool>(),
+        ) {
+            let method = if shorter { Reamortisation::ShorterTerm } else { Reamortisation::LowerInstallment };
+            let terms = terms(1200, Decimal::ZERO, method);
+            let on = day("2024-01-15") + chrono::Days::new(offset);
+            let mut once = ledger(1_000_000, 1200, 12);
+            let fits = once.quote(on, Decimal::ZERO).total > money(amount);
+            prop_assume!(fits);
+            once.apply(money(amount), on, &terms).unwrap();
+            let mut parts = ledger(1_000_000, 1200, 12);
+            for part in split(amount, &cuts) {
+                parts.apply(money(part), on, &terms).unwrap();
+            }
+            prop_assert_eq!(parts.balances(), once.balances());
+            prop_assert_eq!(&parts.installments, &once.installments);
+        }
+
         #[test]
         fn the_books_equal_the_journal_never_go_negative_and_replay_identically(ops in prop::collection::vec(op(), 0..60)) {
             for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
