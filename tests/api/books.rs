@@ -1288,3 +1288,194 @@ async fn another_instance_helps_with_the_day_a_running_servicing_has_open() {
     );
     running.rollback().await.unwrap();
 }
+
+impl TestApp {
+    /// Moves a loan paid out today `months` months into the past (its payout, due dates and
+    /// maturity), so that its first installments can be paid and serviced on their own days.
+    async fn paid_out_months_ago(&self, loan: &Value, months: i32) {
+        sqlx::query(
+            "UPDATE core.loan_installments SET due_date = due_date - make_interval(months => $2) \
+             WHERE loan_id = $1::uuid; \
+             ",
+        )
+        .bind(loan["loan_id"].as_str().unwrap())
+        .bind(months)
+        .execute(&self.owner)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE core.loans SET disbursement_date = disbursement_date - make_interval(months => $2), \
+                 maturity_date = maturity_date - make_interval(months => $2), \
+                 next_due_date = next_due_date - make_interval(months => $2) \
+             WHERE loan_id = $1::uuid",
+        )
+        .bind(loan["loan_id"].as_str().unwrap())
+        .bind(months)
+        .execute(&self.owner)
+        .await
+        .unwrap();
+    }
+
+    /// Services every loan for each day from `from` to `to` (business days in the past).
+    async fn service_days(&self, from: NaiveDate, to: NaiveDate) {
+        let days = servicing::Days {
+            from,
+            to,
+            rehearsal: false,
+        };
+        servicing::run(&Session::Owner(self.owner.clone()), days, 1)
+            .await
+            .unwrap();
+    }
+
+    /// A branch repayment of `amount` dated noon UTC of `on`.
+    async fn repay_on(&self, loan: &Value, amount: Decimal, on: NaiveDate) {
+        let mut body = crate::helpers::repayment(loan, &amount.to_string());
+        body["payment_date"] = json!(format!("{on}T12:00:00Z"));
+        let paid = self.pay(&self.staff(), &key(), &body).await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    }
+
+    /// The loan's late fees: (installment, business day, amount).
+    async fn late_fees(&self, loan: &Value) -> Vec<(i64, String, String)> {
+        let journal = self.journal(loan, &self.staff()).await.json();
+        journal["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "LATE_FEE")
+            .map(|e| {
+                (
+                    e["installment_number"].as_i64().unwrap(),
+                    e["business_date"].as_str().unwrap().to_owned(),
+                    e["lines"][0]["amount"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The first installment of 50,000,000 at 12.5% over 24 months.
+const FIRST_INSTALLMENT: &str = "2365365.41";
+
+/// An installment short by no more than the loan's arrears tolerance counts as paid for late
+/// fees, and the shortfall stays owed; with no tolerance the same shortfall is late.
+#[tokio::test]
+async fn an_installment_short_within_the_tolerance_draws_no_late_fee() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms(
+        "grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0, arrears_tolerance = 1",
+    )
+    .await;
+    let first = app.approved_customer("CUSTR01", "741741741").await;
+    let tolerant = app
+        .disbursed_loan(first, "PERSONAL_STD", "50000000.00", 24)
+        .await;
+    app.set_terms("arrears_tolerance = 0").await;
+    let second = app.approved_customer("CUSTR02", "742742742").await;
+    let strict = app
+        .disbursed_loan(second, "PERSONAL_STD", "50000000.00", 24)
+        .await;
+    assert_eq!(
+        app.loan_json(&tolerant).await["terms"]["arrears_tolerance"],
+        "1.00"
+    );
+    for loan in [&tolerant, &strict] {
+        app.paid_out_months_ago(loan, 3).await;
+    }
+    let due: NaiveDate = app.loan_json(&tolerant).await["next_due_date"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let whole_dong = Decimal::new(2_365_365, 0);
+    assert_eq!(whole_dong, money(&json!(FIRST_INSTALLMENT)).trunc());
+    for loan in [&tolerant, &strict] {
+        app.repay_on(loan, whole_dong, due).await;
+    }
+    app.service_days(due, due + Days::new(6)).await;
+    assert_eq!(app.late_fees(&tolerant).await, []);
+    assert_eq!(
+        app.late_fees(&strict).await,
+        [(1, (due + Days::new(6)).to_string(), "50000.00".to_owned())]
+    );
+    // The 0.41 stays owed on the tolerant loan: its first installment is not paid.
+    let installments = app
+        .get(
+            &format!(
+                "/v1/loans/{}/installments",
+                tolerant["loan_id"].as_str().unwrap()
+            ),
+            &app.staff(),
+        )
+        .await
+        .json();
+    assert_eq!(
+        installments["installments"][0]["remaining"], "0.41",
+        "{installments}"
+    );
+    assert_books_reconcile(&app).await;
+}
+
+/// No late fee on an installment that the payments received for it would have paid, had they
+/// not gone to an earlier late fee (16 CFR 444.4): the first installment, paid late, draws its
+/// fee; the second, paid in full on its due date, does not, although the fee took part of the
+/// late payment. Paid short by more than that, it does.
+#[tokio::test]
+async fn a_late_fee_never_makes_the_next_installment_late() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0")
+        .await;
+    let mut loans = Vec::new();
+    for (code, id) in [("CUSTP01", "751751751"), ("CUSTP02", "752752752")] {
+        let customer = app.approved_customer(code, id).await;
+        let loan = app
+            .disbursed_loan(customer, "PERSONAL_STD", "50000000.00", 24)
+            .await;
+        app.paid_out_months_ago(&loan, 3).await;
+        loans.push(loan);
+    }
+    let schedule = app
+        .get(
+            &format!(
+                "/v1/loans/{}/installments",
+                loans[0]["loan_id"].as_str().unwrap()
+            ),
+            &app.staff(),
+        )
+        .await
+        .json();
+    let rows = schedule["installments"].as_array().unwrap();
+    let amount = |row: &Value| money(&row["principal_due"]) + money(&row["interest_due"]);
+    let (first, second) = (amount(&rows[0]), amount(&rows[1]));
+    let due = |row: &Value| -> NaiveDate { row["due_date"].as_str().unwrap().parse().unwrap() };
+    let (d1, d2) = (due(&rows[0]), due(&rows[1]));
+
+    // Nothing paid by the end of the grace days: the first installment's fee.
+    app.service_days(d1, d1 + Days::new(6)).await;
+    for loan in &loans {
+        app.repay_on(loan, first, d1 + Days::new(7)).await;
+    }
+    app.service_days(d1 + Days::new(7), d2 - Days::new(1)).await;
+    // The second installment in full on its day; the twin pays 100.00 less.
+    app.repay_on(&loans[0], second, d2).await;
+    app.repay_on(&loans[1], second - Decimal::new(100, 0), d2)
+        .await;
+    app.service_days(d2, d2 + Days::new(6)).await;
+
+    let fee_on_first = (1, (d1 + Days::new(6)).to_string(), "50000.00".to_owned());
+    assert_eq!(
+        app.late_fees(&loans[0]).await,
+        std::slice::from_ref(&fee_on_first)
+    );
+    assert_eq!(
+        app.late_fees(&loans[1]).await,
+        [
+            fee_on_first,
+            (2, (d2 + Days::new(6)).to_string(), "50000.00".to_owned())
+        ]
+    );
+    assert_books_reconcile(&app).await;
+}

@@ -162,8 +162,9 @@ pub struct Loan {
     pub total_paid: Amount,
     /// Due date of the first installment not fully paid.
     pub next_due_date: Option<NaiveDate>,
-    /// Days since `next_due_date` on today's business date, 0 when not overdue (and for a loan
-    /// that is not DISBURSED or DEFAULTED).
+    /// Days since the oldest installment short by more than the loan's arrears tolerance fell
+    /// due, on today's business date; 0 when there is none (and for a loan that is not
+    /// DISBURSED or DEFAULTED).
     pub days_past_due: i32,
     pub defaulted_at: Option<DateTime<Utc>>,
     pub written_off_at: Option<DateTime<Utc>>,
@@ -201,6 +202,10 @@ pub struct LoanTerms {
     #[schema(value_type = String, example = "0.000000")]
     pub prepayment_fee_rate: Decimal,
     pub prepayment_reamortisation: Reamortisation,
+    /// How short an installment may be and still count as paid for aging, late fees and
+    /// default; the shortfall stays owed.
+    #[schema(value_type = String, example = "1.00")]
+    pub arrears_tolerance: Decimal,
 }
 
 /// A loan's repayment plan.

@@ -17,16 +17,20 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
      l.disbursed_by, l.maturity_date, l.cancelled_at, l.cancelled_by, l.closed_at, \
      l.collateral_info, l.risk_assessment, l.principal_outstanding, l.interest_outstanding, \
      l.fees_outstanding, l.penalties_outstanding, l.total_paid, l.next_due_date, \
-     CASE WHEN l.status IN ('DISBURSED', 'DEFAULTED') \
-          THEN coalesce(greatest(0, core.business_date(now()) - l.next_due_date), 0) ELSE 0 END \
-          AS days_past_due, \
+     CASE WHEN l.status IN ('DISBURSED', 'DEFAULTED') AND l.next_due_date < core.business_date(now()) \
+          THEN coalesce(core.business_date(now()) - core.in_arrears_since(l.loan_id, \
+                   core.business_date(now()), \
+                   (SELECT t.arrears_tolerance FROM core.loan_terms t \
+                    WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version))), 0) \
+          ELSE 0 END AS days_past_due, \
      l.defaulted_at, l.written_off_at, l.written_off_by, l.written_off_amount, l.recovered_amount, \
      (SELECT jsonb_build_object('terms_version', t.terms_version, 'grace_days', t.grace_days, \
                                 'late_fee_amount', t.late_fee_amount::text, \
                                 'late_fee_rate', t.late_fee_rate::text, \
                                 'default_after_days', t.default_after_days, \
                                 'prepayment_fee_rate', t.prepayment_fee_rate::text, \
-                                'prepayment_reamortisation', t.prepayment_reamortisation) \
+                                'prepayment_reamortisation', t.prepayment_reamortisation, \
+                                'arrears_tolerance', t.arrears_tolerance::text) \
       FROM core.loan_terms t \
       WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version)) AS terms, \
      l.version, l.created_by, l.created_at, l.updated_at";

@@ -110,6 +110,9 @@ async fn create_product(
         prepayment_reamortisation: request
             .prepayment_reamortisation
             .unwrap_or(Reamortisation::ShorterTerm),
+        arrears_tolerance: request
+            .arrears_tolerance
+            .map_or(Decimal::ZERO, |m| m.amount()),
         active: request.active,
     };
     fields.check()?;
@@ -190,6 +193,9 @@ async fn update_product(
         prepayment_reamortisation: request
             .prepayment_reamortisation
             .unwrap_or(current.prepayment_reamortisation),
+        arrears_tolerance: request
+            .arrears_tolerance
+            .map_or(current.arrears_tolerance.0, |m| m.amount()),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

@@ -39,6 +39,12 @@ pub struct Product {
     /// What a partial prepayment does to the rest of the schedule: SHORTER_TERM (the
     /// installment stays, the loan ends sooner) or LOWER_INSTALLMENT (the term stays).
     pub prepayment_reamortisation: Reamortisation,
+    /// How short an installment may be and still count as paid for aging, late fees and
+    /// default (the shortfall stays owed).
+    pub arrears_tolerance: Amount,
+    /// The version of the servicing terms above; loans are pinned to the one current at their
+    /// approval.
+    pub terms_version: i32,
     pub active: bool,
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -74,6 +80,8 @@ pub struct CreateProductRequest {
     /// SHORTER_TERM (default) or LOWER_INSTALLMENT.
     #[schema(value_type = Option<String>)]
     pub prepayment_reamortisation: Option<Reamortisation>,
+    /// How short an installment may be and still count as paid; default 0.
+    pub arrears_tolerance: Option<Money>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -102,6 +110,7 @@ pub struct UpdateProductRequest {
     pub prepayment_fee_rate: Option<Decimal>,
     #[schema(value_type = Option<String>)]
     pub prepayment_reamortisation: Option<Reamortisation>,
+    pub arrears_tolerance: Option<Money>,
     pub active: Option<bool>,
 }
 
@@ -119,6 +128,7 @@ pub struct ProductFields {
     pub default_after_days: i32,
     pub prepayment_fee_rate: Decimal,
     pub prepayment_reamortisation: Reamortisation,
+    pub arrears_tolerance: Decimal,
     pub active: bool,
 }
 
@@ -161,6 +171,9 @@ impl ProductFields {
         }
         if !(1..=3650).contains(&self.default_after_days) {
             errors.push(FieldError::new("default_after_days", "must be 1 to 3650"));
+        }
+        if self.arrears_tolerance < Decimal::ZERO {
+            errors.push(FieldError::new("arrears_tolerance", "must not be negative"));
         }
         for (field, rate) in [
             ("late_fee_rate", self.late_fee_rate),

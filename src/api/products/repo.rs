@@ -15,7 +15,8 @@ pub async fn list(
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
-               prepayment_reamortisation AS "prepayment_reamortisation: _", active, version,
+               prepayment_reamortisation AS "prepayment_reamortisation: _",
+               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE active OR $1 ORDER BY product_code
         "#,
@@ -33,7 +34,8 @@ pub async fn find(conn: &mut PgConnection, code: &str) -> Result<Option<Product>
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
-               prepayment_reamortisation AS "prepayment_reamortisation: _", active, version,
+               prepayment_reamortisation AS "prepayment_reamortisation: _",
+               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE product_code = $1
         "#,
@@ -66,13 +68,14 @@ pub async fn insert(
         INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount,
             min_term_months, max_term_months, annual_interest_rate, active, grace_days,
             late_fee_amount, late_fee_rate, default_after_days, prepayment_fee_rate,
-            prepayment_reamortisation)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            prepayment_reamortisation, arrears_tolerance)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
-               prepayment_reamortisation AS "prepayment_reamortisation: _", active, version,
+               prepayment_reamortisation AS "prepayment_reamortisation: _",
+               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -90,6 +93,7 @@ pub async fn insert(
         fields.default_after_days,
         fields.prepayment_fee_rate,
         fields.prepayment_reamortisation.as_str(),
+        fields.arrears_tolerance,
     )
     .fetch_one(conn)
     .await
@@ -107,14 +111,16 @@ pub async fn update(
         SET name = $2, min_amount = $3, max_amount = $4, min_term_months = $5,
             max_term_months = $6, annual_interest_rate = $7, active = $8, grace_days = $9,
             late_fee_amount = $10, late_fee_rate = $11, default_after_days = $12,
-            prepayment_fee_rate = $13, prepayment_reamortisation = $14, version = version + 1,
+            prepayment_fee_rate = $13, prepayment_reamortisation = $14, arrears_tolerance = $15,
+            version = version + 1,
             updated_at = now()
         WHERE product_code = $1
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
-               prepayment_reamortisation AS "prepayment_reamortisation: _", active, version,
+               prepayment_reamortisation AS "prepayment_reamortisation: _",
+               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -131,6 +137,7 @@ pub async fn update(
         fields.default_after_days,
         fields.prepayment_fee_rate,
         fields.prepayment_reamortisation.as_str(),
+        fields.arrears_tolerance,
     )
     .fetch_one(conn)
     .await

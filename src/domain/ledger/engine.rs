@@ -98,6 +98,11 @@ impl InstallmentState {
     fn is_paid(&self) -> bool {
         self.principal_paid == self.principal_due && self.interest_paid == self.interest_due
     }
+
+    /// What is left to pay of its scheduled principal and interest.
+    fn unpaid(&self) -> Decimal {
+        self.principal_due - self.principal_paid + self.interest_due - self.interest_paid
+    }
 }
 
 /// What a loan owes now: the balance columns of `core.loans`.
@@ -220,13 +225,13 @@ impl Ledger {
     }
 
     /// Days since the oldest installment due on or before `on` that is not fully paid.
-    pub fn days_past_due(&self, on: NaiveDate) -> i64 {
+    pub fn days_past_due(&self, on: NaiveDate, tolerance: Decimal) -> i64 {
         if self.balances().principal_outstanding.is_zero() {
             return 0;
         }
         self.installments
             .iter()
-            .find(|s| s.due_date <= on && !s.is_paid())
+            .find(|s| s.due_date <= on && s.unpaid() > tolerance)
             .map_or(0, |s| (on - s.due_date).num_days())
     }
 
@@ -698,11 +703,16 @@ mod tests {
     #[test]
     fn days_past_due_count_from_the_oldest_unpaid_installment() {
         let mut l = ledger(1_200_000, 1200, 12);
-        assert_eq!(l.days_past_due(day("2024-02-15")), 0);
-        assert_eq!(l.days_past_due(day("2024-03-20")), 34);
+        assert_eq!(l.days_past_due(day("2024-02-15"), Decimal::ZERO), 0);
+        assert_eq!(l.days_past_due(day("2024-03-20"), Decimal::ZERO), 34);
         let first = l.installments[0].principal_due + l.installments[0].interest_due;
-        l.apply(first, day("2024-03-20"), &plain()).unwrap();
-        assert_eq!(l.days_past_due(day("2024-03-20")), 5);
+        // Short of the first installment by a cent: in arrears, unless within a tolerance.
+        l.apply(first - money(1), day("2024-03-20"), &plain())
+            .unwrap();
+        assert_eq!(l.days_past_due(day("2024-03-20"), Decimal::ZERO), 34);
+        assert_eq!(l.days_past_due(day("2024-03-20"), money(1)), 5);
+        l.apply(money(1), day("2024-03-20"), &plain()).unwrap();
+        assert_eq!(l.days_past_due(day("2024-03-20"), Decimal::ZERO), 5);
     }
 
     #[test]

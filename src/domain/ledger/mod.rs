@@ -194,12 +194,17 @@ async fn books(
 }
 
 /// The status a loan moves to after its books changed to `after` on `on`, if it moves.
-fn status_after(status: LoanStatus, after: &Ledger, on: NaiveDate) -> Option<LoanStatus> {
+fn status_after(
+    status: LoanStatus,
+    after: &Ledger,
+    on: NaiveDate,
+    tolerance: Decimal,
+) -> Option<LoanStatus> {
     match (status, after.is_settled()) {
         (LoanStatus::Disbursed | LoanStatus::Defaulted, true) => Some(LoanStatus::Closed),
         (LoanStatus::Closed, false) => Some(LoanStatus::Disbursed),
         // Clearing every arrear cures a defaulted loan.
-        (LoanStatus::Defaulted, false) if after.days_past_due(on) == 0 => {
+        (LoanStatus::Defaulted, false) if after.days_past_due(on, tolerance) == 0 => {
             Some(LoanStatus::Disbursed)
         }
         _ => None,
@@ -272,7 +277,7 @@ async fn apply_repayment(
             total_paid: amount,
             recovered: Decimal::ZERO,
             next_due_date: after.balances().next_due_date,
-            status: status_after(loan.status, &after, on),
+            status: status_after(loan.status, &after, on, loan.arrears_tolerance),
         },
     };
     repo::post(conn, &movement).await?;
@@ -378,7 +383,12 @@ pub async fn record_completed(
                 total_paid: Decimal::ZERO,
                 recovered: Decimal::ZERO,
                 next_due_date: books.balances().next_due_date,
-                status: status_after(loan.status, &books, loan.business_date),
+                status: status_after(
+                    loan.status,
+                    &books,
+                    loan.business_date,
+                    loan.arrears_tolerance,
+                ),
             };
             let movement = movement_without_installments(
                 loan,
@@ -477,7 +487,12 @@ pub async fn reverse(
     }
     if loan.status != LoanStatus::WrittenOff {
         change.next_due_date = after.balances().next_due_date;
-        change.status = status_after(loan.status, &after, loan.business_date);
+        change.status = status_after(
+            loan.status,
+            &after,
+            loan.business_date,
+            loan.arrears_tolerance,
+        );
     }
     let reversed = repo::set_status(conn, payment, PaymentStatus::Reversed, reason).await?;
     let mut movement = movement_without_installments(

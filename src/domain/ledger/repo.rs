@@ -104,6 +104,8 @@ pub struct LockedLoan {
     pub recovered_amount: Decimal,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
+    /// How short an installment may be and still count as paid for aging.
+    pub arrears_tolerance: Decimal,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
     pub business_date: NaiveDate,
     /// An opened servicing day has not reached this loan yet.
@@ -154,7 +156,7 @@ pub async fn lock_loan(
                l.principal_outstanding, l.interest_outstanding, l.fees_outstanding,
                l.penalties_outstanding, l.next_due_date, l.written_off_amount,
                l.recovered_amount, p.prepayment_fee_rate,
-               p.prepayment_reamortisation AS "reamortisation: _",
+               p.prepayment_reamortisation AS "reamortisation: _", p.arrears_tolerance,
                core.business_date($2) AS "business_date!",
                core.servicing_pending(l.loan_id) AS "servicing_pending!"
         FROM core.loans l
