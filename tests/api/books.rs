@@ -1420,20 +1420,33 @@ async fn an_installment_short_within_the_tolerance_draws_no_late_fee() {
 
 /// No late fee on an installment that the payments received for it would have paid, had they
 /// not gone to an earlier late fee (16 CFR 444.4): the first installment, paid late, draws its
-/// fee; the second, paid in full on its due date, does not, although the fee took part of the
-/// late payment. Paid short by more than that, it does.
+/// fee; the second, paid in full on its due date, does not. Under FEES_FIRST the late payment
+/// went to the fee first and the rule holds the second fee back; under INSTALLMENTS_FIRST the
+/// late payment paid the installment and the fee stays owed. Paid short by more than the fee
+/// took, the second installment does draw its fee.
 #[tokio::test]
 async fn a_late_fee_never_makes_the_next_installment_late() {
     let app = TestApp::spawn().await;
     app.ensure_products().await;
-    app.set_terms("grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0")
-        .await;
     let mut loans = Vec::new();
-    for (code, id) in [("CUSTP01", "751751751"), ("CUSTP02", "752752752")] {
+    for (allocation, code, id) in [
+        ("FEES_FIRST", "CUSTP01", "751751751"),
+        ("FEES_FIRST", "CUSTP02", "752752752"),
+        ("INSTALLMENTS_FIRST", "CUSTP03", "753753753"),
+    ] {
+        app.set_terms(&format!(
+            "grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0, \
+             payment_allocation = '{allocation}'"
+        ))
+        .await;
         let customer = app.approved_customer(code, id).await;
         let loan = app
             .disbursed_loan(customer, "PERSONAL_STD", "50000000.00", 24)
             .await;
+        assert_eq!(
+            app.loan_json(&loan).await["terms"]["payment_allocation"],
+            allocation
+        );
         app.paid_out_months_ago(&loan, 3).await;
         loans.push(loan);
     }
@@ -1459,17 +1472,23 @@ async fn a_late_fee_never_makes_the_next_installment_late() {
         app.repay_on(loan, first, d1 + Days::new(7)).await;
     }
     app.service_days(d1 + Days::new(7), d2 - Days::new(1)).await;
-    // The second installment in full on its day; the twin pays 100.00 less.
-    app.repay_on(&loans[0], second, d2).await;
-    app.repay_on(&loans[1], second - Decimal::new(100, 0), d2)
-        .await;
+    // The second installment in full on its day; one twin pays 100.00 less.
+    for (loan, paid) in [
+        (&loans[0], second),
+        (&loans[1], second - Decimal::new(100, 0)),
+        (&loans[2], second),
+    ] {
+        app.repay_on(loan, paid, d2).await;
+    }
     app.service_days(d2, d2 + Days::new(6)).await;
 
     let fee_on_first = (1, (d1 + Days::new(6)).to_string(), "50000.00".to_owned());
-    assert_eq!(
-        app.late_fees(&loans[0]).await,
-        std::slice::from_ref(&fee_on_first)
-    );
+    for loan in [&loans[0], &loans[2]] {
+        assert_eq!(
+            app.late_fees(loan).await,
+            std::slice::from_ref(&fee_on_first)
+        );
+    }
     assert_eq!(
         app.late_fees(&loans[1]).await,
         [
@@ -1477,5 +1496,9 @@ async fn a_late_fee_never_makes_the_next_installment_late() {
             (2, (d2 + Days::new(6)).to_string(), "50000.00".to_owned())
         ]
     );
+    // Installments first: both installments are paid and the fee is still owed.
+    let owed = app.loan_json(&loans[2]).await;
+    assert_eq!(owed["penalties_outstanding"], "50000.00");
+    assert_eq!(owed["next_due_date"], rows[2]["due_date"]);
     assert_books_reconcile(&app).await;
 }

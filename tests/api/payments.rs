@@ -38,6 +38,13 @@ pub fn money(v: &Value) -> Decimal {
 #[tokio::test]
 async fn the_branch_flow_pays_fees_then_interest_then_principal_closes_and_reverses_exactly() {
     let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    sqlx::raw_sql(
+        "UPDATE core.products SET payment_allocation = 'FEES_FIRST' WHERE product_code = 'PERSONAL_STD'",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
     let customer = app.approved_customer("CUST500", "500500500").await;
     // 12,000,000 at 12.5% over 6 months.
     let loan = app

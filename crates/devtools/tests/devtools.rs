@@ -6,7 +6,7 @@ use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
 use lakehouse_api::domain::ledger::journal::{Account, Lines};
-use lakehouse_api::domain::ledger::{Component, Reamortisation};
+use lakehouse_api::domain::ledger::{Component, PaymentAllocation, Reamortisation};
 use lakehouse_devtools::seed::generated::{loans, uuid_v7, Rng};
 use lakehouse_devtools::seed::history::{play, Terms};
 use rust_decimal::Decimal;
@@ -49,6 +49,7 @@ fn terms() -> Terms {
         annual_interest_rate: Decimal::new(1250, 4),
         prepayment_fee_rate: Decimal::new(1, 2),
         reamortisation: Reamortisation::ShorterTerm,
+        allocation: PaymentAllocation::InstallmentsFirst,
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::ledger::Reamortisation;
+use crate::domain::ledger::{PaymentAllocation, Reamortisation};
 use crate::domain::money::{Amount, Installment, Money};
 use crate::platform::auth::Role;
 use crate::platform::error::ApiError;
@@ -206,6 +206,8 @@ pub struct LoanTerms {
     /// default; the shortfall stays owed.
     #[schema(value_type = String, example = "1.00")]
     pub arrears_tolerance: Decimal,
+    /// Where a repayment goes first: INSTALLMENTS_FIRST or FEES_FIRST.
+    pub payment_allocation: PaymentAllocation,
 }
 
 /// A loan's repayment plan.

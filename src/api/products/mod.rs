@@ -14,7 +14,7 @@ use self::model::{
     check_code, check_type, CreateProductRequest, Product, ProductFields, ProductList,
     ProductListQuery, UpdateProductRequest,
 };
-use crate::domain::ledger::Reamortisation;
+use crate::domain::ledger::{PaymentAllocation, Reamortisation};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::StaffOnly;
 use crate::platform::conditional::{etag, expected_version};
@@ -113,6 +113,9 @@ async fn create_product(
         arrears_tolerance: request
             .arrears_tolerance
             .map_or(Decimal::ZERO, |m| m.amount()),
+        payment_allocation: request
+            .payment_allocation
+            .unwrap_or(PaymentAllocation::InstallmentsFirst),
         active: request.active,
     };
     fields.check()?;
@@ -196,6 +199,9 @@ async fn update_product(
         arrears_tolerance: request
             .arrears_tolerance
             .map_or(current.arrears_tolerance.0, |m| m.amount()),
+        payment_allocation: request
+            .payment_allocation
+            .unwrap_or(current.payment_allocation),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::ledger::Reamortisation;
+use crate::domain::ledger::{PaymentAllocation, Reamortisation};
 use crate::domain::money::Amount;
 use crate::domain::money::Money;
 use crate::platform::error::{ApiError, FieldError};
@@ -42,6 +42,10 @@ pub struct Product {
     /// How short an installment may be and still count as paid for aging, late fees and
     /// default (the shortfall stays owed).
     pub arrears_tolerance: Amount,
+    /// Where a repayment goes first: INSTALLMENTS_FIRST (the installments due and the current
+    /// one, then fees and late fees: an earlier late fee never makes an installment late) or
+    /// FEES_FIRST (fees and late fees, then the installments).
+    pub payment_allocation: PaymentAllocation,
     /// The version of the servicing terms above; loans are pinned to the one current at their
     /// approval.
     pub terms_version: i32,
@@ -82,6 +86,9 @@ pub struct CreateProductRequest {
     pub prepayment_reamortisation: Option<Reamortisation>,
     /// How short an installment may be and still count as paid; default 0.
     pub arrears_tolerance: Option<Money>,
+    /// INSTALLMENTS_FIRST (default) or FEES_FIRST.
+    #[schema(value_type = Option<String>)]
+    pub payment_allocation: Option<PaymentAllocation>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -111,6 +118,8 @@ pub struct UpdateProductRequest {
     #[schema(value_type = Option<String>)]
     pub prepayment_reamortisation: Option<Reamortisation>,
     pub arrears_tolerance: Option<Money>,
+    #[schema(value_type = Option<String>)]
+    pub payment_allocation: Option<PaymentAllocation>,
     pub active: Option<bool>,
 }
 
@@ -129,6 +138,7 @@ pub struct ProductFields {
     pub prepayment_fee_rate: Decimal,
     pub prepayment_reamortisation: Reamortisation,
     pub arrears_tolerance: Decimal,
+    pub payment_allocation: PaymentAllocation,
     pub active: bool,
 }
 

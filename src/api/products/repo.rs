@@ -16,7 +16,8 @@ pub async fn list(
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
-               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
+               arrears_tolerance AS "arrears_tolerance: _",
+               payment_allocation AS "payment_allocation: _", terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE active OR $1 ORDER BY product_code
         "#,
@@ -35,7 +36,8 @@ pub async fn find(conn: &mut PgConnection, code: &str) -> Result<Option<Product>
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
-               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
+               arrears_tolerance AS "arrears_tolerance: _",
+               payment_allocation AS "payment_allocation: _", terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE product_code = $1
         "#,
@@ -68,14 +70,15 @@ pub async fn insert(
         INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount,
             min_term_months, max_term_months, annual_interest_rate, active, grace_days,
             late_fee_amount, late_fee_rate, default_after_days, prepayment_fee_rate,
-            prepayment_reamortisation, arrears_tolerance)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            prepayment_reamortisation, arrears_tolerance, payment_allocation)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
-               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
+               arrears_tolerance AS "arrears_tolerance: _",
+               payment_allocation AS "payment_allocation: _", terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -94,6 +97,7 @@ pub async fn insert(
         fields.prepayment_fee_rate,
         fields.prepayment_reamortisation.as_str(),
         fields.arrears_tolerance,
+        fields.payment_allocation.as_str(),
     )
     .fetch_one(conn)
     .await
@@ -112,7 +116,7 @@ pub async fn update(
             max_term_months = $6, annual_interest_rate = $7, active = $8, grace_days = $9,
             late_fee_amount = $10, late_fee_rate = $11, default_after_days = $12,
             prepayment_fee_rate = $13, prepayment_reamortisation = $14, arrears_tolerance = $15,
-            version = version + 1,
+            payment_allocation = $16, version = version + 1,
             updated_at = now()
         WHERE product_code = $1
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
@@ -120,7 +124,8 @@ pub async fn update(
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
-               arrears_tolerance AS "arrears_tolerance: _", terms_version, active, version,
+               arrears_tolerance AS "arrears_tolerance: _",
+               payment_allocation AS "payment_allocation: _", terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -138,6 +143,7 @@ pub async fn update(
         fields.prepayment_fee_rate,
         fields.prepayment_reamortisation.as_str(),
         fields.arrears_tolerance,
+        fields.payment_allocation.as_str(),
     )
     .fetch_one(conn)
     .await

@@ -31,6 +31,17 @@ crate::closed_set! {
 }
 
 crate::closed_set! {
+    /// Where a repayment goes first (a product's choice).
+    pub enum PaymentAllocation {
+        /// Fees, then late fees, then the installments due and the current one.
+        FeesFirst = "FEES_FIRST",
+        /// The installments due and the current one, then fees, then late fees: a payment that
+        /// covers an installment always pays it.
+        InstallmentsFirst = "INSTALLMENTS_FIRST",
+    }
+}
+
+crate::closed_set! {
     /// What a partial prepayment does to the rest of the schedule (a product's choice).
     pub enum Reamortisation {
         /// The installment stays; the loan ends sooner.
@@ -47,6 +58,7 @@ pub struct Terms {
     pub annual_rate: Decimal,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
+    pub allocation: PaymentAllocation,
 }
 
 /// How a movement changed an installment's scheduled amounts (a re-amortisation).
@@ -341,7 +353,7 @@ impl Ledger {
             let current = current
                 .max(receivable)
                 .map_or(next.installments.len(), |i| i + 1);
-            let (mut allocations, left) = next.pay_in_order(amount, current);
+            let (mut allocations, left) = next.pay_in_order(amount, current, terms.allocation);
             let mut schedule = Vec::new();
             if left > Decimal::ZERO {
                 schedule = next
@@ -375,54 +387,79 @@ impl Ledger {
         })
     }
 
-    /// Fees, penalties, then the first `installments` installments' interest and principal in
-    /// due order; returns where the money went and what is left.
-    fn pay_in_order(&mut self, amount: Decimal, installments: usize) -> (Vec<Allocation>, Decimal) {
+    /// The first `installments` installments' interest and principal in due order, and fees
+    /// and penalties before them or after them as `allocation` says; returns where the money
+    /// went and what is left.
+    fn pay_in_order(
+        &mut self,
+        amount: Decimal,
+        installments: usize,
+        allocation: PaymentAllocation,
+    ) -> (Vec<Allocation>, Decimal) {
         let mut left = amount;
         let mut allocations = Vec::new();
-        let take = |available: Decimal, left: &mut Decimal| {
-            let taken = available.min(*left).max(Decimal::ZERO);
-            *left -= taken;
-            taken
-        };
-        let fee = take(self.fees_outstanding, &mut left);
+        match allocation {
+            PaymentAllocation::FeesFirst => {
+                self.pay_charges(&mut left, &mut allocations);
+                self.pay_installments(&mut left, &mut allocations, installments);
+            }
+            PaymentAllocation::InstallmentsFirst => {
+                self.pay_installments(&mut left, &mut allocations, installments);
+                self.pay_charges(&mut left, &mut allocations);
+            }
+        }
+        (allocations, left)
+    }
+
+    /// Fees, then penalties, out of `left`.
+    fn pay_charges(&mut self, left: &mut Decimal, allocations: &mut Vec<Allocation>) {
+        let fee = take(self.fees_outstanding, left);
         self.fees_outstanding -= fee;
-        push(&mut allocations, None, Component::Fee, fee, Decimal::ZERO);
-        let penalty = take(self.penalties_outstanding, &mut left);
+        push(allocations, None, Component::Fee, fee, Decimal::ZERO);
+        let penalty = take(self.penalties_outstanding, left);
         self.penalties_outstanding -= penalty;
         push(
-            &mut allocations,
+            allocations,
             None,
             Component::Penalty,
             penalty,
             Decimal::ZERO,
         );
+    }
+
+    /// The first `installments` installments' interest and principal, oldest first, out of
+    /// `left`.
+    fn pay_installments(
+        &mut self,
+        left: &mut Decimal,
+        allocations: &mut Vec<Allocation>,
+        installments: usize,
+    ) {
         for s in self.installments.iter_mut().take(installments) {
             if left.is_zero() {
                 break;
             }
-            let interest = take(s.interest_due - s.interest_paid, &mut left);
+            let interest = take(s.interest_due - s.interest_paid, left);
             let posted = (s.interest_paid + interest - s.interest_posted).max(Decimal::ZERO);
             s.interest_paid += interest;
             s.interest_posted += posted;
             push(
-                &mut allocations,
+                allocations,
                 Some(s.number),
                 Component::Interest,
                 interest,
                 posted,
             );
-            let principal = take(s.principal_due - s.principal_paid, &mut left);
+            let principal = take(s.principal_due - s.principal_paid, left);
             s.principal_paid += principal;
             push(
-                &mut allocations,
+                allocations,
                 Some(s.number),
                 Component::Principal,
                 principal,
                 Decimal::ZERO,
             );
         }
-        (allocations, left)
     }
 
     /// Takes `amount` off the principal of the installments from index `from` on, and
@@ -555,6 +592,13 @@ impl Ledger {
     }
 }
 
+/// Up to `available` out of `left` (nothing if either is not positive).
+fn take(available: Decimal, left: &mut Decimal) -> Decimal {
+    let taken = available.min(*left).max(Decimal::ZERO);
+    *left -= taken;
+    taken
+}
+
 fn push(
     allocations: &mut Vec<Allocation>,
     installment: Option<i32>,
@@ -602,6 +646,7 @@ mod tests {
             annual_rate: Decimal::new(rate_bp, 4),
             prepayment_fee_rate: fee_rate,
             reamortisation,
+            allocation: PaymentAllocation::FeesFirst,
         }
     }
 
@@ -648,6 +693,46 @@ mod tests {
         assert_eq!(once.balances().principal_outstanding, money(405_000));
         assert_eq!(twice.balances(), once.balances());
         assert_eq!(twice.installments, once.installments);
+    }
+
+    /// Installments first: the current installment is paid whole, then the fee, then the late
+    /// fee; fees first takes the same payment for the charges before the installment.
+    #[test]
+    fn installments_first_pays_the_installment_before_the_charges() {
+        let on = day("2024-02-14");
+        let installment = money(12000) + money(94_619); // 12,000 at 12% over 12 months
+        for (allocation, left_on_installment) in [
+            (PaymentAllocation::InstallmentsFirst, Decimal::ZERO),
+            (PaymentAllocation::FeesFirst, money(7000)),
+        ] {
+            let mut l = ledger(1_200_000, 1200, 12);
+            assert_eq!(
+                l.installments[0].principal_due + l.installments[0].interest_due,
+                installment
+            );
+            l.charge_fee(money(3000));
+            l.penalties_outstanding = money(5000);
+            let t = Terms {
+                allocation,
+                ..plain()
+            };
+            l.apply(installment + money(1000), on, &t).unwrap();
+            let first = &l.installments[0];
+            assert_eq!(
+                first.principal_due + first.interest_due
+                    - first.principal_paid
+                    - first.interest_paid,
+                left_on_installment,
+                "{allocation}"
+            );
+            if allocation == PaymentAllocation::InstallmentsFirst {
+                // What is left after the installment goes to the fee.
+                assert_eq!(
+                    (l.fees_outstanding, l.penalties_outstanding),
+                    (money(2000), money(5000))
+                );
+            }
+        }
     }
 
     #[test]
@@ -800,8 +885,11 @@ mod tests {
     }
 
     /// Runs `ops`, checking after each that the journal lines posted so far equal the books.
-    fn run(ops: &[Op], method: Reamortisation) -> Ledger {
-        let t = terms(1500, Decimal::new(2, 2), method);
+    fn run(ops: &[Op], method: Reamortisation, allocation: PaymentAllocation) -> Ledger {
+        let t = Terms {
+            allocation,
+            ..terms(1500, Decimal::new(2, 2), method)
+        };
         let rate = t.prepayment_fee_rate;
         let mut l = ledger(2_000_000, 1500, 12);
         let mut on = l.disbursed_on;
@@ -910,8 +998,10 @@ mod tests {
         #[test]
         fn the_books_equal_the_journal_never_go_negative_and_replay_identically(ops in prop::collection::vec(op(), 0..60)) {
             for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
-                let ledger = run(&ops, method);
-                prop_assert_eq!(ledger, run(&ops, method));
+                for allocation in [PaymentAllocation::FeesFirst, PaymentAllocation::InstallmentsFirst] {
+                    let ledger = run(&ops, method, allocation);
+                    prop_assert_eq!(ledger, run(&ops, method, allocation));
+                }
             }
         }
     }

@@ -16,8 +16,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use self::engine::{
-    Allocation, Applied, Balances, Component, InstallmentState, Ledger, LedgerError, Quote,
-    Reamortisation, ScheduleChange, Terms,
+    Allocation, Applied, Balances, Component, InstallmentState, Ledger, LedgerError,
+    PaymentAllocation, Quote, Reamortisation, ScheduleChange, Terms,
 };
 use self::journal::{Account, EntryKind, Lines};
 use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};

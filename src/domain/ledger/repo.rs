@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::engine::{Allocation, InstallmentState, Reamortisation, ScheduleChange, Terms};
+use super::engine::{
+    Allocation, InstallmentState, PaymentAllocation, Reamortisation, ScheduleChange, Terms,
+};
 use super::journal::{Account, EntryKind, Lines};
 use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
 use crate::domain::money::Installment;
@@ -104,6 +106,7 @@ pub struct LockedLoan {
     pub recovered_amount: Decimal,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
+    pub allocation: PaymentAllocation,
     /// How short an installment may be and still count as paid for aging.
     pub arrears_tolerance: Decimal,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
@@ -127,6 +130,7 @@ impl LockedLoan {
             annual_rate: self.interest_rate,
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
+            allocation: self.allocation,
         }
     }
 }
@@ -157,6 +161,7 @@ pub async fn lock_loan(
                l.penalties_outstanding, l.next_due_date, l.written_off_amount,
                l.recovered_amount, p.prepayment_fee_rate,
                p.prepayment_reamortisation AS "reamortisation: _", p.arrears_tolerance,
+               p.payment_allocation AS "allocation: _",
                core.business_date($2) AS "business_date!",
                core.servicing_pending(l.loan_id) AS "servicing_pending!"
         FROM core.loans l

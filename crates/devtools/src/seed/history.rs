@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::generated::{uuid_v7, Loan, Rng};
 use lakehouse_api::domain::ledger::journal::{Account, EntryKind, Lines};
 use lakehouse_api::domain::ledger::model::LoanStatus;
-use lakehouse_api::domain::ledger::{Allocation, Ledger, Reamortisation, Terms as LoanTerms};
+use lakehouse_api::domain::ledger::{
+    Allocation, Ledger, PaymentAllocation, Reamortisation, Terms as LoanTerms,
+};
 use lakehouse_api::domain::money::annuity_schedule;
 
 /// What the product charges, as `core.products` has it.
@@ -20,6 +22,7 @@ pub struct Terms {
     pub annual_interest_rate: Decimal,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
+    pub allocation: PaymentAllocation,
 }
 
 impl Terms {
@@ -28,6 +31,7 @@ impl Terms {
             annual_rate: self.annual_interest_rate,
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
+            allocation: self.allocation,
         }
     }
 }
