@@ -1502,3 +1502,135 @@ async fn a_late_fee_never_makes_the_next_installment_late() {
     assert_eq!(owed["next_due_date"], rows[2]["due_date"]);
     assert_books_reconcile(&app).await;
 }
+
+/// Under CREDIT terms a repayment above the payoff pays the loan off and leaves the rest owed
+/// back on LOAN_OVERPAYMENT, the loan OVERPAID; the refund pays it out and closes the loan, once,
+/// whatever the replays. Reversing the overpayment before the refund reopens the loan; after it,
+/// the reversal is refused. Under REFUSE terms the same repayment is 422.
+#[tokio::test]
+async fn an_overpayment_is_a_credit_until_refunded() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.set_terms("overpayment = 'CREDIT'").await;
+    let mut loans = Vec::new();
+    for (code, id) in [("CUSTO01", "761761761"), ("CUSTO02", "762762762")] {
+        let customer = app.approved_customer(code, id).await;
+        loans.push(
+            app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+                .await,
+        );
+    }
+    app.set_terms("overpayment = 'REFUSE'").await;
+    let customer = app.approved_customer("CUSTO03", "763763763").await;
+    let refusing = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let payoff = |loan: &Value| {
+        let path = format!("/v1/loans/{}/payoff", loan["loan_id"].as_str().unwrap());
+        let app = &app;
+        async move { money(&app.get(&path, &app.staff()).await.json()["total"]) }
+    };
+    let credit = |loan: &Value| {
+        let id = loan["loan_id"].as_str().unwrap().to_owned();
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, Decimal>(
+                "SELECT coalesce(sum(amount), 0) FROM core.journal_lines \
+                 WHERE loan_id = $1::uuid AND account = 'LOAN_OVERPAYMENT'",
+            )
+            .bind(id)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap()
+        }
+    };
+    let extra = Decimal::new(10_000, 0);
+    let mut paid = Vec::new();
+    for loan in &loans {
+        let total = payoff(loan).await + extra;
+        let response = app
+            .pay(
+                &app.staff(),
+                &key(),
+                &crate::helpers::repayment(loan, &total.to_string()),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
+        paid.push(response.json()["payment_id"].as_str().unwrap().to_owned());
+        let after = app.loan_json(loan).await;
+        assert_eq!(after["status"], "OVERPAID");
+        assert_eq!(after["principal_outstanding"], "0.00");
+        assert_eq!(credit(loan).await, -extra);
+    }
+    let over = payoff(&refusing).await + Decimal::ONE;
+    app.pay(
+        &app.staff(),
+        &key(),
+        &crate::helpers::repayment(&refusing, &over.to_string()),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The first loan: refunded, once, whatever the replays.
+    let refund = |loan: &Value, key: &str| {
+        let path = format!("/v1/loans/{}/refund", loan["loan_id"].as_str().unwrap());
+        let key = key.to_owned();
+        let app = &app;
+        async move {
+            let request = app
+                .request(Method::POST, &path, Some(&app.staff()))
+                .header("idempotency-key", key)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.send(request).await
+        }
+    };
+    let first = refund(&loans[0], "refund-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    assert_eq!(first.json()["status"], "CLOSED");
+    let replayed = refund(&loans[0], "refund-1").await;
+    assert_eq!(
+        (replayed.status, replayed.text()),
+        (first.status, first.text())
+    );
+    refund(&loans[0], "refund-2")
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert_eq!(credit(&loans[0]).await, Decimal::ZERO);
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.journal_entries WHERE kind = 'REFUND'")
+            .await,
+        1
+    );
+    let reverse = |payment: &str| {
+        let path = format!("/v1/payments/{payment}/reverse");
+        let app = &app;
+        async move {
+            app.json(
+                Method::POST,
+                &path,
+                &app.staff(),
+                &json!({"reason": "bounced"}),
+            )
+            .await
+        }
+    };
+    reverse(&paid[0]).await.problem(StatusCode::CONFLICT);
+
+    // The second loan takes no more money while it owes a refund; its overpaying repayment
+    // reversed before any refund reopens it.
+    app.pay(
+        &app.staff(),
+        &key(),
+        &crate::helpers::repayment(&loans[1], "1.00"),
+    )
+    .await
+    .problem(StatusCode::CONFLICT);
+    let reversed = reverse(&paid[1]).await;
+    assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+    let reopened = app.loan_json(&loans[1]).await;
+    assert_eq!(reopened["status"], "DISBURSED");
+    assert_eq!(reopened["principal_outstanding"], "12000000.00");
+    assert_eq!(credit(&loans[1]).await, Decimal::ZERO);
+    assert_books_reconcile(&app).await;
+}

@@ -330,7 +330,8 @@ pub async fn generate(
     .await?;
     let terms: history::Terms = sqlx::query_as(
         "SELECT annual_interest_rate, prepayment_fee_rate, \
-                prepayment_reamortisation AS reamortisation, payment_allocation AS allocation \
+                prepayment_reamortisation AS reamortisation, payment_allocation AS allocation, \
+                overpayment \
          FROM core.products WHERE product_code = 'PERSONAL_STD'",
     )
     .fetch_one(&mut *conn)

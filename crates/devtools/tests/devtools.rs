@@ -6,7 +6,7 @@ use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
 use lakehouse_api::domain::ledger::journal::{Account, Lines};
-use lakehouse_api::domain::ledger::{Component, PaymentAllocation, Reamortisation};
+use lakehouse_api::domain::ledger::{Component, Overpayment, PaymentAllocation, Reamortisation};
 use lakehouse_devtools::seed::generated::{loans, uuid_v7, Rng};
 use lakehouse_devtools::seed::history::{play, Terms};
 use rust_decimal::Decimal;
@@ -50,6 +50,7 @@ fn terms() -> Terms {
         prepayment_fee_rate: Decimal::new(1, 2),
         reamortisation: Reamortisation::ShorterTerm,
         allocation: PaymentAllocation::InstallmentsFirst,
+        overpayment: Overpayment::Refuse,
     }
 }
 

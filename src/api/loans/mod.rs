@@ -4,6 +4,7 @@ mod installments;
 mod journal;
 pub mod model;
 mod payoff;
+mod refund;
 pub mod repo;
 mod schedule;
 mod statement;
@@ -46,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_loan))
         .routes(routes!(payoff::get_payoff_quote))
         .routes(routes!(write_off_loan))
+        .routes(routes!(refund::refund_loan))
 }
 
 /// Apply for a loan. A customer applies for themself; staff apply for any customer and may date

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::ledger::{PaymentAllocation, Reamortisation};
+use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::domain::money::{Amount, Installment, Money};
 use crate::platform::auth::Role;
 use crate::platform::error::ApiError;
@@ -208,6 +208,8 @@ pub struct LoanTerms {
     pub arrears_tolerance: Decimal,
     /// Where a repayment goes first: INSTALLMENTS_FIRST or FEES_FIRST.
     pub payment_allocation: PaymentAllocation,
+    /// What money above the payoff does: REFUSE or CREDIT.
+    pub overpayment: Overpayment,
 }
 
 /// A loan's repayment plan.

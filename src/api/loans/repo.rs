@@ -31,7 +31,8 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
                                 'prepayment_fee_rate', t.prepayment_fee_rate::text, \
                                 'prepayment_reamortisation', t.prepayment_reamortisation, \
                                 'arrears_tolerance', t.arrears_tolerance::text, \
-                                'payment_allocation', t.payment_allocation) \
+                                'payment_allocation', t.payment_allocation, \
+                                'overpayment', t.overpayment) \
       FROM core.loan_terms t \
       WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version)) AS terms, \
      l.version, l.created_by, l.created_at, l.updated_at";

@@ -14,7 +14,7 @@ use self::model::{
     check_code, check_type, CreateProductRequest, Product, ProductFields, ProductList,
     ProductListQuery, UpdateProductRequest,
 };
-use crate::domain::ledger::{PaymentAllocation, Reamortisation};
+use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::StaffOnly;
 use crate::platform::conditional::{etag, expected_version};
@@ -116,6 +116,7 @@ async fn create_product(
         payment_allocation: request
             .payment_allocation
             .unwrap_or(PaymentAllocation::InstallmentsFirst),
+        overpayment: request.overpayment.unwrap_or(Overpayment::Refuse),
         active: request.active,
     };
     fields.check()?;
@@ -202,6 +203,7 @@ async fn update_product(
         payment_allocation: request
             .payment_allocation
             .unwrap_or(current.payment_allocation),
+        overpayment: request.overpayment.unwrap_or(current.overpayment),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

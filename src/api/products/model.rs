@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::ledger::{PaymentAllocation, Reamortisation};
+use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::domain::money::Amount;
 use crate::domain::money::Money;
 use crate::platform::error::{ApiError, FieldError};
@@ -46,6 +46,9 @@ pub struct Product {
     /// one, then fees and late fees: an earlier late fee never makes an installment late) or
     /// FEES_FIRST (fees and late fees, then the installments).
     pub payment_allocation: PaymentAllocation,
+    /// What money above the payoff does: REFUSE (422) or CREDIT (it pays the loan off; the rest
+    /// is owed back to the customer, the loan OVERPAID until refunded).
+    pub overpayment: Overpayment,
     /// The version of the servicing terms above; loans are pinned to the one current at their
     /// approval.
     pub terms_version: i32,
@@ -89,6 +92,9 @@ pub struct CreateProductRequest {
     /// INSTALLMENTS_FIRST (default) or FEES_FIRST.
     #[schema(value_type = Option<String>)]
     pub payment_allocation: Option<PaymentAllocation>,
+    /// REFUSE (default) or CREDIT.
+    #[schema(value_type = Option<String>)]
+    pub overpayment: Option<Overpayment>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -120,6 +126,8 @@ pub struct UpdateProductRequest {
     pub arrears_tolerance: Option<Money>,
     #[schema(value_type = Option<String>)]
     pub payment_allocation: Option<PaymentAllocation>,
+    #[schema(value_type = Option<String>)]
+    pub overpayment: Option<Overpayment>,
     pub active: Option<bool>,
 }
 
@@ -139,6 +147,7 @@ pub struct ProductFields {
     pub prepayment_reamortisation: Reamortisation,
     pub arrears_tolerance: Decimal,
     pub payment_allocation: PaymentAllocation,
+    pub overpayment: Overpayment,
     pub active: bool,
 }
 

@@ -17,7 +17,8 @@ pub async fn list(
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
                arrears_tolerance AS "arrears_tolerance: _",
-               payment_allocation AS "payment_allocation: _", terms_version, active, version,
+               payment_allocation AS "payment_allocation: _", overpayment AS "overpayment: _",
+               terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE active OR $1 ORDER BY product_code
         "#,
@@ -37,7 +38,8 @@ pub async fn find(conn: &mut PgConnection, code: &str) -> Result<Option<Product>
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
                arrears_tolerance AS "arrears_tolerance: _",
-               payment_allocation AS "payment_allocation: _", terms_version, active, version,
+               payment_allocation AS "payment_allocation: _", overpayment AS "overpayment: _",
+               terms_version, active, version,
                created_at, updated_at
         FROM core.products WHERE product_code = $1
         "#,
@@ -70,15 +72,16 @@ pub async fn insert(
         INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount,
             min_term_months, max_term_months, annual_interest_rate, active, grace_days,
             late_fee_amount, late_fee_rate, default_after_days, prepayment_fee_rate,
-            prepayment_reamortisation, arrears_tolerance, payment_allocation)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+            prepayment_reamortisation, arrears_tolerance, payment_allocation, overpayment)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
                max_amount AS "max_amount: _", min_term_months, max_term_months,
                annual_interest_rate, grace_days, late_fee_amount AS "late_fee_amount: _",
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
                arrears_tolerance AS "arrears_tolerance: _",
-               payment_allocation AS "payment_allocation: _", terms_version, active, version,
+               payment_allocation AS "payment_allocation: _", overpayment AS "overpayment: _",
+               terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -98,6 +101,7 @@ pub async fn insert(
         fields.prepayment_reamortisation.as_str(),
         fields.arrears_tolerance,
         fields.payment_allocation.as_str(),
+        fields.overpayment.as_str(),
     )
     .fetch_one(conn)
     .await
@@ -116,7 +120,7 @@ pub async fn update(
             max_term_months = $6, annual_interest_rate = $7, active = $8, grace_days = $9,
             late_fee_amount = $10, late_fee_rate = $11, default_after_days = $12,
             prepayment_fee_rate = $13, prepayment_reamortisation = $14, arrears_tolerance = $15,
-            payment_allocation = $16, version = version + 1,
+            payment_allocation = $16, overpayment = $17, version = version + 1,
             updated_at = now()
         WHERE product_code = $1
         RETURNING product_code, name, product_type, min_amount AS "min_amount: _",
@@ -125,7 +129,8 @@ pub async fn update(
                late_fee_rate, default_after_days, prepayment_fee_rate,
                prepayment_reamortisation AS "prepayment_reamortisation: _",
                arrears_tolerance AS "arrears_tolerance: _",
-               payment_allocation AS "payment_allocation: _", terms_version, active, version,
+               payment_allocation AS "payment_allocation: _", overpayment AS "overpayment: _",
+               terms_version, active, version,
                created_at, updated_at
         "#,
         code,
@@ -144,6 +149,7 @@ pub async fn update(
         fields.prepayment_reamortisation.as_str(),
         fields.arrears_tolerance,
         fields.payment_allocation.as_str(),
+        fields.overpayment.as_str(),
     )
     .fetch_one(conn)
     .await

@@ -27,6 +27,18 @@ crate::closed_set! {
         Principal = "PRINCIPAL",
         /// Principal paid ahead of the schedule, which is re-amortised.
         Prepayment = "PREPAYMENT",
+        /// Money above the payoff, owed back to the customer.
+        Overpayment = "OVERPAYMENT",
+    }
+}
+
+crate::closed_set! {
+    /// What money above the payoff does (a product's choice).
+    pub enum Overpayment {
+        /// Refused (422).
+        Refuse = "REFUSE",
+        /// It pays the loan off, and the rest is owed back to the customer until refunded.
+        Credit = "CREDIT",
     }
 }
 
@@ -59,6 +71,7 @@ pub struct Terms {
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
     pub allocation: PaymentAllocation,
+    pub overpayment: Overpayment,
 }
 
 /// How a movement changed an installment's scheduled amounts (a re-amortisation).
@@ -77,6 +90,7 @@ impl Component {
             Self::Penalty => (Account::LoanPenalties, Account::PenaltyIncome),
             Self::Interest => (Account::LoanInterest, Account::InterestIncome),
             Self::Principal | Self::Prepayment => (Account::LoanPrincipal, Account::Cash),
+            Self::Overpayment => (Account::LoanOverpayment, Account::Cash),
         }
     }
 }
@@ -176,6 +190,8 @@ pub enum LedgerError {
 pub struct Applied {
     pub allocations: Vec<Allocation>,
     pub payoff: bool,
+    /// Money above the payoff, owed back to the customer (zero unless the terms credit it).
+    pub credit: Decimal,
     pub lines: Lines,
     /// The re-amortisation a prepayment made.
     pub schedule: Vec<ScheduleChange>,
@@ -330,15 +346,24 @@ impl Ledger {
         terms: &Terms,
     ) -> Result<Applied, LedgerError> {
         let quote = self.quote(on, terms.prepayment_fee_rate);
-        if amount > quote.total {
+        let credit = (amount - quote.total).max(Decimal::ZERO);
+        if credit > Decimal::ZERO && terms.overpayment == Overpayment::Refuse {
             return Err(LedgerError::Overpayment {
                 outstanding: quote.total,
             });
         }
-        let payoff = amount == quote.total;
+        let payoff = amount >= quote.total;
         let mut next = self.clone();
         let (allocations, schedule) = if payoff {
-            (next.pay_off(on, quote.prepayment_fee), Vec::new())
+            let mut allocations = next.pay_off(on, quote.prepayment_fee);
+            push(
+                &mut allocations,
+                None,
+                Component::Overpayment,
+                credit,
+                Decimal::ZERO,
+            );
+            (allocations, Vec::new())
         } else {
             // The installments due on the day, those whose interest is already receivable (as a
             // backdated payment finds those servicing posted since its day, or an earlier payment
@@ -382,6 +407,7 @@ impl Ledger {
         Ok(Applied {
             allocations,
             payoff,
+            credit,
             lines,
             schedule,
         })
@@ -560,7 +586,7 @@ impl Ledger {
             match (a.component, a.installment) {
                 (Component::Fee, _) => next.fees_outstanding += a.amount - a.posted,
                 (Component::Penalty, _) => next.penalties_outstanding += a.amount,
-                (Component::Prepayment, _) => {}
+                (Component::Prepayment | Component::Overpayment, _) => {}
                 (component, Some(number)) => {
                     if let Some(s) = next.installments.iter_mut().find(|s| s.number == number) {
                         if component == Component::Interest {
@@ -647,6 +673,7 @@ mod tests {
             prepayment_fee_rate: fee_rate,
             reamortisation,
             allocation: PaymentAllocation::FeesFirst,
+            overpayment: Overpayment::Refuse,
         }
     }
 
@@ -782,6 +809,26 @@ mod tests {
                 outstanding: money(100_000)
             })
         );
+        assert_eq!(l, before);
+    }
+
+    /// Under CREDIT terms, money above the payoff pays the loan off and the rest is owed back on
+    /// LOAN_OVERPAYMENT; reversing the payment undoes both.
+    #[test]
+    fn more_than_the_payoff_is_a_credit_when_the_terms_say_so() {
+        let mut l = ledger(100_000, 0, 2);
+        let before = l.clone();
+        let credit = Terms {
+            overpayment: Overpayment::Credit,
+            ..terms(0, Decimal::ZERO, Reamortisation::ShorterTerm)
+        };
+        let applied = l.apply(money(101_000), day("2024-01-20"), &credit).unwrap();
+        assert!(applied.payoff && l.is_settled());
+        assert_eq!(applied.credit, money(1000));
+        assert!(applied.lines.is_balanced());
+        assert_eq!(applied.lines.of(Account::LoanOverpayment), money(-1000));
+        assert_eq!(applied.lines.of(Account::Cash), money(101_000));
+        l.reverse(&applied.allocations, &applied.schedule).unwrap();
         assert_eq!(l, before);
     }
 

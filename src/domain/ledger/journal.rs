@@ -33,6 +33,8 @@ crate::closed_set! {
         WriteOff = "WRITE_OFF",
         Recovery = "RECOVERY",
         Reversal = "REVERSAL",
+        /// Money owed back to the customer after an overpayment, paid out.
+        Refund = "REFUND",
     }
 }
 

@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use self::engine::{
-    Allocation, Applied, Balances, Component, InstallmentState, Ledger, LedgerError,
+    Allocation, Applied, Balances, Component, InstallmentState, Ledger, LedgerError, Overpayment,
     PaymentAllocation, Quote, Reamortisation, ScheduleChange, Terms,
 };
 use self::journal::{Account, EntryKind, Lines};
@@ -202,7 +202,7 @@ fn status_after(
 ) -> Option<LoanStatus> {
     match (status, after.is_settled()) {
         (LoanStatus::Disbursed | LoanStatus::Defaulted, true) => Some(LoanStatus::Closed),
-        (LoanStatus::Closed, false) => Some(LoanStatus::Disbursed),
+        (LoanStatus::Closed | LoanStatus::Overpaid, false) => Some(LoanStatus::Disbursed),
         // Clearing every arrear cures a defaulted loan.
         (LoanStatus::Defaulted, false) if after.days_past_due(on, tolerance) == 0 => {
             Some(LoanStatus::Disbursed)
@@ -277,7 +277,11 @@ async fn apply_repayment(
             total_paid: amount,
             recovered: Decimal::ZERO,
             next_due_date: after.balances().next_due_date,
-            status: status_after(loan.status, &after, on, loan.arrears_tolerance),
+            status: if applied.credit > Decimal::ZERO {
+                Some(LoanStatus::Overpaid)
+            } else {
+                status_after(loan.status, &after, on, loan.arrears_tolerance)
+            },
         },
     };
     repo::post(conn, &movement).await?;
@@ -345,6 +349,11 @@ pub async fn record_completed(
             ));
         }
         _ => {}
+    }
+    if loan.status == LoanStatus::Overpaid {
+        return Err(ApiError::conflict(
+            "the loan is paid off and owes the customer a refund: it takes no payments",
+        ));
     }
     let payment = &order.row(loan.loan_id, loan.customer_id, PaymentStatus::Completed);
     match (payment.payment_type, loan.status) {
@@ -469,6 +478,12 @@ pub async fn reverse(
                     "the loan was written off after this repayment",
                 ));
             }
+            if !lines.of(Account::LoanOverpayment).is_zero() && loan.status != LoanStatus::Overpaid
+            {
+                return Err(ApiError::conflict(
+                    "the credit this repayment left was refunded",
+                ));
+            }
             let allocations = repo::reverse_allocations(conn, payment.payment_id).await?;
             let schedule = repo::reverse_schedule_changes(conn, payment.payment_id).await?;
             after.reverse(&allocations, &schedule).map_err(error)?;
@@ -510,6 +525,35 @@ pub async fn reverse(
 
 /// Writes off a DEFAULTED loan (locked by the caller): everything it owes moves to the
 /// write-off expense, and the loan becomes WRITTEN_OFF. Returns the amount written off.
+/// Pays the customer of an OVERPAID loan (locked by the caller) what it owes them: a REFUND entry
+/// clears LOAN_OVERPAYMENT and the loan is CLOSED. Returns the amount refunded.
+pub async fn refund(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Decimal, ApiError> {
+    if loan.status != LoanStatus::Overpaid {
+        return Err(ApiError::conflict(format!(
+            "a loan that is {} owes no refund",
+            loan.status
+        )));
+    }
+    let credit = -repo::account_balance(conn, loan.loan_id, Account::LoanOverpayment).await?;
+    let mut lines = Lines::new();
+    lines.transfer(Account::LoanOverpayment, Account::Cash, credit);
+    let movement = movement_without_installments(
+        loan,
+        EntryKind::Refund,
+        None,
+        None,
+        &lines,
+        LoanChange {
+            total_paid: Decimal::ZERO,
+            recovered: Decimal::ZERO,
+            next_due_date: None,
+            status: Some(LoanStatus::Closed),
+        },
+    );
+    repo::post(conn, &movement).await?;
+    Ok(credit)
+}
+
 pub async fn write_off(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Decimal, ApiError> {
     if loan.status != LoanStatus::Defaulted {
         return Err(ApiError::conflict(format!(

@@ -35,6 +35,8 @@ crate::closed_set! {
         Cancelled = "CANCELLED",
         Disbursed = "DISBURSED",
         Closed = "CLOSED",
+        /// Paid off with money to spare, owed back to the customer until staff refund it.
+        Overpaid = "OVERPAID",
         Defaulted = "DEFAULTED",
         WrittenOff = "WRITTEN_OFF",
     }

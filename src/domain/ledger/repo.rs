@@ -7,7 +7,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::engine::{
-    Allocation, InstallmentState, PaymentAllocation, Reamortisation, ScheduleChange, Terms,
+    Allocation, InstallmentState, Overpayment, PaymentAllocation, Reamortisation, ScheduleChange,
+    Terms,
 };
 use super::journal::{Account, EntryKind, Lines};
 use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
@@ -107,6 +108,7 @@ pub struct LockedLoan {
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
     pub allocation: PaymentAllocation,
+    pub overpayment: Overpayment,
     /// How short an installment may be and still count as paid for aging.
     pub arrears_tolerance: Decimal,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
@@ -131,6 +133,7 @@ impl LockedLoan {
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
             allocation: self.allocation,
+            overpayment: self.overpayment,
         }
     }
 }
@@ -161,7 +164,7 @@ pub async fn lock_loan(
                l.penalties_outstanding, l.next_due_date, l.written_off_amount,
                l.recovered_amount, p.prepayment_fee_rate,
                p.prepayment_reamortisation AS "reamortisation: _", p.arrears_tolerance,
-               p.payment_allocation AS "allocation: _",
+               p.payment_allocation AS "allocation: _", p.overpayment AS "overpayment: _",
                core.business_date($2) AS "business_date!",
                core.servicing_pending(l.loan_id) AS "servicing_pending!"
         FROM core.loans l
@@ -220,6 +223,24 @@ pub struct LoanBalances {
     pub disbursed_on: Option<NaiveDate>,
     pub prepayment_fee_rate: Decimal,
     pub business_date: NaiveDate,
+}
+
+/// What the journal holds on one of a loan's accounts.
+pub async fn account_balance(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    account: Account,
+) -> Result<Decimal, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT coalesce(sum(amount), 0) AS "balance!" FROM core.journal_lines
+        WHERE loan_id = $1 AND account = $2
+        "#,
+        loan_id,
+        account.as_str(),
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn loan_balances(

@@ -12,7 +12,7 @@ use super::generated::{uuid_v7, Loan, Rng};
 use lakehouse_api::domain::ledger::journal::{Account, EntryKind, Lines};
 use lakehouse_api::domain::ledger::model::LoanStatus;
 use lakehouse_api::domain::ledger::{
-    Allocation, Ledger, PaymentAllocation, Reamortisation, Terms as LoanTerms,
+    Allocation, Ledger, Overpayment, PaymentAllocation, Reamortisation, Terms as LoanTerms,
 };
 use lakehouse_api::domain::money::annuity_schedule;
 
@@ -23,6 +23,7 @@ pub struct Terms {
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
     pub allocation: PaymentAllocation,
+    pub overpayment: Overpayment,
 }
 
 impl Terms {
@@ -32,6 +33,7 @@ impl Terms {
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
             allocation: self.allocation,
+            overpayment: self.overpayment,
         }
     }
 }
