@@ -588,6 +588,25 @@ async fn staff_manage_products_and_everyone_reads_them() {
         .json(Method::POST, "/v1/products", &app.staff(), &body)
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    // A new product's contract terms: installments before charges, no credit for overpayment,
+    // no arrears tolerance, version 1.
+    let terms = |p: &Value| {
+        (
+            p["payment_allocation"].clone(),
+            p["overpayment"].clone(),
+            p["arrears_tolerance"].clone(),
+            p["terms_version"].clone(),
+        )
+    };
+    assert_eq!(
+        terms(&created.json()),
+        (
+            json!("INSTALLMENTS_FIRST"),
+            json!("REFUSE"),
+            json!("0.00"),
+            json!(1)
+        )
+    );
     app.json(Method::POST, "/v1/products", &app.staff(), &body)
         .await
         .problem(StatusCode::CONFLICT);
@@ -611,6 +630,33 @@ async fn staff_manage_products_and_everyone_reads_them() {
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
     assert_eq!(updated.json()["active"], false);
+    // Retiring the product changed no term: the same terms version. Changing a term makes the
+    // next one, which is what loans approved from then on are pinned to.
+    assert_eq!(updated.json()["terms_version"], 1);
+    let stricter = app
+        .json_with(
+            Method::PATCH,
+            "/v1/products/AUTO_STD",
+            &app.staff(),
+            &json!({"overpayment": "CREDIT", "arrears_tolerance": "1000"}),
+            &[("if-match", "\"2\"")],
+        )
+        .await;
+    assert_eq!(stricter.status, StatusCode::OK, "{}", stricter.text());
+    assert_eq!(
+        terms(&stricter.json()),
+        (
+            json!("INSTALLMENTS_FIRST"),
+            json!("CREDIT"),
+            json!("1000.00"),
+            json!(2)
+        )
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.loan_terms WHERE product_code = 'AUTO_STD'")
+            .await,
+        2
+    );
     app.json_with(
         Method::PATCH,
         "/v1/products/AUTO_STD",
