@@ -1632,5 +1632,33 @@ async fn an_overpayment_is_a_credit_until_refunded() {
     assert_eq!(reopened["status"], "DISBURSED");
     assert_eq!(reopened["principal_outstanding"], "12000000.00");
     assert_eq!(credit(&loans[1]).await, Decimal::ZERO);
+
+    // A customer's own transfer above the payoff, on CREDIT terms: pending, then confirmed into
+    // a credit.
+    app.set_terms("overpayment = 'CREDIT'").await;
+    let customer = app.approved_customer("CUSTO04", "764764764").await;
+    let mobile = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
+        .await;
+    let total = payoff(&mobile).await + extra;
+    let started = app
+        .pay(
+            &app.customer(customer),
+            &key(),
+            &crate::helpers::repayment(&mobile, &total.to_string()),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::CREATED, "{}", started.text());
+    assert_eq!(started.json()["status"], "PENDING");
+    let confirm = format!(
+        "/v1/payments/{}/confirm",
+        started.json()["payment_id"].as_str().unwrap()
+    );
+    let confirmed = app
+        .json(Method::POST, &confirm, &app.staff(), &json!({}))
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text());
+    assert_eq!(app.loan_json(&mobile).await["status"], "OVERPAID");
+    assert_eq!(credit(&mobile).await, -extra);
     assert_books_reconcile(&app).await;
 }

@@ -137,7 +137,7 @@ pub async fn start_repayment(
         )));
     }
     let payoff = payoff_quote(conn, &loan, None).await?.quote.total;
-    if order.amount > payoff {
+    if order.amount > payoff && loan.overpayment == Overpayment::Refuse {
         return Err(overpayment(payoff));
     }
     let pending = order.row(loan.loan_id, loan.customer_id, PaymentStatus::Pending);

@@ -222,6 +222,8 @@ pub struct LoanBalances {
     pub penalties_outstanding: Decimal,
     pub disbursed_on: Option<NaiveDate>,
     pub prepayment_fee_rate: Decimal,
+    /// What money above the payoff does under the loan's terms.
+    pub overpayment: Overpayment,
     pub business_date: NaiveDate,
 }
 
@@ -253,11 +255,11 @@ pub async fn loan_balances(
         SELECT l.loan_id, l.customer_id, l.status AS "status: _", l.loan_amount, l.total_paid,
                l.fees_outstanding, l.penalties_outstanding,
                core.business_date(l.disbursement_date) AS disbursed_on,
-               (SELECT t.prepayment_fee_rate FROM core.loan_terms t
-                WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version))
-                   AS "prepayment_fee_rate!",
+               t.prepayment_fee_rate, t.overpayment AS "overpayment: _",
                core.business_date(now()) AS "business_date!"
         FROM core.loans l
+        JOIN core.loan_terms t
+          ON (t.product_code, t.terms_version) = (l.product_code, l.terms_version)
         WHERE (l.loan_id, l.application_date) =
               (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
         "#,
