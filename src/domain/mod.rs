@@ -1,5 +1,6 @@
 //! The middle layer: the lender's rules. Resources call these; nothing here knows a route.
 
+pub mod contract;
 pub mod credit_risk;
 pub mod customer_record;
 pub mod dues;

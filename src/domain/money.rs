@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{Months, NaiveDate};
+use chrono::NaiveDate;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -157,11 +157,14 @@ fn cents_text(value: Decimal, buffer: &mut [u8; CENTS_TEXT_MAX]) -> Option<&str>
     std::str::from_utf8(&buffer[at..]).ok()
 }
 
-/// One monthly installment of an annuity schedule.
+/// One installment of a schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Installment {
     pub number: u32,
     pub due_date: NaiveDate,
+    /// The days of its period as the loan's day count counts them.
+    #[schema(example = 31)]
+    pub days: i64,
     #[serde(serialize_with = "crate::domain::money::as_cents")]
     #[schema(value_type = String)]
     pub principal: Decimal,
@@ -177,103 +180,10 @@ pub struct Installment {
     pub remaining_balance: Decimal,
 }
 
-/// A level monthly payment (annuity) schedule for `principal` at `annual_rate` (0.1250 is 12.5%)
-/// over `months`, first due one month after `start`.
-///
-/// Every figure is rounded to cents; interest is charged on the outstanding balance each month;
-/// the last installment takes whatever principal is left, so the principals sum to exactly the
-/// amount lent.
-pub fn annuity_schedule(
-    principal: Decimal,
-    annual_rate: Decimal,
-    months: u32,
-    start: NaiveDate,
-) -> Vec<Installment> {
-    if months == 0 {
-        return Vec::new();
-    }
-    let due_dates: Vec<NaiveDate> = (1..=months)
-        .map(|number| {
-            start
-                .checked_add_months(Months::new(number))
-                .unwrap_or(NaiveDate::MAX)
-        })
-        .collect();
-    let mut balance = cents(principal);
-    amortise(principal, annual_rate, due_dates.len(), None)
-        .into_iter()
-        .zip(due_dates)
-        .zip(1..)
-        .map(|(((principal_part, interest), due_date), number)| {
-            balance -= principal_part;
-            Installment {
-                number,
-                due_date,
-                principal: principal_part,
-                interest,
-                total: principal_part + interest,
-                remaining_balance: balance,
-            }
-        })
-        .collect()
-}
-
-/// `principal` repaid over `count` monthly installments at `annual_rate`: each installment's
-/// (principal, interest), interest on the balance before it, rounded to cents. The installment
-/// is `payment` when given (a shorter term: installments after the balance is paid are zero),
-/// else the level annuity payment; the last installment takes what rounding left.
-pub fn amortise(
-    principal: Decimal,
-    annual_rate: Decimal,
-    count: usize,
-    payment: Option<Decimal>,
-) -> Vec<(Decimal, Decimal)> {
-    if count == 0 {
-        return Vec::new();
-    }
-    let monthly_rate = annual_rate / Decimal::from(12);
-    let months = u32::try_from(count).unwrap_or(u32::MAX);
-    let payment = payment.unwrap_or_else(|| cents(level_payment(principal, monthly_rate, months)));
-    let mut balance = cents(principal);
-    (1..=count)
-        .map(|number| {
-            let interest = cents(balance * monthly_rate);
-            let principal_part = if number == count {
-                balance
-            } else {
-                (payment - interest).min(balance).max(Decimal::ZERO)
-            };
-            balance -= principal_part;
-            (principal_part, interest)
-        })
-        .collect()
-}
-
-/// P·r / (1 − (1 + r)^−n), or P / n when the rate is zero. Unrounded.
-fn level_payment(principal: Decimal, monthly_rate: Decimal, months: u32) -> Decimal {
-    if monthly_rate.is_zero() {
-        return principal / Decimal::from(months);
-    }
-    let factor = Decimal::ONE + monthly_rate;
-    let mut growth = Decimal::ONE;
-    for _ in 0..months {
-        match growth.checked_mul(factor) {
-            Some(g) => growth = g,
-            // (1 + r)^n beyond 10^28: its inverse is zero to 28 digits.
-            None => return principal * monthly_rate,
-        }
-    }
-    principal * monthly_rate / (Decimal::ONE - Decimal::ONE / growth)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn start() -> NaiveDate {
-        NaiveDate::from_ymd_opt(2024, 1, 31).unwrap()
-    }
 
     #[test]
     fn money_is_a_string_with_at_most_two_decimals() {
@@ -308,21 +218,12 @@ mod tests {
     }
 
     #[test]
-    fn a_known_schedule_matches_the_textbook_figures() {
-        // 12,000 at 12% over 12 months: payment 1,066.19, first interest 120.00.
-        let s = annuity_schedule(Decimal::new(1_200_000, 2), Decimal::new(12, 2), 12, start());
-        assert_eq!(s[0].total, Decimal::new(106_619, 2));
-        assert_eq!(s[0].interest, Decimal::new(12_000, 2));
-        assert_eq!(s[0].due_date, NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
-        assert_eq!(s[11].remaining_balance, Decimal::ZERO);
-    }
-
-    #[test]
     fn amounts_are_written_to_the_cent() {
         let text = |v: Decimal| {
             serde_json::to_value(Installment {
                 number: 1,
                 due_date: NaiveDate::MIN,
+                days: 30,
                 principal: v,
                 interest: v,
                 total: v,
@@ -360,32 +261,6 @@ mod tests {
             match cents_text(value, &mut buffer) {
                 Some(text) => prop_assert_eq!(text, expected),
                 None => prop_assert!(cents(value).mantissa().unsigned_abs() > u128::from(u64::MAX)),
-            }
-        }
-
-        #[test]
-        fn principal_sums_exactly_to_the_amount(
-            cents_lent in 100i64..=100_000_000_000,
-            rate_bp in prop_oneof![Just(0u32), 1u32..=9_999],
-            months in 1u32..=600,
-        ) {
-            let amount = Decimal::new(cents_lent, 2);
-            let rate = Decimal::new(i64::from(rate_bp), 4);
-            let s = annuity_schedule(amount, rate, months, start());
-            prop_assert_eq!(s.len(), months as usize);
-            let principal: Decimal = s.iter().map(|i| i.principal).sum();
-            prop_assert_eq!(principal, amount);
-            prop_assert_eq!(s.last().unwrap().remaining_balance, Decimal::ZERO);
-            let mut previous = amount;
-            for i in &s {
-                prop_assert!(i.principal >= Decimal::ZERO && i.interest >= Decimal::ZERO);
-                prop_assert_eq!(i.total, i.principal + i.interest);
-                prop_assert_eq!(i.remaining_balance, previous - i.principal);
-                prop_assert!(i.principal.scale() <= 2 && i.interest.scale() <= 2);
-                previous = i.remaining_balance;
-            }
-            if rate_bp == 0 {
-                prop_assert!(s.iter().all(|i| i.interest.is_zero()));
             }
         }
     }

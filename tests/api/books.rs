@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestLoan};
 use crate::payments::{key, money};
 
 fn is_canonical_money(v: &Value) -> bool {
@@ -805,30 +805,64 @@ async fn a_prepayment_re_amortises_the_schedule_as_the_product_says_and_reverses
 }
 
 /// Random sequences of repayments (some large enough to prepay), fees, reversals, servicing
-/// days and payoffs on two loans: after every step the books reconcile with the journal and no
+/// days and payoffs on two loans, under each day count (whole đồng in thousands, or cents under
+/// the books' old convention): after every step the books reconcile with the journal and no
 /// balance is negative (`disagreements` checks both, over every loan).
 #[tokio::test]
 async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
+    use lakehouse_api::domain::contract::DayCount;
     let app = TestApp::spawn().await;
     app.ensure_products().await;
-    app.set_terms("late_fee_amount = 20000, late_fee_rate = 0.01, prepayment_fee_rate = 0.01")
-        .await;
-    let customer = app.approved_customer("CUSTQ01", "790790790").await;
-    let loans = [
-        app.disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 12)
-            .await,
-        app.disbursed_loan(customer, "PERSONAL_STD", "9000000.00", 24)
-            .await,
-    ];
     let mut next = draws(0x5eed);
-    let mut completed: Vec<String> = Vec::new();
     let mut day = 0;
+    for (n, day_count) in DayCount::ALL.iter().enumerate() {
+        let (digits, multiple) = match day_count {
+            DayCount::Thirty360Monthly => (2, "0.01"),
+            _ => (0, "1000"),
+        };
+        app.set_terms(&format!(
+            "late_fee_amount = 20000, late_fee_rate = 0.01, prepayment_fee_rate = 0.01, \
+             day_count = '{day_count}', currency_digits = {digits}, \
+             installment_multiple = {multiple}, arrears_tolerance = 0"
+        ))
+        .await;
+        let customer = app
+            .approved_customer(&format!("CUSTQ0{n}"), &format!("79079079{n}"))
+            .await;
+        let loans = [
+            app.disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 12)
+                .await,
+            app.disbursed_loan(customer, "PERSONAL_STD", "9000000.00", 24)
+                .await,
+        ];
+        assert_eq!(
+            app.loan_json(&loans[0]).await["terms"]["day_count"],
+            day_count.as_str()
+        );
+        random_movements(&app, &loans, &mut next, &mut day, digits).await;
+    }
+}
+
+/// Forty random steps on `loans`, amounts in `digits` decimals; the books are checked after each.
+async fn random_movements(
+    app: &TestApp,
+    loans: &[TestLoan; 2],
+    next: &mut impl FnMut(u64) -> u64,
+    day: &mut u64,
+    digits: u32,
+) {
+    let mut completed: Vec<String> = Vec::new();
     let mut steps = std::collections::BTreeMap::new();
+    let in_units = |cents: u64| {
+        Decimal::new(cents as i64, 2)
+            .round_dp(digits)
+            .max(Decimal::ONE)
+    };
     for _ in 0..40 {
         let loan = &loans[next(2) as usize];
         let step = match next(6) {
             0 | 1 => {
-                let amount = Decimal::new(1 + next(300_000_000) as i64, 2);
+                let amount = in_units(1 + next(300_000_000));
                 let r = app.repay(loan, &amount.to_string()).await;
                 assert!(
                     r.status == StatusCode::CREATED || r.status == StatusCode::UNPROCESSABLE_ENTITY,
@@ -841,7 +875,7 @@ async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
                 "repayment"
             }
             2 => {
-                let amount = Decimal::new(1 + next(2_000_000) as i64, 2);
+                let amount = in_units(1 + next(2_000_000));
                 let r = app
                     .pay(
                         &app.staff(),
@@ -870,8 +904,8 @@ async fn random_sequences_with_servicing_days_and_payoffs_keep_the_books() {
                 "reversal"
             }
             4 => {
-                day += 1 + next(40);
-                let run = app.service(day, day).await;
+                *day += 1 + next(40);
+                let run = app.service(*day, *day).await;
                 assert_eq!(run["status"], "SUCCEEDED", "{run}");
                 "servicing day"
             }
@@ -1661,4 +1695,290 @@ async fn an_overpayment_is_a_credit_until_refunded() {
     assert_eq!(app.loan_json(&mobile).await["status"], "OVERPAID");
     assert_eq!(credit(&mobile).await, -extra);
     assert_books_reconcile(&app).await;
+}
+
+/// A product created with the defaults: actual days over 365, whole đồng, a tolerance of one
+/// đồng, installments first; a late fee of 50,000 after 5 grace days.
+async fn market_product(app: &TestApp, code: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "product_code": code, "name": "Personal loan", "product_type": "PERSONAL_LOAN",
+        "min_amount": "1000000", "max_amount": "500000000", "min_term_months": 1,
+        "max_term_months": 60, "annual_interest_rate": "0.1250", "grace_days": 5,
+        "late_fee_amount": "50000"
+    });
+    for (field, value) in extra.as_object().unwrap() {
+        body[field] = value.clone();
+    }
+    let created = app
+        .json(Method::POST, "/v1/products", &app.staff(), &body)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    created.json()
+}
+
+/// Half up to the đồng.
+fn whole_dong(value: Decimal) -> Decimal {
+    value.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// A customer who pays exactly the installment shown, in whole đồng, on every due date is never
+/// in arrears: 50,000,000 at 12.5% over 24 months under ACTUAL_365_FIXED, twelve installments
+/// paid and every day serviced, draws no late fee and ends current. Its twin, paying one đồng
+/// more short than the tolerance allows, draws the fee exactly once per installment. The
+/// schedule is checked against actual/365 computed here: each period's interest is its opening
+/// balance × 12.5% × its actual days / 365, half up to the đồng.
+#[tokio::test]
+async fn paying_the_installment_shown_on_every_due_date_is_never_late() {
+    let app = TestApp::spawn().await;
+    let product = market_product(&app, "VND_ACT365", json!({})).await;
+    for (field, expected) in [
+        ("day_count", json!("ACTUAL_365_FIXED")),
+        ("currency", json!("VND")),
+        ("currency_digits", json!(0)),
+        ("installment_multiple", json!("1.00")),
+        ("arrears_tolerance", json!("1.00")),
+        ("payment_allocation", json!("INSTALLMENTS_FIRST")),
+    ] {
+        assert_eq!(product[field], expected, "{field}: {product}");
+    }
+    let exact_customer = app.approved_customer("CUSTV01", "761761761").await;
+    let short_customer = app.approved_customer("CUSTV02", "762762762").await;
+    let exact = app
+        .disbursed_loan(exact_customer, "VND_ACT365", "50000000", 24)
+        .await;
+    let short = app
+        .disbursed_loan(short_customer, "VND_ACT365", "50000000", 24)
+        .await;
+    let shown = app
+        .get(&format!("/v1/loans/{}/schedule", exact.id), &app.staff())
+        .await
+        .json();
+    assert_eq!(shown["day_count"], "ACTUAL_365_FIXED");
+    let rows = shown["installments"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 24);
+    let (mut balance, mut start) = (Decimal::from(50_000_000), app.today().await);
+    for row in &rows {
+        let due: NaiveDate = row["due_date"].as_str().unwrap().parse().unwrap();
+        let days = (due - start).num_days();
+        assert_eq!(row["days"], json!(days), "{row}");
+        let interest =
+            whole_dong(balance * Decimal::new(125, 3) * Decimal::from(days) / Decimal::from(365));
+        assert_eq!(money(&row["interest"]), interest, "{row}");
+        assert!(money(&row["total"]).fract().is_zero(), "{row}");
+        balance -= money(&row["principal"]);
+        (start, balance) = (due, balance);
+    }
+    assert_eq!(balance, Decimal::ZERO);
+    // Level: every total but the last is the same whole đồng.
+    assert!(
+        rows[..23].iter().all(|r| r["total"] == rows[0]["total"]),
+        "{shown}"
+    );
+
+    for loan in [&exact, &short] {
+        app.paid_out_months_ago(loan, 13).await;
+    }
+    let installments = app
+        .get(
+            &format!("/v1/loans/{}/installments", exact.id),
+            &app.staff(),
+        )
+        .await
+        .json()["installments"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let due = |k: usize| -> NaiveDate {
+        installments[k]["due_date"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let total = |k: usize| {
+        money(&installments[k]["principal_due"]) + money(&installments[k]["interest_due"])
+    };
+    for k in 0..12 {
+        app.repay_on(&exact, total(k), due(k)).await;
+        app.repay_on(&short, total(k) - Decimal::from(2), due(k))
+            .await;
+        let last_day = if k < 11 {
+            due(k + 1) - Days::new(1)
+        } else {
+            due(k) + Days::new(6)
+        };
+        app.service_days(due(k), last_day).await;
+    }
+    let today = app.today().await;
+    if due(12) < today {
+        app.repay_on(&exact, total(12), due(12)).await;
+    }
+
+    assert_eq!(app.late_fees(&exact).await, []);
+    let loan = app.loan_json(&exact).await;
+    assert_eq!(
+        (
+            &loan["status"],
+            &loan["days_past_due"],
+            &loan["penalties_outstanding"]
+        ),
+        (&json!("DISBURSED"), &json!(0), &json!("0.00")),
+        "{loan}"
+    );
+    let paid = app
+        .get(
+            &format!("/v1/loans/{}/installments", exact.id),
+            &app.staff(),
+        )
+        .await
+        .json();
+    for row in &paid["installments"].as_array().unwrap()[..12] {
+        assert_eq!(row["status"], "PAID", "{row}");
+    }
+    let fees = app.late_fees(&short).await;
+    assert_eq!(
+        fees.iter().map(|f| f.0).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>(),
+        "one fee per installment: {fees:?}"
+    );
+    assert!(fees.iter().all(|f| f.2 == "50000.00"), "{fees:?}");
+    assert_eq!(app.loan_json(&short).await["status"], "DISBURSED");
+    assert_books_reconcile(&app).await;
+
+    // The đồng has no minor unit: an amount with decimals is 422, naming it.
+    let cents = app.repay(&exact, "100000.50").await;
+    assert_eq!(
+        cents.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        cents.text()
+    );
+    assert_eq!(cents.json()["errors"][0]["field"], "amount");
+    let applied = app
+        .apply(
+            &app.staff(),
+            json!({"customer_id": exact_customer, "product_code": "VND_ACT365",
+                   "amount": "50000000.50", "term_months": 24}),
+        )
+        .await;
+    assert_eq!(
+        applied.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        applied.text()
+    );
+    assert_eq!(applied.json()["errors"][0]["field"], "amount");
+    assert_books_reconcile(&app).await;
+}
+
+/// The other shapes over the API: a weekly product of equal principal at a flat rate, with a
+/// broken first period ten days long. Its schedule shows each period's days, interest on the
+/// amount lent by actual/365, equal principal, and totals in thousands of đồng; term and first
+/// date are checked against the product.
+#[tokio::test]
+async fn a_weekly_equal_principal_flat_loan_with_a_broken_first_period() {
+    let app = TestApp::spawn().await;
+    let product = market_product(
+        &app,
+        "VND_WEEKLY",
+        json!({"frequency": "WEEKLY", "amortization": "EQUAL_PRINCIPAL",
+               "interest_method": "FLAT", "installment_multiple": "1000"}),
+    )
+    .await;
+    assert_eq!(product["arrears_tolerance"], "1000.00", "{product}");
+    let refused = app
+        .json(
+            Method::POST,
+            "/v1/products",
+            &app.staff(),
+            &json!({"product_code": "BAD_WEEKLY", "name": "x", "product_type": "PERSONAL_LOAN",
+                    "min_amount": "1000000", "max_amount": "500000000", "min_term_months": 1,
+                    "max_term_months": 60, "annual_interest_rate": "0.1250",
+                    "frequency": "WEEKLY", "day_count": "THIRTY_360_MONTHLY"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.json()["errors"][0]["field"], "day_count");
+
+    let customer = app.approved_customer("CUSTW01", "771771771").await;
+    let today = app.today().await;
+    let first = today + Days::new(10);
+    let staff = app.staff();
+    let apply = |body: Value| {
+        let mut full =
+            json!({"customer_id": customer, "product_code": "VND_WEEKLY", "amount": "10000000"});
+        for (field, value) in body.as_object().unwrap() {
+            full[field] = value.clone();
+        }
+        app.apply(&staff, full)
+    };
+    for (body, field) in [
+        (json!({"term_months": 3}), "term_periods"),
+        (json!({"term_periods": 0}), "term_periods"),
+        (
+            json!({"term_periods": 10, "first_repayment_date": today.to_string()}),
+            "first_repayment_date",
+        ),
+        (
+            json!({"term_periods": 10, "first_repayment_date": (today + Days::new(15)).to_string()}),
+            "first_repayment_date",
+        ),
+        (json!({"term_periods": 10000}), "term_periods"),
+    ] {
+        let r = apply(body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text()
+        );
+        assert_eq!(r.json()["errors"][0]["field"], field, "{body}");
+    }
+    let loan = apply(json!({"term_periods": 10, "first_repayment_date": first.to_string()})).await;
+    assert_eq!(loan.status, StatusCode::CREATED, "{}", loan.text());
+    let loan = loan.json();
+    assert_eq!(
+        (&loan["term_periods"], &loan["term_months"]),
+        (&json!(10), &json!(3)),
+        "{loan}"
+    );
+    assert_eq!(loan["terms"]["frequency"], "WEEKLY");
+    let id = loan["loan_id"].as_str().unwrap();
+    let shown = app
+        .get(&format!("/v1/loans/{id}/schedule"), &app.staff())
+        .await
+        .json();
+    let rows = shown["installments"].as_array().unwrap();
+    assert_eq!(rows.len(), 10);
+    let mut start = today;
+    for (k, row) in rows.iter().enumerate() {
+        let due: NaiveDate = row["due_date"].as_str().unwrap().parse().unwrap();
+        assert_eq!(due, first + Days::new(7 * k as u64), "{row}");
+        let days = (due - start).num_days();
+        assert_eq!(row["days"], json!(days), "{row}");
+        // Flat: on the amount lent, whatever has been repaid.
+        let interest = whole_dong(
+            Decimal::from(10_000_000) * Decimal::new(125, 3) * Decimal::from(days)
+                / Decimal::from(365),
+        );
+        assert_eq!(money(&row["interest"]), interest, "{row}");
+        if k < 9 {
+            // 1,000,000 a week plus the interest, to the thousand.
+            let total = money(&row["total"]);
+            assert_eq!(total % Decimal::from(1000), Decimal::ZERO, "{row}");
+            assert!(
+                (total - interest - Decimal::from(1_000_000)).abs() <= Decimal::from(500),
+                "{row}"
+            );
+        }
+        start = due;
+    }
+    assert_eq!(rows[0]["days"], json!(10));
+    let lent: Decimal = rows.iter().map(|r| money(&r["principal"])).sum();
+    assert_eq!(lent, Decimal::from(10_000_000));
 }

@@ -589,7 +589,8 @@ async fn staff_manage_products_and_everyone_reads_them() {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     // A new product's contract terms: installments before charges, no credit for overpayment,
-    // no arrears tolerance, version 1.
+    // an arrears tolerance of one installment multiple, version 1; the market's conventions
+    // (actual days over 365, whole đồng).
     let terms = |p: &Value| {
         (
             p["payment_allocation"].clone(),
@@ -603,10 +604,61 @@ async fn staff_manage_products_and_everyone_reads_them() {
         (
             json!("INSTALLMENTS_FIRST"),
             json!("REFUSE"),
-            json!("0.00"),
+            json!("1.00"),
             json!(1)
         )
     );
+    let conventions = |p: &Value| {
+        [
+            "day_count",
+            "amortization",
+            "interest_method",
+            "frequency",
+            "currency",
+            "currency_digits",
+            "installment_multiple",
+        ]
+        .map(|f| p[f].clone())
+    };
+    assert_eq!(
+        conventions(&created.json()),
+        [
+            json!("ACTUAL_365_FIXED"),
+            json!("ANNUITY"),
+            json!("DECLINING_BALANCE"),
+            json!("MONTHLY"),
+            json!("VND"),
+            json!(0),
+            json!("1.00")
+        ]
+    );
+    // Amounts the currency cannot hold, and an unknown or unsupported currency, are 422.
+    for (field, value) in [
+        ("min_amount", json!("50000000.50")),
+        ("installment_multiple", json!("0.50")),
+        ("currency", json!("vnd")),
+        ("currency", json!("KWD")),
+        ("currency_digits", json!(3)),
+    ] {
+        let mut bad = body.clone();
+        bad["product_code"] = json!("AUTO_Y");
+        bad[field] = value;
+        let refused = app
+            .json(Method::POST, "/v1/products", &app.staff(), &bad)
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {}",
+            refused.text()
+        );
+        assert_eq!(
+            refused.json()["errors"][0]["field"],
+            field,
+            "{}",
+            refused.text()
+        );
+    }
     app.json(Method::POST, "/v1/products", &app.staff(), &body)
         .await
         .problem(StatusCode::CONFLICT);

@@ -108,4 +108,13 @@ fn every_closed_set_spells_its_texts_as_serde_does() {
     check(LoanStatus::ALL, |v| v.as_str());
     check(PaymentKind::ALL, |v| v.as_str());
     check(PaymentStatus::ALL, |v| v.as_str());
+    use lakehouse_api::domain::contract::{Amortization, DayCount, Frequency, InterestMethod};
+    check(DayCount::ALL, |v| v.as_str());
+    check(Amortization::ALL, |v| v.as_str());
+    check(InterestMethod::ALL, |v| v.as_str());
+    check(Frequency::ALL, |v| v.as_str());
+    use lakehouse_api::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
+    check(Overpayment::ALL, |v| v.as_str());
+    check(PaymentAllocation::ALL, |v| v.as_str());
+    check(Reamortisation::ALL, |v| v.as_str());
 }

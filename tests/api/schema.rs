@@ -141,7 +141,7 @@ async fn pinning_existing_loans_to_their_terms_rewrites_no_loan_schedule_or_bala
     .await
     .unwrap();
     const BOOKS: &str = "SELECT \
-         (SELECT jsonb_agg((to_jsonb(l) - 'terms_version') || jsonb_build_object('xmin', l.xmin::text)) \
+         (SELECT jsonb_agg((to_jsonb(l) - 'terms_version' - 'term_periods' - 'first_repayment_date') || jsonb_build_object('xmin', l.xmin::text)) \
           FROM core.loans l)::text, \
          (SELECT jsonb_agg(to_jsonb(i) ORDER BY i.installment_number) FROM core.loan_installments i)::text, \
          (SELECT count(*) FROM core.journal_lines)::text";
@@ -150,14 +150,74 @@ async fn pinning_existing_loans_to_their_terms_rewrites_no_loan_schedule_or_bala
     MIGRATOR.run(&mut conn).await.unwrap();
     let after: (String, String, String) = sqlx::query_as(BOOKS).fetch_one(&mut conn).await.unwrap();
     assert_eq!(after, before, "no loan, installment or entry moved");
-    let pinned: (i32, i32, String) = sqlx::query_as(
-        "SELECT l.terms_version, t.grace_days, t.late_fee_amount::text \
+    let pinned: (i32, i32, String, String) = sqlx::query_as(
+        "SELECT l.terms_version, t.grace_days, t.late_fee_amount::text, \
+                concat_ws(' ', t.day_count, t.amortization, t.interest_method, t.frequency, \
+                          t.currency, t.currency_digits, t.installment_multiple) \
          FROM core.loans l JOIN core.loan_terms t USING (product_code, terms_version)",
     )
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!(pinned, (1, 7, "25000.00".to_owned()));
+    // The convention that computed every schedule so far (a twelfth of the rate a month, to
+    // the cent): `Contract::legacy`, whose figures src/domain/contract.rs checks.
+    assert_eq!(
+        pinned,
+        (
+            1,
+            7,
+            "25000.00".to_owned(),
+            "THIRTY_360_MONTHLY ANNUITY DECLINING_BALANCE MONTHLY VND 2 0.01".to_owned()
+        )
+    );
+    let schedule = lakehouse_api::domain::contract::Contract::legacy("0.12".parse().unwrap())
+        .schedule(
+            "1000000".parse().unwrap(),
+            "2026-01-06".parse().unwrap(),
+            None,
+            2,
+        );
+    assert_eq!(
+        schedule
+            .iter()
+            .map(|i| (
+                i.due_date.to_string(),
+                i.principal.to_string(),
+                i.interest.to_string()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "2026-02-06".to_owned(),
+                "497512.44".to_owned(),
+                "10000.00".to_owned()
+            ),
+            (
+                "2026-03-06".to_owned(),
+                "502487.56".to_owned(),
+                "5024.88".to_owned()
+            ),
+        ]
+    );
+    // The loan's stored schedule is exactly that: the convention it is pinned to reproduces it.
+    let stored: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT due_date::text, principal_due::text, interest_due::text \
+         FROM core.loan_installments ORDER BY installment_number",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        schedule
+            .iter()
+            .map(|i| (
+                i.due_date.to_string(),
+                i.principal.to_string(),
+                i.interest.to_string()
+            ))
+            .collect::<Vec<_>>()
+    );
     conn.close().await.unwrap();
     sqlx::raw_sql(&format!("DROP DATABASE {database}"))
         .execute(&app.owner)

@@ -100,16 +100,20 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
     Ok(true)
 }
 
-/// The seed guide's four products.
+/// The seed guide's four products, under the contract of the books before conventions (a
+/// twelfth of the rate a month, to the cent), and one written the way the market writes it
+/// (actual days over 365, whole đồng, installments in thousands).
 async fn insert_lab_products(tx: &mut PgConnection) -> CliResult {
     sqlx::raw_sql(
         "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
              min_term_months, max_term_months, annual_interest_rate, grace_days, late_fee_amount, \
-             late_fee_rate, default_after_days, prepayment_fee_rate) VALUES \
-         ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250, 5, 50000, 0.01, 90, 0.01), \
-         ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150, 10, 200000, 0.01, 90, 0.02), \
-         ('AUTO_STD', 'Car loan', 'AUTO_LOAN', 50000000, 2000000000, 12, 84, 0.0990, 5, 100000, 0, 90, 0), \
-         ('MORTGAGE_STD', 'Home loan', 'MORTGAGE', 200000000, 20000000000, 60, 360, 0.0850, 15, 500000, 0, 120, 0.01) \
+             late_fee_rate, default_after_days, prepayment_fee_rate, day_count, currency_digits, \
+             installment_multiple, arrears_tolerance) VALUES \
+         ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250, 5, 50000, 0.01, 90, 0.01, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+         ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150, 10, 200000, 0.01, 90, 0.02, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+         ('AUTO_STD', 'Car loan', 'AUTO_LOAN', 50000000, 2000000000, 12, 84, 0.0990, 5, 100000, 0, 90, 0, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+         ('MORTGAGE_STD', 'Home loan', 'MORTGAGE', 200000000, 20000000000, 60, 360, 0.0850, 15, 500000, 0, 120, 0.01, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+         ('PERSONAL_VN', 'Personal loan (actual/365, whole đồng)', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250, 5, 50000, 0, 90, 0.01, 'ACTUAL_365_FIXED', 0, 1000, 1000) \
          ON CONFLICT (product_code) DO NOTHING",
     )
     .execute(&mut *tx)
@@ -215,8 +219,6 @@ async fn disburse_lab_loans(tx: &mut PgConnection) -> CliResult {
             customer_id,
             loan_number: number,
             amount,
-            interest_rate: rate.parse()?,
-            term_months: term,
         };
         ledger::disburse(&mut *tx, &disbursal, disbursed)
             .await

@@ -98,7 +98,16 @@ async fn apply_for_loan(
     let product = product_terms::find(&mut tx, &request.product_code)
         .await?
         .ok_or_else(|| ApiError::invalid_field("product_code", "no such product"))?;
-    product.check_application(request.amount, request.term_months)?;
+    let today = ledger::business_date(&mut tx, application_date).await?;
+    let term = product.check_application(
+        request.amount,
+        product_terms::TermRequest {
+            term_months: request.term_months,
+            term_periods: request.term_periods,
+            first_repayment_date: request.first_repayment_date,
+            today,
+        },
+    )?;
     let credit_score =
         repo::credit_score(&mut tx, customer_id)
             .await?
@@ -120,7 +129,9 @@ async fn apply_for_loan(
         product_type: &product.product_type,
         amount: request.amount.amount(),
         interest_rate: product.annual_interest_rate,
-        term_months: request.term_months,
+        term_months: term.months,
+        term_periods: term.periods,
+        first_repayment_date: request.first_repayment_date,
         application_date,
         collateral,
         risk: &risk,
@@ -259,8 +270,6 @@ async fn move_loan<A>(
             customer_id: loan.customer_id,
             loan_number: &loan.loan_number,
             amount: loan.loan_amount.0,
-            interest_rate: loan.interest_rate,
-            term_months: loan.term_months,
         };
         ledger::disburse(&mut tx, &disbursal, at).await?;
     }

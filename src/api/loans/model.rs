@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::domain::contract::{Amortization, DayCount, Frequency, InterestMethod};
 use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::domain::money::{Amount, Installment, Money};
 use crate::platform::auth::Role;
@@ -78,8 +79,16 @@ pub struct ApplyLoanRequest {
     /// Required for staff; a customer applies for themself (their own id, or leave it out).
     pub customer_id: Option<Uuid>,
     pub product_code: String,
+    /// In the product's currency: at most as many decimals as it has (none for VND).
     pub amount: Money,
-    pub term_months: i32,
+    /// The number of monthly installments (monthly products; `term_periods` says the same).
+    pub term_months: Option<i32>,
+    /// The number of installments: required for BIWEEKLY and WEEKLY products.
+    pub term_periods: Option<i32>,
+    /// The first due date, for a broken first period (its interest by the product's day count):
+    /// after today and within two periods. Later due dates follow it one period apart. If the
+    /// loan is paid out on or after it, the first date of that series after the payout is used.
+    pub first_repayment_date: Option<NaiveDate>,
     /// Staff only, for historical entries: when the application was made, no later than now
     /// and within the backdating limit (`BACKDATING_LIMIT_DAYS`, default 3650). Defaults to now.
     pub application_date: Option<DateTime<Utc>>,
@@ -132,7 +141,12 @@ pub struct Loan {
     /// Annual, as a fraction: "0.1250" is 12.5%.
     #[schema(value_type = String, example = "0.1250")]
     pub interest_rate: Decimal,
+    /// The months the term spans (for monthly loans, the number of installments).
     pub term_months: i32,
+    /// The number of installments.
+    pub term_periods: i32,
+    /// The first due date the application asked for, if any.
+    pub first_repayment_date: Option<NaiveDate>,
     pub status: LoanStatus,
     pub application_date: DateTime<Utc>,
     pub approval_date: Option<DateTime<Utc>>,
@@ -210,6 +224,18 @@ pub struct LoanTerms {
     pub payment_allocation: PaymentAllocation,
     /// What money above the payoff does: REFUSE or CREDIT.
     pub overpayment: Overpayment,
+    /// How a period's interest counts days.
+    pub day_count: DayCount,
+    pub amortization: Amortization,
+    pub interest_method: InterestMethod,
+    pub frequency: Frequency,
+    /// ISO 4217.
+    pub currency: String,
+    /// Digits after the decimal point the loan's amounts have at most.
+    pub currency_digits: i16,
+    /// Every installment's total is a multiple of it (the last takes what is left).
+    #[schema(value_type = String, example = "1000.00")]
+    pub installment_multiple: Decimal,
 }
 
 /// A loan's repayment plan.
@@ -220,6 +246,9 @@ pub struct LoanSchedule {
     #[schema(value_type = String)]
     pub interest_rate: Decimal,
     pub term_months: i32,
+    pub term_periods: i32,
+    /// The loan's day count: each installment's `days` are counted by it.
+    pub day_count: DayCount,
     /// True until the loan is disbursed: due dates then count from today.
     pub projected: bool,
     pub total_interest: Amount,

@@ -1,7 +1,7 @@
 //! SQL for loans. A loan known only by id or number is found through `core.loan_directory`
 //! (one primary-key probe), which gives the partition key, so only one partition is searched.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -12,7 +12,8 @@ use crate::domain::credit_risk::RiskAssessment;
 use crate::platform::pagination::TimeCursor;
 
 const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, l.product_type, \
-     l.loan_amount, l.interest_rate, l.term_months, l.status, l.application_date, l.approval_date, \
+     l.loan_amount, l.interest_rate, l.term_months, \
+     coalesce(l.term_periods, l.term_months) AS term_periods, l.first_repayment_date, l.status, l.application_date, l.approval_date, \
      l.approved_by, l.rejected_at, l.rejected_by, l.rejection_reason, l.disbursement_date, \
      l.disbursed_by, l.maturity_date, l.cancelled_at, l.cancelled_by, l.closed_at, \
      l.collateral_info, l.risk_assessment, l.principal_outstanding, l.interest_outstanding, \
@@ -32,7 +33,11 @@ const COLUMNS: &str = "l.loan_id, l.loan_number, l.customer_id, l.product_code, 
                                 'prepayment_reamortisation', t.prepayment_reamortisation, \
                                 'arrears_tolerance', t.arrears_tolerance::text, \
                                 'payment_allocation', t.payment_allocation, \
-                                'overpayment', t.overpayment) \
+                                'overpayment', t.overpayment, 'day_count', t.day_count, \
+                                'amortization', t.amortization, \
+                                'interest_method', t.interest_method, 'frequency', t.frequency, \
+                                'currency', t.currency, 'currency_digits', t.currency_digits, \
+                                'installment_multiple', t.installment_multiple::text) \
       FROM core.loan_terms t \
       WHERE (t.product_code, t.terms_version) = (l.product_code, l.terms_version)) AS terms, \
      l.version, l.created_by, l.created_at, l.updated_at";
@@ -82,6 +87,8 @@ pub struct NewLoan<'a> {
     pub amount: Decimal,
     pub interest_rate: Decimal,
     pub term_months: i32,
+    pub term_periods: i32,
+    pub first_repayment_date: Option<NaiveDate>,
     pub application_date: DateTime<Utc>,
     pub collateral: Option<&'a Collateral>,
     pub risk: &'a RiskAssessment,
@@ -92,11 +99,12 @@ pub struct NewLoan<'a> {
 pub async fn insert(conn: &mut PgConnection, loan: &NewLoan<'_>) -> Result<Loan, sqlx::Error> {
     let sql = format!(
         "INSERT INTO core.loans AS l (loan_id, loan_number, customer_id, product_code, product_type, \
-         loan_amount, interest_rate, term_months, application_date, collateral_info, risk_assessment) \
+         loan_amount, interest_rate, term_months, term_periods, first_repayment_date, \
+         application_date, collateral_info, risk_assessment) \
          VALUES ($1, 'LN' || to_char($2 AT TIME ZONE 'UTC', 'YYYY') \
                      || (SELECT lpad(n, greatest(8, length(n)), '0') \
                          FROM (SELECT nextval('core.loan_number_seq')::text AS n) s), \
-                 $3, $4, $5, $6, $7, $8, $2, $9, $10) \
+                 $3, $4, $5, $6, $7, $8, $11, $12, $2, $9, $10) \
          RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
@@ -110,6 +118,8 @@ pub async fn insert(conn: &mut PgConnection, loan: &NewLoan<'_>) -> Result<Loan,
         .bind(loan.term_months)
         .bind(loan.collateral.map(Json))
         .bind(Json(loan.risk))
+        .bind(loan.term_periods)
+        .bind(loan.first_repayment_date)
         .fetch_one(conn)
         .await
 }

@@ -11,9 +11,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::model::{
-    check_code, check_type, CreateProductRequest, Product, ProductFields, ProductList,
-    ProductListQuery, UpdateProductRequest,
+    check_code, check_type, minor_digits, CreateProductRequest, Product, ProductFields,
+    ProductList, ProductListQuery, UpdateProductRequest,
 };
+use crate::domain::contract::{Amortization, DayCount, Frequency, InterestMethod};
 use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::StaffOnly;
@@ -93,6 +94,9 @@ async fn create_product(
 ) -> Result<Response, ApiError> {
     check_code(&request.product_code)?;
     check_type(&request.product_type)?;
+    let currency = request.currency.unwrap_or_else(|| "VND".to_owned());
+    let unit = Decimal::new(1, u32::try_from(minor_digits(&currency)).unwrap_or(2));
+    let installment_multiple = request.installment_multiple.map_or(unit, |m| m.amount());
     let fields = ProductFields {
         name: request.name,
         min_amount: request.min_amount.amount(),
@@ -110,13 +114,23 @@ async fn create_product(
         prepayment_reamortisation: request
             .prepayment_reamortisation
             .unwrap_or(Reamortisation::ShorterTerm),
+        // One installment multiple: an installment short by less is not in arrears.
         arrears_tolerance: request
             .arrears_tolerance
-            .map_or(Decimal::ZERO, |m| m.amount()),
+            .map_or(installment_multiple, |m| m.amount()),
         payment_allocation: request
             .payment_allocation
             .unwrap_or(PaymentAllocation::InstallmentsFirst),
         overpayment: request.overpayment.unwrap_or(Overpayment::Refuse),
+        day_count: request.day_count.unwrap_or(DayCount::Actual365Fixed),
+        amortization: request.amortization.unwrap_or(Amortization::Annuity),
+        interest_method: request
+            .interest_method
+            .unwrap_or(InterestMethod::DecliningBalance),
+        frequency: request.frequency.unwrap_or(Frequency::Monthly),
+        currency_digits: request.currency_digits.unwrap_or(minor_digits(&currency)),
+        currency,
+        installment_multiple,
         active: request.active,
     };
     fields.check()?;
@@ -204,6 +218,15 @@ async fn update_product(
             .payment_allocation
             .unwrap_or(current.payment_allocation),
         overpayment: request.overpayment.unwrap_or(current.overpayment),
+        day_count: request.day_count.unwrap_or(current.day_count),
+        amortization: request.amortization.unwrap_or(current.amortization),
+        interest_method: request.interest_method.unwrap_or(current.interest_method),
+        frequency: request.frequency.unwrap_or(current.frequency),
+        currency_digits: request.currency_digits.unwrap_or(current.currency_digits),
+        currency: request.currency.unwrap_or(current.currency),
+        installment_multiple: request
+            .installment_multiple
+            .map_or(current.installment_multiple.0, |m| m.amount()),
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::domain::contract::{Amortization, DayCount, Frequency, InterestMethod, Rounding};
 use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::domain::money::Amount;
 use crate::domain::money::Money;
@@ -49,6 +50,24 @@ pub struct Product {
     /// What money above the payoff does: REFUSE (422) or CREDIT (it pays the loan off; the rest
     /// is owed back to the customer, the loan OVERPAID until refunded).
     pub overpayment: Overpayment,
+    /// How a period's interest counts days (docs/money.md shows each): ACTUAL_365_FIXED,
+    /// ACTUAL_360, THIRTY_E_360, ACTUAL_ACTUAL_ISDA or THIRTY_360_MONTHLY (a twelfth of the rate
+    /// a month).
+    pub day_count: DayCount,
+    /// ANNUITY (a level installment) or EQUAL_PRINCIPAL.
+    pub amortization: Amortization,
+    /// DECLINING_BALANCE or FLAT (interest on the amount lent).
+    pub interest_method: InterestMethod,
+    /// MONTHLY, BIWEEKLY or WEEKLY.
+    pub frequency: Frequency,
+    /// ISO 4217.
+    #[schema(example = "VND")]
+    pub currency: String,
+    /// Digits after the decimal point every amount of the product's loans has at most.
+    #[schema(example = 0)]
+    pub currency_digits: i16,
+    /// Every installment's total is a multiple of it (the last takes what is left).
+    pub installment_multiple: Amount,
     /// The version of the servicing terms above; loans are pinned to the one current at their
     /// approval.
     pub terms_version: i32,
@@ -95,6 +114,25 @@ pub struct CreateProductRequest {
     /// REFUSE (default) or CREDIT.
     #[schema(value_type = Option<String>)]
     pub overpayment: Option<Overpayment>,
+    /// ACTUAL_365_FIXED (default), ACTUAL_360, THIRTY_E_360, ACTUAL_ACTUAL_ISDA or
+    /// THIRTY_360_MONTHLY (monthly products only).
+    #[schema(value_type = Option<String>)]
+    pub day_count: Option<DayCount>,
+    /// ANNUITY (default) or EQUAL_PRINCIPAL.
+    #[schema(value_type = Option<String>)]
+    pub amortization: Option<Amortization>,
+    /// DECLINING_BALANCE (default) or FLAT.
+    #[schema(value_type = Option<String>)]
+    pub interest_method: Option<InterestMethod>,
+    /// MONTHLY (default), BIWEEKLY or WEEKLY.
+    #[schema(value_type = Option<String>)]
+    pub frequency: Option<Frequency>,
+    /// ISO 4217; default VND.
+    pub currency: Option<String>,
+    /// 0 to 2; default the currency's minor unit (0 for VND, 2 for most others).
+    pub currency_digits: Option<i16>,
+    /// Default one unit of the currency.
+    pub installment_multiple: Option<Money>,
     #[serde(default = "yes")]
     pub active: bool,
 }
@@ -128,6 +166,25 @@ pub struct UpdateProductRequest {
     pub payment_allocation: Option<PaymentAllocation>,
     #[schema(value_type = Option<String>)]
     pub overpayment: Option<Overpayment>,
+    /// ACTUAL_365_FIXED (default), ACTUAL_360, THIRTY_E_360, ACTUAL_ACTUAL_ISDA or
+    /// THIRTY_360_MONTHLY (monthly products only).
+    #[schema(value_type = Option<String>)]
+    pub day_count: Option<DayCount>,
+    /// ANNUITY (default) or EQUAL_PRINCIPAL.
+    #[schema(value_type = Option<String>)]
+    pub amortization: Option<Amortization>,
+    /// DECLINING_BALANCE (default) or FLAT.
+    #[schema(value_type = Option<String>)]
+    pub interest_method: Option<InterestMethod>,
+    /// MONTHLY (default), BIWEEKLY or WEEKLY.
+    #[schema(value_type = Option<String>)]
+    pub frequency: Option<Frequency>,
+    /// ISO 4217; default VND.
+    pub currency: Option<String>,
+    /// 0 to 2; default the currency's minor unit (0 for VND, 2 for most others).
+    pub currency_digits: Option<i16>,
+    /// Default one unit of the currency.
+    pub installment_multiple: Option<Money>,
     pub active: Option<bool>,
 }
 
@@ -148,10 +205,87 @@ pub struct ProductFields {
     pub arrears_tolerance: Decimal,
     pub payment_allocation: PaymentAllocation,
     pub overpayment: Overpayment,
+    pub day_count: DayCount,
+    pub amortization: Amortization,
+    pub interest_method: InterestMethod,
+    pub frequency: Frequency,
+    pub currency: String,
+    pub currency_digits: i16,
+    pub installment_multiple: Decimal,
     pub active: bool,
 }
 
+/// ISO 4217 currencies without a minor unit; the others this service takes have two.
+const ZERO_DIGIT_CURRENCIES: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
+];
+
+/// ISO 4217 currencies with three minor digits, which the books' two-decimal columns cannot hold.
+const THREE_DIGIT_CURRENCIES: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+
+/// The minor-unit digits of `currency` (ISO 4217).
+pub fn minor_digits(currency: &str) -> i16 {
+    if ZERO_DIGIT_CURRENCIES.contains(&currency) {
+        0
+    } else {
+        2
+    }
+}
+
 impl ProductFields {
+    fn rounding(&self) -> Rounding {
+        Rounding {
+            digits: u32::try_from(self.currency_digits.clamp(0, 2)).unwrap_or(2),
+            multiple: self.installment_multiple,
+        }
+    }
+
+    /// The checks of the contract conventions and the currency.
+    fn check_contract(&self, errors: &mut Vec<FieldError>) {
+        if self.day_count == DayCount::Thirty360Monthly && self.frequency != Frequency::Monthly {
+            errors.push(FieldError::new(
+                "day_count",
+                "THIRTY_360_MONTHLY is a twelfth of the rate a month: monthly products only",
+            ));
+        }
+        let code_ok =
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase());
+        if !code_ok {
+            errors.push(FieldError::new(
+                "currency",
+                "must be an ISO 4217 code, like VND",
+            ));
+        } else if THREE_DIGIT_CURRENCIES.contains(&self.currency.as_str()) {
+            errors.push(FieldError::new(
+                "currency",
+                "currencies with three minor digits are not supported",
+            ));
+        }
+        if !(0..=2).contains(&self.currency_digits) {
+            errors.push(FieldError::new("currency_digits", "must be 0 to 2"));
+            return;
+        }
+        let rounding = self.rounding();
+        for (field, amount) in [
+            ("installment_multiple", self.installment_multiple),
+            ("min_amount", self.min_amount),
+            ("max_amount", self.max_amount),
+            ("late_fee_amount", self.late_fee_amount),
+            ("arrears_tolerance", self.arrears_tolerance),
+        ] {
+            if !rounding.allows(amount) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "must be in whole units of {}: at most {} decimals",
+                        self.currency, self.currency_digits
+                    ),
+                ));
+            }
+        }
+    }
+
     pub fn check(&self) -> Result<(), ApiError> {
         let mut errors = Vec::new();
         let name = self.name.trim();
@@ -191,6 +325,7 @@ impl ProductFields {
         if !(1..=3650).contains(&self.default_after_days) {
             errors.push(FieldError::new("default_after_days", "must be 1 to 3650"));
         }
+        self.check_contract(&mut errors);
         if self.arrears_tolerance < Decimal::ZERO {
             errors.push(FieldError::new("arrears_tolerance", "must not be negative"));
         }

@@ -2,8 +2,8 @@
 //! the loan's row lock, changes it here, and writes the changes and their journal entry back.
 //!
 //! **Interest** becomes receivable on its installment's due date (servicing posts it). Between
-//! due dates the interest accrued so far is computed, not posted: the installment's interest
-//! spread evenly over the days of its period, rounded to cents; the due date trues up the rest.
+//! due dates the interest accrued so far is computed, not posted, day by day as the loan's day
+//! count counts ([`Contract::accrued`]); the due date trues up the rest.
 //!
 //! **A repayment** pays fees, then penalties, then each installment in due order, interest
 //! before principal. Paying an installment ahead of its due date pays its whole scheduled
@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::journal::{Account, Lines};
-use crate::domain::money::cents;
+use crate::domain::contract::{Amortization, Contract};
 
 crate::closed_set! {
     /// What part of the debt a slice of a payment paid.
@@ -66,8 +66,6 @@ crate::closed_set! {
 /// What the loan's product and contract say about payments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {
-    /// The loan's annual interest rate.
-    pub annual_rate: Decimal,
     pub prepayment_fee_rate: Decimal,
     pub reamortisation: Reamortisation,
     pub allocation: PaymentAllocation,
@@ -167,6 +165,8 @@ pub struct Quote {
 pub struct Ledger {
     /// The business day the loan was paid out: the start of the first installment's period.
     pub disbursed_on: NaiveDate,
+    /// How its interest accrues and its amounts round.
+    pub contract: Contract,
     pub fees_outstanding: Decimal,
     pub penalties_outstanding: Decimal,
     pub installments: Vec<InstallmentState>,
@@ -200,9 +200,14 @@ pub struct Applied {
 impl Ledger {
     /// The books of a loan just paid out on `disbursed_on` with `schedule`: nothing paid, nothing
     /// receivable yet.
-    pub fn new(disbursed_on: NaiveDate, schedule: &[crate::domain::money::Installment]) -> Self {
+    pub fn new(
+        disbursed_on: NaiveDate,
+        contract: Contract,
+        schedule: &[crate::domain::money::Installment],
+    ) -> Self {
         Self {
             disbursed_on,
+            contract,
             fees_outstanding: Decimal::ZERO,
             penalties_outstanding: Decimal::ZERO,
             installments: schedule
@@ -271,19 +276,12 @@ impl Ledger {
     }
 
     /// The interest of installment `index` earned by the end of `on`: all of it from the due
-    /// date, none before its period, and in between an even share per day, rounded to cents.
+    /// date, none before its period, and in between day by day as the contract's day count
+    /// counts, rounded to the currency's unit.
     pub fn accrued(&self, index: usize, on: NaiveDate) -> Decimal {
         let s = &self.installments[index];
-        let start = self.period_start(index);
-        if on >= s.due_date {
-            return s.interest_due;
-        }
-        if on <= start {
-            return Decimal::ZERO;
-        }
-        let elapsed = Decimal::from((on - start).num_days());
-        let period = Decimal::from((s.due_date - start).num_days().max(1));
-        cents(s.interest_due * elapsed / period).min(s.interest_due)
+        self.contract
+            .accrued(s.interest_due, self.period_start(index), s.due_date, on)
     }
 
     /// The interest each installment owes if the loan is paid off on `on`: what is
@@ -306,7 +304,7 @@ impl Ledger {
             }
             interest += self.payoff_interest(index, on) - s.interest_paid;
         }
-        let prepayment_fee = cents(prepaid * prepayment_fee_rate);
+        let prepayment_fee = self.contract.rounding.unit(prepaid * prepayment_fee_rate);
         Quote {
             principal,
             interest,
@@ -496,7 +494,7 @@ impl Ledger {
         from: usize,
         terms: &Terms,
     ) -> Option<Vec<ScheduleChange>> {
-        let future = self.installments.get_mut(from..).unwrap_or_default();
+        let future = self.installments.get(from..).unwrap_or_default();
         let remaining: Decimal = future
             .iter()
             .map(|s| s.principal_due - s.principal_paid)
@@ -506,14 +504,23 @@ impl Ledger {
         }
         let level = match terms.reamortisation {
             Reamortisation::LowerInstallment => None,
-            Reamortisation::ShorterTerm => future.first().map(|s| s.principal_due + s.interest_due),
+            // The installment stays: its total, or under equal principal its principal.
+            Reamortisation::ShorterTerm => {
+                future.first().map(|s| match self.contract.amortization {
+                    Amortization::Annuity => s.principal_due + s.interest_due,
+                    Amortization::EqualPrincipal => s.principal_due,
+                })
+            }
         };
-        let rows = crate::domain::money::amortise(
+        let due_dates: Vec<NaiveDate> = future.iter().map(|s| s.due_date).collect();
+        let rows = self.contract.amortise(
             remaining - amount,
-            terms.annual_rate,
-            future.len(),
+            self.period_start(from),
+            &due_dates,
+            true,
             level,
         );
+        let future = self.installments.get_mut(from..).unwrap_or_default();
         let mut changes = Vec::new();
         for (s, (principal, interest)) in future.iter_mut().zip(rows) {
             let change = ScheduleChange {
@@ -645,7 +652,6 @@ fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::money::annuity_schedule;
     use proptest::prelude::*;
 
     fn day(text: &str) -> NaiveDate {
@@ -654,22 +660,17 @@ mod tests {
 
     fn ledger(amount: i64, rate_bp: u32, months: u32) -> Ledger {
         let start = day("2024-01-15");
-        let schedule = annuity_schedule(
-            Decimal::new(amount, 2),
-            Decimal::new(rate_bp.into(), 4),
-            months,
-            start,
-        );
-        Ledger::new(start, &schedule)
+        let contract = Contract::legacy(Decimal::new(rate_bp.into(), 4));
+        let schedule = contract.schedule(Decimal::new(amount, 2), start, None, months);
+        Ledger::new(start, contract, &schedule)
     }
 
     fn money(cents: i64) -> Decimal {
         Decimal::new(cents, 2)
     }
 
-    fn terms(rate_bp: i64, fee_rate: Decimal, reamortisation: Reamortisation) -> Terms {
+    fn terms(fee_rate: Decimal, reamortisation: Reamortisation) -> Terms {
         Terms {
-            annual_rate: Decimal::new(rate_bp, 4),
             prepayment_fee_rate: fee_rate,
             reamortisation,
             allocation: PaymentAllocation::FeesFirst,
@@ -678,7 +679,7 @@ mod tests {
     }
 
     fn plain() -> Terms {
-        terms(1200, Decimal::ZERO, Reamortisation::ShorterTerm)
+        terms(Decimal::ZERO, Reamortisation::ShorterTerm)
     }
 
     #[test]
@@ -784,7 +785,7 @@ mod tests {
             .apply(
                 quote.total,
                 on,
-                &terms(1200, Decimal::new(1, 2), Reamortisation::ShorterTerm),
+                &terms(Decimal::new(1, 2), Reamortisation::ShorterTerm),
             )
             .unwrap();
         assert!(applied.payoff);
@@ -803,7 +804,7 @@ mod tests {
             l.apply(
                 money(100_001),
                 day("2024-01-20"),
-                &terms(0, Decimal::ZERO, Reamortisation::ShorterTerm)
+                &terms(Decimal::ZERO, Reamortisation::ShorterTerm)
             ),
             Err(LedgerError::Overpayment {
                 outstanding: money(100_000)
@@ -820,7 +821,7 @@ mod tests {
         let before = l.clone();
         let credit = Terms {
             overpayment: Overpayment::Credit,
-            ..terms(0, Decimal::ZERO, Reamortisation::ShorterTerm)
+            ..terms(Decimal::ZERO, Reamortisation::ShorterTerm)
         };
         let applied = l.apply(money(101_000), day("2024-01-20"), &credit).unwrap();
         assert!(applied.payoff && l.is_settled());
@@ -858,7 +859,7 @@ mod tests {
             let before = l.clone();
             let level = l.installments[1].principal_due + l.installments[1].interest_due;
             let first = l.installments[0].principal_due + l.installments[0].interest_due;
-            let t = terms(1200, Decimal::ZERO, method);
+            let t = terms(Decimal::ZERO, method);
             let applied = l.apply(first + money(300_000), on, &t).unwrap();
             let prepaid = applied
                 .allocations
@@ -935,7 +936,7 @@ mod tests {
     fn run(ops: &[Op], method: Reamortisation, allocation: PaymentAllocation) -> Ledger {
         let t = Terms {
             allocation,
-            ..terms(1500, Decimal::new(2, 2), method)
+            ..terms(Decimal::new(2, 2), method)
         };
         let rate = t.prepayment_fee_rate;
         let mut l = ledger(2_000_000, 1500, 12);
@@ -1028,7 +1029,7 @@ mod tests {
             shorter in any::<bool>(),
         ) {
             let method = if shorter { Reamortisation::ShorterTerm } else { Reamortisation::LowerInstallment };
-            let terms = terms(1200, Decimal::ZERO, method);
+            let terms = terms(Decimal::ZERO, method);
             let on = day("2024-01-15") + chrono::Days::new(offset);
             let mut once = ledger(1_000_000, 1200, 12);
             let fits = once.quote(on, Decimal::ZERO).total > money(amount);

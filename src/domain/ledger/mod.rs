@@ -23,7 +23,7 @@ use self::journal::{Account, EntryKind, Lines};
 use self::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
 use self::repo::{InstallmentChange, LoanChange, Movement, NewPayment};
 pub use self::repo::{LoanBalances, LockedLoan};
-use crate::domain::money::annuity_schedule;
+use crate::domain::contract::{check_units, Contract};
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{ApiError, FieldError};
 
@@ -130,6 +130,12 @@ pub async fn start_repayment(
     order: &PaymentOrder<'_>,
 ) -> Result<Payment, ApiError> {
     let loan = loan_balances(conn, loan_id).await?;
+    check_units(
+        "amount",
+        order.amount,
+        loan.contract().rounding,
+        &loan.currency,
+    )?;
     if !matches!(loan.status, LoanStatus::Disbursed | LoanStatus::Defaulted) {
         return Err(ApiError::conflict(format!(
             "a loan that is {} takes no payments",
@@ -171,6 +177,7 @@ pub async fn open(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Ledger, 
         conn,
         loan.loan_id,
         disbursed_on,
+        loan.contract(),
         loan.fees_outstanding,
         loan.penalties_outstanding,
     )
@@ -182,11 +189,13 @@ async fn books(
     conn: &mut PgConnection,
     loan_id: Uuid,
     disbursed_on: NaiveDate,
+    contract: Contract,
     fees_outstanding: Decimal,
     penalties_outstanding: Decimal,
 ) -> Result<Ledger, ApiError> {
     Ok(Ledger {
         disbursed_on,
+        contract,
         fees_outstanding,
         penalties_outstanding,
         installments: repo::load_installments(conn, loan_id).await?,
@@ -334,6 +343,12 @@ pub async fn record_completed(
     loan: &LockedLoan,
     order: &PaymentOrder<'_>,
 ) -> Result<Payment, ApiError> {
+    check_units(
+        "amount",
+        order.amount,
+        loan.contract().rounding,
+        &loan.currency,
+    )?;
     // Money cannot come back before it was lent, nor a charge fall before the loan began.
     match loan.disbursement_date {
         Some(disbursed) if order.payment_date < disbursed => {
@@ -595,8 +610,30 @@ pub struct Disbursal<'a> {
     pub customer_id: Uuid,
     pub loan_number: &'a str,
     pub amount: Decimal,
-    pub interest_rate: Decimal,
-    pub term_months: i32,
+}
+
+/// The schedule `loan_id` has if it is paid out on `on`, under its pinned contract: `periods`
+/// installments, the first on its first repayment date (or, if that has passed, on the first of
+/// that series of dates after `on`), else one period after `on`.
+pub async fn schedule_from(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    amount: Decimal,
+    on: NaiveDate,
+) -> Result<Vec<crate::domain::money::Installment>, ApiError> {
+    let plan = repo::loan_plan(conn, loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let periods = u32::try_from(plan.periods)
+        .map_err(|_| ApiError::Internal(format!("loan {loan_id} has {} periods", plan.periods)))?;
+    let contract = plan.contract();
+    let first_due = plan.first_repayment_date.map(|first| {
+        (0..)
+            .map(|n| contract.frequency.nth_due_date(first, n))
+            .find(|due| *due > on)
+            .unwrap_or(NaiveDate::MAX)
+    });
+    Ok(contract.schedule(amount, on, first_due, periods))
 }
 
 /// Pays a loan out at `at`: writes its schedule (due dates count from the business day) and
@@ -608,13 +645,10 @@ pub async fn disburse(
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let on = repo::business_date(conn, at).await?;
-    let months = u32::try_from(loan.term_months).map_err(|_| {
-        ApiError::Internal(format!(
-            "loan {} has term {}",
-            loan.loan_id, loan.term_months
-        ))
-    })?;
-    let schedule = annuity_schedule(loan.amount, loan.interest_rate, months, on);
+    let schedule = schedule_from(conn, loan.loan_id, loan.amount, on).await?;
+    if let Some(last) = schedule.last() {
+        repo::set_maturity(conn, loan.loan_id, loan.application_date, last.due_date).await?;
+    }
     repo::insert_installments(conn, loan.loan_id, loan.customer_id, &schedule).await?;
     let payment = repo::insert_disbursement(
         conn,
@@ -654,18 +688,29 @@ pub async fn disburse(
 pub async fn stored_schedule(
     conn: &mut PgConnection,
     loan_id: Uuid,
+    disbursed_on: NaiveDate,
 ) -> Result<Vec<crate::domain::money::Installment>, ApiError> {
+    let plan = repo::loan_plan(conn, loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let installments = repo::load_installments(conn, loan_id).await?;
     let mut remaining: Decimal = installments.iter().map(|s| s.principal_due).sum();
+    let mut period_start = disbursed_on;
+    let mut regular = plan.first_repayment_date.is_none();
     // A prepayment that shortened the term leaves the installments it removed at zero.
     Ok(installments
         .into_iter()
         .filter(|s| !(s.principal_due.is_zero() && s.interest_due.is_zero()))
         .map(|s| {
             remaining -= s.principal_due;
+            let days = plan
+                .day_count
+                .period_days(period_start, s.due_date, regular);
+            (period_start, regular) = (s.due_date, true);
             crate::domain::money::Installment {
                 number: u32::try_from(s.number).unwrap_or_default(),
                 due_date: s.due_date,
+                days,
                 principal: s.principal_due,
                 interest: s.interest_due,
                 total: s.principal_due + s.interest_due,
@@ -703,6 +748,7 @@ pub async fn payoff_quote(
         conn,
         loan.loan_id,
         disbursed_on,
+        loan.contract(),
         loan.fees_outstanding,
         loan.penalties_outstanding,
     )

@@ -12,6 +12,9 @@ use super::engine::{
 };
 use super::journal::{Account, EntryKind, Lines};
 use super::model::{LoanStatus, Payment, PaymentKind, PaymentStatus};
+use crate::domain::contract::{
+    Amortization, Contract, DayCount, Frequency, InterestMethod, Rounding,
+};
 use crate::domain::money::Installment;
 
 /// A new payment row.
@@ -111,6 +114,13 @@ pub struct LockedLoan {
     pub overpayment: Overpayment,
     /// How short an installment may be and still count as paid for aging.
     pub arrears_tolerance: Decimal,
+    pub day_count: DayCount,
+    pub amortization: Amortization,
+    pub interest_method: InterestMethod,
+    pub frequency: Frequency,
+    pub currency: String,
+    pub currency_digits: i16,
+    pub installment_multiple: Decimal,
     /// The business day of the moment the caller asked about (`lock_loan`'s `at`).
     pub business_date: NaiveDate,
     /// An opened servicing day has not reached this loan yet.
@@ -126,10 +136,24 @@ impl LockedLoan {
             + self.penalties_outstanding
     }
 
+    /// How the loan's schedule is computed, from its pinned terms.
+    pub fn contract(&self) -> Contract {
+        contract(
+            self.interest_rate,
+            (
+                self.day_count,
+                self.amortization,
+                self.interest_method,
+                self.frequency,
+            ),
+            self.currency_digits,
+            self.installment_multiple,
+        )
+    }
+
     /// What the loan's contract and product say about payments.
     pub fn terms(&self) -> Terms {
         Terms {
-            annual_rate: self.interest_rate,
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
             allocation: self.allocation,
@@ -165,6 +189,9 @@ pub async fn lock_loan(
                l.recovered_amount, p.prepayment_fee_rate,
                p.prepayment_reamortisation AS "reamortisation: _", p.arrears_tolerance,
                p.payment_allocation AS "allocation: _", p.overpayment AS "overpayment: _",
+               p.day_count AS "day_count: _", p.amortization AS "amortization: _",
+               p.interest_method AS "interest_method: _", p.frequency AS "frequency: _",
+               p.currency, p.currency_digits, p.installment_multiple,
                core.business_date($2) AS "business_date!",
                core.servicing_pending(l.loan_id) AS "servicing_pending!"
         FROM core.loans l
@@ -224,7 +251,58 @@ pub struct LoanBalances {
     pub prepayment_fee_rate: Decimal,
     /// What money above the payoff does under the loan's terms.
     pub overpayment: Overpayment,
+    pub interest_rate: Decimal,
+    pub day_count: DayCount,
+    pub amortization: Amortization,
+    pub interest_method: InterestMethod,
+    pub frequency: Frequency,
+    pub currency: String,
+    pub currency_digits: i16,
+    pub installment_multiple: Decimal,
     pub business_date: NaiveDate,
+}
+
+impl LoanBalances {
+    /// How the loan's interest accrues and its amounts round, from its pinned terms.
+    pub fn contract(&self) -> Contract {
+        contract(
+            self.interest_rate,
+            (
+                self.day_count,
+                self.amortization,
+                self.interest_method,
+                self.frequency,
+            ),
+            self.currency_digits,
+            self.installment_multiple,
+        )
+    }
+}
+
+/// A loan's contract from its rate and the columns of `core.loan_terms` (which keep the digits
+/// in 0..=2).
+fn contract(
+    annual_rate: Decimal,
+    (day_count, amortization, interest_method, frequency): (
+        DayCount,
+        Amortization,
+        InterestMethod,
+        Frequency,
+    ),
+    digits: i16,
+    multiple: Decimal,
+) -> Contract {
+    Contract {
+        annual_rate,
+        day_count,
+        amortization,
+        interest_method,
+        frequency,
+        rounding: Rounding {
+            digits: u32::try_from(digits).unwrap_or(2),
+            multiple,
+        },
+    }
 }
 
 /// What the journal holds on one of a loan's accounts.
@@ -255,7 +333,10 @@ pub async fn loan_balances(
         SELECT l.loan_id, l.customer_id, l.status AS "status: _", l.loan_amount, l.total_paid,
                l.fees_outstanding, l.penalties_outstanding,
                core.business_date(l.disbursement_date) AS disbursed_on,
-               t.prepayment_fee_rate, t.overpayment AS "overpayment: _",
+               t.prepayment_fee_rate, t.overpayment AS "overpayment: _", l.interest_rate,
+               t.day_count AS "day_count: _", t.amortization AS "amortization: _",
+               t.interest_method AS "interest_method: _", t.frequency AS "frequency: _",
+               t.currency, t.currency_digits, t.installment_multiple,
                core.business_date(now()) AS "business_date!"
         FROM core.loans l
         JOIN core.loan_terms t
@@ -267,6 +348,79 @@ pub async fn loan_balances(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// What a loan's schedule is computed from: its pinned contract and its own term.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoanPlan {
+    pub interest_rate: Decimal,
+    pub day_count: DayCount,
+    pub amortization: Amortization,
+    pub interest_method: InterestMethod,
+    pub frequency: Frequency,
+    pub currency_digits: i16,
+    pub installment_multiple: Decimal,
+    /// How many installments.
+    pub periods: i32,
+    pub first_repayment_date: Option<NaiveDate>,
+}
+
+impl LoanPlan {
+    pub fn contract(&self) -> Contract {
+        contract(
+            self.interest_rate,
+            (
+                self.day_count,
+                self.amortization,
+                self.interest_method,
+                self.frequency,
+            ),
+            self.currency_digits,
+            self.installment_multiple,
+        )
+    }
+}
+
+pub async fn loan_plan(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+) -> Result<Option<LoanPlan>, sqlx::Error> {
+    sqlx::query_as!(
+        LoanPlan,
+        r#"
+        SELECT l.interest_rate, t.day_count AS "day_count: _", t.amortization AS "amortization: _",
+               t.interest_method AS "interest_method: _", t.frequency AS "frequency: _",
+               t.currency_digits, t.installment_multiple,
+               coalesce(l.term_periods, l.term_months) AS "periods!", l.first_repayment_date
+        FROM core.loans l
+        JOIN core.loan_terms t
+          ON (t.product_code, t.terms_version) = (l.product_code, l.terms_version)
+        WHERE (l.loan_id, l.application_date) =
+              (SELECT d.loan_id, d.application_date FROM core.loan_directory d WHERE d.loan_id = $1)
+        "#,
+        loan_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A paid-out loan matures on its last due date.
+pub async fn set_maturity(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    application_date: DateTime<Utc>,
+    maturity: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE core.loans SET maturity_date = $3 \
+         WHERE loan_id = $1 AND application_date = $2 AND maturity_date IS DISTINCT FROM $3",
+        loan_id,
+        application_date,
+        maturity,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Writes a disbursed loan's schedule.

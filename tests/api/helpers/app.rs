@@ -329,14 +329,16 @@ impl TestApp {
             .await
     }
 
-    /// The standard products (as the lab seed has them), once.
+    /// The standard products (as the lab seed has them: the contract of the books before
+    /// conventions, a twelfth of the rate a month to the cent), once.
     pub async fn ensure_products(&self) {
         sqlx::raw_sql(
             "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
-                 min_term_months, max_term_months, annual_interest_rate) VALUES \
-             ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250), \
-             ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150), \
-             ('ZERO_RATE', 'Staff interest-free loan', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0) \
+                 min_term_months, max_term_months, annual_interest_rate, day_count, \
+                 currency_digits, installment_multiple, arrears_tolerance) VALUES \
+             ('PERSONAL_STD', 'Personal loan', 'PERSONAL_LOAN', 5000000, 500000000, 6, 60, 0.1250, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+             ('BUSINESS_STD', 'Business loan', 'BUSINESS_LOAN', 20000000, 5000000000, 12, 120, 0.1150, 'THIRTY_360_MONTHLY', 2, 0.01, 0), \
+             ('ZERO_RATE', 'Staff interest-free loan', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0, 'THIRTY_360_MONTHLY', 2, 0.01, 0) \
              ON CONFLICT (product_code) DO NOTHING",
         )
         .execute(&self.owner)

@@ -95,8 +95,10 @@ impl OwnCluster {
             .expect("connect");
         sqlx::raw_sql(
             "INSERT INTO core.products (product_code, name, product_type, min_amount, max_amount, \
-             min_term_months, max_term_months, annual_interest_rate) \
-             VALUES ('ZERO_RATE', 'Interest-free', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0) \
+             min_term_months, max_term_months, annual_interest_rate, day_count, currency_digits, \
+             installment_multiple, arrears_tolerance) \
+             VALUES ('ZERO_RATE', 'Interest-free', 'PERSONAL_LOAN', 1000000, 100000000, 1, 36, 0, \
+                     'THIRTY_360_MONTHLY', 2, 0.01, 0) \
              ON CONFLICT DO NOTHING",
         )
         .execute(&mut conn)

@@ -9,12 +9,12 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::generated::{uuid_v7, Loan, Rng};
+use lakehouse_api::domain::contract::Contract;
 use lakehouse_api::domain::ledger::journal::{Account, EntryKind, Lines};
 use lakehouse_api::domain::ledger::model::LoanStatus;
 use lakehouse_api::domain::ledger::{
     Allocation, Ledger, Overpayment, PaymentAllocation, Reamortisation, Terms as LoanTerms,
 };
-use lakehouse_api::domain::money::annuity_schedule;
 
 /// What the product charges, as `core.products` has it.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
@@ -29,7 +29,6 @@ pub struct Terms {
 impl Terms {
     fn of_loan(&self) -> LoanTerms {
         LoanTerms {
-            annual_rate: self.annual_interest_rate,
             prepayment_fee_rate: self.prepayment_fee_rate,
             reamortisation: self.reamortisation,
             allocation: self.allocation,
@@ -101,13 +100,11 @@ pub fn play(
     let mut rng = Rng::new((loan.id.as_u128() as u64) ^ 0x5eed_1e55);
     let disbursed_at = History::disbursed_at(loan);
     let disbursed_on = disbursed_at.date_naive();
-    let schedule = annuity_schedule(
-        loan.amount,
-        terms.annual_interest_rate,
-        TERM_MONTHS,
-        disbursed_on,
-    );
-    let mut books = Ledger::new(disbursed_on, &schedule);
+    // The generated products keep the contract of the books before conventions (the seed's
+    // products say so).
+    let contract = Contract::legacy(terms.annual_interest_rate);
+    let schedule = contract.schedule(loan.amount, disbursed_on, None, TERM_MONTHS);
+    let mut books = Ledger::new(disbursed_on, contract, &schedule);
     let mut entries = Vec::new();
     let mut disbursement = Lines::new();
     disbursement.transfer(Account::LoanPrincipal, Account::Cash, loan.amount);
