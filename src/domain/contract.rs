@@ -113,6 +113,20 @@ impl YearFraction {
         amount * Decimal::from(self.numerator) / Decimal::from(self.denominator)
     }
 
+    /// `amount × self` in units of 1/[`YearFraction::WEIGHT_UNITS`] of a year: exact (every
+    /// day count's denominator divides it), so weights of the same fraction add up exactly.
+    pub fn weight(self, amount: Decimal) -> Decimal {
+        let per = Self::WEIGHT_UNITS / self.denominator.max(1);
+        if per * self.denominator == Self::WEIGHT_UNITS {
+            amount * Decimal::from(self.numerator) * Decimal::from(per)
+        } else {
+            self.of(amount) * Decimal::from(Self::WEIGHT_UNITS)
+        }
+    }
+
+    /// The least common multiple of 360, 365 and 366 × 365.
+    pub const WEIGHT_UNITS: i64 = 1_603_080;
+
     /// `self / whole` (zero if `whole` is zero).
     fn share_of(self, whole: Self) -> (i128, i128) {
         (
@@ -140,6 +154,13 @@ fn days_in_year(year: i32) -> i64 {
 }
 
 impl DayCount {
+    /// Whether interest accrues on the principal actually outstanding day by day, so that
+    /// principal paid ahead stops earning it from its value date (Fineract's interest
+    /// recalculation): every day count but the twelfth-a-month rule of the old books.
+    pub fn recalculates(self) -> bool {
+        self != Self::Thirty360Monthly
+    }
+
     /// The days of the period from `start` to `end` as this convention counts them.
     pub fn days(self, start: NaiveDate, end: NaiveDate) -> i64 {
         match self {

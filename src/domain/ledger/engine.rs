@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::journal::{Account, Lines};
-use crate::domain::contract::{Amortization, Contract};
+use crate::domain::contract::{Amortization, Contract, YearFraction};
 
 crate::closed_set! {
     /// What part of the debt a slice of a payment paid.
@@ -29,6 +29,9 @@ crate::closed_set! {
         Prepayment = "PREPAYMENT",
         /// Money above the payoff, owed back to the customer.
         Overpayment = "OVERPAYMENT",
+        /// Interest an installment no longer owes because principal was paid ahead during its
+        /// period (interest recalculation): it had been paid, and now pays principal instead.
+        InterestRebate = "INTEREST_REBATE",
     }
 }
 
@@ -78,6 +81,10 @@ pub struct ScheduleChange {
     pub number: i32,
     pub principal_due: Decimal,
     pub interest_due: Decimal,
+    /// What an interest recalculation added to the installment's `interest_reduction`.
+    pub interest_reduction: Decimal,
+    /// What it added to the installment's `prepaid_weight`.
+    pub prepaid_weight: Decimal,
 }
 
 impl Component {
@@ -89,6 +96,7 @@ impl Component {
             Self::Interest => (Account::LoanInterest, Account::InterestIncome),
             Self::Principal | Self::Prepayment => (Account::LoanPrincipal, Account::Cash),
             Self::Overpayment => (Account::LoanOverpayment, Account::Cash),
+            Self::InterestRebate => (Account::LoanInterest, Account::InterestIncome),
         }
     }
 }
@@ -116,6 +124,13 @@ pub struct InstallmentState {
     pub interest_posted: Decimal,
     pub principal_paid: Decimal,
     pub interest_paid: Decimal,
+    /// How much interest recalculation took off its scheduled interest (`interest_due` is
+    /// what is left).
+    pub interest_reduction: Decimal,
+    /// Σ principal paid ahead during its period × the year fraction from that day to its due
+    /// date, in 1/`YearFraction::WEIGHT_UNITS` of a year (exact): what its interest is
+    /// recalculated from.
+    pub prepaid_weight: Decimal,
 }
 
 impl InstallmentState {
@@ -220,6 +235,8 @@ impl Ledger {
                     interest_posted: Decimal::ZERO,
                     principal_paid: Decimal::ZERO,
                     interest_paid: Decimal::ZERO,
+                    interest_reduction: Decimal::ZERO,
+                    prepaid_weight: Decimal::ZERO,
                 })
                 .collect(),
         }
@@ -376,14 +393,19 @@ impl Ledger {
             let current = current
                 .max(receivable)
                 .map_or(next.installments.len(), |i| i + 1);
-            let (mut allocations, left) = next.pay_in_order(amount, current, terms.allocation);
+            let (mut allocations, mut left) = next.pay_in_order(amount, current, terms.allocation);
             let mut schedule = Vec::new();
             if left > Decimal::ZERO {
-                schedule = next
-                    .prepay(left, current, terms)
-                    .ok_or(LedgerError::NotAPayoff {
+                if let Some(change) = next.recalculate(current, on, &mut left, &mut allocations) {
+                    schedule.push(change);
+                }
+            }
+            if left > Decimal::ZERO {
+                schedule.extend(next.prepay(left, current, terms).ok_or(
+                    LedgerError::NotAPayoff {
                         payoff: quote.total,
-                    })?;
+                    },
+                )?);
                 push(
                     &mut allocations,
                     None,
@@ -399,6 +421,12 @@ impl Ledger {
         lines.post(Account::Cash, amount);
         for a in &allocations {
             let (owed_on, earned_by) = a.component.accounts();
+            if a.component == Component::InterestRebate {
+                // Interest income paid ahead is given back, and the money pays principal (its
+                // share of the PREPAYMENT).
+                lines.post(earned_by, a.amount);
+                continue;
+            }
             lines.post(owed_on, -(a.amount - a.posted));
             lines.post(earned_by, -a.posted);
         }
@@ -486,6 +514,68 @@ impl Ledger {
         }
     }
 
+    /// Interest recalculation (day-count contracts, not `THIRTY_360_MONTHLY`): `left` is about to
+    /// be paid ahead on `on`, during the period of the current installment (the last of the first
+    /// `paid` installments, paid in full). That principal stops earning interest from `on`, so
+    /// the installment's interest falls by rate × principal × the year fraction from `on` to its
+    /// due date, and the interest it had been paid beyond that pays principal too
+    /// (`INTEREST_REBATE`), which saves its own interest. Solved at once for all the principal
+    /// paid ahead in the period, half up to the unit: paying ahead in parts costs what paying the
+    /// sum at once does.
+    fn recalculate(
+        &mut self,
+        paid: usize,
+        on: NaiveDate,
+        left: &mut Decimal,
+        allocations: &mut Vec<Allocation>,
+    ) -> Option<ScheduleChange> {
+        if !self.contract.day_count.recalculates() {
+            return None;
+        }
+        let index = paid.checked_sub(1)?;
+        let start = self.period_start(index).max(on);
+        let contract = self.contract;
+        let s = self.installments.get_mut(index)?;
+        if s.due_date <= on || !s.is_paid() || s.interest_paid != s.interest_posted {
+            return None;
+        }
+        let fraction = contract.day_count.fraction(start, s.due_date, false);
+        let rate = contract.annual_rate;
+        let units = Decimal::from(YearFraction::WEIGHT_UNITS);
+        let basis = s.interest_due + s.interest_reduction;
+        // x·(1 − r·F) = (interest paid + money left) − basis + r·S, with S the weight so far.
+        let cash = s.interest_paid + *left;
+        let weighed = rate * s.prepaid_weight / units;
+        let ahead = (cash - basis + weighed) / (Decimal::ONE - fraction.of(rate));
+        let interest = contract
+            .rounding
+            .unit(basis - weighed - fraction.of(rate * ahead))
+            .clamp(Decimal::ZERO, s.interest_paid);
+        let rebate = s.interest_paid - interest;
+        let weight = fraction.weight(*left + rebate);
+        let change = ScheduleChange {
+            number: s.number,
+            principal_due: Decimal::ZERO,
+            interest_due: -rebate,
+            interest_reduction: rebate,
+            prepaid_weight: weight,
+        };
+        s.interest_due -= rebate;
+        s.interest_paid -= rebate;
+        s.interest_posted -= rebate;
+        s.interest_reduction += rebate;
+        s.prepaid_weight += weight;
+        *left += rebate;
+        push(
+            allocations,
+            Some(s.number),
+            Component::InterestRebate,
+            rebate,
+            Decimal::ZERO,
+        );
+        Some(change)
+    }
+
     /// Takes `amount` off the principal of the installments from index `from` on, and
     /// re-amortises them over their due dates; `None` if it is more than their principal.
     fn prepay(
@@ -527,6 +617,8 @@ impl Ledger {
                 number: s.number,
                 principal_due: principal + s.principal_paid - s.principal_due,
                 interest_due: interest - s.interest_due,
+                interest_reduction: Decimal::ZERO,
+                prepaid_weight: Decimal::ZERO,
             };
             s.principal_due += change.principal_due;
             s.interest_due += change.interest_due;
@@ -594,6 +686,12 @@ impl Ledger {
                 (Component::Fee, _) => next.fees_outstanding += a.amount - a.posted,
                 (Component::Penalty, _) => next.penalties_outstanding += a.amount,
                 (Component::Prepayment | Component::Overpayment, _) => {}
+                (Component::InterestRebate, Some(number)) => {
+                    if let Some(s) = next.installments.iter_mut().find(|s| s.number == number) {
+                        s.interest_paid += a.amount;
+                        s.interest_posted += a.amount;
+                    }
+                }
                 (component, Some(number)) => {
                     if let Some(s) = next.installments.iter_mut().find(|s| s.number == number) {
                         if component == Component::Interest {
@@ -615,10 +713,20 @@ impl Ledger {
             {
                 s.principal_due -= change.principal_due;
                 s.interest_due -= change.interest_due;
+                s.interest_reduction -= change.interest_reduction;
+                s.prepaid_weight -= change.prepaid_weight;
                 if s.principal_paid > s.principal_due || s.interest_posted > s.interest_due {
                     return Err(LedgerError::LaterPaymentsDepend);
                 }
             }
+        }
+        // A later payment's interest recalculation gave back interest this payment paid.
+        if next
+            .installments
+            .iter()
+            .any(|s| s.interest_paid < Decimal::ZERO || s.interest_posted < Decimal::ZERO)
+        {
+            return Err(LedgerError::LaterPaymentsDepend);
         }
         *self = next;
         Ok(())
@@ -652,6 +760,7 @@ fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::contract::{DayCount, Rounding};
     use proptest::prelude::*;
 
     fn day(text: &str) -> NaiveDate {
@@ -659,8 +768,16 @@ mod tests {
     }
 
     fn ledger(amount: i64, rate_bp: u32, months: u32) -> Ledger {
+        ledger_under(DayCount::Thirty360Monthly, amount, rate_bp, months)
+    }
+
+    /// A ledger in cents under `day_count`.
+    fn ledger_under(day_count: DayCount, amount: i64, rate_bp: u32, months: u32) -> Ledger {
         let start = day("2024-01-15");
-        let contract = Contract::legacy(Decimal::new(rate_bp.into(), 4));
+        let contract = Contract {
+            day_count,
+            ..Contract::legacy(Decimal::new(rate_bp.into(), 4))
+        };
         let schedule = contract.schedule(Decimal::new(amount, 2), start, None, months);
         Ledger::new(start, contract, &schedule)
     }
@@ -901,6 +1018,8 @@ mod tests {
             number: 2,
             principal_due: money(1000),
             interest_due: Decimal::ZERO,
+            interest_reduction: Decimal::ZERO,
+            prepaid_weight: Decimal::ZERO,
         };
         l.installments[1].principal_paid = l.installments[1].principal_due;
         let before = l.clone();
@@ -933,13 +1052,18 @@ mod tests {
     }
 
     /// Runs `ops`, checking after each that the journal lines posted so far equal the books.
-    fn run(ops: &[Op], method: Reamortisation, allocation: PaymentAllocation) -> Ledger {
+    fn run(
+        ops: &[Op],
+        method: Reamortisation,
+        allocation: PaymentAllocation,
+        day_count: DayCount,
+    ) -> Ledger {
         let t = Terms {
             allocation,
             ..terms(Decimal::new(2, 2), method)
         };
         let rate = t.prepayment_fee_rate;
-        let mut l = ledger(2_000_000, 1500, 12);
+        let mut l = ledger_under(day_count, 2_000_000, 1500, 12);
         let mut on = l.disbursed_on;
         let mut journal = Lines::new();
         journal.transfer(Account::LoanPrincipal, Account::Cash, money(2_000_000));
@@ -1017,25 +1141,72 @@ mod tests {
         points.windows(2).map(|w| w[1] - w[0]).collect()
     }
 
+    #[test]
+    fn principal_paid_ahead_stops_earning_interest_from_its_value_date() {
+        // 12,000.00 at 12% under actual/365 from 15 January: the first period is 31 days,
+        // 12,000 × 0.12 × 31/365 = 122.30. Paid on 25 January with 1,000.00 more, 21 days
+        // before the due date: the principal paid ahead, x, earns nothing for those 21 days, so
+        // the installment owes 122.30 − x × 0.12 × 21/365, and what it had been paid beyond
+        // that is principal too. x = 1,006.95 and the interest 115.35 satisfy both.
+        let mut l = ledger_under(DayCount::Actual365Fixed, 1_200_000, 1200, 12);
+        assert_eq!(l.installments[0].interest_due, money(12230));
+        let first = l.installments[0].principal_due + l.installments[0].interest_due;
+        let before = l.clone();
+        let on = day("2024-01-25");
+        let applied = l.apply(first + money(100_000), on, &plain()).unwrap();
+        let s = &l.installments[0];
+        assert_eq!(
+            (s.interest_due, s.interest_reduction),
+            (money(11535), money(695))
+        );
+        let ahead: Decimal = applied
+            .allocations
+            .iter()
+            .filter(|a| a.component == Component::Prepayment)
+            .map(|a| a.amount)
+            .sum();
+        assert_eq!(ahead, money(100_695));
+        let defined = Rounding::CENTS.unit(
+            money(12230) - ahead * Decimal::new(12, 2) * Decimal::from(21) / Decimal::from(365),
+        );
+        assert_eq!(s.interest_due, defined);
+        assert!(applied.lines.is_balanced());
+        assert_eq!(
+            applied.lines.of(Account::InterestIncome),
+            -(money(11535)),
+            "the interest paid ahead, net of the rebate"
+        );
+        // The next period starts from the lower balance; the reversal restores everything.
+        l.reverse(&applied.allocations, &applied.schedule).unwrap();
+        assert_eq!(l, before);
+        // The old books' convention does not recalculate.
+        let mut old = ledger(1_200_000, 1200, 12);
+        let first = old.installments[0].principal_due + old.installments[0].interest_due;
+        old.apply(first + money(100_000), on, &plain()).unwrap();
+        assert_eq!(old.installments[0].interest_reduction, Decimal::ZERO);
+    }
+
     proptest! {
         /// Any split of an amount paid ahead into parts on one day leaves the books, the
-        /// schedule included, exactly as one payment of the sum would, whatever the day and the
-        /// re-amortisation.
+        /// schedule included, exactly as one payment of the sum would, whatever the day, the
+        /// re-amortisation and the day count (whose interest recalculation is solved for all
+        /// the principal paid ahead in the period).
         #[test]
         fn paying_in_parts_on_one_day_equals_paying_the_sum(
             amount in 1i64..900_000,
             cuts in prop::collection::vec(1i64..1_000_000, 0..5),
             offset in 0u64..200,
             shorter in any::<bool>(),
+            day_count in prop::sample::select(DayCount::ALL),
         ) {
             let method = if shorter { Reamortisation::ShorterTerm } else { Reamortisation::LowerInstallment };
             let terms = terms(Decimal::ZERO, method);
             let on = day("2024-01-15") + chrono::Days::new(offset);
-            let mut once = ledger(1_000_000, 1200, 12);
+            let mut once = ledger_under(day_count, 1_000_000, 1200, 12);
             let fits = once.quote(on, Decimal::ZERO).total > money(amount);
             prop_assume!(fits);
             once.apply(money(amount), on, &terms).unwrap();
-            let mut parts = ledger(1_000_000, 1200, 12);
+            let mut parts = ledger_under(day_count, 1_000_000, 1200, 12);
             for part in split(amount, &cuts) {
                 parts.apply(money(part), on, &terms).unwrap();
             }
@@ -1045,10 +1216,12 @@ mod tests {
 
         #[test]
         fn the_books_equal_the_journal_never_go_negative_and_replay_identically(ops in prop::collection::vec(op(), 0..60)) {
-            for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
-                for allocation in [PaymentAllocation::FeesFirst, PaymentAllocation::InstallmentsFirst] {
-                    let ledger = run(&ops, method, allocation);
-                    prop_assert_eq!(ledger, run(&ops, method, allocation));
+            for day_count in [DayCount::Thirty360Monthly, DayCount::Actual365Fixed, DayCount::ActualActualIsda] {
+                for method in [Reamortisation::ShorterTerm, Reamortisation::LowerInstallment] {
+                    for allocation in [PaymentAllocation::FeesFirst, PaymentAllocation::InstallmentsFirst] {
+                        let ledger = run(&ops, method, allocation, day_count);
+                        prop_assert_eq!(ledger, run(&ops, method, allocation, day_count));
+                    }
                 }
             }
         }

@@ -235,6 +235,8 @@ fn changed(before: &Ledger, after: &Ledger) -> Vec<InstallmentChange> {
             principal_paid: a.principal_paid - b.principal_paid,
             interest_paid: a.interest_paid - b.interest_paid,
             interest_posted: a.interest_posted - b.interest_posted,
+            interest_reduction: a.interest_reduction - b.interest_reduction,
+            prepaid_weight: a.prepaid_weight - b.prepaid_weight,
         })
         .collect()
 }

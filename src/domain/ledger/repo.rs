@@ -462,7 +462,7 @@ pub async fn load_installments(
         InstallmentState,
         r#"
         SELECT installment_number AS number, due_date, principal_due, interest_due,
-               interest_posted, principal_paid, interest_paid
+               interest_posted, principal_paid, interest_paid, interest_reduction, prepaid_weight
         FROM core.loan_installments WHERE loan_id = $1 ORDER BY installment_number
         "#,
         loan_id,
@@ -510,6 +510,8 @@ pub struct InstallmentChange {
     pub principal_paid: Decimal,
     pub interest_paid: Decimal,
     pub interest_posted: Decimal,
+    pub interest_reduction: Decimal,
+    pub prepaid_weight: Decimal,
 }
 
 pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sqlx::Error> {
@@ -524,9 +526,18 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
     let posted: Vec<Decimal> = m.allocations.iter().map(|a| a.posted).collect();
     let principal_due: Vec<Decimal> = m.installments.iter().map(|s| s.principal_due).collect();
     let interest_due: Vec<Decimal> = m.installments.iter().map(|s| s.interest_due).collect();
+    let reduction: Vec<Decimal> = m
+        .installments
+        .iter()
+        .map(|s| s.interest_reduction)
+        .collect();
+    let weight: Vec<Decimal> = m.installments.iter().map(|s| s.prepaid_weight).collect();
     let rescheduled: Vec<i32> = m.schedule.iter().map(|c| c.number).collect();
     let rescheduled_principal: Vec<Decimal> = m.schedule.iter().map(|c| c.principal_due).collect();
     let rescheduled_interest: Vec<Decimal> = m.schedule.iter().map(|c| c.interest_due).collect();
+    let rescheduled_reduction: Vec<Decimal> =
+        m.schedule.iter().map(|c| c.interest_reduction).collect();
+    let rescheduled_weight: Vec<Decimal> = m.schedule.iter().map(|c| c.prepaid_weight).collect();
     sqlx::query!(
         r#"
         WITH entry AS (
@@ -543,16 +554,21 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
             UPDATE core.loan_installments i
             SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i,
                 interest_posted = i.interest_posted + t.ip,
-                principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id
+                principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id,
+                interest_reduction = i.interest_reduction + t.ir,
+                prepaid_weight = i.prepaid_weight + t.w
             FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[],
-                        $14::numeric[], $15::numeric[]) AS t(n, p, i, ip, pd, id)
+                        $14::numeric[], $15::numeric[], $33::numeric[], $34::numeric[])
+                 AS t(n, p, i, ip, pd, id, ir, w)
             WHERE i.loan_id = $2 AND i.installment_number = t.n
         ),
         rescheduled AS (
             INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id,
-                                               principal_due, interest_due)
-            SELECT $6, n, $2, $3, pd, id
-            FROM unnest($16::int[], $17::numeric[], $18::numeric[]) AS t(n, pd, id)
+                                               principal_due, interest_due, interest_reduction,
+                                               prepaid_weight)
+            SELECT $6, n, $2, $3, pd, id, ir, w
+            FROM unnest($16::int[], $17::numeric[], $18::numeric[], $35::numeric[],
+                        $36::numeric[]) AS t(n, pd, id, ir, w)
         ),
         allocations AS (
             INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id,
@@ -613,6 +629,12 @@ pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sql
         m.lines.of(Account::WriteOffExpense),
         // The loan's partition key.
         m.application_date,
+        // Interest recalculation, on the installments ($33–$34) and kept for a reversal
+        // ($35–$36).
+        &reduction,
+        &weight,
+        &rescheduled_reduction,
+        &rescheduled_weight,
     )
     .execute(conn)
     .await?;
@@ -660,7 +682,8 @@ pub async fn reverse_schedule_changes(
         r#"
         UPDATE core.schedule_changes SET reversed_at = now()
         WHERE payment_id = $1 AND reversed_at IS NULL
-        RETURNING installment_number AS number, principal_due, interest_due
+        RETURNING installment_number AS number, principal_due, interest_due, interest_reduction,
+                  prepaid_weight
         "#,
         payment_id,
     )
