@@ -1067,8 +1067,9 @@ async fn a_servicing_batch_holds_only_its_loans_and_a_queued_loan_is_serviced_be
 }
 
 /// A day's servicing in batches of one loan, while four tellers make random repayments,
-/// reversals and payoffs on the same loans: the books reconcile, every loan was serviced for the
-/// day, and servicing the same day again, twice, changes nothing the second time.
+/// reversals and payoffs on the same loans (half of them under actual/365 in whole đồng): the
+/// books reconcile, every loan was serviced for the day, and servicing the same day again, twice,
+/// changes nothing the second time.
 #[tokio::test]
 async fn servicing_interleaved_with_random_movements_keeps_the_books_and_twice_changes_nothing() {
     let app = Arc::new(TestApp::spawn().await);
@@ -1081,6 +1082,14 @@ async fn servicing_interleaved_with_random_movements_keeps_the_books_and_twice_c
     for (code, id_number) in [("CUSTR01", "760760760"), ("CUSTR02", "770770770")] {
         let customer = app.approved_customer(code, id_number).await;
         for _ in 0..5 {
+            // Every other loan under actual/365 in whole đồng, the others under the old books'
+            // twelfth of the rate in cents.
+            app.set_terms(if loans.len() % 2 == 1 {
+                "day_count = 'ACTUAL_365_FIXED', currency_digits = 0, installment_multiple = 1000"
+            } else {
+                "day_count = 'THIRTY_360_MONTHLY', currency_digits = 2, installment_multiple = 0.01"
+            })
+            .await;
             loans.push(
                 app.disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 12)
                     .await,
@@ -1131,10 +1140,14 @@ async fn servicing_interleaved_with_random_movements_keeps_the_books_and_twice_c
                 let mut next = draws(0x5eed + teller);
                 let mut paid: Vec<String> = Vec::new();
                 for _ in 0..8 {
-                    let loan = &loans[next(loans.len() as u64) as usize];
+                    let index = next(loans.len() as u64) as usize;
+                    let loan = &loans[index];
+                    let digits = if index % 2 == 1 { 0 } else { 2 };
                     match next(4) {
                         0 | 1 => {
-                            let amount = Decimal::new(1 + next(150_000_000) as i64, 2);
+                            let amount = Decimal::new(1 + next(150_000_000) as i64, 2)
+                                .round_dp(digits)
+                                .max(Decimal::ONE);
                             let r = app.repay(loan, &amount.to_string()).await;
                             assert!(
                                 [
