@@ -10,7 +10,6 @@ use axum::extract::FromRef;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use uuid::Uuid;
 
 use crate::platform::auth::Authenticator;
 use crate::platform::config::HttpConfig;
@@ -38,7 +37,12 @@ pub struct AppState {
     /// Request rates per principal.
     pub rate_limits: Arc<RateLimits>,
     /// Places for customers' event streams (`MAX_CUSTOMER_STREAMS`, `MAX_STREAMS_PER_CUSTOMER`).
-    pub customer_streams: Arc<CustomerStreams>,
+    #[from_ref(skip)]
+    pub customer_streams: Arc<StreamPlaces>,
+    /// Places for staff and administrators' event streams (`MAX_STAFF_STREAMS`,
+    /// `MAX_STREAMS_PER_PRINCIPAL`).
+    #[from_ref(skip)]
+    pub staff_streams: Arc<StreamPlaces>,
 }
 
 /// Limits of batch jobs (refreshes, imports).
@@ -93,9 +97,13 @@ impl AppState {
                 backdating_limit_days: http.backdating_limit_days,
             },
             rate_limits: Arc::new(RateLimits::new(&http.rate_limits)),
-            customer_streams: Arc::new(CustomerStreams::new(
+            customer_streams: Arc::new(StreamPlaces::new(
                 http.max_customer_streams,
                 http.max_streams_per_customer,
+            )),
+            staff_streams: Arc::new(StreamPlaces::new(
+                http.max_staff_streams,
+                http.max_streams_per_principal,
             )),
         }
     }
@@ -116,45 +124,45 @@ impl AppState {
     }
 }
 
-/// Places for customers' event streams: at most so many at once on this instance, and at most
-/// so many for any one customer, so that one token cannot take them all.
-pub struct CustomerStreams {
+/// Places for event streams: at most so many at once on this instance, and at most so many for
+/// any one principal (a customer, or a staff subject), so that one token cannot take them all.
+pub struct StreamPlaces {
     total: Arc<Semaphore>,
-    per_customer: usize,
-    open: Mutex<HashMap<Uuid, usize>>,
+    per_principal: usize,
+    open: Mutex<HashMap<String, usize>>,
 }
 
 /// Why there is no place for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamsFull {
-    /// The customer has all the streams one customer may have.
-    Customer,
-    /// The instance has all the customer streams it takes.
+    /// The principal has all the streams one principal may have.
+    Principal,
+    /// The instance has all the streams of the kind it takes.
     Instance,
 }
 
 /// A stream's place, given back when the stream ends.
 pub struct StreamPlace {
     _total: OwnedSemaphorePermit,
-    customer: Uuid,
-    streams: Arc<CustomerStreams>,
+    principal: String,
+    streams: Arc<StreamPlaces>,
 }
 
-impl CustomerStreams {
-    pub fn new(total: usize, per_customer: usize) -> Self {
+impl StreamPlaces {
+    pub fn new(total: usize, per_principal: usize) -> Self {
         Self {
             total: Arc::new(Semaphore::new(total)),
-            per_customer: per_customer.max(1),
+            per_principal: per_principal.max(1),
             open: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A place for one more of `customer`'s streams, or which limit refuses it.
-    pub fn take(self: &Arc<Self>, customer: Uuid) -> Result<StreamPlace, StreamsFull> {
+    /// A place for one more of `principal`'s streams, or which limit refuses it.
+    pub fn take(self: &Arc<Self>, principal: &str) -> Result<StreamPlace, StreamsFull> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let theirs = open.entry(customer).or_insert(0);
-        if *theirs >= self.per_customer {
-            return Err(StreamsFull::Customer);
+        let theirs = open.entry(principal.to_owned()).or_insert(0);
+        if *theirs >= self.per_principal {
+            return Err(StreamsFull::Principal);
         }
         let total = self
             .total
@@ -164,7 +172,7 @@ impl CustomerStreams {
         *theirs += 1;
         Ok(StreamPlace {
             _total: total,
-            customer,
+            principal: principal.to_owned(),
             streams: self.clone(),
         })
     }
@@ -173,10 +181,10 @@ impl CustomerStreams {
 impl Drop for StreamPlace {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.customer) {
+        if let Some(count) = open.get_mut(&self.principal) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.customer);
+                open.remove(&self.principal);
             }
         }
     }
@@ -187,14 +195,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_customer_gets_their_share_of_stream_places_and_closing_one_frees_it() {
-        let streams = Arc::new(CustomerStreams::new(3, 2));
-        let (me, you, them) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    fn a_principal_gets_their_share_of_stream_places_and_closing_one_frees_it() {
+        let streams = Arc::new(StreamPlaces::new(3, 2));
+        let (me, you, them) = ("me", "you", "them");
         let first = streams.take(me).unwrap();
         let _second = streams.take(me).unwrap();
         assert_eq!(
             streams.take(me).err(),
-            Some(StreamsFull::Customer),
+            Some(StreamsFull::Principal),
             "two each"
         );
         let _yours = streams.take(you).unwrap();

@@ -50,6 +50,13 @@ async fn a_change_is_logged_with_its_actor_request_and_fields_and_personal_data_
         "{text}"
     );
     assert!(fields.get("version").is_none() && fields.get("updated_at").is_none());
+    // The row names the role the request ran as, not the owner of the trigger's code.
+    let role: String =
+        sqlx::query_scalar("SELECT db_role FROM audit.changes WHERE entity = 'customer'")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(role, "lakehouse_staff");
 }
 
 #[tokio::test]
@@ -183,4 +190,45 @@ async fn pgaudit_logs_ddl_and_role_changes() {
         !log.contains(",READ,SELECT,"),
         "reads are not logged: {log}"
     );
+}
+
+/// A product change is audited as a customer's is: the principal, the role the request ran as,
+/// and each changed term (a product's terms are the contract of the loans approved under them).
+#[tokio::test]
+async fn a_product_change_names_the_principal_the_role_and_the_terms_it_changed() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    let patched = app
+        .json_with(
+            Method::PATCH,
+            "/v1/products/PERSONAL_STD",
+            &app.staff(),
+            &json!({"grace_days": 9}),
+            &[("If-Match", "*"), ("x-request-id", "req-audit-product")],
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text());
+    let row: (String, String, Option<String>, String, Value) = sqlx::query_as(
+        "SELECT actor, db_role, request_id, entity_key, changes FROM audit.changes \
+         WHERE entity = 'product'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            row.0.as_str(),
+            row.1.as_str(),
+            row.2.as_deref(),
+            row.3.as_str()
+        ),
+        (
+            "local|test-staff|staff",
+            "lakehouse_staff",
+            Some("req-audit-product"),
+            "PERSONAL_STD"
+        )
+    );
+    assert_eq!(row.4["grace_days"], json!({"before": 5, "after": 9}));
+    assert_eq!(row.4["terms_version"], json!({"before": 1, "after": 2}));
 }

@@ -561,6 +561,32 @@ async fn customer_streams_are_bounded_per_customer_and_per_instance_and_a_closed
         .problem(StatusCode::FORBIDDEN);
 }
 
+/// Staff and admin streams are bounded as customers' are: per principal (429) and per instance
+/// (503), each with Retry-After; a closed stream frees its place.
+#[tokio::test]
+async fn staff_streams_are_bounded_per_principal_and_per_instance() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        max_staff_streams: 3,
+        max_streams_per_principal: 2,
+        ..Default::default()
+    })
+    .await;
+    let teller = app.token_for("teller-1", "staff", None);
+    let first = EventStream::open_at(&app, LOAN_STATUS, &teller, None).await;
+    let _second = EventStream::open_at(&app, LOAN_STATUS, &teller, None).await;
+    let third = app.get(LOAN_STATUS, &teller).await;
+    third.problem(StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.header("retry-after").is_some());
+    let other = app.token_for("teller-2", "staff", None);
+    let _others = EventStream::open_at(&app, LOAN_STATUS, &other, None).await;
+    let admin = app.token_for("admin-1", "admin", None);
+    let full = app.get(LOAN_STATUS, &admin).await;
+    full.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.header("retry-after").is_some());
+    drop(first);
+    let _again = EventStream::open_at(&app, LOAN_STATUS, &teller, None).await;
+}
+
 /// Two instances of the service on one database: an event committed through one reaches a
 /// stream open on the other (each has its own LISTEN connection), and the same Idempotency-Key
 /// sent to both at once makes one payment.

@@ -146,3 +146,95 @@ async fn logs_carry_route_and_status_but_never_tokens_id_numbers_or_bodies() {
         );
     }
 }
+
+/// No personal value reaches the PostgreSQL log. Every statement is logged as slow, a customer is
+/// created, changed and searched for, and a unique and a check violation hit `core.customers`:
+/// the log shows the statements and the errors (`log_error_verbosity = terse` drops a DETAIL's
+/// "Failing row contains (…)"; `log_parameter_max_length = 0` the bound values), never a name,
+/// phone, e-mail, address or ID number.
+#[tokio::test]
+async fn personal_data_never_reaches_the_postgresql_log() {
+    use serde_json::json;
+    use sqlx::{ConnectOptions, Connection};
+    let Some(own) = crate::helpers::OwnCluster::start(
+        "pii_logs",
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    else {
+        return;
+    };
+    let mut conn = own.owner.connect().await.unwrap();
+    sqlx::raw_sql("ALTER DATABASE pii_logs SET log_min_duration_statement = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = own.cluster.log().len();
+    let secrets = [
+        "Zyxwvut Phamnguyen",
+        "0987650123",
+        "zyxwvut.secret@example.com",
+        "Quarterdeck Ward",
+        "864213579",
+        "Thuydiem Renamed",
+    ];
+    let mut body = customer_body("CUSTLOG1", secrets[4]);
+    body["full_name"] = json!(secrets[0]);
+    body["phone_number"] = json!(secrets[1]);
+    body["email"] = json!(secrets[2]);
+    body["address"] = json!({"city": "Ho Chi Minh", "district": secrets[3]});
+    let created = own
+        .send(Method::POST, "/v1/customers", body.clone(), None)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let id = created.json()["customer_id"].as_str().unwrap().to_owned();
+    // The same customer again: a unique violation.
+    let again = own.send(Method::POST, "/v1/customers", body, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    let patch = axum::http::Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/v1/customers/{id}"))
+        .header("authorization", format!("Bearer {}", own.staff))
+        .header("content-type", "application/json")
+        .header("if-match", "*")
+        .body(Body::from(json!({"full_name": secrets[5]}).to_string()))
+        .unwrap();
+    let patched = crate::helpers::send_via(&own.router, patch).await;
+    assert!(patched.status.is_success(), "{}", patched.text());
+    for query in [
+        json!({"phone": secrets[1]}),
+        json!({"national_id": secrets[4]}),
+        json!({"name": secrets[5]}),
+    ] {
+        let found = own
+            .send(Method::POST, "/v1/customers/search", query, None)
+            .await;
+        assert!(found.status.is_success(), "{}", found.text());
+    }
+    // A check violation, its values bound as the service binds them.
+    let refused = sqlx::query(
+        "INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext, \
+         id_number_hash, id_number_last4, phone_number, email, credit_score) \
+         VALUES (gen_random_uuid(), 'CUSTLOG2', $1, '\\x00', sha256('x'), '0000', $2, $3, 5000)",
+    )
+    .bind(secrets[0])
+    .bind(secrets[1])
+    .bind(secrets[2])
+    .execute(&mut conn)
+    .await;
+    assert!(refused.is_err());
+    conn.close().await.unwrap();
+    let log = own.cluster.log()[before..].to_owned();
+    assert!(log.contains("duration:"), "statements were logged: {log}");
+    assert!(
+        log.contains("duplicate key") && log.contains("check constraint"),
+        "{log}"
+    );
+    for secret in secrets {
+        assert!(
+            !log.contains(secret),
+            "{secret} is in the server log:\n{log}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ use crate::platform::auth::{RequestTx, StaffOnly};
 use crate::platform::db::outbox_watch::TOPICS;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
-use crate::platform::state::AppState;
+use crate::platform::state::{AppState, StreamsFull};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_loan_events))
@@ -35,7 +35,9 @@ pub struct StaffStreamQuery {
 /// Every event as it commits (staff, administrators): loan status changes, fees, contact
 /// changes and payments (see EventType), or only the `topics` asked for. Each event's id is its
 /// outbox id; reconnect with `Last-Event-ID` to receive, in order, what you missed. A change
-/// that rolls back is never sent.
+/// that rolls back is never sent. Streams at once are bounded: `MAX_STREAMS_PER_PRINCIPAL` for
+/// one staff or admin principal (beyond it, 429) and `MAX_STAFF_STREAMS` for the instance
+/// (beyond it, 503), each with Retry-After.
 #[utoipa::path(
     get,
     path = "/v1/events/loans",
@@ -76,11 +78,23 @@ async fn stream_loan_events(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    let caller = tx.caller();
+    let place = state
+        .staff_streams
+        .take(&format!("{}|{}", caller.issuer, caller.subject))
+        .map_err(|full| match full {
+            StreamsFull::Principal => ApiError::TooManyRequests {
+                retry_after_secs: 5,
+            },
+            StreamsFull::Instance => ApiError::Unavailable {
+                retry_after_secs: 5,
+            },
+        })?;
     let feed = Feed::subscribe(
         &state,
         tx.caller().clone(),
         Audience::Staff { topics },
-        None,
+        Some(place),
     );
     open(tx, feed, last).await
 }

@@ -45,9 +45,9 @@ pub(super) async fn stream_my_events(
     let customer = tx.caller().customer_id.ok_or(ApiError::Forbidden)?;
     let place = state
         .customer_streams
-        .take(customer)
+        .take(&customer.to_string())
         .map_err(|full| match full {
-            StreamsFull::Customer => ApiError::TooManyRequests {
+            StreamsFull::Principal => ApiError::TooManyRequests {
                 retry_after_secs: 5,
             },
             StreamsFull::Instance => ApiError::Unavailable {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::platform::config::{check_transport, KeySource};
@@ -26,6 +27,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 pub struct VerifyingKey {
     pub algorithm: Algorithm,
     pub key: DecodingKey,
+    /// SHA-256 of the key's parameters: a key replaced under the same `kid` has another.
+    pub fingerprint: [u8; 32],
 }
 
 /// The usable keys of a key set, by `kid`.
@@ -86,7 +89,15 @@ fn usable(jwk: &Jwk) -> Option<(String, Arc<VerifyingKey>)> {
         return None;
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some((kid, Arc::new(VerifyingKey { algorithm, key })))
+    let fingerprint = Sha256::digest(serde_json::to_vec(&jwk.algorithm).ok()?).into();
+    Some((
+        kid,
+        Arc::new(VerifyingKey {
+            algorithm,
+            key,
+            fingerprint,
+        }),
+    ))
 }
 
 /// The provider's current key set, shared by every request.

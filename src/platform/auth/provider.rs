@@ -18,10 +18,12 @@ pub type ProviderClaims = Map<String, Value>;
 
 /// Tokens verified lately, by SHA-256 of the token: an app sends the same access token for
 /// minutes, and a signature check costs 20–55 µs of CPU (RS256–ES256) against 1 µs for the hash.
-/// An entry counts while its token is unexpired and its key is still in the key set.
+/// An entry counts while its token is unexpired and the key that verified it is still in the
+/// key set under its `kid`: the same key, not only the same `kid`.
 struct Verified {
     claims: Arc<ProviderClaims>,
     kid: String,
+    fingerprint: [u8; 32],
     exp: i64,
 }
 
@@ -94,7 +96,7 @@ impl Provider {
         let claims = jsonwebtoken::decode::<ProviderClaims>(token, &key.key, validation)?.claims;
         let exp = check_lifetime(&claims, now, &self.config)?;
         let claims = Arc::new(claims);
-        self.remember(digest, &claims, kid, exp, now);
+        self.remember(digest, &claims, (kid, key.fingerprint), exp, now);
         Ok(claims)
     }
 
@@ -102,15 +104,18 @@ impl Provider {
     fn remembered(&self, digest: &[u8; 32], not_before_exp: i64) -> Option<Arc<ProviderClaims>> {
         let verified = self.verified.lock().ok()?;
         let entry = verified.get(digest)?;
-        (entry.exp >= not_before_exp && self.keys.get(&entry.kid).is_some())
-            .then(|| entry.claims.clone())
+        let same_key = self
+            .keys
+            .get(&entry.kid)
+            .is_some_and(|key| key.fingerprint == entry.fingerprint);
+        (entry.exp >= not_before_exp && same_key).then(|| entry.claims.clone())
     }
 
     fn remember(
         &self,
         digest: [u8; 32],
         claims: &Arc<ProviderClaims>,
-        kid: &str,
+        (kid, fingerprint): (&str, [u8; 32]),
         exp: i64,
         now: i64,
     ) {
@@ -126,6 +131,7 @@ impl Provider {
         let entry = Verified {
             claims: claims.clone(),
             kid: kid.to_owned(),
+            fingerprint,
             exp,
         };
         verified.insert(digest, entry);
@@ -302,5 +308,54 @@ mod tests {
             check(serde_json::json!({"iat": 1_000_031, "exp": 1_001_000})),
             Err(TokenError::IssuedInTheFuture)
         );
+    }
+
+    /// A token verified with a key is forgotten once the provider replaces that key under the
+    /// same `kid`: verified again, against the new key, it is refused.
+    #[tokio::test]
+    async fn a_remembered_token_dies_with_its_key() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc");
+        let all: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{fixtures}/keys.json")).unwrap())
+                .unwrap();
+        let public = |name: &str| {
+            let mut key = all["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["kid"] == name)
+                .unwrap()
+                .clone();
+            key["kid"] = "signing".into();
+            serde_json::json!({ "keys": [key] }).to_string()
+        };
+        let file = std::env::temp_dir().join(format!("lakehouse-jwks-{}.json", Uuid::now_v7()));
+        std::fs::write(&file, public("rsa-a")).unwrap();
+        let env = [
+            ("OIDC_ISSUER", "https://idp.example"),
+            ("OIDC_AUDIENCE", "api"),
+            ("OIDC_JWKS_FILE", file.to_str().unwrap()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec();
+        let p = Provider::new(OidcConfig::from_source(&env).unwrap().unwrap()).unwrap();
+        p.keys.refresh().await.unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("signing".into());
+        let pem = std::fs::read(format!("{fixtures}/rsa-a.pem")).unwrap();
+        let token = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"iss": "https://idp.example", "aud": "api", "sub": "teller-1",
+                                "exp": now + 600, "iat": now}),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+        )
+        .unwrap();
+        assert!(p.verify(&token, &header, now).await.is_ok());
+        assert!(p.verify(&token, &header, now).await.is_ok(), "remembered");
+        std::fs::write(&file, public("rsa-b")).unwrap();
+        p.keys.refresh().await.unwrap();
+        assert!(p.verify(&token, &header, now).await.is_err());
+        std::fs::remove_file(&file).ok();
     }
 }

@@ -505,6 +505,10 @@ pub struct HttpConfig {
     pub max_customer_streams: usize,
     /// One customer's event streams open at once; beyond it, 429 with Retry-After.
     pub max_streams_per_customer: usize,
+    /// Staff and administrators' event streams open at once; beyond it, 503 with Retry-After.
+    pub max_staff_streams: usize,
+    /// One staff or admin principal's event streams open at once; beyond it, 429.
+    pub max_streams_per_principal: usize,
     /// How far back staff may date loans and payments.
     pub backdating_limit_days: u32,
     pub rate_limits: RateLimitConfig,
@@ -535,6 +539,8 @@ impl Default for HttpConfig {
             max_concurrent_requests: 256,
             max_customer_streams: 1000,
             max_streams_per_customer: 5,
+            max_staff_streams: 200,
+            max_streams_per_principal: 5,
             backdating_limit_days: 3650,
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
@@ -607,6 +613,18 @@ impl HttpConfig {
                 src,
                 "MAX_STREAMS_PER_CUSTOMER",
                 d.max_streams_per_customer,
+                "a number of streams",
+            )?,
+            max_staff_streams: parsed(
+                src,
+                "MAX_STAFF_STREAMS",
+                d.max_staff_streams,
+                "a number of streams",
+            )?,
+            max_streams_per_principal: parsed(
+                src,
+                "MAX_STREAMS_PER_PRINCIPAL",
+                d.max_streams_per_principal,
                 "a number of streams",
             )?,
             cors_allowed_origins: cors_origins(src)?,

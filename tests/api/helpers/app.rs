@@ -43,6 +43,8 @@ pub struct Options {
     pub import_read_timeout: Duration,
     pub max_customer_streams: usize,
     pub max_streams_per_customer: usize,
+    pub max_staff_streams: usize,
+    pub max_streams_per_principal: usize,
 }
 
 impl Default for Options {
@@ -64,6 +66,8 @@ impl Default for Options {
             import_read_timeout: http.import_read_timeout,
             max_customer_streams: http.max_customer_streams,
             max_streams_per_customer: http.max_streams_per_customer,
+            max_staff_streams: http.max_staff_streams,
+            max_streams_per_principal: http.max_streams_per_principal,
         }
     }
 }
@@ -82,6 +86,8 @@ impl Options {
             import_read_timeout: self.import_read_timeout,
             max_customer_streams: self.max_customer_streams,
             max_streams_per_customer: self.max_streams_per_customer,
+            max_staff_streams: self.max_staff_streams,
+            max_streams_per_principal: self.max_streams_per_principal,
             ..HttpConfig::default()
         }
     }
