@@ -717,8 +717,9 @@ async fn a_failed_upload_leaves_no_line_staged_and_its_batch_can_be_sent_again()
     sqlx::raw_sql(&format!(
         "INSERT INTO metadata.job_execution (job_id, job_name, status) \
          VALUES ('{dead}', 'customer_import', 'RUNNING'); \
-         INSERT INTO staging.customer_imports (batch_id, line_number, raw_data, job_id, error_message) \
-         SELECT 'cut-1', n, '{{}}', '{dead}', 'stale' FROM generate_series(1, 3) n"
+         INSERT INTO staging.customer_imports (batch_id, line_number, raw_data, job_id, error_message, \
+                                               created_by) \
+         SELECT 'cut-1', n, '{{}}', '{dead}', 'stale', 'local|test-etl|etl' FROM generate_series(1, 3) n"
     ))
     .execute(&app.owner)
     .await
@@ -737,4 +738,45 @@ async fn a_failed_upload_leaves_no_line_staged_and_its_batch_can_be_sent_again()
         left("SELECT count(*) FROM staging.customer_imports WHERE error_message = 'stale'").await,
         0
     );
+}
+
+/// A batch belongs to the ETL principal that sent it: another gets 404 on its report and 409 if
+/// it sends lines under the same batch id, which adds nothing to the batch.
+#[tokio::test]
+async fn an_etl_principal_neither_reads_nor_extends_another_s_batch() {
+    let app = TestApp::spawn().await;
+    let send = |token: String| {
+        let (body, _) = ndjson("OWN", 3, 0);
+        let request = app
+            .request(
+                Method::POST,
+                "/v1/imports/customers?batch_id=owned-1&source_system=crm",
+                Some(&token),
+            )
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .unwrap();
+        app.send(request)
+    };
+    let first = app.token_for("etl-first", "etl", None);
+    let second = app.token_for("etl-second", "etl", None);
+    let sent = send(first.clone()).await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.text());
+    assert_eq!(
+        app.get("/v1/imports/owned-1", &first).await.status,
+        StatusCode::OK
+    );
+    app.get("/v1/imports/owned-1", &second)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    let refused = send(second.clone()).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text());
+    assert_eq!(refused.json()["errors"][0]["field"], "batch_id");
+    let lines = app
+        .count("SELECT count(*) FROM staging.customer_imports WHERE batch_id = 'owned-1'")
+        .await;
+    assert_eq!(lines, 3);
+    // The sender may send it again.
+    let again = send(first).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
 }

@@ -34,7 +34,7 @@ use crate::domain::customer_record::{Address, CreateCustomerRequest, NewCustomer
 use crate::domain::jobs::{self, Counts, JobSpec, OneAtATime, Session};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::{Authorized, EtlOnly};
-use crate::platform::error::{responses, ApiError};
+use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{from_json_value, AppPath};
 use crate::platform::pii::{self, PiiCipher};
 use crate::platform::state::AppState;
@@ -222,6 +222,17 @@ impl Upload<'_> {
         limit: usize,
         deadline: tokio::time::Instant,
     ) -> Result<Counts, ApiError> {
+        // A batch is its sender's: another principal's batch id is refused, asked under the
+        // batch's lock so that two senders cannot both find it free.
+        if self.taken().await? {
+            return Err(ApiError::Conflict {
+                detail: format!("batch {} was sent by another principal", self.batch),
+                errors: vec![FieldError::new(
+                    "batch_id",
+                    "is another principal's: choose another",
+                )],
+            });
+        }
         // What an upload of this batch that died left staged (none is running: we hold its lock).
         self.discard_unloaded().await?;
         let staged = self.stage(body, format, limit, deadline).await;
@@ -290,6 +301,17 @@ impl Upload<'_> {
 
     /// Removes the lines of this batch that no successful upload loaded or judged, a chunk at a
     /// time.
+    /// Whether another principal has sent lines under this batch id.
+    async fn taken(&self) -> Result<bool, ApiError> {
+        let mut tx = self.session.begin().await?;
+        let taken =
+            sqlx::query_scalar!(r#"SELECT staging.batch_taken($1) AS "taken!""#, self.batch)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(taken)
+    }
+
     async fn discard_unloaded(&self) -> Result<(), ApiError> {
         loop {
             let mut tx = self.session.begin().await?;
