@@ -58,6 +58,10 @@ pub struct JobLimits {
     pub import_read_timeout: Duration,
     /// Imports running at once: each holds a pooled connection for its whole upload.
     pub imports: Arc<Semaphore>,
+    /// Job runs asked for over HTTP at once (`MAX_CONCURRENT_JOBS`).
+    pub runs: Arc<Semaphore>,
+    /// The pool those runs use, so that no refresh takes the requests' connections.
+    pub pool: PgPool,
 }
 
 impl AppState {
@@ -76,6 +80,14 @@ impl AppState {
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(connect.clone());
+        // Each run holds its runner lock's connection and works on another; servicing's workers
+        // each take one more.
+        let runs = http.max_concurrent_jobs.max(1);
+        let job_connections = 2 * runs + http.servicing_workers.saturating_sub(1);
+        let job_pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(job_connections).unwrap_or(u32::MAX))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(connect.clone());
         Self {
             db: Database {
                 pool,
@@ -92,6 +104,8 @@ impl AppState {
                 import_limit_bytes: http.import_limit_bytes,
                 import_read_timeout: http.import_read_timeout,
                 imports: Arc::new(Semaphore::new(http.max_concurrent_imports.max(1))),
+                runs: Arc::new(Semaphore::new(runs)),
+                pool: job_pool,
             },
             date_window: DateWindow {
                 backdating_limit_days: http.backdating_limit_days,

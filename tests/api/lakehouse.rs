@@ -780,3 +780,72 @@ async fn an_etl_principal_neither_reads_nor_extends_another_s_batch() {
     let again = send(first).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
 }
+
+/// Refreshes cannot hurt the API or each other: twenty asked for at once run at most
+/// `MAX_CONCURRENT_JOBS` (2) at a time on their own pool (the rest 429), one risk refresh at a
+/// time on every instance (409), and staff reads meanwhile all answer 200. The indicators are one
+/// set, as many as a refresh alone makes.
+#[tokio::test]
+async fn concurrent_refreshes_leave_one_set_and_staff_reads_keep_answering() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    for (code, id) in [("RFR01", "880880880"), ("RFR02", "880880881")] {
+        let customer = app.approved_customer(code, id).await;
+        app.loan_for(customer, "20000000").await;
+    }
+    let refreshes: Vec<_> = (0..20)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.json(
+                    Method::POST,
+                    "/v1/analytics/risk-indicators/refresh",
+                    &analyst(&app),
+                    &json!({}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut reads = Vec::new();
+    for _ in 0..20 {
+        reads.push(app.get("/v1/customers", &app.staff()).await.status);
+    }
+    let mut statuses = Vec::new();
+    for refresh in refreshes {
+        statuses.push(refresh.await.unwrap());
+    }
+    assert!(reads.iter().all(|s| *s == StatusCode::OK), "{reads:?}");
+    assert!(
+        statuses.iter().all(|s| [
+            StatusCode::OK,
+            StatusCode::CONFLICT,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+        .contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().any(|s| *s != StatusCode::OK),
+        "twenty at once do not all run: {statuses:?}"
+    );
+    let after_concurrent = app
+        .count("SELECT count(*) FROM analytics.risk_indicators")
+        .await;
+    let alone = app
+        .json(
+            Method::POST,
+            "/v1/analytics/risk-indicators/refresh",
+            &analyst(&app),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(alone.status, StatusCode::OK, "{}", alone.text());
+    assert_eq!(
+        app.count("SELECT count(*) FROM analytics.risk_indicators")
+            .await,
+        after_concurrent,
+        "one set"
+    );
+}

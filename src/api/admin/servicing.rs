@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::domain::jobs::{self, JobRun, Session};
+use crate::domain::jobs::{self, JobRun};
 use crate::domain::ledger;
 use crate::platform::auth::{AdminOnly, Authorized};
 use crate::platform::error::{responses, ApiError};
@@ -43,11 +43,7 @@ pub async fn run_servicing(
     Authorized { caller, .. }: Authorized<AdminOnly>,
     AppJson(request): AppJson<ServicingRequest>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let session = Session::Caller {
-        pool: state.db.pool.clone(),
-        caller,
-        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
-    };
+    let (_place, session) = jobs::requested_run(&state.jobs, caller)?;
     let today = {
         let mut tx = session.begin().await?;
         let today = ledger::servicing::today(&mut tx).await?;

@@ -17,8 +17,6 @@ use crate::platform::extract::{AppJson, AppQuery};
 use crate::platform::pagination::{IdCursor, Page, PageQuery, PageRequest};
 use crate::platform::state::AppState;
 
-use super::analyst_session;
-
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshMetricsRequest {
@@ -37,7 +35,7 @@ pub struct RefreshMetricsRequest {
     request_body = RefreshMetricsRequest,
     responses(
         (status = 200, description = "The run", body = JobRun),
-        responses::Common, responses::JsonBody, responses::Unprocessable
+        responses::Common, responses::JsonBody, responses::Conflict, responses::Unprocessable
     )
 )]
 pub(super) async fn refresh_customer_metrics(
@@ -45,7 +43,7 @@ pub(super) async fn refresh_customer_metrics(
     Authorized { caller, .. }: Authorized<Analysts>,
     AppJson(request): AppJson<RefreshMetricsRequest>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let session = analyst_session(&state, caller);
+    let (_place, session) = jobs::requested_run(&state.jobs, caller)?;
     let day = request.date.unwrap_or_else(|| Utc::now().date_naive());
     if !(1900..=2100).contains(&chrono::Datelike::year(&day)) {
         return Err(ApiError::invalid_field(

@@ -14,11 +14,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::credit_risk;
-use crate::domain::jobs::Session;
 use crate::domain::ledger::model::LoanStatus;
 use crate::domain::money::Amount;
 use crate::platform::auth::RequestTx;
-use crate::platform::auth::{Caller, RiskViewers};
+use crate::platform::auth::RiskViewers;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
 use crate::platform::pagination::{Page, PageQuery, PageRequest};
@@ -36,14 +35,6 @@ pub fn job_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(customer_metrics::refresh_customer_metrics))
         .routes(routes!(risk_indicators::refresh_risk_indicators))
-}
-
-fn analyst_session(state: &AppState, caller: Caller) -> Session {
-    Session::Caller {
-        pool: state.db.pool.clone(),
-        caller,
-        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
-    }
 }
 
 /// An approved or disbursed loan with its customer's risk category (Lab 3, step 2).

@@ -16,21 +16,19 @@ use crate::platform::extract::AppQuery;
 use crate::platform::pagination::{IdCursor, Page, PageQuery, PageRequest};
 use crate::platform::state::AppState;
 
-use super::analyst_session;
-
 /// Recompute every risk indicator (analysts, administrators); the previous run's are replaced.
 #[utoipa::path(
     post,
     path = "/v1/analytics/risk-indicators/refresh",
     tag = "analytics",
     operation_id = "refresh_risk_indicators",
-    responses((status = 200, description = "The run", body = JobRun), responses::Common)
+    responses((status = 200, description = "The run", body = JobRun), responses::Common, responses::Conflict)
 )]
 pub(super) async fn refresh_risk_indicators(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<Analysts>,
 ) -> Result<Json<JobRun>, ApiError> {
-    let session = analyst_session(&state, caller);
+    let (_place, session) = jobs::requested_run(&state.jobs, caller)?;
     Ok(Json(jobs::risk_indicators::refresh(&session).await?))
 }
 

@@ -30,17 +30,27 @@ pub const SPEC: JobSpec = JobSpec {
 pub async fn refresh(session: &Session, day: NaiveDate) -> Result<JobRun, ApiError> {
     let parameters = serde_json::json!({ "metric_date": day });
     let chunks = session.clone();
-    super::run_in_batches(session, &SPEC, parameters, None, move |_| async move {
-        let written = super::in_customer_ranges(&chunks, move |tx, after| {
-            Box::pin(refresh_chunk(tx, day, after))
-        })
-        .await?;
-        Ok(Counts {
-            read: written,
-            written,
-            failed: 0,
-        })
-    })
+    let alone = super::OneAtATime {
+        name: "customer_metrics",
+        busy: "a customer metrics refresh is under way: its result will be there when it ends",
+    };
+    super::run_in_batches(
+        session,
+        &SPEC,
+        parameters,
+        Some(alone),
+        move |_| async move {
+            let written = super::in_customer_ranges(&chunks, move |tx, after| {
+                Box::pin(refresh_chunk(tx, day, after))
+            })
+            .await?;
+            Ok(Counts {
+                read: written,
+                written,
+                failed: 0,
+            })
+        },
+    )
     .await
 }
 

@@ -24,6 +24,8 @@ use uuid::Uuid;
 use crate::platform::auth;
 use crate::platform::auth::Caller;
 use crate::platform::error::ApiError;
+use crate::platform::state::JobLimits;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Who a job runs as: a caller of the API (their database role, under RLS), or the owner (the
 /// command line).
@@ -196,6 +198,28 @@ where
         Ok(counts)
     })
     .await
+}
+
+/// A job run asked for over HTTP: a place among the runs this instance takes at once
+/// (`MAX_CONCURRENT_JOBS`; beyond it, 429 with Retry-After) and a session on the jobs' own pool,
+/// so that no run takes the connections requests need. Keep the place until the run ends.
+pub fn requested_run(
+    limits: &JobLimits,
+    caller: Caller,
+) -> Result<(OwnedSemaphorePermit, Session), ApiError> {
+    let place = limits
+        .runs
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyRequests {
+            retry_after_secs: 5,
+        })?;
+    let session = Session::Caller {
+        pool: limits.pool.clone(),
+        caller,
+        statement_timeout_ms: limits.statement_timeout.as_millis(),
+    };
+    Ok((place, session))
 }
 
 /// A name that one run at a time may hold, on every instance, and what a second run is told.

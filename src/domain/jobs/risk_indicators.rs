@@ -30,7 +30,10 @@ pub async fn refresh(session: &Session) -> Result<JobRun, ApiError> {
         session,
         &SPEC,
         serde_json::json!({}),
-        None,
+        Some(super::OneAtATime {
+            name: "risk_indicators",
+            busy: "a risk indicators refresh is under way: its result will be there when it ends",
+        }),
         move |_| async move {
             // Each chunk of customers replaces its own indicators and commits: a reader sees
             // every customer's set whole, and no transaction of the refresh passes a second.

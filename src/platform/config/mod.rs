@@ -498,6 +498,9 @@ pub struct HttpConfig {
     pub import_limit_bytes: usize,
     /// Imports running at once; beyond it, 429 with Retry-After.
     pub max_concurrent_imports: usize,
+    /// Job runs asked for over HTTP at once (refreshes, servicing); beyond it, 429. They run on
+    /// a pool of their own, two connections each.
+    pub max_concurrent_jobs: usize,
     /// An import's body must arrive within this (then 408).
     pub import_read_timeout: Duration,
     pub max_concurrent_requests: usize,
@@ -535,6 +538,7 @@ impl Default for HttpConfig {
             retention: RetentionConfig::default(),
             import_limit_bytes: 268_435_456,
             max_concurrent_imports: 2,
+            max_concurrent_jobs: 2,
             import_read_timeout: ms(120_000),
             max_concurrent_requests: 256,
             max_customer_streams: 1000,
@@ -595,6 +599,12 @@ impl HttpConfig {
                 "MAX_CONCURRENT_IMPORTS",
                 d.max_concurrent_imports,
                 "a number of imports",
+            )?,
+            max_concurrent_jobs: parsed(
+                src,
+                "MAX_CONCURRENT_JOBS",
+                d.max_concurrent_jobs,
+                "a number of job runs",
             )?,
             import_read_timeout: millis(src, "IMPORT_READ_TIMEOUT_MS", d.import_read_timeout)?,
             max_concurrent_requests: parsed(
