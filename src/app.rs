@@ -30,6 +30,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::platform::auth::Authenticator;
 use crate::platform::config::{HttpConfig, ServeConfig};
+use crate::platform::db::consistency_token::TokenSeal;
 use crate::platform::db::replicas::TOKEN_HEADER;
 use crate::platform::edge::{self, BodyGate, Gatekeeper};
 use crate::platform::error::{problem_body, ApiError, Problem, PROBLEM_JSON};
@@ -331,11 +332,21 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
             replicas = config.pool.replicas.len(),
             "reads may run on replicas"
         );
+        let seal = match config
+            .pool
+            .consistency_token_key
+            .as_ref()
+            .and_then(|key| <[u8; 32]>::try_from(key.expose()).ok())
+        {
+            Some(key) => TokenSeal::new(&key),
+            None => TokenSeal::derived_from(config.pii.encryption.expose()),
+        };
         state = state.with_replicas(db::replicas::ReplicaSet::new(
             pool.clone(),
             config.pool.replicas.clone(),
             config.pool.replica_policy,
             config.pool.max_connections,
+            seal,
         ));
     }
     // Taken once the LISTEN connection is chosen: the hub the streams use is the one to stop.

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::platform::auth::{Authenticator, Caller, Role};
 use crate::platform::config::RateLimitConfig;
-use crate::platform::db::replicas::{format_lsn, ReplicaSet, TOKEN_HEADER};
+use crate::platform::db::replicas::{ReplicaSet, TOKEN_HEADER};
 use crate::platform::error::ApiError;
 
 /// What [`authenticate`] needs: the token checks and the rate limits.
@@ -166,7 +166,7 @@ pub async fn buffer_body(State(gate): State<BodyGate>, request: Request, next: N
 }
 
 /// Gives a write's response its `Consistency-Token` when the service reads from replicas: the
-/// primary's WAL insert position read after the handler returned, so after whatever the request
+/// primary's WAL insert position read after the handler returned, sealed (`consistency_token`), so after whatever the request
 /// committed (the insert position is global: any connection's reading is at or past the commit
 /// record, with `synchronous_commit=off` too). Every successful request other than GET and
 /// HEAD gets one: imports, job runs and idempotent replays included. A client sends the
@@ -180,7 +180,7 @@ pub async fn consistency_token(
     let mut response = next.run(request).await;
     if let (true, Some(replicas)) = (writes && response.status().is_success(), replicas) {
         if let Some(lsn) = replicas.insert_position().await {
-            if let Ok(value) = header::HeaderValue::from_str(&format_lsn(lsn)) {
+            if let Ok(value) = header::HeaderValue::from_str(&replicas.token(lsn)) {
                 response.headers_mut().insert(TOKEN_HEADER, value);
             }
         }

@@ -115,7 +115,13 @@ async fn a_replica_serves_reads_with_read_your_writes_and_rls_and_its_loss_costs
         wait: Duration::from_millis(300),
         poll: Duration::from_millis(100),
     };
-    let replicas = ReplicaSet::new(pool.clone(), vec![login(replica_options)], policy, 4);
+    let replicas = ReplicaSet::new(
+        pool.clone(),
+        vec![login(replica_options)],
+        policy,
+        4,
+        lakehouse_api::platform::db::consistency_token::TokenSeal::new(&[3; 32]),
+    );
     let keys = JwtKeys::new(Secret::new(JWT_SECRET.as_bytes().to_vec()));
     let http = HttpConfig {
         rate_limits: unlimited(),
@@ -230,14 +236,25 @@ async fn a_replica_serves_reads_with_read_your_writes_and_rls_and_its_loss_costs
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        replicas.status()[0].replayed
-            >= lakehouse_api::platform::db::replicas::parse_lsn(&token).unwrap()
-    );
-    reader
-        .get(&payment, &my_token, Some("soon"))
-        .await
-        .problem(StatusCode::BAD_REQUEST);
+    assert!(replicas.status()[0].replayed >= replicas.position(&token).unwrap());
+    // A made-up or edited token is 400 at once, with no wait for a replica; a bare WAL
+    // position is not a token, and a token reveals nothing (the same position seals anew).
+    let position = replicas.position(&token).unwrap();
+    let mut edited = token.clone().into_bytes();
+    edited[5] = if edited[5] == b'A' { b'B' } else { b'A' };
+    for forged in [
+        "soon".to_owned(),
+        format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF),
+        String::from_utf8(edited).unwrap(),
+    ] {
+        let started = Instant::now();
+        reader
+            .get(&payment, &my_token, Some(&forged))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+        assert!(started.elapsed() < Duration::from_millis(250), "{forged}");
+    }
+    assert_ne!(replicas.token(position), replicas.token(position));
 
     // The replica goes away: every read still answers, from the primary.
     standby.stop().expect("stop the standby");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use super::{Access, AnyCaller, Authenticator, Caller};
-use crate::platform::db::replicas::{parse_lsn, PRIMARY_ONLY_READS, TOKEN_HEADER};
+use crate::platform::db::replicas::{PRIMARY_ONLY_READS, TOKEN_HEADER};
 use crate::platform::db::Database;
 use crate::platform::error::ApiError;
 
@@ -217,11 +217,17 @@ where
         if on_primary {
             return Self::begin(&db, caller, true).await;
         }
+        let replicas = db.replicas.clone();
         let token = parts
             .headers
             .get(TOKEN_HEADER)
             .map(|value| {
-                value.to_str().ok().and_then(parse_lsn).ok_or_else(|| {
+                let opened = value.to_str().ok().and_then(|text| {
+                    replicas
+                        .as_ref()
+                        .and_then(|replicas| replicas.position(text))
+                });
+                opened.ok_or_else(|| {
                     ApiError::BadRequest(
                         "Consistency-Token must be a token from a response of this API".into(),
                     )

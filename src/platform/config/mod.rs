@@ -184,6 +184,9 @@ pub struct PoolConfig {
     /// Hot standbys for reads (`DATABASE_REPLICA_URLS`), reached with the same login.
     pub replicas: Vec<PgConnectOptions>,
     pub replica_policy: ReplicaPolicy,
+    /// Seals `Consistency-Token`s (`CONSISTENCY_TOKEN_KEY`, 32 bytes base64); when unset, a key
+    /// derived from the PII encryption key, which every instance shares too.
+    pub consistency_token_key: Option<Secret>,
 }
 
 /// How read replicas are used (see `db::replicas`).
@@ -275,6 +278,12 @@ impl PoolConfig {
                 })
                 .collect(),
             replica_policy: ReplicaPolicy::from_source(src)?,
+            consistency_token_key: match src.get("CONSISTENCY_TOKEN_KEY") {
+                Some(key) if !key.trim().is_empty() => {
+                    Some(key_bytes(src, "CONSISTENCY_TOKEN_KEY", 32)?)
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The connection pool, migrations, the LISTEN connection, error mapping and partition upkeep.
 
 mod closed_set;
+pub mod consistency_token;
 pub mod errors;
 pub mod outbox_watch;
 pub mod partitions;
