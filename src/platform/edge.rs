@@ -223,6 +223,7 @@ mod tests {
             customer_id: None,
             request_id: None,
             expires_at: None,
+            linked: false,
         };
         assert!(limits.check(&caller("a")).is_ok());
         assert!(limits.check(&caller("a")).is_ok());

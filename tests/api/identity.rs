@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
@@ -373,6 +375,38 @@ async fn a_customer_comes_from_the_claim_or_from_a_link_staff_make() {
         linked.json()["created_by"],
         format!("{ISSUER}|branch-tool|staff")
     );
+    // Proposed, not yet acting: the login must prove it is bob's, with the code staff were
+    // given (once) or a verified contact claim.
+    assert_eq!(linked.json()["status"], "PENDING");
+    let code = linked.json()["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 10);
+    refused(&app, &unlinked, "proposed, not proved").await;
+    let with_code = |code: &str| {
+        app.request(
+            Method::GET,
+            &format!("/v1/customers/{bob}"),
+            Some(&unlinked),
+        )
+        .header("identity-link-code", code)
+        .body(axum::body::Body::empty())
+        .unwrap()
+    };
+    let wrong = if code.starts_with('1') {
+        "2222222222"
+    } else {
+        "1111111111"
+    };
+    assert_eq!(
+        app.send(with_code(wrong)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let proved = app.send(with_code(&code)).await;
+    assert_eq!(proved.status, StatusCode::OK, "{}", proved.text());
+    // Single use: the code proves nothing again.
+    let listed = app.get(&path, &staff).await.json();
+    assert_eq!(listed["data"][0]["status"], "ACTIVE");
+    assert_eq!(listed["data"][0]["proof"], "CODE");
+    assert!(listed["data"][0].get("code").is_none());
     let again = app
         .json(
             Method::POST,
@@ -483,4 +517,157 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("not within ten seconds");
+}
+
+/// A link proved by a verified e-mail claim that matches the record; every step (proposal by
+/// staff, activation by the login itself, unlink) is on the append-only record with its
+/// principal, activation and unlink are events addressed to the stored contact, and a live
+/// stream of the unlinked login ends within the link cache's time.
+#[tokio::test]
+async fn a_link_is_proved_recorded_announced_and_its_stream_ends_when_it_goes() {
+    let app = TestApp::spawn().await;
+    let carol = app.customer_id("OIDC-C-3", "900101-2234569").await;
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a"]);
+    let mut env = provider_env(&keys);
+    env.push(("OIDC_LINK_CACHE_SECS", "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = app.with_tokens(&env);
+    let staff = sign("rsa-a", Algorithm::RS256, &claims("branch-tool", "staff"));
+    let path = format!("/v1/customers/{carol}/identities");
+    let proposed = app
+        .json(
+            Method::POST,
+            &path,
+            &staff,
+            &json!({"issuer": ISSUER, "subject": "carol-at-idp"}),
+        )
+        .await;
+    assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.text());
+    let link_id = proposed.json()["link_id"].as_str().unwrap().to_owned();
+
+    // An unverified e-mail proves nothing; a verified one matching the record does.
+    let mut unverified = claims("carol-at-idp", "customer");
+    unverified["email"] = json!("oidc-c-3@example.com");
+    unverified["email_verified"] = json!(false);
+    refused(
+        &app,
+        &sign("rsa-a", Algorithm::RS256, &unverified),
+        "unverified e-mail",
+    )
+    .await;
+    let mut other = claims("carol-at-idp", "customer");
+    other["email"] = json!("someone@example.com");
+    other["email_verified"] = json!(true);
+    refused(
+        &app,
+        &sign("rsa-a", Algorithm::RS256, &other),
+        "another e-mail",
+    )
+    .await;
+    let mut verified = claims("carol-at-idp", "customer");
+    verified["email"] = json!("OIDC-C-3@example.com");
+    verified["email_verified"] = json!(true);
+    let carol_token = sign("rsa-a", Algorithm::RS256, &verified);
+    assert_eq!(status(&app, "/v1/me", &carol_token).await, StatusCode::OK);
+    let plain = sign(
+        "rsa-a",
+        Algorithm::RS256,
+        &claims("carol-at-idp", "customer"),
+    );
+    assert_eq!(
+        status(&app, "/v1/me", &plain).await,
+        StatusCode::OK,
+        "active from now on"
+    );
+
+    // The stream of the linked login ends after the unlink.
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            app.request(Method::GET, "/v1/me/events", Some(&plain))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let gone = app
+        .send(
+            app.request(Method::DELETE, &format!("{path}/{link_id}"), Some(&staff))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.text());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while body.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream ended within the link cache's time"
+    );
+    refused(&app, &plain, "unlinked").await;
+
+    // On record, with both principals, after the link is gone.
+    let record: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor, proof FROM audit.identity_link_events \
+         WHERE link_id = $1::uuid ORDER BY event_id",
+    )
+    .bind(&link_id)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        record,
+        [
+            (
+                "PROPOSED".to_owned(),
+                format!("{ISSUER}|branch-tool|staff"),
+                None
+            ),
+            (
+                "ACTIVATED".to_owned(),
+                format!("{ISSUER}|carol-at-idp|customer|{carol}"),
+                Some("VERIFIED_EMAIL".to_owned())
+            ),
+            (
+                "UNLINKED".to_owned(),
+                format!("{ISSUER}|branch-tool|staff"),
+                Some("VERIFIED_EMAIL".to_owned())
+            ),
+        ]
+    );
+    let events: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT topic, payload FROM metadata.outbox_events \
+         WHERE topic LIKE 'customer_identity_%' AND customer_id = $1 ORDER BY event_id",
+    )
+    .bind(carol)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let topics: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["customer_identity_linked", "customer_identity_unlinked"]
+    );
+    assert_eq!(events[0].1["notify"]["email"], "oidc-c-3@example.com");
+    // Staff cannot activate a link themselves: they may only propose.
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE lakehouse_staff")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let forced = sqlx::query(
+        "INSERT INTO core.identity_links (link_id, issuer, subject, customer_id, status) \
+         VALUES (gen_random_uuid(), $1, 'mallory', $2, 'ACTIVE')",
+    )
+    .bind(ISSUER)
+    .bind(carol)
+    .execute(&mut *tx)
+    .await;
+    assert!(forced.is_err(), "staff may not insert an active link");
 }

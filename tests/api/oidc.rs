@@ -216,6 +216,24 @@ async fn a_real_openid_provider_s_tokens_work_for_every_role_and_its_keys_rotate
         )
         .await;
     assert_eq!(link.status, StatusCode::CREATED, "{}", link.text());
+    // The link acts once the login proves it: the app sends the code staff gave bob, once.
+    app.get(&format!("/v1/customers/{bob}"), &customer)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    let code = link.json()["code"].as_str().unwrap().to_owned();
+    let proved = app
+        .send(
+            app.request(
+                Method::GET,
+                &format!("/v1/customers/{bob}"),
+                Some(&customer),
+            )
+            .header("identity-link-code", code)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(proved.status, StatusCode::OK, "{}", proved.text());
     let me = app.get(&format!("/v1/customers/{bob}"), &customer).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text());
     assert_eq!(

@@ -37,6 +37,7 @@ async fn explain(app: &TestApp, by_number: bool, key: &str) -> (Vec<Value>, f64)
         customer_id: None,
         request_id: None,
         expires_at: None,
+        linked: false,
     };
     let mut tx = app
         .pool

@@ -345,6 +345,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
         customer_id: Some(customer),
         request_id: None,
         expires_at: None,
+        linked: false,
     };
     let mut tx = app
         .pool

@@ -165,6 +165,9 @@ pub struct Feed {
     /// When the caller's token expires: the stream ends then (a client reconnects with a fresh
     /// token and `Last-Event-ID`), so a revoked or unlinked caller does not listen on.
     expires: Option<tokio::time::Instant>,
+    /// For a customer who came from an identity link: when to check the link is still there
+    /// (every link-cache TTL); the stream ends once it is gone.
+    link_check: Option<tokio::time::Interval>,
     /// A customer stream's place under the bound on customer streams, given back when the
     /// stream ends.
     _place: Option<StreamPlace>,
@@ -183,8 +186,16 @@ impl Feed {
             tokio::time::Instant::now()
                 + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
         });
+        let link_check = caller.linked.then(|| {
+            let every = state
+                .auth
+                .link_ttl()
+                .unwrap_or(std::time::Duration::from_secs(60));
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
         Self {
             expires,
+            link_check,
             live: state.events.subscribe(),
             shutdown: state.events.shutdown_signal(),
             state: state.clone(),
@@ -264,11 +275,27 @@ impl Feed {
                     None => std::future::pending().await,
                 }
             };
+            let link_check = &mut self.link_check;
+            let link_due = async move {
+                match link_check {
+                    Some(interval) => {
+                        interval.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let message = tokio::select! {
-                m = live.recv() => m,
+                m = live.recv() => Some(m),
                 // wait_for also sees a shutdown signalled before this stream subscribed.
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
                 () = expired => return None,
+                () = link_due => None,
+            };
+            let Some(message) = message else {
+                if !self.state.auth.still_linked(&self.caller).await {
+                    return None;
+                }
+                continue;
             };
             match message {
                 // The watcher only says that an event became readable: what the stream sends is

@@ -39,6 +39,10 @@ use crate::platform::error::ApiError;
 /// - `payment_failed`: a PENDING payment failed; fields as above, with the reason.
 /// - `payment_reversed`: a COMPLETED payment was reversed; fields as above, with the reason.
 ///
+/// - `customer_identity_linked`, `customer_identity_unlinked`: a login was linked to a customer
+///   (after it proved the link) or unlinked; addressed to the customer's stored contact
+///   (`notify.email`, `notify.phone_number`), for a messaging service to tell them.
+///
 /// A customer's stream carries the loan and payment types about their own loans only.
 #[derive(Debug, ToSchema)]
 #[schema(rename_all = "snake_case")]
@@ -51,6 +55,8 @@ pub enum EventType {
     PaymentConfirmed,
     PaymentFailed,
     PaymentReversed,
+    CustomerIdentityLinked,
+    CustomerIdentityUnlinked,
 }
 
 /// One Server-Sent Event as it appears on the wire (`id:`, `event:`, `data:` lines).

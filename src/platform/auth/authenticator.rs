@@ -7,11 +7,15 @@ use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
 use sqlx::PgPool;
 
-use super::links::LinkDirectory;
+use super::links::{LinkDirectory, LinkProof};
 use super::provider::{Provider, ProviderClaims};
 use super::{is_valid_subject, Caller, JwtKeys, Role, TokenError};
 use crate::platform::config::TokenConfig;
 use crate::platform::error::ApiError;
+
+/// The request header a new login sends, once, with the code that proves its pending identity
+/// link.
+pub const LINK_CODE_HEADER: &str = "identity-link-code";
 
 pub struct Authenticator {
     local: Option<JwtKeys>,
@@ -103,7 +107,7 @@ impl Authenticator {
                     .verify(token, &header, now)
                     .await
                     .map_err(refused)?;
-                self.provider_caller(provider, &claims).await
+                self.provider_caller(provider, &claims, headers).await
             }
         }
     }
@@ -112,6 +116,7 @@ impl Authenticator {
         &self,
         provider: &Provider,
         claims: &ProviderClaims,
+        headers: &HeaderMap,
     ) -> Result<Caller, ApiError> {
         let subject = claims
             .get("sub")
@@ -120,6 +125,7 @@ impl Authenticator {
             .ok_or(ApiError::Unauthorized("unusable subject"))?;
         let role = provider.role(claims).map_err(ApiError::Unauthorized)?;
         let issuer = provider.config.issuer.as_str();
+        let mut linked = false;
         let customer_id = match role {
             Role::Customer => Some(
                 match provider
@@ -127,9 +133,14 @@ impl Authenticator {
                     .map_err(ApiError::Unauthorized)?
                 {
                     Some(id) => id,
-                    None => self.linked_customer(issuer, subject).await?.ok_or(
-                        ApiError::Unauthorized("customer subject not linked to a customer"),
-                    )?,
+                    None => {
+                        linked = true;
+                        self.linked_customer(issuer, subject, claims, headers)
+                            .await?
+                            .ok_or(ApiError::Unauthorized(
+                                "customer subject not linked to a customer",
+                            ))?
+                    }
                 },
             ),
             _ => None,
@@ -141,17 +152,64 @@ impl Authenticator {
             customer_id,
             request_id: None,
             expires_at: claims.get("exp").and_then(|exp| exp.as_i64()),
+            linked,
         })
     }
 
+    /// The customer (issuer, subject)'s active link names; else, if the request proves a
+    /// pending link (its `Identity-Link-Code` header, or a verified e-mail or phone claim), the
+    /// customer it activates.
     async fn linked_customer(
         &self,
         issuer: &str,
         subject: &str,
+        claims: &ProviderClaims,
+        headers: &HeaderMap,
     ) -> Result<Option<uuid::Uuid>, ApiError> {
         let Some(links) = &self.links else {
             return Ok(None);
         };
-        Ok(links.customer(issuer, subject).await?)
+        if let Some(customer) = links.customer(issuer, subject).await? {
+            return Ok(Some(customer));
+        }
+        let verified = |claim: &str, flag: &str| {
+            claims
+                .get(flag)
+                .and_then(|v| v.as_bool())
+                .filter(|v| *v)
+                .and_then(|_| claims.get(claim))
+                .and_then(|v| v.as_str())
+        };
+        let proof = LinkProof {
+            code: headers
+                .get(LINK_CODE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|code| !code.is_empty() && code.len() <= 64),
+            email: verified("email", "email_verified"),
+            phone: verified("phone_number", "phone_number_verified"),
+        };
+        if proof.is_empty() {
+            return Ok(None);
+        }
+        Ok(links.prove(issuer, subject, &proof).await?)
+    }
+
+    /// Whether a caller whose customer came from an identity link still has it (a stream asks,
+    /// and ends when it is gone); cached for the link TTL.
+    pub async fn still_linked(&self, caller: &Caller) -> bool {
+        let Some(links) = &self.links else {
+            return true;
+        };
+        match links.customer(&caller.issuer, &caller.subject).await {
+            Ok(customer) => customer == caller.customer_id,
+            // A database hiccup does not end a stream; the next check decides.
+            Err(_) => true,
+        }
+    }
+
+    /// How long a link is remembered: how often a linked caller's stream checks its link.
+    pub fn link_ttl(&self) -> Option<std::time::Duration> {
+        self.provider.as_ref().map(|p| p.config.link_cache_ttl)
     }
 }

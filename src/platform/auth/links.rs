@@ -18,6 +18,23 @@ const CAPACITY: usize = 100_000;
 /// (issuer, subject) to the customer linked (or none) and until when that is remembered.
 type Remembered = HashMap<(String, String), (Option<Uuid>, Instant)>;
 
+/// What a login offers to prove a pending link is its customer's.
+#[derive(Debug, Default)]
+pub struct LinkProof<'a> {
+    /// The `Identity-Link-Code` header.
+    pub code: Option<&'a str>,
+    /// The token's `email`, when `email_verified` is true.
+    pub email: Option<&'a str>,
+    /// The token's `phone_number`, when `phone_number_verified` is true.
+    pub phone: Option<&'a str>,
+}
+
+impl LinkProof<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.code.is_none() && self.email.is_none() && self.phone.is_none()
+    }
+}
+
 pub struct LinkDirectory {
     pool: PgPool,
     ttl: Duration,
@@ -64,6 +81,31 @@ impl LinkDirectory {
                 }
             }
             cache.insert(key, (customer, Instant::now() + ttl));
+        }
+        Ok(customer)
+    }
+
+    /// Activates (issuer, subject)'s pending link if the login proves it is the customer's: the
+    /// link's code, or a verified e-mail or phone matching the customer's record. The customer,
+    /// or `None`.
+    pub async fn prove(
+        &self,
+        issuer: &str,
+        subject: &str,
+        proof: &LinkProof<'_>,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        let customer: Option<Uuid> = sqlx::query_scalar!(
+            r#"SELECT core.prove_identity_link($1, $2, $3, $4, $5)"#,
+            issuer,
+            subject,
+            proof.code,
+            proof.email,
+            proof.phone,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if customer.is_some() {
+            self.forget(issuer, subject);
         }
         Ok(customer)
     }

@@ -92,6 +92,9 @@ pub struct Caller {
     pub request_id: Option<String>,
     /// When the caller's token expires (seconds since the Unix epoch): a stream ends then.
     pub expires_at: Option<i64>,
+    /// The customer came from an identity link (not a token claim): a stream ends when the
+    /// link is removed.
+    pub linked: bool,
 }
 
 impl Caller {
@@ -117,6 +120,7 @@ impl Caller {
             customer_id,
             request_id: None,
             expires_at: Some(claims.exp),
+            linked: false,
         })
     }
 
@@ -154,6 +158,7 @@ impl Caller {
             customer_id: None,
             request_id: None,
             expires_at: None,
+            linked: false,
         }
     }
 }

@@ -254,6 +254,7 @@ mod tests {
             customer_id: Some(id),
             request_id: Some("0193-req".into()),
             expires_at: None,
+            linked: false,
         };
         let sql = begin_statement(&caller, true, 5000);
         assert_eq!(

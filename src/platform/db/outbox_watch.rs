@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// Every topic the outbox carries.
-pub const TOPICS: [&str; 7] = [
+pub const TOPICS: [&str; 9] = [
     "loan_status_changed",
     "loan_fee_charged",
     "customer_contact_changed",
@@ -27,6 +27,8 @@ pub const TOPICS: [&str; 7] = [
     "payment_confirmed",
     "payment_failed",
     "payment_reversed",
+    "customer_identity_linked",
+    "customer_identity_unlinked",
 ];
 
 /// How often the watcher reads the outbox: the longest a committed event waits to be seen, once

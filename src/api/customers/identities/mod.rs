@@ -1,15 +1,19 @@
-//! `/v1/customers/{id}/identities`: staff link a customer to the identity provider's subject
-//! the customer signs in as, for providers whose tokens carry no customer claim.
+//! `/v1/customers/{id}/identities`: staff propose a link between a customer and the identity
+//! provider's subject the customer signs in as (for providers whose tokens carry no customer
+//! claim); the login proves it is the customer's before the link acts.
 
 mod repo;
 
 use std::sync::Arc;
 
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::OsRng;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,9 +48,29 @@ pub struct IdentityLink {
     pub issuer: String,
     pub subject: String,
     pub customer_id: Uuid,
+    /// PENDING until the login proves it is the customer's, then ACTIVE.
+    #[schema(example = "PENDING")]
+    pub status: String,
+    /// How it was proved: CODE, VERIFIED_EMAIL or VERIFIED_PHONE (null while pending, and for
+    /// links made before proofs).
+    pub proof: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// The principal of the staff member who made the link.
+    /// The principal of the staff member who proposed the link.
     pub created_by: String,
+    pub activated_at: Option<DateTime<Utc>>,
+    /// Until when the code proves the link (while pending).
+    pub code_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A proposed link and the code that proves it, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProposedIdentityLink {
+    #[serde(flatten)]
+    pub link: IdentityLink,
+    /// Give it to the customer in person: their app sends it once, in the `Identity-Link-Code`
+    /// header of a request made with the new login, within ten minutes. Never shown again.
+    #[schema(example = "4820193756")]
+    pub code: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,9 +101,12 @@ async fn list_identities(
     Ok(Json(IdentityLinkList { data }))
 }
 
-/// Link a customer to the subject they sign in as at the identity provider (staff). From then
-/// on, that subject's customer tokens act for this customer (within `OIDC_LINK_CACHE_SECS` on
-/// other instances).
+/// Propose linking a customer to the subject they sign in as at the identity provider (staff).
+/// The link is PENDING: that subject's tokens act for the customer only once the login proves
+/// it is theirs, by sending the code returned here (ten minutes, single use) in the
+/// `Identity-Link-Code` header, or by a verified `email` or `phone_number` claim that matches the
+/// customer's record. Proposal, activation and unlink are on the audit record; activation and
+/// unlink are events addressed to the customer's contact.
 #[utoipa::path(
     post,
     path = "/v1/customers/{customer_id}/identities",
@@ -88,7 +115,7 @@ async fn list_identities(
     params(("customer_id" = Uuid, Path, description = "Customer id")),
     request_body = LinkIdentityRequest,
     responses(
-        (status = 201, description = "Linked", body = IdentityLink),
+        (status = 201, description = "Proposed", body = ProposedIdentityLink),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
         responses::Unprocessable
     )
@@ -98,7 +125,7 @@ async fn link_identity(
     mut tx: RequestTx<StaffOnly>,
     AppPath(customer_id): AppPath<Uuid>,
     AppJson(request): AppJson<LinkIdentityRequest>,
-) -> Result<(StatusCode, Json<IdentityLink>), ApiError> {
+) -> Result<(StatusCode, Json<ProposedIdentityLink>), ApiError> {
     let mut errors = Vec::new();
     if auth.provider_issuer() != Some(request.issuer.as_str()) {
         errors.push(FieldError::new(
@@ -118,22 +145,41 @@ async fn link_identity(
             errors,
         });
     }
-    let link = repo::insert(&mut tx, customer_id, &request.issuer, &request.subject)
-        .await
-        .on_constraint("identity_links_customer_id_fkey", || ApiError::NotFound)
-        .on_constraint("identity_links_one_customer_per_subject", || {
-            ApiError::Conflict {
-                detail: "this subject is already linked to a customer".into(),
-                errors: vec![FieldError::new("subject", "already linked")],
-            }
-        })?;
+    let code = link_code();
+    let code_hash = Sha256::digest(code.as_bytes());
+    let link = repo::insert(
+        &mut tx,
+        customer_id,
+        &request.issuer,
+        &request.subject,
+        &code_hash,
+    )
+    .await
+    .on_constraint("identity_links_customer_id_fkey", || ApiError::NotFound)
+    .on_constraint("identity_links_one_customer_per_subject", || {
+        ApiError::Conflict {
+            detail: "this subject is already linked to a customer".into(),
+            errors: vec![FieldError::new("subject", "already linked")],
+        }
+    })?;
     tx.commit().await?;
     auth.forget_link(&link.issuer, &link.subject);
-    Ok((StatusCode::CREATED, Json(link)))
+    Ok((
+        StatusCode::CREATED,
+        Json(ProposedIdentityLink { link, code }),
+    ))
+}
+
+/// Ten random digits.
+fn link_code() -> String {
+    let mut bytes = [0_u8; 8];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{:010}", u64::from_le_bytes(bytes) % 10_000_000_000)
 }
 
 /// Remove an identity link (staff). Tokens of that subject stop acting for the customer at
-/// once on this instance, and within `OIDC_LINK_CACHE_SECS` on others.
+/// once on this instance, and within `OIDC_LINK_CACHE_SECS` on others, and its open event
+/// streams end within that time too. The link stays on the audit record.
 #[utoipa::path(
     delete,
     path = "/v1/customers/{customer_id}/identities/{link_id}",

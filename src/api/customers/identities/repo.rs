@@ -11,7 +11,8 @@ pub async fn list(
     let links = sqlx::query_as!(
         IdentityLink,
         r#"
-        SELECT link_id, issuer, subject, customer_id, created_at, created_by
+        SELECT link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
+               activated_at, code_expires_at
         FROM core.identity_links WHERE customer_id = $1 ORDER BY created_at, link_id
         "#,
         customer_id,
@@ -32,23 +33,28 @@ pub async fn list(
     Ok(exists.then_some(links))
 }
 
+/// A PENDING link, proved by the code whose SHA-256 is `code_hash` for ten minutes.
 pub async fn insert(
     conn: &mut PgConnection,
     customer_id: Uuid,
     issuer: &str,
     subject: &str,
+    code_hash: &[u8],
 ) -> Result<IdentityLink, sqlx::Error> {
     sqlx::query_as!(
         IdentityLink,
         r#"
-        INSERT INTO core.identity_links (link_id, issuer, subject, customer_id)
-        VALUES ($1, $2, $3, $4)
-        RETURNING link_id, issuer, subject, customer_id, created_at, created_by
+        INSERT INTO core.identity_links (link_id, issuer, subject, customer_id, code_hash,
+                                         code_expires_at)
+        VALUES ($1, $2, $3, $4, $5, now() + interval '10 minutes')
+        RETURNING link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
+                  activated_at, code_expires_at
         "#,
         Uuid::now_v7(),
         issuer,
         subject,
         customer_id,
+        code_hash,
     )
     .fetch_one(conn)
     .await
@@ -63,7 +69,8 @@ pub async fn delete(
         IdentityLink,
         r#"
         DELETE FROM core.identity_links WHERE link_id = $1 AND customer_id = $2
-        RETURNING link_id, issuer, subject, customer_id, created_at, created_by
+        RETURNING link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
+                  activated_at, code_expires_at
         "#,
         link_id,
         customer_id,
