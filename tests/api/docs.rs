@@ -65,7 +65,8 @@ fn the_readme_has_the_two_setup_commands_and_ci_runs_the_test_one() {
 
 /// The Keycloak realm in `deploy/` parses and gives what the documented variables expect: one
 /// realm role per service role under `.env.example`'s `OIDC_ROLE_PREFIX`, the README's
-/// `OIDC_AUDIENCE` in the access tokens' `aud`, and each service account exactly one role.
+/// `OIDC_AUDIENCE` in the access tokens' `aud`, each service account exactly one role and none
+/// of them staff, and the branch tools a sign-in of each teller's own (PKCE).
 #[test]
 fn the_keycloak_realm_example_matches_the_documented_variables() {
     let realm: serde_json::Value =
@@ -98,11 +99,33 @@ fn the_keycloak_realm_example_matches_the_documented_variables() {
         .filter_map(|m| m["config"]["included.custom.audience"].as_str())
         .collect();
     assert_eq!(mapped, [audience]);
+    // Machines (service accounts) have exactly one role, never staff or admin: people use the
+    // branch tools under logins of their own, which take their role from a group.
     for user in realm["users"].as_array().unwrap() {
-        let roles = user["realmRoles"].as_array().unwrap();
-        assert_eq!(roles.len(), 1, "{user}");
-        assert!(roles[0].as_str().unwrap().starts_with(prefix));
+        if user.get("serviceAccountClientId").is_some() {
+            let roles = user["realmRoles"].as_array().unwrap();
+            assert_eq!(roles.len(), 1, "{user}");
+            let role = roles[0].as_str().unwrap();
+            assert!(role.starts_with(prefix), "{user}");
+            assert!(
+                !role.ends_with("staff") && !role.ends_with("admin"),
+                "{user}"
+            );
+        } else {
+            assert!(!user["groups"].as_array().unwrap().is_empty(), "{user}");
+        }
     }
+    let branch_tool = realm["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clientId"] == "branch-tool")
+        .unwrap();
+    assert_eq!(branch_tool["serviceAccountsEnabled"], false);
+    assert_eq!(
+        branch_tool["attributes"]["pkce.code.challenge.method"],
+        "S256"
+    );
 }
 
 /// The README's route table names, for every path of the spec, the folder whose handler

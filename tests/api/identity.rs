@@ -671,3 +671,46 @@ async fn a_link_is_proved_recorded_announced_and_its_stream_ends_when_it_goes() 
     .await;
     assert!(forced.is_err(), "staff may not insert an active link");
 }
+
+/// A client-credentials token (no session, its subject the client) acting as staff works, warned
+/// about, by default; with `OIDC_REFUSE_SHARED_STAFF_CLIENTS=true` it is 403, while a teller's own
+/// login (a session) is served, and so are machine clients of other roles.
+#[tokio::test]
+async fn a_shared_machine_client_acting_as_staff_is_refused_when_the_setting_says_so() {
+    let app = TestApp::spawn().await;
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a"]);
+    let mut machine = claims("branch-tool", "staff");
+    machine["azp"] = json!("branch-tool");
+    let machine = sign("rsa-a", Algorithm::RS256, &machine);
+    let mut teller = claims("teller-7", "staff");
+    teller["azp"] = json!("branch-tool");
+    teller["sid"] = json!("session-1");
+    let teller = sign("rsa-a", Algorithm::RS256, &teller);
+    let mut etl = claims("etl-pipeline", "etl");
+    etl["azp"] = json!("etl-pipeline");
+    let etl = sign("rsa-a", Algorithm::RS256, &etl);
+
+    let lenient = with_provider(TestApp::spawn().await, &keys);
+    assert_eq!(
+        status(&lenient, "/v1/products", &machine).await,
+        StatusCode::OK
+    );
+
+    let mut env = provider_env(&keys);
+    env.push(("OIDC_REFUSE_SHARED_STAFF_CLIENTS", "true".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let strict = app.with_tokens(&env);
+    strict
+        .get("/v1/products", &machine)
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert_eq!(
+        status(&strict, "/v1/products", &teller).await,
+        StatusCode::OK
+    );
+    assert_ne!(
+        status(&strict, "/v1/imports/none", &etl).await,
+        StatusCode::FORBIDDEN
+    );
+}

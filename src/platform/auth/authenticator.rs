@@ -2,6 +2,9 @@
 //! dev mode) both. The token's header only routes it: HS256 goes to the local secret, every
 //! other algorithm to the provider, whose key then decides the algorithm.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
@@ -13,6 +16,19 @@ use super::{is_valid_subject, Caller, JwtKeys, Role, TokenError};
 use crate::platform::config::TokenConfig;
 use crate::platform::error::ApiError;
 
+/// A token of a machine client (client credentials) rather than a person's login: it has no
+/// session (`sid`) and its subject is the client (`azp` or `client_id`), or, in Keycloak, the
+/// client's service account.
+fn is_machine_client(claims: &ProviderClaims, subject: &str) -> bool {
+    let text = |name: &str| claims.get(name).and_then(|v| v.as_str());
+    if claims.contains_key("sid") {
+        return false;
+    }
+    text("azp") == Some(subject)
+        || text("client_id") == Some(subject)
+        || text("preferred_username").is_some_and(|u| u.starts_with("service-account-"))
+}
+
 /// The request header a new login sends, once, with the code that proves its pending identity
 /// link.
 pub const LINK_CODE_HEADER: &str = "identity-link-code";
@@ -21,6 +37,8 @@ pub struct Authenticator {
     local: Option<JwtKeys>,
     provider: Option<Provider>,
     links: Option<LinkDirectory>,
+    /// Machine clients already warned about acting as staff.
+    warned: Mutex<HashSet<String>>,
 }
 
 impl From<JwtKeys> for Authenticator {
@@ -29,6 +47,7 @@ impl From<JwtKeys> for Authenticator {
             local: Some(keys),
             provider: None,
             links: None,
+            warned: Mutex::default(),
         }
     }
 }
@@ -39,6 +58,7 @@ impl Authenticator {
             local: config.local_secret.clone().map(JwtKeys::new),
             provider: config.provider.clone().map(Provider::new).transpose()?,
             links: None,
+            warned: Mutex::default(),
         })
     }
 
@@ -125,6 +145,12 @@ impl Authenticator {
             .ok_or(ApiError::Unauthorized("unusable subject"))?;
         let role = provider.role(claims).map_err(ApiError::Unauthorized)?;
         let issuer = provider.config.issuer.as_str();
+        if matches!(role, Role::Staff | Role::Admin) && is_machine_client(claims, subject) {
+            if provider.config.refuse_shared_staff_clients {
+                return Err(ApiError::Forbidden);
+            }
+            self.warn_once(subject);
+        }
         let mut linked = false;
         let customer_id = match role {
             Role::Customer => Some(
@@ -195,6 +221,24 @@ impl Authenticator {
         Ok(links.prove(issuer, subject, &proof).await?)
     }
 
+    /// Warns, once per subject and instance, that a machine client acts as staff: every person
+    /// using it is the same principal to the audit trail and to four eyes.
+    fn warn_once(&self, subject: &str) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return false;
+        };
+        let first = warned.len() < 10_000 && warned.insert(subject.to_owned());
+        if first {
+            tracing::warn!(
+                subject,
+                "a client-credentials token acts as staff: its users share one principal; give \
+                 people their own logins (OIDC_REFUSE_SHARED_STAFF_CLIENTS=true refuses it)"
+            );
+            metrics::counter!("oidc_shared_staff_clients_total").increment(1);
+        }
+        first
+    }
+
     /// Whether a caller whose customer came from an identity link still has it (a stream asks,
     /// and ends when it is gone); cached for the link TTL.
     pub async fn still_linked(&self, caller: &Caller) -> bool {
@@ -211,5 +255,37 @@ impl Authenticator {
     /// How long a link is remembered: how often a linked caller's stream checks its link.
     pub fn link_ttl(&self) -> Option<std::time::Duration> {
         self.provider.as_ref().map(|p| p.config.link_cache_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(value: serde_json::Value) -> ProviderClaims {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_machine_client_is_told_from_a_person_and_warned_about_once() {
+        let machine = claims(serde_json::json!({"sub": "branch-tool", "azp": "branch-tool"}));
+        assert!(is_machine_client(&machine, "branch-tool"));
+        let keycloak = claims(serde_json::json!({"sub": "5e1c", "azp": "branch-tool",
+                                                 "preferred_username": "service-account-branch-tool"}));
+        assert!(is_machine_client(&keycloak, "5e1c"));
+        let person = claims(
+            serde_json::json!({"sub": "teller-7", "azp": "branch-tool", "sid": "s1",
+                                               "preferred_username": "teller.seven"}),
+        );
+        assert!(!is_machine_client(&person, "teller-7"));
+        let with_session =
+            claims(serde_json::json!({"sub": "branch-tool", "azp": "branch-tool", "sid": "s"}));
+        assert!(!is_machine_client(&with_session, "branch-tool"));
+        let auth = Authenticator::from(JwtKeys::new(crate::platform::config::Secret::new(
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        )));
+        assert!(auth.warn_once("branch-tool"));
+        assert!(!auth.warn_once("branch-tool"));
+        assert!(auth.warn_once("etl-pipeline"));
     }
 }

@@ -43,6 +43,10 @@ pub struct OidcConfig {
     pub unknown_kid_interval: Duration,
     /// How long an identity link looked up is remembered.
     pub link_cache_ttl: Duration,
+    /// Refuse (403) a staff or admin token of a machine client (client credentials: no
+    /// session, and its subject is the client) rather than warn once
+    /// (`OIDC_REFUSE_SHARED_STAFF_CLIENTS`).
+    pub refuse_shared_staff_clients: bool,
 }
 
 impl OidcConfig {
@@ -101,6 +105,12 @@ impl OidcConfig {
             refresh_every,
             unknown_kid_interval,
             link_cache_ttl: seconds("OIDC_LINK_CACHE_SECS", 60)?,
+            refuse_shared_staff_clients: parsed(
+                src,
+                "OIDC_REFUSE_SHARED_STAFF_CLIENTS",
+                false,
+                "true or false",
+            )?,
         }))
     }
 }
