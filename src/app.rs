@@ -28,7 +28,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::platform::auth::Authenticator;
+use crate::platform::auth::{Authenticator, LINK_CODE_HEADER};
 use crate::platform::config::{HttpConfig, ServeConfig};
 use crate::platform::db::consistency_token::TokenSeal;
 use crate::platform::db::replicas::TOKEN_HEADER;
@@ -212,6 +212,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static(TOKEN_HEADER),
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static(LINK_CODE_HEADER),
             X_REQUEST_ID.clone(),
         ])
         .expose_headers([
@@ -339,7 +340,8 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
             .and_then(|key| <[u8; 32]>::try_from(key.expose()).ok())
         {
             Some(key) => TokenSeal::new(&key),
-            None => TokenSeal::derived_from(config.pii.encryption.expose()),
+            // The look-up hash key, which (unlike the encryption key) is never rotated.
+            None => TokenSeal::derived_from(config.pii.hash.expose()),
         };
         state = state.with_replicas(db::replicas::ReplicaSet::new(
             pool.clone(),

@@ -88,8 +88,8 @@ impl Frequency {
         match self {
             Self::Monthly => periods,
             // 12 months are 365 days: ⌈periods × days × 12 / 365⌉.
-            Self::Biweekly => (periods.saturating_mul(14 * 12) + 364) / 365,
-            Self::Weekly => (periods.saturating_mul(7 * 12) + 364) / 365,
+            Self::Biweekly => periods.saturating_mul(14 * 12).saturating_add(364) / 365,
+            Self::Weekly => periods.saturating_mul(7 * 12).saturating_add(364) / 365,
         }
     }
 }
@@ -143,6 +143,14 @@ fn thirty_e_days(start: NaiveDate, end: NaiveDate) -> i64 {
         + 30 * (i64::from(end.month()) - i64::from(start.month()))
         + day(end)
         - day(start)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 fn days_in_year(year: i32) -> i64 {
@@ -207,7 +215,9 @@ impl DayCount {
                     denominator *= year;
                     from = next_year;
                 }
-                over(numerator, denominator)
+                // In lowest terms, so that the denominator divides the weight unit.
+                let divisor = gcd(numerator, denominator).max(1);
+                over(numerator / divisor, denominator / divisor)
             }
         }
     }
@@ -488,7 +498,11 @@ fn level_payment(principal: Decimal, rate: Decimal, periods: &[Period]) -> Decim
             None => return principal * p.fraction.of(rate),
         }
     }
-    principal * growth / annuity
+    // P·g / a, as P / (a / g) where P·g would pass 10^28.
+    match principal.checked_mul(growth) {
+        Some(owed) => owed / annuity,
+        None => principal / (annuity / growth),
+    }
 }
 
 #[cfg(test)]
@@ -521,9 +535,10 @@ mod tests {
         // ISDA: 17 days of 2023 over 365 and 14 of 2024 over 366.
         assert_eq!(
             DayCount::ActualActualIsda.fraction(day("2023-12-15"), day("2024-01-15"), true),
+            // (17·366 + 14·365) / (365·366), in lowest terms.
             YearFraction {
-                numerator: 17 * 366 + 14 * 365,
-                denominator: 365 * 366
+                numerator: 5666,
+                denominator: 66795
             }
         );
         assert_eq!(thirty_e_days(day("2024-01-31"), day("2024-02-29")), 29);
@@ -712,6 +727,7 @@ mod tests {
             day("2024-01-01"),
         );
         let share = Decimal::from(17 * 366) / Decimal::from(17 * 366 + 14 * 365);
+        assert_eq!(66795 * 24, YearFraction::WEIGHT_UNITS, "the weight unit holds it exactly");
         assert_eq!(
             accrued,
             Rounding {

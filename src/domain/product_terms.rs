@@ -125,6 +125,15 @@ impl ProductTerms {
                 ))
             }
             (Frequency::Monthly, Some(months), _) => ("term_months", months),
+            (frequency, Some(_), _) => {
+                return Err(FieldError::new(
+                    "term_months",
+                    format!(
+                        "{} repays {frequency}: give term_periods, the number of installments",
+                        self.product_code
+                    ),
+                ))
+            }
             (_, None, Some(periods)) => ("term_periods", periods),
             (Frequency::Monthly, None, None) => {
                 return Err(FieldError::new("term_months", "is required"))

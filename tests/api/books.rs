@@ -1931,7 +1931,7 @@ async fn a_weekly_equal_principal_flat_loan_with_a_broken_first_period() {
         app.apply(&staff, full)
     };
     for (body, field) in [
-        (json!({"term_months": 3}), "term_periods"),
+        (json!({"term_months": 3}), "term_months"),
         (json!({"term_periods": 0}), "term_periods"),
         (
             json!({"term_periods": 10, "first_repayment_date": today.to_string()}),
@@ -1994,4 +1994,29 @@ async fn a_weekly_equal_principal_flat_loan_with_a_broken_first_period() {
     assert_eq!(rows[0]["days"], json!(10));
     let lent: Decimal = rows.iter().map(|r| money(&r["principal"])).sum();
     assert_eq!(lent, Decimal::from(10_000_000));
+
+    // A product that changes frequency between an application and its approval: the approval,
+    // which pins the new terms, is 409 rather than a loan of 12 months paid out as 12 weeks.
+    market_product(&app, "VND_SWITCH", json!({})).await;
+    let monthly = app
+        .apply(
+            &staff,
+            json!({"customer_id": customer, "product_code": "VND_SWITCH", "amount": "10000000",
+                   "term_months": 12}),
+        )
+        .await;
+    assert_eq!(monthly.status, StatusCode::CREATED, "{}", monthly.text());
+    let switched = app
+        .json_with(
+            Method::PATCH,
+            "/v1/products/VND_SWITCH",
+            &staff,
+            &json!({"frequency": "WEEKLY"}),
+            &[("If-Match", "*")],
+        )
+        .await;
+    assert_eq!(switched.status, StatusCode::OK, "{}", switched.text());
+    app.act(&staff, &monthly.json(), "approve")
+        .await
+        .problem(StatusCode::CONFLICT);
 }

@@ -527,6 +527,7 @@ where
 async fn a_link_is_proved_recorded_announced_and_its_stream_ends_when_it_goes() {
     let app = TestApp::spawn().await;
     let carol = app.customer_id("OIDC-C-3", "900101-2234569").await;
+    let dave = app.customer_id("OIDC-C-4", "900101-2234570").await;
     let keys = KeyFile::new();
     keys.publish(&["rsa-a"]);
     let mut env = provider_env(&keys);
@@ -670,6 +671,38 @@ async fn a_link_is_proved_recorded_announced_and_its_stream_ends_when_it_goes() 
     .execute(&mut *tx)
     .await;
     assert!(forced.is_err(), "staff may not insert an active link");
+    tx.rollback().await.unwrap();
+
+    // A contact staff changed lately proves nothing: a teller who set a customer's e-mail to
+    // their own cannot then link their own login with it.
+    let changed = app
+        .json_with(
+            Method::PATCH,
+            &format!("/v1/customers/{dave}"),
+            &staff,
+            &json!({"email": "mallory@example.com"}),
+            &[("If-Match", "*")],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    let proposed = app
+        .json(
+            Method::POST,
+            &format!("/v1/customers/{dave}/identities"),
+            &staff,
+            &json!({"issuer": ISSUER, "subject": "mallory-at-idp"}),
+        )
+        .await;
+    assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.text());
+    let mut mallory = claims("mallory-at-idp", "customer");
+    mallory["email"] = json!("mallory@example.com");
+    mallory["email_verified"] = json!(true);
+    refused(
+        &app,
+        &sign("rsa-a", Algorithm::RS256, &mallory),
+        "a contact changed lately",
+    )
+    .await;
 }
 
 /// A client-credentials token (no session, its subject the client) acting as staff works, warned

@@ -299,8 +299,6 @@ impl Upload<'_> {
         Ok(read)
     }
 
-    /// Removes the lines of this batch that no successful upload loaded or judged, a chunk at a
-    /// time.
     /// Whether another principal has sent lines under this batch id.
     async fn taken(&self) -> Result<bool, ApiError> {
         let mut tx = self.session.begin().await?;
@@ -312,6 +310,8 @@ impl Upload<'_> {
         Ok(taken)
     }
 
+    /// Removes the lines of this batch that no successful upload loaded or judged, a chunk at a
+    /// time.
     async fn discard_unloaded(&self) -> Result<(), ApiError> {
         loop {
             let mut tx = self.session.begin().await?;

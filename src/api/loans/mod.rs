@@ -262,6 +262,10 @@ async fn move_loan<A>(
             },
         );
     };
+    if transition == Transition::Approve {
+        ledger::check_contract_fits(&mut tx, loan.loan_id, loan.loan_amount.0, loan.term_months)
+            .await?;
+    }
     if transition == Transition::Disburse {
         let at = loan.disbursement_date.unwrap_or(now);
         let disbursal = ledger::Disbursal {

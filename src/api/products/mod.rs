@@ -95,7 +95,10 @@ async fn create_product(
     check_code(&request.product_code)?;
     check_type(&request.product_type)?;
     let currency = request.currency.unwrap_or_else(|| "VND".to_owned());
-    let unit = Decimal::new(1, u32::try_from(minor_digits(&currency)).unwrap_or(2));
+    let digits = request
+        .currency_digits
+        .unwrap_or_else(|| minor_digits(&currency));
+    let unit = Decimal::new(1, u32::try_from(digits.clamp(0, 2)).unwrap_or(2));
     let installment_multiple = request.installment_multiple.map_or(unit, |m| m.amount());
     let fields = ProductFields {
         name: request.name,
@@ -128,7 +131,7 @@ async fn create_product(
             .interest_method
             .unwrap_or(InterestMethod::DecliningBalance),
         frequency: request.frequency.unwrap_or(Frequency::Monthly),
-        currency_digits: request.currency_digits.unwrap_or(minor_digits(&currency)),
+        currency_digits: digits,
         currency,
         installment_multiple,
         active: request.active,

@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::journal::{Account, Lines};
-use crate::domain::contract::{Amortization, Contract, YearFraction};
+use crate::domain::contract::{Amortization, Contract, InterestMethod, YearFraction};
 
 crate::closed_set! {
     /// What part of the debt a slice of a payment paid.
@@ -602,14 +602,18 @@ impl Ledger {
                 })
             }
         };
-        let due_dates: Vec<NaiveDate> = future.iter().map(|s| s.due_date).collect();
-        let rows = self.contract.amortise(
-            remaining - amount,
-            self.period_start(from),
-            &due_dates,
-            true,
-            level,
-        );
+        let rows = if self.contract.interest_method == InterestMethod::Flat {
+            flat_prepaid(future, amount, terms.reamortisation, self.contract.rounding)
+        } else {
+            let due_dates: Vec<NaiveDate> = future.iter().map(|s| s.due_date).collect();
+            self.contract.amortise(
+                remaining - amount,
+                self.period_start(from),
+                &due_dates,
+                true,
+                level,
+            )
+        };
         let future = self.installments.get_mut(from..).unwrap_or_default();
         let mut changes = Vec::new();
         for (s, (principal, interest)) in future.iter_mut().zip(rows) {
@@ -733,6 +737,60 @@ impl Ledger {
     }
 }
 
+/// A flat loan's later installments after `amount` of their principal is paid ahead: flat
+/// interest is charged on the amount lent, so each installment keeps its interest. Under
+/// SHORTER_TERM the last installments' principal is repaid first and an installment left with
+/// none drops out, its interest with it; under LOWER_INSTALLMENT the principal left is spread
+/// evenly (to the unit, the last taking the rest). Each row is (unpaid principal, interest).
+fn flat_prepaid(
+    future: &[InstallmentState],
+    amount: Decimal,
+    reamortisation: Reamortisation,
+    rounding: crate::domain::contract::Rounding,
+) -> Vec<(Decimal, Decimal)> {
+    let unpaid: Vec<Decimal> = future
+        .iter()
+        .map(|s| s.principal_due - s.principal_paid)
+        .collect();
+    match reamortisation {
+        Reamortisation::ShorterTerm => {
+            let mut left = amount;
+            let mut rows: Vec<(Decimal, Decimal)> = future
+                .iter()
+                .zip(&unpaid)
+                .map(|(s, p)| (*p, s.interest_due))
+                .collect();
+            for row in rows.iter_mut().rev() {
+                let cut = take(row.0, &mut left);
+                row.0 -= cut;
+                if row.0.is_zero() {
+                    row.1 = Decimal::ZERO;
+                }
+            }
+            rows
+        }
+        Reamortisation::LowerInstallment => {
+            let rest: Decimal = unpaid.iter().sum::<Decimal>() - amount;
+            let count = Decimal::from(future.len().max(1));
+            let share = rounding.unit(rest / count).min(rest);
+            let mut left = rest;
+            future
+                .iter()
+                .enumerate()
+                .map(|(index, s)| {
+                    let principal = if index + 1 == future.len() {
+                        left
+                    } else {
+                        share.min(left)
+                    };
+                    left -= principal;
+                    (principal, s.interest_due)
+                })
+                .collect()
+        }
+    }
+}
+
 /// Up to `available` out of `left` (nothing if either is not positive).
 fn take(available: Decimal, left: &mut Decimal) -> Decimal {
     let taken = available.min(*left).max(Decimal::ZERO);
@@ -760,7 +818,7 @@ fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::contract::{DayCount, Rounding};
+    use crate::domain::contract::{DayCount, InterestMethod, Rounding};
     use proptest::prelude::*;
 
     fn day(text: &str) -> NaiveDate {
@@ -1139,6 +1197,71 @@ mod tests {
         points.sort_unstable();
         points.dedup();
         points.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    #[test]
+    fn a_flat_loan_paid_ahead_keeps_its_interest_on_the_amount_lent() {
+        // 12,000.00 flat at 12% over 12 months under the old books' twelfth: 120.00 of interest
+        // every month, on the amount lent, whatever is repaid.
+        let start = day("2024-01-15");
+        let contract = Contract {
+            interest_method: InterestMethod::Flat,
+            ..Contract::legacy(Decimal::new(12, 2))
+        };
+        let schedule = contract.schedule(money(1_200_000), start, None, 12);
+        assert!(schedule.iter().all(|i| i.interest == money(12000)));
+        for method in [
+            Reamortisation::ShorterTerm,
+            Reamortisation::LowerInstallment,
+        ] {
+            let mut l = Ledger::new(start, contract, &schedule);
+            let first = l.installments[0].principal_due + l.installments[0].interest_due;
+            let applied = l
+                .apply(
+                    first + money(300_000),
+                    day("2024-01-20"),
+                    &terms(Decimal::ZERO, method),
+                )
+                .unwrap();
+            let left: Decimal = l
+                .installments
+                .iter()
+                .map(|s| s.principal_due - s.principal_paid)
+                .sum();
+            assert_eq!(
+                left,
+                money(1_200_000) - money(100_000) - money(300_000),
+                "{method:?}"
+            );
+            match method {
+                // The last three installments (1,000.00 of principal each) are repaid and drop
+                // out with their interest; the others keep 120.00.
+                Reamortisation::ShorterTerm => {
+                    assert!(l.installments[1..9]
+                        .iter()
+                        .all(|s| s.interest_due == money(12000)));
+                    assert!(l.installments[9..]
+                        .iter()
+                        .all(|s| s.principal_due.is_zero() && s.interest_due.is_zero()));
+                }
+                // 8,000.00 over the eleven left, interest unchanged.
+                Reamortisation::LowerInstallment => {
+                    assert!(l.installments[1..]
+                        .iter()
+                        .all(|s| s.interest_due == money(12000)));
+                    assert_eq!(l.installments[1].principal_due, money(72727));
+                }
+            }
+            let before = {
+                let mut b = Ledger::new(start, contract, &schedule);
+                b.apply(first, day("2024-01-20"), &terms(Decimal::ZERO, method))
+                    .unwrap();
+                b
+            };
+            assert_ne!(l, before);
+            l.reverse(&applied.allocations, &applied.schedule).unwrap();
+            assert_eq!(l, Ledger::new(start, contract, &schedule), "{method:?}");
+        }
     }
 
     #[test]

@@ -638,6 +638,30 @@ pub async fn schedule_from(
     Ok(contract.schedule(amount, on, first_due, periods))
 }
 
+/// At approval, which pins the product's current terms: 409 if they no longer fit what the
+/// application asked for (the product changed frequency or currency digits since), rather than
+/// a loan paid out weekly that was applied for in months, or owing an amount it cannot repay.
+pub async fn check_contract_fits(
+    conn: &mut PgConnection,
+    loan_id: Uuid,
+    amount: Decimal,
+    term_months: i32,
+) -> Result<(), ApiError> {
+    let plan = repo::loan_plan(conn, loan_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let contract = plan.contract();
+    let fits = contract.rounding.allows(amount)
+        && plan.frequency.months_spanned(plan.periods) == term_months;
+    if fits {
+        return Ok(());
+    }
+    Err(ApiError::conflict(
+        "the product's contract changed since the application (its frequency or its currency's \
+         digits): cancel the application and apply again",
+    ))
+}
+
 /// Pays a loan out at `at`: writes its schedule (due dates count from the business day) and
 /// the DISBURSEMENT payment, and posts the principal lent (interest becomes receivable only as
 /// it falls due).

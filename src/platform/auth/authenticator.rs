@@ -16,17 +16,23 @@ use super::{is_valid_subject, Caller, JwtKeys, Role, TokenError};
 use crate::platform::config::TokenConfig;
 use crate::platform::error::ApiError;
 
-/// A token of a machine client (client credentials) rather than a person's login: it has no
-/// session (`sid`) and its subject is the client (`azp` or `client_id`), or, in Keycloak, the
-/// client's service account.
+/// A token of a machine client (client credentials) rather than a person's login: a Keycloak
+/// service account, an Auth0 client-credentials grant, or a token with no session (`sid`) whose
+/// subject is the client (`azp`, `client_id`, Okta's `cid`).
 fn is_machine_client(claims: &ProviderClaims, subject: &str) -> bool {
     let text = |name: &str| claims.get(name).and_then(|v| v.as_str());
-    if claims.contains_key("sid") {
-        return false;
+    // What names a machine whatever else the token holds: Keycloak's service accounts, Auth0's
+    // grant type and client subjects.
+    if text("preferred_username").is_some_and(|u| u.starts_with("service-account-"))
+        || text("gty") == Some("client-credentials")
+        || subject.ends_with("@clients")
+    {
+        return true;
     }
-    text("azp") == Some(subject)
-        || text("client_id") == Some(subject)
-        || text("preferred_username").is_some_and(|u| u.starts_with("service-account-"))
+    !claims.contains_key("sid")
+        && (text("azp") == Some(subject)
+            || text("client_id") == Some(subject)
+            || text("cid") == Some(subject))
 }
 
 /// The request header a new login sends, once, with the code that proves its pending identity

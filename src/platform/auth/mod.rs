@@ -18,7 +18,7 @@ use axum::extract::FromRef;
 
 use crate::platform::error::ApiError;
 
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, LINK_CODE_HEADER};
 pub use jwks::KeySet;
 pub use local::{mint, parse_ttl, Claims, JwtKeys};
 pub use request_tx::{begin_as, begin_statement, RequestTx};

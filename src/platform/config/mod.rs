@@ -185,7 +185,7 @@ pub struct PoolConfig {
     pub replicas: Vec<PgConnectOptions>,
     pub replica_policy: ReplicaPolicy,
     /// Seals `Consistency-Token`s (`CONSISTENCY_TOKEN_KEY`, 32 bytes base64); when unset, a key
-    /// derived from the PII encryption key, which every instance shares too.
+    /// derived from the PII look-up hash key, which every instance shares too.
     pub consistency_token_key: Option<Secret>,
 }
 

@@ -20,7 +20,8 @@ impl TokenSeal {
         Self(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)))
     }
 
-    /// A key derived from another secret every instance shares (the PII encryption key), for
+    /// A key derived from another secret every instance shares (the PII look-up hash key,
+    /// never rotated), for
     /// deployments that set no `CONSISTENCY_TOKEN_KEY`: different in purpose, the same on every
     /// instance.
     pub fn derived_from(shared: &[u8]) -> Self {
