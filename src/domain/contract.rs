@@ -727,7 +727,11 @@ mod tests {
             day("2024-01-01"),
         );
         let share = Decimal::from(17 * 366) / Decimal::from(17 * 366 + 14 * 365);
-        assert_eq!(66795 * 24, YearFraction::WEIGHT_UNITS, "the weight unit holds it exactly");
+        assert_eq!(
+            66795 * 24,
+            YearFraction::WEIGHT_UNITS,
+            "the weight unit holds it exactly"
+        );
         assert_eq!(
             accrued,
             Rounding {
