@@ -17,6 +17,7 @@ use crate::platform::db::outbox_watch::EventHub;
 use crate::platform::db::partitions::{DateWindow, Partitions};
 use crate::platform::db::Database;
 use crate::platform::edge::RateLimits;
+use crate::platform::error::ApiError;
 use crate::platform::pii::PiiCipher;
 
 /// The state of the service. Cheap to clone: everything inside is shared.
@@ -153,6 +154,20 @@ pub enum StreamsFull {
     Principal,
     /// The instance has all the streams of the kind it takes.
     Instance,
+}
+
+/// Beyond one principal's share, 429; beyond the instance's, 503; each with Retry-After.
+impl From<StreamsFull> for ApiError {
+    fn from(full: StreamsFull) -> Self {
+        match full {
+            StreamsFull::Principal => ApiError::TooManyRequests {
+                retry_after_secs: 5,
+            },
+            StreamsFull::Instance => ApiError::Unavailable {
+                retry_after_secs: 5,
+            },
+        }
+    }
 }
 
 /// A stream's place, given back when the stream ends.

@@ -17,7 +17,7 @@ use crate::platform::auth::{RequestTx, StaffOnly};
 use crate::platform::db::outbox_watch::TOPICS;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
-use crate::platform::state::{AppState, StreamsFull};
+use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream_loan_events))
@@ -81,15 +81,7 @@ async fn stream_loan_events(
     let caller = tx.caller();
     let place = state
         .staff_streams
-        .take(&format!("{}|{}", caller.issuer, caller.subject))
-        .map_err(|full| match full {
-            StreamsFull::Principal => ApiError::TooManyRequests {
-                retry_after_secs: 5,
-            },
-            StreamsFull::Instance => ApiError::Unavailable {
-                retry_after_secs: 5,
-            },
-        })?;
+        .take(&format!("{}|{}", caller.issuer, caller.subject))?;
     let feed = Feed::subscribe(
         &state,
         tx.caller().clone(),

@@ -12,7 +12,7 @@ use crate::domain::events::{last_event_id, open, EventStreamQuery, SseEvent};
 use crate::platform::auth::{CustomerOnly, RequestTx};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
-use crate::platform::state::{AppState, StreamsFull};
+use crate::platform::state::AppState;
 
 /// The calling customer's own loan and payment events as they commit (customer): loan status
 /// changes, fees and payments (see EventType; never another customer's, never contact
@@ -43,17 +43,7 @@ pub(super) async fn stream_my_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let last = last_event_id(&headers, query.last_event_id)?;
     let customer = tx.caller().customer_id.ok_or(ApiError::Forbidden)?;
-    let place = state
-        .customer_streams
-        .take(&customer.to_string())
-        .map_err(|full| match full {
-            StreamsFull::Principal => ApiError::TooManyRequests {
-                retry_after_secs: 5,
-            },
-            StreamsFull::Instance => ApiError::Unavailable {
-                retry_after_secs: 5,
-            },
-        })?;
+    let place = state.customer_streams.take(&customer.to_string())?;
     let feed = Feed::subscribe(
         &state,
         tx.caller().clone(),

@@ -217,13 +217,12 @@ where
         if on_primary {
             return Self::begin(&db, caller, true).await;
         }
-        let replicas = db.replicas.clone();
         let token = parts
             .headers
             .get(TOKEN_HEADER)
             .map(|value| {
                 let opened = value.to_str().ok().and_then(|text| {
-                    replicas
+                    db.replicas
                         .as_ref()
                         .and_then(|replicas| replicas.position(text))
                 });
