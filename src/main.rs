@@ -38,6 +38,10 @@ enum Command {
         /// per customer) and "local-<role>" otherwise.
         #[arg(long)]
         sub: Option<String>,
+        /// A staff token's office code; defaults to HO, the head office, which sees every
+        /// branch.
+        #[arg(long)]
+        branch: Option<String>,
     },
     /// Run a batch job as the owner: `metrics [--date D]`, `risk`,
     /// `servicing [--from D] [--date D]` or `reencrypt-pii [--batch N]`.
@@ -104,7 +108,8 @@ async fn main() -> ExitCode {
             customer_id,
             ttl,
             sub,
-        } => token(&role, customer_id, &ttl, sub).map(|t| println!("{t}")),
+            branch,
+        } => token(&role, customer_id, &ttl, sub, branch).map(|t| println!("{t}")),
         Command::Jobs { job } => run_job(&Environment, job).await,
         Command::Openapi { output } => write_openapi(&output),
     };
@@ -185,9 +190,10 @@ fn token(
     customer_id: Option<Uuid>,
     ttl: &str,
     sub: Option<String>,
+    branch: Option<String>,
 ) -> CliResult<String> {
     let keys = JwtKeys::new(config::jwt_secret(&Environment)?);
-    mint(&keys, role, customer_id, ttl, sub)
+    mint(&keys, role, customer_id, ttl, sub, branch)
 }
 
 fn write_openapi(output: &str) -> CliResult {

@@ -11,8 +11,10 @@ pub mod ledger;
 pub mod loans;
 pub mod me;
 pub mod metadata;
+pub mod offices;
 pub mod payments;
 pub mod products;
+pub mod staff;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -31,6 +33,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(imports::router())
         .merge(metadata::router())
+        .merge(offices::router())
+        .merge(staff::router())
         .merge(admin::router())
 }
 

@@ -224,6 +224,7 @@ mod tests {
             request_id: None,
             expires_at: None,
             linked: false,
+            branch: None,
         };
         assert!(limits.check(&caller("a")).is_ok());
         assert!(limits.check(&caller("a")).is_ok());

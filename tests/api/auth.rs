@@ -16,6 +16,7 @@ fn claims(role: &str, customer_id: Option<Uuid>, exp_offset: i64) -> Claims {
         customer_id,
         exp: chrono::Utc::now().timestamp() + exp_offset,
         iat: None,
+        branch: None,
     }
 }
 

@@ -313,7 +313,7 @@ async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_j
          ORDER BY posted_at DESC LIMIT 1",
     ] {
         let mut tx = app.owner.begin().await.unwrap();
-        sqlx::raw_sql("SET LOCAL ROLE lakehouse_staff")
+        sqlx::raw_sql("SET LOCAL ROLE lakehouse_staff; SET LOCAL app.branch = 'HO'")
             .execute(&mut *tx)
             .await
             .unwrap();

@@ -664,6 +664,7 @@ async fn serve_stops_with_event_streams_open_in_both_listen_configurations() {
             customer_id: None,
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
+            branch: None,
         },
     );
     for listen_url in [None, Some(app.owner_url.clone())] {

@@ -10,7 +10,7 @@ use tower::ServiceExt;
 
 use crate::helpers::TestApp;
 
-struct EventStream {
+pub(crate) struct EventStream {
     body: BodyDataStream,
     buffer: String,
 }
@@ -19,7 +19,7 @@ struct EventStream {
 /// poll once every transaction older than its own has ended, on the whole server; tests share
 /// one server, where another test's long insert (100,000 customers) holds that horizon back for
 /// seconds. The benchmark measures the real latency.
-const SOON: Duration = Duration::from_secs(60);
+pub(crate) const SOON: Duration = Duration::from_secs(60);
 
 /// The staff stream of loan status changes only.
 const LOAN_STATUS: &str = "/v1/events/loans?topics=loan_status_changed";
@@ -29,7 +29,12 @@ impl EventStream {
         Self::open_at(app, LOAN_STATUS, &app.staff(), last_event_id).await
     }
 
-    async fn open_at(app: &TestApp, path: &str, token: &str, last_event_id: Option<i64>) -> Self {
+    pub(crate) async fn open_at(
+        app: &TestApp,
+        path: &str,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Self {
         Self::open_on(&app.router, app, path, token, last_event_id).await
     }
 
@@ -82,12 +87,12 @@ impl EventStream {
     }
 
     /// The next event (id, data), or None if none arrives within `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<(i64, Value)> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<(i64, Value)> {
         self.next_event(wait).await.map(|(id, _, data)| (id, data))
     }
 
     /// The next event (id, type, data), or None if none arrives within `wait`.
-    async fn next_event(&mut self, wait: Duration) -> Option<(i64, String, Value)> {
+    pub(crate) async fn next_event(&mut self, wait: Duration) -> Option<(i64, String, Value)> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -662,6 +667,7 @@ async fn a_stream_ends_when_its_token_expires() {
         customer_id: Some(me),
         exp: chrono::Utc::now().timestamp() + 2,
         iat: None,
+        branch: None,
     });
     let mut stream = EventStream::open_at(&app, "/v1/me/events", &short, None).await;
     let ended = tokio::time::timeout(Duration::from_secs(8), async {

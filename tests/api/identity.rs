@@ -71,6 +71,7 @@ fn claims(sub: &str, role: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now(), "exp": now() + 300,
         "realm_access": {"roles": [format!("lakehouse-{role}"), "offline_access"]},
+        "branch": "HO",
     })
 }
 
@@ -108,6 +109,7 @@ fn provider_env(keys: &KeyFile) -> Vec<(&'static str, String)> {
         ("OIDC_ROLE_CLAIM", "realm_access.roles".into()),
         ("OIDC_ROLE_PREFIX", "lakehouse-".into()),
         ("OIDC_CUSTOMER_CLAIM", "customer_id".into()),
+        ("OIDC_BRANCH_CLAIM", "branch".into()),
         ("OIDC_MAX_TOKEN_LIFETIME_SECS", "3600".into()),
         ("OIDC_LEEWAY_SECS", "30".into()),
         ("OIDC_JWKS_REFRESH_SECS", "1".into()),

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod backup;
 mod books;
+mod branches;
 mod browser;
 mod cli;
 mod customers;

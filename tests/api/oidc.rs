@@ -173,6 +173,16 @@ async fn a_real_openid_provider_s_tokens_work_for_every_role_and_its_keys_rotate
         ("OIDC_JWKS_MIN_REFRESH_SECS", "1"),
     ]);
 
+    // The branch tool's token names no office: the staff directory places it at the head office.
+    sqlx::query(
+        "INSERT INTO core.staff_members (staff_id, issuer, subject, office_id) \
+         VALUES (gen_random_uuid(), $1, 'branch-tool', 1)",
+    )
+    .bind(&issuer)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+
     // Client credentials: staff in RS256, etl in ES256, an analyst in EdDSA.
     let staff = provider.token("client-token?client=branch-tool").await;
     let etl = provider.token("client-token?client=etl-pipeline").await;

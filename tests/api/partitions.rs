@@ -38,6 +38,7 @@ async fn explain(app: &TestApp, by_number: bool, key: &str) -> (Vec<Value>, f64)
         request_id: None,
         expires_at: None,
         linked: false,
+        branch: Some("HO".into()),
     };
     let mut tx = app
         .pool

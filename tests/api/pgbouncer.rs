@@ -103,12 +103,40 @@ async fn customer_scopes_never_leak_across_pooled_server_connections() {
                 .await,
         );
     }
-    // Many customers reading at once, interleaved with staff writes, on few server connections.
+    // A branch with one customer: its teller's scope (kept in a transaction-local setting for
+    // the transaction) must never reach another transaction on the same server connection.
+    let admin = app.token("admin", None);
+    let office = json!({"code": "HN01", "name": "Ha Noi", "kind": "BRANCH", "parent": "HO"});
+    assert_eq!(
+        app.json(Method::POST, "/v1/offices", &admin, &office)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let mut body = customer_body("CUSTQBR", "717171799");
+    body["branch"] = json!("HN01");
+    let created = app
+        .json(Method::POST, "/v1/customers", &app.staff(), &body)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let in_branch = created.json()["customer_id"].as_str().unwrap().to_owned();
+    // Many customers reading at once, interleaved with staff writes and tellers of the branch and
+    // of none, on few server connections.
     let mut tasks = Vec::new();
     for round in 0..40 {
         let app = app.clone();
         let me = ids[round % ids.len()];
+        let in_branch = in_branch.clone();
         tasks.push(tokio::spawn(async move {
+            let teller = app.token_at("teller-q", "staff", None, Some("HN01"));
+            let listed = app.get("/v1/customers", &teller).await.json();
+            assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+            assert_eq!(listed["data"][0]["customer_id"], in_branch.as_str());
+            let nowhere = app.token_at("teller-none", "staff", None, None);
+            assert_eq!(
+                app.get("/v1/customers", &nowhere).await.json()["data"],
+                json!([])
+            );
             if round % 4 == 0 {
                 let body =
                     customer_body(&format!("CUSTW{round:03}"), &format!("9191919{round:03}"));

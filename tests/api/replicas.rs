@@ -37,6 +37,7 @@ impl Reader {
             customer_id: customer.map(|c| c.parse().unwrap()),
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
+            branch: Some("HO".into()),
         })
     }
 

@@ -346,6 +346,7 @@ async fn the_request_transaction_switches_role_and_settings_for_itself_only() {
         request_id: None,
         expires_at: None,
         linked: false,
+        branch: None,
     };
     let mut tx = app
         .pool

@@ -168,6 +168,7 @@ async fn the_pool_and_listen_connection_use_verified_tls_and_pg_stat_ssl_shows_i
         customer_id: None,
         exp: chrono::Utc::now().timestamp() + 600,
         iat: None,
+        branch: Some("HO".into()),
     });
     let state = AppState::new(
         pool.clone(),

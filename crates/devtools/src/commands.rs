@@ -106,7 +106,7 @@ pub async fn dev() -> CliResult {
         } else {
             None
         };
-        let token = mint(&keys, role.as_str(), customer, "12h", None)?;
+        let token = mint(&keys, role.as_str(), customer, "12h", None, None)?;
         let note = if role == Role::Customer {
             " (CUST001)"
         } else {

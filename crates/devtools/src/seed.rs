@@ -90,6 +90,7 @@ pub async fn lab(conn: &mut PgConnection, cipher: &PiiCipher) -> CliResult<bool>
         return Ok(false);
     }
     let mut tx = conn.begin().await?;
+    insert_offices(&mut tx).await?;
     insert_lab_products(&mut tx).await?;
     insert_lab_customers(&mut tx, cipher).await?;
     disburse_lab_loans(&mut tx).await?;
@@ -121,6 +122,38 @@ async fn insert_lab_products(tx: &mut PgConnection) -> CliResult {
     Ok(())
 }
 
+/// The lab's offices under the head office (migration 0042): three regions and six branches.
+async fn insert_offices(tx: &mut PgConnection) -> CliResult {
+    sqlx::raw_sql(
+        "INSERT INTO core.offices (code, name, kind, parent_id) VALUES \
+         ('NORTH', 'Northern region', 'REGION', 1), \
+         ('CENTRAL', 'Central region', 'REGION', 1), \
+         ('SOUTH', 'Southern region', 'REGION', 1) \
+         ON CONFLICT (code) DO NOTHING; \
+         INSERT INTO core.offices (code, name, kind, parent_id) \
+         SELECT b.code, b.name, 'BRANCH', r.office_id \
+         FROM (VALUES ('HN01', 'Ha Noi - Hoan Kiem', 'NORTH'), ('HN02', 'Ha Noi - Dong Da', 'NORTH'), \
+                      ('DN01', 'Da Nang - Hai Chau', 'CENTRAL'), \
+                      ('HCM01', 'Ho Chi Minh - District 1', 'SOUTH'), \
+                      ('HCM02', 'Ho Chi Minh - Binh Thanh', 'SOUTH'), \
+                      ('CT01', 'Can Tho - Ninh Kieu', 'SOUTH')) AS b(code, name, region) \
+         JOIN core.offices r ON r.code = b.region \
+         ON CONFLICT (code) DO NOTHING",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The branch a seeded customer in `city` belongs to: the city's branch, or one of two.
+const BRANCH_OF_CITY: &str = "(SELECT office_id FROM core.offices WHERE code = \
+     CASE $city \
+         WHEN 'Ha Noi' THEN (ARRAY['HN01', 'HN02'])[1 + abs(hashtext($key || '-branch')) % 2] \
+         WHEN 'Ho Chi Minh' THEN (ARRAY['HCM01', 'HCM02'])[1 + abs(hashtext($key || '-branch')) % 2] \
+         WHEN 'Da Nang' THEN 'DN01' \
+         WHEN 'Can Tho' THEN 'CT01' \
+         ELSE 'HO' END)";
+
 /// The seed guide's three customers, their ID numbers sealed as the service seals them.
 async fn insert_lab_customers(tx: &mut PgConnection, cipher: &PiiCipher) -> CliResult {
     for c in lab_customers() {
@@ -128,13 +161,16 @@ async fn insert_lab_customers(tx: &mut PgConnection, cipher: &PiiCipher) -> CliR
         let number = IdNumber::parse(c.id_number).map_err(|e| format!("{}: {e}", c.code))?;
         let sealed = cipher.seal(&number, id)?;
         let (y, m, d) = c.born;
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO core.customers (customer_id, customer_code, full_name, \
-             id_number_ciphertext, id_number_hash, id_number_last4, phone_number, email, \
-             date_of_birth, address, kyc_status, kyc_decided_at, credit_score) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                     CASE WHEN $11 = 'PENDING' THEN NULL ELSE now() END, $12)",
-        )
+                 id_number_ciphertext, id_number_hash, id_number_last4, phone_number, email, \
+                 date_of_birth, address, kyc_status, kyc_decided_at, credit_score, branch_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                         CASE WHEN $11 = 'PENDING' THEN NULL ELSE now() END, $12, {})",
+            BRANCH_OF_CITY
+                .replace("$city", "($10::jsonb ->> 'city')")
+                .replace("$key", "$2::text")
+        ))
         .bind(id)
         .bind(c.code)
         .bind(c.name)
@@ -319,6 +355,7 @@ pub async fn generate(
     let mut progress = Progress::new(
         batches + 1 + tables.len() + deferred.iter().map(Vec::len).sum::<usize>() + 4 + 2,
     );
+    insert_offices(conn).await?;
     let customers = insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
 
     let prefix = format!("LT{run}");
@@ -716,16 +753,20 @@ async fn insert_customers(
             hashes.push(sealed.hash);
             last4s.push(sealed.last4);
         }
-        sqlx::query(
+        sqlx::query(&format!(
             "INSERT INTO core.customers (customer_id, customer_code, full_name, \
-             id_number_ciphertext, id_number_hash, id_number_last4, address, kyc_status, \
-             kyc_decided_at, credit_score) \
-             SELECT id, code, name, ct, h, l4, \
-                    jsonb_build_object('city', (ARRAY['Ho Chi Minh','Ha Noi','Da Nang','Can Tho'])[1 + abs(hashtext(code)) % 4]), \
-                    'APPROVED', now(), 500 + abs(hashtext(code)) % 350 \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[]) \
-                  AS t(id, code, name, ct, h, l4)",
-        )
+                 id_number_ciphertext, id_number_hash, id_number_last4, address, kyc_status, \
+                 kyc_decided_at, credit_score, branch_id) \
+                 SELECT id, code, name, ct, h, l4, jsonb_build_object('city', city), \
+                        'APPROVED', now(), 500 + abs(hashtext(code)) % 350, {} \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], \
+                             $6::text[]) AS t(id, code, name, ct, h, l4) \
+                 CROSS JOIN LATERAL (SELECT (ARRAY['Ho Chi Minh','Ha Noi','Da Nang','Can Tho']) \
+                                     [1 + abs(hashtext(code)) % 4] AS city) AS c",
+            BRANCH_OF_CITY
+                .replace("$city", "c.city")
+                .replace("$key", "t.code")
+        ))
         .bind(&ids)
         .bind(&codes)
         .bind(&names)

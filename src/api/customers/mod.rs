@@ -66,6 +66,14 @@ async fn create_customer(
         .pii
         .seal(&customer.id_number, id)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(code) = &customer.branch {
+        if !repo::office_exists(&mut tx, code).await? {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "branch",
+                "no such office",
+            )]));
+        }
+    }
     let view = pii_view(tx.caller().role);
     let row = repo::insert(&mut tx, id, &customer, &sealed, view)
         .await

@@ -606,6 +606,7 @@ fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
         date_of_birth,
         address: record.address,
         credit_score: record.credit_score,
+        branch: None,
     };
     let customer = NewCustomer::try_from(request).map_err(|e| match e {
         ApiError::Unprocessable { errors, detail } if !errors.is_empty() => {

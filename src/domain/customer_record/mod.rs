@@ -10,6 +10,7 @@ use chrono::{NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::platform::auth::is_office_code;
 use crate::platform::error::{ApiError, FieldError};
 use crate::platform::pii::IdNumber;
 
@@ -49,6 +50,10 @@ pub struct CreateCustomerRequest {
     pub address: Option<Address>,
     /// 300 to 850.
     pub credit_score: Option<i32>,
+    /// The office the customer belongs to (its code). By default the caller's own office, else
+    /// the head office. Staff may choose only their office or one below it (403 otherwise).
+    #[schema(example = "HN01")]
+    pub branch: Option<String>,
 }
 
 /// A customer ready to insert: every field checked.
@@ -62,6 +67,7 @@ pub struct NewCustomer {
     pub date_of_birth: Option<NaiveDate>,
     pub address: Option<Address>,
     pub credit_score: Option<i32>,
+    pub branch: Option<String>,
 }
 
 /// Collects every invalid field of a request, so the client hears of all of them at once.
@@ -105,6 +111,18 @@ impl TryFrom<CreateCustomerRequest> for NewCustomer {
             "credit_score",
             req.credit_score.map(check_credit_score).transpose(),
         );
+        let branch = c.check(
+            "branch",
+            req.branch
+                .map(|code| {
+                    if is_office_code(&code) {
+                        Ok(code)
+                    } else {
+                        Err("must be an office code, such as HN01")
+                    }
+                })
+                .transpose(),
+        );
         c.finish(|| {
             Some(NewCustomer {
                 customer_code: customer_code?,
@@ -115,6 +133,7 @@ impl TryFrom<CreateCustomerRequest> for NewCustomer {
                 date_of_birth: date_of_birth?,
                 address: address?,
                 credit_score: credit_score?,
+                branch: branch?,
             })
         })
     }

@@ -1,7 +1,7 @@
 //! Customer request and response types, and the parsing that turns requests into domain values.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -33,19 +33,19 @@ crate::closed_set! {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCustomerRequest {
     pub full_name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<String>)]
     pub phone_number: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<NaiveDate>)]
     pub date_of_birth: Option<Option<NaiveDate>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<Address>)]
     pub address: Option<Option<Address>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<i32>)]
     pub credit_score: Option<Option<i32>>,
 }
@@ -54,13 +54,13 @@ pub struct UpdateCustomerRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<String>)]
     pub phone_number: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::platform::extract::present")]
     #[schema(value_type = Option<Address>)]
     pub address: Option<Option<Address>>,
 }
@@ -74,13 +74,6 @@ impl From<UpdateMeRequest> for UpdateCustomerRequest {
             ..Self::default()
         }
     }
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from a field not sent (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// The checked changes of a patch; `None` leaves a column as it is.
@@ -232,6 +225,9 @@ pub struct Customer {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The office the customer belongs to (its code).
+    #[schema(example = "HN01")]
+    pub branch: String,
 }
 
 #[cfg(test)]

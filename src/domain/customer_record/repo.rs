@@ -33,7 +33,8 @@ macro_rules! customer_columns {
             $ciphertext,
             " AS id_number_ciphertext, id_number_last4, phone_number, email, date_of_birth, \
              address, kyc_status, kyc_decided_at, kyc_reason, credit_score, version, created_at, \
-             updated_at"
+             updated_at, (SELECT o.code FROM core.offices o WHERE o.office_id = customers.branch_id) \
+             AS branch"
         )
     };
 }
@@ -59,6 +60,7 @@ pub struct CustomerRow {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub branch: String,
 }
 
 pub async fn insert(
@@ -70,8 +72,11 @@ pub async fn insert(
 ) -> Result<CustomerRow, sqlx::Error> {
     let sql = format!(
         "INSERT INTO core.customers (customer_id, customer_code, full_name, id_number_ciphertext, \
-         id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {}",
+         id_number_hash, id_number_last4, phone_number, email, date_of_birth, address, credit_score, \
+         branch_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 (SELECT office_id FROM core.offices WHERE code = $12)) \
+         RETURNING {}",
         view.columns()
     );
     sqlx::query_as(&sql)
@@ -86,8 +91,19 @@ pub async fn insert(
         .bind(customer.date_of_birth)
         .bind(customer.address.as_ref().map(Json))
         .bind(customer.credit_score)
+        .bind(customer.branch.as_deref())
         .fetch_one(conn)
         .await
+}
+
+/// Whether an office has this code (every role may read the office tree).
+pub async fn office_exists(conn: &mut PgConnection, code: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM core.offices WHERE code = $1) AS "exists!""#,
+        code
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn find(

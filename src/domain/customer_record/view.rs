@@ -49,6 +49,7 @@ pub fn to_customer(row: CustomerRow, cipher: &PiiCipher) -> Result<Customer, Api
         version: row.version,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        branch: row.branch,
     })
 }
 

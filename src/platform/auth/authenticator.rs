@@ -177,6 +177,9 @@ impl Authenticator {
             ),
             _ => None,
         };
+        let branch = provider
+            .branch_claim(claims)
+            .map_err(ApiError::Unauthorized)?;
         Ok(Caller {
             issuer: issuer.to_owned(),
             subject: subject.to_owned(),
@@ -185,6 +188,7 @@ impl Authenticator {
             request_id: None,
             expires_at: claims.get("exp").and_then(|exp| exp.as_i64()),
             linked,
+            branch: super::staff_branch(role, branch)?,
         })
     }
 

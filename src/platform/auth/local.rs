@@ -25,7 +25,13 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// A staff member's office (its code); without it, the staff directory decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
+
+/// The head office's code (migration 0042): its staff see every branch.
+pub const HEAD_OFFICE: &str = "HO";
 
 /// Signs and verifies local tokens with one shared secret.
 #[derive(Clone)]
@@ -62,19 +68,31 @@ impl JwtKeys {
 }
 
 /// A local token for `role`, living `ttl` (`90s`, `30m`, `1h`, `7d`): what `lakehouse-api token`
-/// prints and `dev` hands out.
+/// prints and `dev` hands out. A staff token works at `branch`, by default the head office
+/// (every branch).
 pub fn mint(
     keys: &JwtKeys,
     role: &str,
     customer_id: Option<Uuid>,
     ttl: &str,
     sub: Option<String>,
+    branch: Option<String>,
 ) -> CliResult<String> {
     let role = Role::parse(role).ok_or_else(|| {
         format!("--role must be one of customer, staff, analyst, etl, admin (got {role:?})")
     })?;
     if role == Role::Customer && customer_id.is_none() {
         return Err("--role customer needs --customer-id".into());
+    }
+    let branch = match role {
+        Role::Staff => Some(branch.unwrap_or_else(|| HEAD_OFFICE.to_owned())),
+        _ => None,
+    };
+    if branch
+        .as_deref()
+        .is_some_and(|code| !super::is_office_code(code))
+    {
+        return Err("--branch must be an office code such as HO or HN01".into());
     }
     let ttl = parse_ttl(ttl)?;
     let now = chrono::Utc::now().timestamp();
@@ -84,6 +102,7 @@ pub fn mint(
         customer_id: customer_id.filter(|_| role == Role::Customer),
         exp: now + i64::try_from(ttl.as_secs())?,
         iat: Some(now),
+        branch,
     };
     Ok(keys.sign(&claims))
 }
@@ -132,6 +151,7 @@ mod tests {
             customer_id: None,
             exp,
             iat: None,
+            branch: None,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::platform::error::ApiError;
 
 pub use authenticator::{Authenticator, LINK_CODE_HEADER};
 pub use jwks::KeySet;
-pub use local::{mint, parse_ttl, Claims, JwtKeys};
+pub use local::{mint, parse_ttl, Claims, JwtKeys, HEAD_OFFICE};
 pub use request_tx::{begin_as, begin_statement, RequestTx};
 pub use token_error::TokenError;
 
@@ -95,6 +95,9 @@ pub struct Caller {
     /// The customer came from an identity link (not a token claim): a stream ends when the
     /// link is removed.
     pub linked: bool,
+    /// A staff member's office code from their token (`app.branch`); without it the staff
+    /// directory names their office, and without that they see no customer's rows.
+    pub branch: Option<String>,
 }
 
 impl Caller {
@@ -113,6 +116,7 @@ impl Caller {
         if !is_valid_subject(&claims.sub) {
             return Err(ApiError::Unauthorized("unusable subject"));
         }
+        let branch = staff_branch(role, claims.branch)?;
         Ok(Self {
             issuer: LOCAL_ISSUER.to_owned(),
             subject: claims.sub,
@@ -121,6 +125,7 @@ impl Caller {
             request_id: None,
             expires_at: Some(claims.exp),
             linked: false,
+            branch,
         })
     }
 
@@ -148,6 +153,29 @@ pub fn is_valid_subject(sub: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"'\"\\`".contains(&b))
 }
 
+/// The office a staff token names, checked to be an office code (it reaches the request's first
+/// message as a literal). Other roles' tokens may carry one; it means nothing for them.
+pub fn staff_branch(role: Role, branch: Option<String>) -> Result<Option<String>, ApiError> {
+    match branch {
+        Some(code) if role == Role::Staff => {
+            if is_office_code(&code) {
+                Ok(Some(code))
+            } else {
+                Err(ApiError::Unauthorized("unusable branch claim"))
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// An office's code: `HO`, `HN01`, `SOUTH-2` (migration 0042's check).
+pub fn is_office_code(code: &str) -> bool {
+    (1..=32).contains(&code.len())
+        && code.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
+        })
+}
+
 impl Caller {
     /// The service itself, as an administrator: what its scheduler runs jobs as.
     pub fn system(subject: &str) -> Self {
@@ -159,6 +187,7 @@ impl Caller {
             request_id: None,
             expires_at: None,
             linked: false,
+            branch: None,
         }
     }
 }
@@ -282,6 +311,7 @@ mod tests {
             customer_id,
             exp: i64::MAX,
             iat: None,
+            branch: None,
         }
     }
 
@@ -324,6 +354,24 @@ mod tests {
             Caller::from_claims(c).unwrap().principal(),
             caller.principal()
         );
+    }
+
+    #[test]
+    fn a_staff_token_names_an_office_code_or_is_refused() {
+        let mut c = claims("staff", None);
+        c.branch = Some("HN01".into());
+        assert_eq!(
+            Caller::from_claims(c).unwrap().branch.as_deref(),
+            Some("HN01")
+        );
+        for bad in ["", "hn01", "-X", "HN 01", "H'O", &"A".repeat(33)] {
+            let mut c = claims("staff", None);
+            c.branch = Some(bad.into());
+            assert!(Caller::from_claims(c).is_err(), "{bad:?} accepted");
+        }
+        let mut c = claims("analyst", None);
+        c.branch = Some("HN01".into());
+        assert_eq!(Caller::from_claims(c).unwrap().branch, None);
     }
 
     #[test]

@@ -173,6 +173,20 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// The office code in the configured branch claim, if one is configured and present.
+    pub fn branch_claim(&self, claims: &ProviderClaims) -> Result<Option<String>, &'static str> {
+        let Some(path) = &self.config.branch_claim else {
+            return Ok(None);
+        };
+        match claim_at(claims, path) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(code)) => Ok(Some(code.clone())),
+            Some(_) => Err("token branch claim is not an office code"),
+        }
+    }
+}
+
 /// The value at a dotted claim path.
 fn claim_at<'a>(claims: &'a ProviderClaims, path: &[String]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;

@@ -33,6 +33,9 @@ pub struct OidcConfig {
     /// A claim holding a customer's id; without it (or without the claim in a token), the
     /// customer comes from the identity links staff make.
     pub customer_claim: Option<Vec<String>>,
+    /// Where a staff token names its office code (`OIDC_BRANCH_CLAIM`); unset, the staff
+    /// directory alone decides.
+    pub branch_claim: Option<Vec<String>>,
     /// Allowed clock skew for `exp`, `nbf` and `iat`.
     pub leeway: Duration,
     /// The longest a token may be valid, from `iat` (or `nbf`) to `exp`.
@@ -100,6 +103,7 @@ impl OidcConfig {
                 .trim()
                 .to_owned(),
             customer_claim: claim_path(src, "OIDC_CUSTOMER_CLAIM")?,
+            branch_claim: claim_path(src, "OIDC_BRANCH_CLAIM")?,
             leeway: seconds("OIDC_LEEWAY_SECS", 30)?,
             max_lifetime,
             refresh_every,

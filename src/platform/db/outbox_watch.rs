@@ -187,10 +187,11 @@ struct Read {
 }
 
 /// The events past `head` (or, the first time, past the horizon) that no running transaction can
-/// still precede, as staff see them.
+/// still precede, as administrators see them: every branch's (each stream then reads what its
+/// own caller may).
 async fn read_past(pool: &PgPool, head: Option<Position>) -> Result<Read, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query!("SET LOCAL ROLE lakehouse_staff")
+    sqlx::query!("SET LOCAL ROLE lakehouse_admin_api")
         .execute(&mut *tx)
         .await?;
     let horizon = sqlx::query_scalar!(

@@ -221,14 +221,27 @@ impl TestApp {
         self.token_for(&sub, role, customer_id)
     }
 
-    /// A token with a chosen subject.
+    /// A token with a chosen subject; a staff member's works at the head office (every branch).
     pub fn token_for(&self, sub: &str, role: &str, customer_id: Option<Uuid>) -> String {
+        let branch = (role == "staff").then_some("HO");
+        self.token_at(sub, role, customer_id, branch)
+    }
+
+    /// A token whose `branch` claim is `branch` (or none).
+    pub fn token_at(
+        &self,
+        sub: &str,
+        role: &str,
+        customer_id: Option<Uuid>,
+        branch: Option<&str>,
+    ) -> String {
         self.keys.sign(&Claims {
             sub: sub.into(),
             role: role.into(),
             customer_id,
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
+            branch: branch.map(Into::into),
         })
     }
 

@@ -171,6 +171,7 @@ impl OwnCluster {
             customer_id: None,
             exp: chrono::Utc::now().timestamp() + 600,
             iat: None,
+            branch: Some("HO".into()),
         });
         let http = HttpConfig {
             body_limit_bytes: 65536,

@@ -155,13 +155,13 @@ async fn link_identity(
         &code_hash,
     )
     .await
-    .on_constraint("identity_links_customer_id_fkey", || ApiError::NotFound)
     .on_constraint("identity_links_one_customer_per_subject", || {
         ApiError::Conflict {
             detail: "this subject is already linked to a customer".into(),
             errors: vec![FieldError::new("subject", "already linked")],
         }
-    })?;
+    })?
+    .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     auth.forget_link(&link.issuer, &link.subject);
     Ok((

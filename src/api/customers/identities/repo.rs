@@ -40,13 +40,16 @@ pub async fn insert(
     issuer: &str,
     subject: &str,
     code_hash: &[u8],
-) -> Result<IdentityLink, sqlx::Error> {
+) -> Result<Option<IdentityLink>, sqlx::Error> {
+    // From the customer's row as the caller sees it: a customer outside their offices is not
+    // there (404), rather than a row the policy refuses to write (403).
     sqlx::query_as!(
         IdentityLink,
         r#"
         INSERT INTO core.identity_links (link_id, issuer, subject, customer_id, code_hash,
                                          code_expires_at)
-        VALUES ($1, $2, $3, $4, $5, now() + interval '10 minutes')
+        SELECT $1, $2, $3, customer_id, $5, now() + interval '10 minutes'
+        FROM core.customers WHERE customer_id = $4
         RETURNING link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
                   activated_at, code_expires_at
         "#,
@@ -56,7 +59,7 @@ pub async fn insert(
         customer_id,
         code_hash,
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
