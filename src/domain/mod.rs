@@ -5,6 +5,7 @@ pub mod credit_risk;
 pub mod customer_record;
 pub mod dues;
 pub mod events;
+pub mod four_eyes;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;

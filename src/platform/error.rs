@@ -103,6 +103,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     /// 403: the caller's role may not do this.
     Forbidden,
+    /// 403: this caller may not do this, for the reason given (a maker checking their own
+    /// proposal, a limit that does not cover the amount).
+    ForbiddenBecause(String),
     /// 404: not found, or not the caller's to see (the two are indistinguishable on purpose).
     NotFound,
     /// 409: a uniqueness conflict or an illegal state transition.
@@ -168,7 +171,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -194,6 +197,7 @@ impl ApiError {
                 "a valid bearer token is required",
             ),
             Self::Forbidden => Problem::new(status, "forbidden", "your role may not do this"),
+            Self::ForbiddenBecause(detail) => Problem::new(status, "forbidden", detail),
             Self::NotFound => Problem::new(status, "not-found", "no such resource"),
             Self::Conflict { detail, errors } => Problem {
                 errors,

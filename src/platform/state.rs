@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::platform::auth::Authenticator;
-use crate::platform::config::HttpConfig;
+use crate::platform::config::{FourEyesConfig, HttpConfig};
 use crate::platform::db::outbox_watch::EventHub;
 use crate::platform::db::partitions::{DateWindow, Partitions};
 use crate::platform::db::Database;
@@ -44,6 +44,8 @@ pub struct AppState {
     /// `MAX_STREAMS_PER_PRINCIPAL`).
     #[from_ref(skip)]
     pub staff_streams: Arc<StreamPlaces>,
+    /// Which decisions need a second person (`FOUR_EYES_ACTIONS`), and the staff's limit.
+    pub four_eyes: Arc<FourEyesConfig>,
 }
 
 /// Limits of batch jobs (refreshes, imports).
@@ -120,6 +122,7 @@ impl AppState {
                 http.max_staff_streams,
                 http.max_streams_per_principal,
             )),
+            four_eyes: Arc::new(http.four_eyes.clone()),
         }
     }
 

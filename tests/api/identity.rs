@@ -749,3 +749,75 @@ async fn a_shared_machine_client_acting_as_staff_is_refused_when_the_setting_say
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn a_link_a_second_person_approves_is_active_without_the_customer_s_proof() {
+    let app = TestApp::spawn_with(crate::helpers::Options {
+        four_eyes: lakehouse_api::platform::config::FourEyesConfig::default(),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let erin = app.customer_id("OIDC-C-9", "900101-2234579").await;
+    let keys = KeyFile::new();
+    keys.publish(&["rsa-a"]);
+    let app = with_provider(app, &keys);
+    let maker = sign("rsa-a", Algorithm::RS256, &claims("teller-a", "staff"));
+    let checker = sign("rsa-a", Algorithm::RS256, &claims("teller-b", "staff"));
+    let proposed = app
+        .json(
+            Method::POST,
+            &format!("/v1/customers/{erin}/identities"),
+            &maker,
+            &json!({"issuer": ISSUER, "subject": "erin-at-idp"}),
+        )
+        .await;
+    assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.text());
+    let proposed = proposed.json();
+    assert_eq!(proposed["status"], "PENDING");
+    let proposal = &proposed["proposal"];
+    assert_eq!(proposal["action"], "IDENTITY_LINK");
+    assert_eq!(proposal["object_id"], proposed["link_id"]);
+    let erin_token = sign(
+        "rsa-a",
+        Algorithm::RS256,
+        &claims("erin-at-idp", "customer"),
+    );
+    refused(&app, &erin_token, "neither proved nor checked").await;
+
+    let approve = |token: String| {
+        let app = &app;
+        let id = proposal["proposal_id"].as_str().unwrap().to_owned();
+        async move {
+            app.json(
+                Method::POST,
+                &format!("/v1/proposals/{id}/approve"),
+                &token,
+                &json!({}),
+            )
+            .await
+        }
+    };
+    approve(maker.clone()).await.problem(StatusCode::FORBIDDEN);
+    refused(&app, &erin_token, "its maker cannot check it").await;
+    let approved = approve(checker).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text());
+    assert_eq!(approved.json()["outcome"]["status"], "ACTIVE");
+    assert_eq!(approved.json()["outcome"]["proof"], "CHECKER");
+    assert_eq!(status(&app, "/v1/me", &erin_token).await, StatusCode::OK);
+    // The activation is on the link's own record, naming the checker, and announced to Erin.
+    let (action, proof, actor): (String, Option<String>, String) = sqlx::query_as(
+        "SELECT action, proof, actor FROM audit.identity_link_events \
+         WHERE subject = 'erin-at-idp' ORDER BY event_id DESC LIMIT 1",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (action.as_str(), proof.as_deref(), actor),
+        (
+            "ACTIVATED",
+            Some("CHECKER"),
+            format!("{ISSUER}|teller-b|staff")
+        )
+    );
+}

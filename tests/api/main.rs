@@ -16,6 +16,7 @@ mod errors;
 mod events;
 mod failover;
 mod faults;
+mod four_eyes;
 mod helpers;
 mod idempotency;
 mod identity;

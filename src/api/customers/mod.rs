@@ -2,6 +2,8 @@
 //! portfolio.
 
 mod identities;
+
+pub use identities::execute_link as execute_identity_link;
 mod portfolio;
 mod search;
 mod summary;

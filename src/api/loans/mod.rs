@@ -5,6 +5,8 @@ mod journal;
 pub mod model;
 mod payoff;
 mod refund;
+
+pub use refund::execute_refund;
 pub mod repo;
 mod schedule;
 mod statement;
@@ -14,15 +16,18 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use rust_decimal::Decimal;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use self::model::{
-    ApplyLoanRequest, Loan, LoanListQuery, RejectLoanRequest, Transition, WriteOffRequest,
+    ApplyLoanRequest, Loan, LoanListQuery, LoanStatus, RejectLoanRequest, Transition,
+    WriteOffRequest,
 };
 use self::repo::{ListFilter, NewLoan};
 use crate::domain::credit_risk;
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::domain::ledger;
 use crate::domain::product_terms;
 use crate::platform::auth::RequestTx;
@@ -231,12 +236,31 @@ async fn move_loan<A>(
     transition: Transition,
     reason: Option<&str>,
 ) -> Result<Json<Loan>, ApiError> {
+    let role = tx.caller().role;
+    let loan = transition_loan(state, &mut tx, role, id, transition, reason, None).await?;
+    tx.commit().await?;
+    Ok(Json(loan))
+}
+
+/// Moves loan `id` by `transition` in the caller's transaction; with `version`, only if the loan
+/// is still at it (a checker approving what the maker saw).
+async fn transition_loan(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    role: Role,
+    id: Uuid,
+    transition: Transition,
+    reason: Option<&str>,
+    version: Option<&Proposal>,
+) -> Result<Loan, ApiError> {
     let now = Utc::now();
     if transition == Transition::Disburse {
         state.partitions.ensure_payments(now).await?;
     }
-    let role = tx.caller().role;
-    let current = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+    let current = repo::find(tx, id).await?.ok_or(ApiError::NotFound)?;
+    if let Some(proposal) = version {
+        four_eyes::check_version(proposal, current.version)?;
+    }
     let illegal = |status: &str| {
         ApiError::conflict(format!(
             "cannot {} a loan that is {status}",
@@ -250,8 +274,8 @@ async fn move_loan<A>(
         loan_id: current.loan_id,
         application_date: current.application_date,
     };
-    let Some(loan) = repo::transition(&mut tx, key, transition, observed, reason).await? else {
-        let now_status = repo::find(&mut tx, id)
+    let Some(loan) = repo::transition(tx, key, transition, observed, reason).await? else {
+        let now_status = repo::find(tx, id)
             .await?
             .map_or("gone", |l| l.status.as_str());
         return Err(
@@ -263,8 +287,7 @@ async fn move_loan<A>(
         );
     };
     if transition == Transition::Approve {
-        ledger::check_contract_fits(&mut tx, loan.loan_id, loan.loan_amount.0, loan.term_months)
-            .await?;
+        ledger::check_contract_fits(tx, loan.loan_id, loan.loan_amount.0, loan.term_months).await?;
     }
     if transition == Transition::Disburse {
         let at = loan.disbursement_date.unwrap_or(now);
@@ -275,11 +298,132 @@ async fn move_loan<A>(
             loan_number: &loan.loan_number,
             amount: loan.loan_amount.0,
         };
-        ledger::disburse(&mut tx, &disbursal, at).await?;
+        ledger::disburse(tx, &disbursal, at).await?;
     }
-    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(loan))
+    repo::find(tx, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// When `action` needs a checker for this loan, the proposal to answer with instead of acting:
+/// for an approval, only above the maker's limit.
+async fn proposal_for<A>(
+    state: &AppState,
+    tx: &mut RequestTx<A>,
+    id: Uuid,
+    action: Action,
+    from: &[LoanStatus],
+) -> Result<Option<Proposal>, ApiError> {
+    if !four_eyes::needs_checker(&state.four_eyes, action) {
+        return Ok(None);
+    }
+    let loan = repo::find(tx, id).await?.ok_or(ApiError::NotFound)?;
+    if !from.contains(&loan.status) {
+        // Let the action itself refuse it, as it would without a checker.
+        return Ok(None);
+    }
+    let amount = match action {
+        Action::WriteOff => {
+            loan.principal_outstanding.map_or(Decimal::ZERO, |a| a.0)
+                + loan.interest_outstanding.map_or(Decimal::ZERO, |a| a.0)
+                + loan.fees_outstanding.0
+                + loan.penalties_outstanding.0
+        }
+        _ => loan.loan_amount.0,
+    };
+    if action == Action::LoanApproval {
+        let caller = tx.caller().clone();
+        let limit = four_eyes::approval_limit(tx, &caller, &state.four_eyes).await?;
+        if limit.is_none_or(|limit| amount <= limit) {
+            return Ok(None);
+        }
+    }
+    let proposal = four_eyes::propose(
+        tx,
+        Proposed {
+            action,
+            object_id: id.to_string(),
+            object_version: loan.version,
+            amount: Some(amount),
+            customer_id: Some(loan.customer_id),
+            payload: serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok(Some(proposal))
+}
+
+/// Approving an application above the maker's limit, once a checker approved it.
+pub fn execute_approval<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(checked_transition(
+        conn,
+        state,
+        proposal,
+        Transition::Approve,
+    ))
+}
+
+/// Paying a loan out, once a checker approved it.
+pub fn execute_disbursement<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(checked_transition(
+        conn,
+        state,
+        proposal,
+        Transition::Disburse,
+    ))
+}
+
+async fn checked_transition(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    proposal: &Proposal,
+    transition: Transition,
+) -> Result<serde_json::Value, ApiError> {
+    let id = proposal.object_uuid()?;
+    let loan = transition_loan(
+        state,
+        conn,
+        Role::Staff,
+        id,
+        transition,
+        None,
+        Some(proposal),
+    )
+    .await?;
+    four_eyes::outcome(loan)
+}
+
+/// Writing a loan off, once a checker approved it.
+pub fn execute_write_off<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    _state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        let id = proposal.object_uuid()?;
+        let loan = write_off(conn, id, Some(proposal)).await?;
+        four_eyes::outcome(loan)
+    })
+}
+
+async fn write_off(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    proposal: Option<&Proposal>,
+) -> Result<Loan, ApiError> {
+    let locked = ledger::lock_loan(conn, id, Utc::now()).await?;
+    if let Some(proposal) = proposal {
+        let current = repo::find(conn, id).await?.ok_or(ApiError::NotFound)?;
+        four_eyes::check_version(proposal, current.version)?;
+    }
+    ledger::write_off(conn, &locked).await?;
+    repo::find(conn, id).await?.ok_or(ApiError::NotFound)
 }
 
 /// Approve an application (staff). Needs the customer's KYC approved.
@@ -289,14 +433,28 @@ async fn move_loan<A>(
     tag = "loans",
     operation_id = "approve_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
-    responses((status = 200, description = "Approved", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+    responses(
+        (status = 200, description = "Approved", body = Loan),
+        (status = 202, description = "Above the caller's approval limit (with LOAN_APPROVAL in \
+         FOUR_EYES_ACTIONS): proposed, it takes effect when a checker approves it", body = Proposal),
+        responses::Common, responses::NotFound, responses::Conflict
+    )
 )]
 async fn approve_loan(
     State(state): State<AppState>,
-    tx: RequestTx<StaffOnly>,
+    mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
-) -> Result<Json<Loan>, ApiError> {
-    move_loan(&state, tx, id, Transition::Approve, None).await
+) -> Result<Response, ApiError> {
+    let applied = [LoanStatus::Applied];
+    if let Some(proposal) =
+        proposal_for(&state, &mut tx, id, Action::LoanApproval, &applied).await?
+    {
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    Ok(move_loan(&state, tx, id, Transition::Approve, None)
+        .await?
+        .into_response())
 }
 
 /// Reject an application (staff), with a reason.
@@ -331,14 +489,28 @@ async fn reject_loan(
     tag = "loans",
     operation_id = "disburse_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
-    responses((status = 200, description = "Disbursed", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
+    responses(
+        (status = 200, description = "Disbursed", body = Loan),
+        (status = 202, description = "With DISBURSEMENT in FOUR_EYES_ACTIONS: proposed, it takes \
+         effect when a checker approves it", body = Proposal),
+        responses::Common, responses::NotFound, responses::Conflict
+    )
 )]
 async fn disburse_loan(
     State(state): State<AppState>,
-    tx: RequestTx<StaffOnly>,
+    mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
-) -> Result<Json<Loan>, ApiError> {
-    move_loan(&state, tx, id, Transition::Disburse, None).await
+) -> Result<Response, ApiError> {
+    let approved = [LoanStatus::Approved];
+    if let Some(proposal) =
+        proposal_for(&state, &mut tx, id, Action::Disbursement, &approved).await?
+    {
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    Ok(move_loan(&state, tx, id, Transition::Disburse, None)
+        .await?
+        .into_response())
 }
 
 /// Withdraw a loan before it is paid out: a customer withdraws their application; staff may
@@ -370,18 +542,24 @@ async fn cancel_loan(
     request_body(content = Option<WriteOffRequest>),
     responses(
         (status = 200, description = "Written off", body = Loan),
+        (status = 202, description = "With WRITE_OFF in FOUR_EYES_ACTIONS (the default): \
+         proposed, it takes effect when a checker approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
         responses::Unprocessable
     )
 )]
 async fn write_off_loan(
+    State(state): State<AppState>,
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
     MaybeJson(_request): MaybeJson<WriteOffRequest>,
-) -> Result<Json<Loan>, ApiError> {
-    let loan = ledger::lock_loan(&mut tx, id, Utc::now()).await?;
-    ledger::write_off(&mut tx, &loan).await?;
-    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+) -> Result<Response, ApiError> {
+    let defaulted = [LoanStatus::Defaulted];
+    if let Some(proposal) = proposal_for(&state, &mut tx, id, Action::WriteOff, &defaulted).await? {
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let loan = write_off(&mut tx, id, None).await?;
     tx.commit().await?;
-    Ok(Json(loan))
+    Ok(Json(loan).into_response())
 }

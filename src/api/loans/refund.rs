@@ -6,7 +6,9 @@ use axum::response::Response;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::model::LoanStatus;
 use super::repo;
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::domain::idempotency::{self, Created, IdempotencyKey, Processing};
 use crate::domain::ledger;
 use crate::platform::auth::{Authorized, RequestTx, StaffOnly};
@@ -29,6 +31,8 @@ use crate::platform::state::AppState;
     responses(
         (status = 201, description = "Refunded; the loan is CLOSED", body = super::model::Loan,
          headers(("Location" = String))),
+        (status = 202, description = "With REFUND in FOUR_EYES_ACTIONS: proposed, it takes effect \
+         when a checker approves it (a second request while it is pending is 409)", body = Proposal),
         responses::Common, responses::NotFound, responses::Conflict, responses::Unprocessable
     )
 )]
@@ -39,6 +43,27 @@ pub(super) async fn refund_loan(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
+    if four_eyes::needs_checker(&state.four_eyes, Action::Refund) {
+        let mut tx = RequestTx::<StaffOnly>::begin(&state.db, caller, false).await?;
+        let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
+        if loan.status != LoanStatus::Overpaid {
+            return Err(ApiError::conflict(format!(
+                "a loan that is {} owes no refund",
+                loan.status
+            )));
+        }
+        let proposed = Proposed {
+            action: Action::Refund,
+            object_id: id.to_string(),
+            object_version: loan.version,
+            amount: Some(ledger::credit_owed(&mut tx, id).await?),
+            customer_id: Some(loan.customer_id),
+            payload: serde_json::json!({}),
+        };
+        let proposal = four_eyes::propose(&mut tx, proposed).await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
     let path = format!("/v1/loans/{id}/refund");
     let fingerprint = idempotency::fingerprint("POST", &path, &serde_json::Value::Null);
     let mut tx =
@@ -48,7 +73,7 @@ pub(super) async fn refund_loan(
         Processing::Proceed(claimed) => claimed,
         Processing::Replayed(response) => return Ok(response),
     };
-    let outcome = refund(&mut tx, id).await.map(|loan| Created {
+    let outcome = refund(&mut tx, id, None).await.map(|loan| Created {
         location: format!("/v1/loans/{id}"),
         body: loan,
     });
@@ -57,8 +82,28 @@ pub(super) async fn refund_loan(
     Ok(response)
 }
 
-async fn refund(tx: &mut RequestTx<StaffOnly>, id: Uuid) -> Result<super::model::Loan, ApiError> {
+async fn refund(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    proposal: Option<&Proposal>,
+) -> Result<super::model::Loan, ApiError> {
     let loan = ledger::lock_loan(tx, id, Utc::now()).await?;
+    if let Some(proposal) = proposal {
+        let current = repo::find(tx, id).await?.ok_or(ApiError::NotFound)?;
+        four_eyes::check_version(proposal, current.version)?;
+    }
     ledger::refund(tx, &loan).await?;
     repo::find(tx, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// A loan's credit paid out, once a checker approved it.
+pub fn execute_refund<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    _state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        let id = proposal.object_uuid()?;
+        four_eyes::outcome(refund(conn, id, Some(proposal)).await?)
+    })
 }

@@ -8,7 +8,7 @@ pub mod repo;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,6 +20,7 @@ use self::model::{
     PaymentListQuery, PaymentStatus, PaymentType, Reason,
 };
 use self::repo::ListFilter;
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::domain::idempotency::{self, Created, IdempotencyKey, Processing};
 use crate::domain::ledger;
 use crate::domain::ledger::{LockedLoan, PaymentOrder};
@@ -234,7 +235,7 @@ async fn list_payments(
 /// A payment and its loan, locked in that order (the order every balance change uses). The
 /// loan's business day is that of `at`, or of the payment's own date (its value date).
 async fn lock_payment(
-    tx: &mut RequestTx<StaffOnly>,
+    tx: &mut sqlx::PgConnection,
     id: Uuid,
     at: Option<chrono::DateTime<Utc>>,
 ) -> Result<(Payment, LockedLoan), ApiError> {
@@ -326,23 +327,69 @@ async fn fail_payment(
     request_body(content = Option<PaymentActionRequest>),
     responses(
         (status = 200, description = "Reversed", body = Payment),
+        (status = 202, description = "With REVERSAL in FOUR_EYES_ACTIONS: proposed, it takes \
+         effect when a checker approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Conflict,
         responses::Unprocessable
     )
 )]
 async fn reverse_payment(
+    State(state): State<AppState>,
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
     MaybeJson(body): MaybeJson<PaymentActionRequest>,
-) -> Result<Json<Payment>, ApiError> {
+) -> Result<Response, ApiError> {
     let reason = reason(body)?;
-    let (payment, loan) = lock_payment(&mut tx, id, Some(Utc::now())).await?;
+    if four_eyes::needs_checker(&state.four_eyes, Action::Reversal) {
+        let payment = repo::find(&mut tx, id, false)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        reversible(&payment)?;
+        let proposed = Proposed {
+            action: Action::Reversal,
+            object_id: id.to_string(),
+            // A payment's status is its version here: COMPLETED until reversed.
+            object_version: 0,
+            amount: Some(payment.amount.0),
+            customer_id: Some(payment.customer_id),
+            payload: serde_json::json!({"reason": reason}),
+        };
+        let proposal = four_eyes::propose(&mut tx, proposed).await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let payment = reverse(&mut tx, id, reason.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(payment).into_response())
+}
+
+fn reversible(payment: &Payment) -> Result<(), ApiError> {
     if payment.status != PaymentStatus::Completed
         || payment.payment_type == PaymentKind::Disbursement
     {
-        return Err(illegal("reverse", &payment));
+        return Err(illegal("reverse", payment));
     }
-    let payment = ledger::reverse(&mut tx, &loan, &payment, reason.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Json(payment))
+    Ok(())
+}
+
+async fn reverse(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    reason: Option<&str>,
+) -> Result<Payment, ApiError> {
+    let (payment, loan) = lock_payment(tx, id, Some(Utc::now())).await?;
+    reversible(&payment)?;
+    ledger::reverse(tx, &loan, &payment, reason).await
+}
+
+/// A payment reversed, once a checker approved it.
+pub fn execute_reversal<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    _state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        let reason = proposal.payload.get("reason").and_then(|r| r.as_str());
+        four_eyes::outcome(reverse(conn, proposal.object_uuid()?, reason).await?)
+    })
 }

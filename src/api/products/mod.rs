@@ -3,10 +3,13 @@
 pub mod model;
 pub mod repo;
 
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,6 +18,7 @@ use self::model::{
     ProductList, ProductListQuery, UpdateProductRequest,
 };
 use crate::domain::contract::{Amortization, DayCount, Frequency, InterestMethod};
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::domain::ledger::{Overpayment, PaymentAllocation, Reamortisation};
 use crate::platform::auth::RequestTx;
 use crate::platform::auth::StaffOnly;
@@ -85,23 +89,50 @@ async fn get_product(
     request_body = CreateProductRequest,
     responses(
         (status = 201, description = "Created", body = Product, headers(("ETag" = String))),
+        (status = 202, description = "With PRODUCT_CHANGE in FOUR_EYES_ACTIONS (the default): \
+         checked, then proposed; it takes effect when a checker approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::Conflict, responses::Unprocessable
     )
 )]
 async fn create_product(
+    State(state): State<AppState>,
     mut tx: RequestTx<StaffOnly>,
     AppJson(request): AppJson<CreateProductRequest>,
 ) -> Result<Response, ApiError> {
+    if four_eyes::needs_checker(&state.four_eyes, Action::ProductChange) {
+        // Checked in full now (422, 409), then undone: the checker decides on a valid change.
+        let mut trial = tx.begin().await?;
+        create(&mut trial, &request).await?;
+        trial.rollback().await?;
+        let proposal = propose_change(
+            &mut tx,
+            &request.product_code,
+            0,
+            json!({"create": request}),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let product = create(&mut tx, &request).await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::CREATED, product))
+}
+
+async fn create(
+    tx: &mut PgConnection,
+    request: &CreateProductRequest,
+) -> Result<Product, ApiError> {
     check_code(&request.product_code)?;
     check_type(&request.product_type)?;
-    let currency = request.currency.unwrap_or_else(|| "VND".to_owned());
+    let currency = request.currency.clone().unwrap_or_else(|| "VND".to_owned());
     let digits = request
         .currency_digits
         .unwrap_or_else(|| minor_digits(&currency));
     let unit = Decimal::new(1, u32::try_from(digits.clamp(0, 2)).unwrap_or(2));
     let installment_multiple = request.installment_multiple.map_or(unit, |m| m.amount());
     let fields = ProductFields {
-        name: request.name,
+        name: request.name.clone(),
         min_amount: request.min_amount.amount(),
         max_amount: request.max_amount.amount(),
         min_term_months: request.min_term_months,
@@ -137,19 +168,55 @@ async fn create_product(
         active: request.active,
     };
     fields.check()?;
-    let product = repo::insert(
-        &mut tx,
-        &request.product_code,
-        &request.product_type,
-        &fields,
+    Ok(
+        repo::insert(tx, &request.product_code, &request.product_type, &fields)
+            .await
+            .on_constraint("products_pkey", || ApiError::Conflict {
+                detail: "a product with this code exists".into(),
+                errors: vec![FieldError::new("product_code", "already taken")],
+            })?,
+    )
+}
+
+/// A product change for a checker to approve.
+async fn propose_change(
+    tx: &mut PgConnection,
+    code: &str,
+    version: i32,
+    payload: serde_json::Value,
+) -> Result<Proposal, ApiError> {
+    four_eyes::propose(
+        tx,
+        Proposed {
+            action: Action::ProductChange,
+            object_id: code.to_owned(),
+            object_version: version,
+            amount: None,
+            customer_id: None,
+            payload,
+        },
     )
     .await
-    .on_constraint("products_pkey", || ApiError::Conflict {
-        detail: "a product with this code exists".into(),
-        errors: vec![FieldError::new("product_code", "already taken")],
-    })?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::CREATED, product))
+}
+
+/// A product created or changed, once a checker approved it.
+pub fn execute_change<'a>(
+    conn: &'a mut PgConnection,
+    _state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        if let Some(request) = four_eyes::requested::<CreateProductRequest>(proposal, "create")? {
+            four_eyes::outcome(create(conn, &request).await?)
+        } else {
+            let request: UpdateProductRequest =
+                four_eyes::requested(proposal, "update")?.unwrap_or_default();
+            let code = &proposal.object_id;
+            let current = lock_current(conn, code).await?;
+            four_eyes::check_version(proposal, current.version)?;
+            four_eyes::outcome(update(conn, current, request).await?)
+        }
+    })
 }
 
 /// Change a product (staff). Send `If-Match` with the `ETag` you read. Loans already granted keep
@@ -166,27 +233,53 @@ async fn create_product(
     request_body = UpdateProductRequest,
     responses(
         (status = 200, description = "Updated", body = Product, headers(("ETag" = String))),
+        (status = 202, description = "With PRODUCT_CHANGE in FOUR_EYES_ACTIONS (the default): \
+         checked, then proposed; it takes effect when a checker approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
         responses::Conditional
     )
 )]
 async fn update_product(
+    State(state): State<AppState>,
     mut tx: RequestTx<StaffOnly>,
     AppPath(code): AppPath<String>,
     headers: HeaderMap,
     AppJson(request): AppJson<UpdateProductRequest>,
 ) -> Result<Response, ApiError> {
     let expected = expected_version(&headers)?;
-    // Locked first, then read: a rare staff action, one round trip more for one statement less.
-    if !repo::lock(&mut tx, &code).await? {
-        return Err(ApiError::NotFound);
-    }
-    let current = repo::find(&mut tx, &code)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let current = lock_current(&mut tx, &code).await?;
     if expected.is_some_and(|v| v != current.version) {
         return Err(ApiError::PreconditionFailed);
     }
+    if four_eyes::needs_checker(&state.four_eyes, Action::ProductChange) {
+        let version = current.version;
+        let mut trial = tx.begin().await?;
+        update(&mut trial, current, request.clone()).await?;
+        trial.rollback().await?;
+        let proposal = propose_change(&mut tx, &code, version, json!({"update": request})).await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let product = update(&mut tx, current, request).await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::OK, product))
+}
+
+/// The product, locked first, then read: a rare staff action, one round trip more for one
+/// statement less.
+async fn lock_current(tx: &mut PgConnection, code: &str) -> Result<Product, ApiError> {
+    if !repo::lock(tx, code).await? {
+        return Err(ApiError::NotFound);
+    }
+    repo::find(tx, code).await?.ok_or(ApiError::NotFound)
+}
+
+async fn update(
+    tx: &mut PgConnection,
+    current: Product,
+    request: UpdateProductRequest,
+) -> Result<Product, ApiError> {
+    let code = current.product_code.clone();
     let fields = ProductFields {
         name: request.name.unwrap_or(current.name),
         min_amount: request
@@ -233,7 +326,5 @@ async fn update_product(
         active: request.active.unwrap_or(current.active),
     };
     fields.check()?;
-    let product = repo::update(&mut tx, &code, &fields).await?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::OK, product))
+    Ok(repo::update(tx, &code, &fields).await?)
 }

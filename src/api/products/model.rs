@@ -78,7 +78,7 @@ pub struct Product {
 }
 
 /// `POST /v1/products`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     pub product_code: String,
@@ -142,7 +142,7 @@ fn yes() -> bool {
 }
 
 /// `PATCH /v1/products/{code}`: absent fields stay as they are.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
     pub name: Option<String>,

@@ -4,17 +4,21 @@
 
 mod repo;
 
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::domain::money::{Amount, Money};
 use crate::platform::auth::{is_valid_subject, AdminOnly, RequestTx};
 use crate::platform::conditional::{etag, expected_version};
@@ -56,7 +60,7 @@ pub struct StaffList {
 }
 
 /// `POST /v1/staff`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStaffMemberRequest {
     pub issuer: String,
@@ -69,7 +73,7 @@ pub struct CreateStaffMemberRequest {
 
 /// `PATCH /v1/staff/{staff_id}`: the fields to change. `approval_limit: null` returns the member
 /// to their role's default.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStaffMemberRequest {
     pub display_name: Option<String>,
@@ -145,13 +149,35 @@ async fn get_staff_member(
     request_body = CreateStaffMemberRequest,
     responses(
         (status = 201, description = "Created", body = StaffMember, headers(("ETag" = String))),
+        (status = 202, description = "With STAFF_CHANGE in FOUR_EYES_ACTIONS: checked, then \
+         proposed; it takes effect when another administrator approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::Conflict, responses::Unprocessable
     )
 )]
 async fn create_staff_member(
+    State(state): State<AppState>,
     mut tx: RequestTx<AdminOnly>,
     AppJson(request): AppJson<CreateStaffMemberRequest>,
 ) -> Result<Response, ApiError> {
+    let staff_id = Uuid::now_v7();
+    if four_eyes::needs_checker(&state.four_eyes, Action::StaffChange) {
+        let mut trial = tx.begin().await?;
+        create(&mut trial, staff_id, &request).await?;
+        trial.rollback().await?;
+        let proposal = propose_change(&mut tx, staff_id, 0, json!({"create": request})).await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let member = create(&mut tx, staff_id, &request).await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::CREATED, member))
+}
+
+async fn create(
+    tx: &mut PgConnection,
+    staff_id: Uuid,
+    request: &CreateStaffMemberRequest,
+) -> Result<StaffMember, ApiError> {
     let mut errors = Vec::new();
     let issuer = request.issuer.trim();
     if issuer.is_empty() || issuer.len() > 500 || issuer.contains('|') {
@@ -170,9 +196,9 @@ async fn create_staff_member(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let member = repo::insert(
-        &mut tx,
-        Uuid::now_v7(),
+    repo::insert(
+        tx,
+        staff_id,
         issuer,
         &request.subject,
         request.display_name.as_deref(),
@@ -184,9 +210,51 @@ async fn create_staff_member(
         detail: "this login is in the directory already".into(),
         errors: vec![FieldError::new("subject", "already listed")],
     })?
-    .ok_or_else(unknown_office)?;
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::CREATED, member))
+    .ok_or_else(unknown_office)
+}
+
+/// A directory change for a checker to approve (with STAFF_CHANGE in FOUR_EYES_ACTIONS).
+async fn propose_change(
+    tx: &mut PgConnection,
+    staff_id: Uuid,
+    version: i32,
+    payload: serde_json::Value,
+) -> Result<Proposal, ApiError> {
+    four_eyes::propose(
+        tx,
+        Proposed {
+            action: Action::StaffChange,
+            object_id: staff_id.to_string(),
+            object_version: version,
+            amount: None,
+            customer_id: None,
+            payload,
+        },
+    )
+    .await
+}
+
+/// A directory entry added or changed, once a checker approved it.
+pub fn execute_change<'a>(
+    conn: &'a mut PgConnection,
+    _state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        let staff_id = proposal.object_uuid()?;
+        let created = four_eyes::requested::<CreateStaffMemberRequest>(proposal, "create")?;
+        if let Some(request) = created {
+            four_eyes::outcome(create(conn, staff_id, &request).await?)
+        } else {
+            let request: UpdateStaffMemberRequest =
+                four_eyes::requested(proposal, "update")?.unwrap_or_default();
+            let current = repo::find(conn, staff_id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            four_eyes::check_version(proposal, current.version)?;
+            four_eyes::outcome(update(conn, current, request).await?)
+        }
+    })
 }
 
 /// Move a staff member to another office, change their limit or deactivate them
@@ -203,34 +271,58 @@ async fn create_staff_member(
     request_body = UpdateStaffMemberRequest,
     responses(
         (status = 200, description = "Updated", body = StaffMember, headers(("ETag" = String))),
+        (status = 202, description = "With STAFF_CHANGE in FOUR_EYES_ACTIONS: checked, then \
+         proposed; it takes effect when another administrator approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
         responses::Conditional
     )
 )]
 async fn update_staff_member(
+    State(state): State<AppState>,
     mut tx: RequestTx<AdminOnly>,
     AppPath(staff_id): AppPath<Uuid>,
     headers: HeaderMap,
     AppJson(request): AppJson<UpdateStaffMemberRequest>,
 ) -> Result<Response, ApiError> {
     let expected = expected_version(&headers)?;
-    let mut errors = Vec::new();
-    check_display_name(request.display_name.as_deref(), &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
     let current = repo::find(&mut tx, staff_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if expected.is_some_and(|v| v != current.version) {
         return Err(ApiError::PreconditionFailed);
     }
+    if four_eyes::needs_checker(&state.four_eyes, Action::StaffChange) {
+        let version = current.version;
+        let mut trial = tx.begin().await?;
+        update(&mut trial, current, request.clone()).await?;
+        trial.rollback().await?;
+        let proposal =
+            propose_change(&mut tx, staff_id, version, json!({"update": request})).await?;
+        tx.commit().await?;
+        return Ok(four_eyes::accepted(&proposal));
+    }
+    let member = update(&mut tx, current, request).await?;
+    tx.commit().await?;
+    Ok(with_etag(StatusCode::OK, member))
+}
+
+async fn update(
+    tx: &mut PgConnection,
+    current: StaffMember,
+    request: UpdateStaffMemberRequest,
+) -> Result<StaffMember, ApiError> {
+    let mut errors = Vec::new();
+    check_display_name(request.display_name.as_deref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
     let limit: Option<Decimal> = match request.approval_limit {
         Some(limit) => limit.map(Money::amount),
         None => current.approval_limit.map(|a| a.0),
     };
+    let staff_id = current.staff_id;
     let member = repo::update(
-        &mut tx,
+        tx,
         staff_id,
         current.version,
         request
@@ -244,11 +336,10 @@ async fn update_staff_member(
     .await?;
     let Some(member) = member else {
         // The office is unknown, or the entry changed since it was read.
-        return match repo::find(&mut tx, staff_id).await? {
+        return match repo::find(tx, staff_id).await? {
             Some(now) if now.version != current.version => Err(ApiError::PreconditionFailed),
             _ => Err(unknown_office()),
         };
     };
-    tx.commit().await?;
-    Ok(with_etag(StatusCode::OK, member))
+    Ok(member)
 }

@@ -544,6 +544,11 @@ pub async fn reverse(
 /// write-off expense, and the loan becomes WRITTEN_OFF. Returns the amount written off.
 /// Pays the customer of an OVERPAID loan (locked by the caller) what it owes them: a REFUND entry
 /// clears LOAN_OVERPAYMENT and the loan is CLOSED. Returns the amount refunded.
+/// What an overpaid loan owes its customer (the credit on `LOAN_OVERPAYMENT`).
+pub async fn credit_owed(conn: &mut PgConnection, loan_id: Uuid) -> Result<Decimal, ApiError> {
+    Ok(-repo::account_balance(conn, loan_id, Account::LoanOverpayment).await?)
+}
+
 pub async fn refund(conn: &mut PgConnection, loan: &LockedLoan) -> Result<Decimal, ApiError> {
     if loan.status != LoanStatus::Overpaid {
         return Err(ApiError::conflict(format!(

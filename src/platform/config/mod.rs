@@ -9,8 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sqlx::postgres::PgConnectOptions;
 
+mod four_eyes;
 mod oidc;
 
+pub use four_eyes::{FourEyesConfig, CHECKABLE_ACTIONS};
 pub use oidc::{check_transport, KeySource, OidcConfig};
 
 /// The login role of the service's pool (created by the first migration); every URL's user is
@@ -525,6 +527,8 @@ pub struct HttpConfig {
     pub backdating_limit_days: u32,
     pub rate_limits: RateLimitConfig,
     pub log_format: LogFormat,
+    /// Which decisions need a second person, and the staff's approval limit.
+    pub four_eyes: FourEyesConfig,
 }
 
 impl Default for HttpConfig {
@@ -557,6 +561,7 @@ impl Default for HttpConfig {
             backdating_limit_days: 3650,
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
+            four_eyes: FourEyesConfig::default(),
         }
     }
 }
@@ -655,6 +660,7 @@ impl HttpConfig {
             )?,
             rate_limits: RateLimitConfig::from_source(src)?,
             log_format,
+            four_eyes: FourEyesConfig::from_source(src)?,
         })
     }
 }

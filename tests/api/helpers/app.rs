@@ -16,7 +16,7 @@ use uuid::Uuid;
 use lakehouse_api::app::{self, HttpLimits};
 use lakehouse_api::platform::auth::{Authenticator, Claims, JwtKeys};
 use lakehouse_api::platform::config::{
-    HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret, TokenConfig,
+    FourEyesConfig, HttpConfig, PiiKeys, Rate, RateLimitConfig, Secret, TokenConfig,
 };
 use lakehouse_api::platform::db;
 use lakehouse_api::platform::pii::PiiCipher;
@@ -27,7 +27,7 @@ use lakehouse_devtools::TempCluster;
 use super::*;
 
 /// Knobs a test may turn.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     pub pool_size: u32,
     pub body_limit_bytes: usize,
@@ -45,6 +45,9 @@ pub struct Options {
     pub max_streams_per_customer: usize,
     pub max_staff_streams: usize,
     pub max_streams_per_principal: usize,
+    /// Which decisions need a checker: none in most tests, which act as one person;
+    /// `tests/api/four_eyes.rs` turns them on.
+    pub four_eyes: FourEyesConfig,
 }
 
 impl Default for Options {
@@ -68,6 +71,10 @@ impl Default for Options {
             max_streams_per_customer: http.max_streams_per_customer,
             max_staff_streams: http.max_staff_streams,
             max_streams_per_principal: http.max_streams_per_principal,
+            four_eyes: FourEyesConfig {
+                actions: Vec::new(),
+                ..FourEyesConfig::default()
+            },
         }
     }
 }
@@ -88,6 +95,7 @@ impl Options {
             max_streams_per_customer: self.max_streams_per_customer,
             max_staff_streams: self.max_staff_streams,
             max_streams_per_principal: self.max_streams_per_principal,
+            four_eyes: self.four_eyes.clone(),
             ..HttpConfig::default()
         }
     }
@@ -267,7 +275,11 @@ impl TestApp {
 
     /// The state and router again, with `auth` and this app's cipher.
     fn rebuilt(mut self, auth: Authenticator) -> Self {
-        let http = Options::default().http();
+        let http = Options {
+            four_eyes: (*self.state.four_eyes).clone(),
+            ..Options::default()
+        }
+        .http();
         let state = AppState::new(
             self.pool.clone(),
             auth,

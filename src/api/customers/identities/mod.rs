@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::four_eyes::{self, Action, Effect, Proposal, Proposed};
 use crate::platform::auth::{is_valid_subject, Authenticator, RequestTx, StaffOnly};
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{responses, ApiError, FieldError};
@@ -71,6 +72,9 @@ pub struct ProposedIdentityLink {
     /// header of a request made with the new login, within ten minutes. Never shown again.
     #[schema(example = "4820193756")]
     pub code: String,
+    /// With IDENTITY_LINK in FOUR_EYES_ACTIONS (the default): the proposal another staff member
+    /// may approve instead of the customer proving the login with the code.
+    pub proposal: Option<Proposal>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,11 +125,12 @@ async fn list_identities(
     )
 )]
 async fn link_identity(
-    State(auth): State<Arc<Authenticator>>,
+    State(state): State<AppState>,
     mut tx: RequestTx<StaffOnly>,
     AppPath(customer_id): AppPath<Uuid>,
     AppJson(request): AppJson<LinkIdentityRequest>,
 ) -> Result<(StatusCode, Json<ProposedIdentityLink>), ApiError> {
+    let auth = &state.auth;
     let mut errors = Vec::new();
     if auth.provider_issuer() != Some(request.issuer.as_str()) {
         errors.push(FieldError::new(
@@ -162,12 +167,49 @@ async fn link_identity(
         }
     })?
     .ok_or(ApiError::NotFound)?;
+    let proposal = if four_eyes::needs_checker(&state.four_eyes, Action::IdentityLink) {
+        let proposed = Proposed {
+            action: Action::IdentityLink,
+            object_id: link.link_id.to_string(),
+            object_version: 0,
+            amount: None,
+            customer_id: Some(link.customer_id),
+            payload: serde_json::json!({"issuer": link.issuer, "subject": link.subject}),
+        };
+        Some(four_eyes::propose(&mut tx, proposed).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
     auth.forget_link(&link.issuer, &link.subject);
     Ok((
         StatusCode::CREATED,
-        Json(ProposedIdentityLink { link, code }),
+        Json(ProposedIdentityLink {
+            link,
+            code,
+            proposal,
+        }),
     ))
+}
+
+/// A pending link made active, once a checker approved it: the database allows it only
+/// through a proposal this checker approved, whose maker was someone else.
+pub fn execute_link<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    state: &'a AppState,
+    proposal: &'a Proposal,
+) -> Effect<'a> {
+    Box::pin(async move {
+        let link = repo::activate_checked(conn, proposal.proposal_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::conflict("the link is no longer pending: it was proved or removed")
+            })?;
+        // A refusal this instance remembers ends now; other instances' within the link cache's
+        // time.
+        state.auth.forget_link(&link.issuer, &link.subject);
+        four_eyes::outcome(link)
+    })
 }
 
 /// Ten random digits.

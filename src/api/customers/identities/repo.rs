@@ -81,3 +81,28 @@ pub async fn delete(
     .fetch_optional(conn)
     .await
 }
+
+/// Activates the pending link of an identity-link proposal the caller approved (migration 0043);
+/// `None` if the link is no longer pending.
+pub async fn activate_checked(
+    conn: &mut PgConnection,
+    proposal_id: Uuid,
+) -> Result<Option<IdentityLink>, sqlx::Error> {
+    let Some(link_id) = sqlx::query_scalar!("SELECT core.activate_checked_link($1)", proposal_id)
+        .fetch_one(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    sqlx::query_as!(
+        IdentityLink,
+        r#"
+        SELECT link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
+               activated_at, code_expires_at
+        FROM core.identity_links WHERE link_id = $1
+        "#,
+        link_id
+    )
+    .fetch_optional(conn)
+    .await
+}
