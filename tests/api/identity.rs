@@ -774,6 +774,8 @@ async fn a_link_a_second_person_approves_is_active_without_the_customer_s_proof(
     assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.text());
     let proposed = proposed.json();
     assert_eq!(proposed["status"], "PENDING");
+    // No code: one the proposing teller held would let them activate the link alone.
+    assert_eq!(proposed["code"], Value::Null);
     let proposal = &proposed["proposal"];
     assert_eq!(proposal["action"], "IDENTITY_LINK");
     assert_eq!(proposal["object_id"], proposed["link_id"]);

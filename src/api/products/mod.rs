@@ -236,7 +236,7 @@ pub fn execute_change<'a>(
         (status = 202, description = "With PRODUCT_CHANGE in FOUR_EYES_ACTIONS (the default): \
          checked, then proposed; it takes effect when a checker approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
-        responses::Conditional
+        responses::Conflict, responses::Conditional
     )
 )]
 async fn update_product(

@@ -97,7 +97,8 @@ async fn get_proposal(
     operation_id = "approve_proposal",
     params(("id" = Uuid, Path, description = "Proposal id")),
     responses((status = 200, description = "Approved and in effect", body = Proposal),
-              responses::Common, responses::NotFound, responses::Conflict)
+              responses::Common, responses::NotFound, responses::Conflict,
+              responses::Unprocessable)
 )]
 async fn approve_proposal(
     State(state): State<AppState>,

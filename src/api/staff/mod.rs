@@ -274,7 +274,7 @@ pub fn execute_change<'a>(
         (status = 202, description = "With STAFF_CHANGE in FOUR_EYES_ACTIONS: checked, then \
          proposed; it takes effect when another administrator approves it", body = Proposal),
         responses::Common, responses::JsonBody, responses::NotFound, responses::Unprocessable,
-        responses::Conditional
+        responses::Conflict, responses::Conditional
     )
 )]
 async fn update_staff_member(

@@ -70,8 +70,10 @@ pub struct ProposedIdentityLink {
     pub link: IdentityLink,
     /// Give it to the customer in person: their app sends it once, in the `Identity-Link-Code`
     /// header of a request made with the new login, within ten minutes. Never shown again.
+    /// Null when identity links need a checker (IDENTITY_LINK in FOUR_EYES_ACTIONS): a code
+    /// the proposing teller holds would let them activate a link alone.
     #[schema(example = "4820193756")]
-    pub code: String,
+    pub code: Option<String>,
     /// With IDENTITY_LINK in FOUR_EYES_ACTIONS (the default): the proposal another staff member
     /// may approve instead of the customer proving the login with the code.
     pub proposal: Option<Proposal>,
@@ -107,9 +109,10 @@ async fn list_identities(
 
 /// Propose linking a customer to the subject they sign in as at the identity provider (staff).
 /// The link is PENDING: that subject's tokens act for the customer only once the login proves
-/// it is theirs, by sending the code returned here (ten minutes, single use) in the
-/// `Identity-Link-Code` header, or by a verified `email` or `phone_number` claim that matches the
-/// customer's record. Proposal, activation and unlink are on the audit record; activation and
+/// it is theirs, by a verified `email` or `phone_number` claim that matches the customer's
+/// record, or once it is confirmed: with IDENTITY_LINK in FOUR_EYES_ACTIONS (the default) by
+/// another staff member approving the `proposal` returned here; without it, by the login sending
+/// the `code` returned here (ten minutes, single use) in the `Identity-Link-Code` header. Proposal, activation and unlink are on the audit record; activation and
 /// unlink are events addressed to the customer's contact.
 #[utoipa::path(
     post,
@@ -150,14 +153,15 @@ async fn link_identity(
             errors,
         });
     }
-    let code = link_code();
-    let code_hash = Sha256::digest(code.as_bytes());
+    let checked = four_eyes::needs_checker(&state.four_eyes, Action::IdentityLink);
+    let code = (!checked).then(link_code);
+    let code_hash = code.as_ref().map(|c| Sha256::digest(c.as_bytes()).to_vec());
     let link = repo::insert(
         &mut tx,
         customer_id,
         &request.issuer,
         &request.subject,
-        &code_hash,
+        code_hash.as_deref(),
     )
     .await
     .on_constraint("identity_links_one_customer_per_subject", || {
@@ -167,7 +171,7 @@ async fn link_identity(
         }
     })?
     .ok_or(ApiError::NotFound)?;
-    let proposal = if four_eyes::needs_checker(&state.four_eyes, Action::IdentityLink) {
+    let proposal = if checked {
         let proposed = Proposed {
             action: Action::IdentityLink,
             object_id: link.link_id.to_string(),

@@ -39,7 +39,7 @@ pub async fn insert(
     customer_id: Uuid,
     issuer: &str,
     subject: &str,
-    code_hash: &[u8],
+    code_hash: Option<&[u8]>,
 ) -> Result<Option<IdentityLink>, sqlx::Error> {
     // From the customer's row as the caller sees it: a customer outside their offices is not
     // there (404), rather than a row the policy refuses to write (403).
@@ -48,7 +48,8 @@ pub async fn insert(
         r#"
         INSERT INTO core.identity_links (link_id, issuer, subject, customer_id, code_hash,
                                          code_expires_at)
-        SELECT $1, $2, $3, customer_id, $5, now() + interval '10 minutes'
+        SELECT $1, $2, $3, customer_id, $5::bytea,
+               CASE WHEN $5::bytea IS NOT NULL THEN now() + interval '10 minutes' END
         FROM core.customers WHERE customer_id = $4
         RETURNING link_id, issuer, subject, customer_id, status, proof, created_at, created_by,
                   activated_at, code_expires_at
