@@ -15,6 +15,7 @@ pub mod offices;
 pub mod payments;
 pub mod products;
 pub mod proposals;
+pub mod reports;
 pub mod staff;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -36,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(imports::router())
         .merge(metadata::router())
         .merge(proposals::router(executors()))
+        .merge(reports::router())
         .merge(offices::router())
         .merge(staff::router())
         .merge(admin::router())

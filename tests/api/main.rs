@@ -33,6 +33,7 @@ mod pgbouncer;
 mod pii_keys;
 mod profile;
 mod replicas;
+mod reports;
 mod rls;
 mod schedules;
 mod schema;

@@ -41,6 +41,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
         ran,
         [
             "customer_metrics",
+            "loan_analytics",
             "loan_servicing",
             "partition_upkeep",
             "retention",
@@ -54,7 +55,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
     .fetch_all(&app.owner)
     .await
     .unwrap();
-    assert_eq!(recorded.len(), 5);
+    assert_eq!(recorded.len(), 6);
     assert!(
         recorded
             .iter()

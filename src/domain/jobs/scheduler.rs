@@ -9,6 +9,7 @@
 //! | `loan_servicing` | business day | catches up to today (interest due, late fees, default) |
 //! | `customer_metrics` | 24 h | today's figures per customer |
 //! | `risk_indicators` | 12 h | indicators expire after 24 h, so the list is never empty |
+//! | `loan_analytics` | 24 h | each loan's position on the business day, after its servicing |
 //! | `partition_upkeep` | 24 h | partitions around today |
 //! | `retention` | 1 h | deletes what is past its retention, in batches |
 
@@ -17,7 +18,10 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use sqlx::PgPool;
 
-use super::{customer_metrics, partitions, retention, risk_indicators, servicing, JobRun, Session};
+use super::{
+    customer_metrics, loan_analytics, partitions, retention, risk_indicators, servicing, JobRun,
+    Session,
+};
 use crate::platform::config::RetentionConfig;
 use crate::platform::error::ApiError;
 
@@ -25,7 +29,7 @@ use crate::platform::error::ApiError;
 pub const SERVICING_LOCK: i64 = 0x6c61_6b65_7376_6301;
 
 /// The periodic jobs besides servicing: (job name, lock key, period).
-const PERIODIC: [(&str, i64, Duration); 4] = [
+const PERIODIC: [(&str, i64, Duration); 5] = [
     (
         customer_metrics::SPEC.name,
         0x6c61_6b65_6d65_7401,
@@ -35,6 +39,11 @@ const PERIODIC: [(&str, i64, Duration); 4] = [
         risk_indicators::SPEC.name,
         0x6c61_6b65_7269_7301,
         Duration::from_secs(12 * 3600),
+    ),
+    (
+        loan_analytics::SPEC.name,
+        0x6c61_6b65_6c61_6e01,
+        Duration::from_secs(24 * 3600),
     ),
     (
         partitions::SPEC.name,
@@ -145,6 +154,7 @@ async fn run_if_due(
             }
             n if n == risk_indicators::SPEC.name => risk_indicators::refresh(session).await?,
             n if n == partitions::SPEC.name => partitions::run(session).await?,
+            n if n == loan_analytics::SPEC.name => loan_analytics::snapshot(session, today).await?,
             _ => retention::run(session, retention, retention::BATCH).await?,
         };
         Ok(Some(run))

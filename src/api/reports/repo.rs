@@ -1,0 +1,112 @@
+//! SQL for the portfolio reports: one statement each, over today's live positions
+//! (`analytics.loan_positions`) or a past date's snapshot (`analytics.loan_analytics`), whichever
+//! `live` says; the other branch of the UNION is switched off by a one-time filter.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+#[derive(Debug, Default)]
+pub struct ParRow {
+    pub product_code: Option<String>,
+    pub loans: i64,
+    pub outstanding: Decimal,
+    pub par1: Decimal,
+    pub par30: Decimal,
+    pub par60: Decimal,
+    pub par90: Decimal,
+}
+
+pub struct AgingRow {
+    pub bucket: Option<String>,
+    pub loans: i64,
+    pub principal: Decimal,
+    pub interest: Decimal,
+    pub penalties: Decimal,
+}
+
+pub struct Dates {
+    pub today: NaiveDate,
+    pub first_snapshot: Option<NaiveDate>,
+    pub taken: bool,
+}
+
+pub async fn dates(conn: &mut PgConnection, date: Option<NaiveDate>) -> Result<Dates, sqlx::Error> {
+    sqlx::query_as!(
+        Dates,
+        r#"
+        SELECT core.business_date(now()) AS "today!", s.first_date AS first_snapshot,
+               s.taken AS "taken!"
+        FROM analytics.snapshot_taken(coalesce($1, core.business_date(now()))) s
+        "#,
+        date
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// PAR by product, and the total (the row whose product is NULL).
+pub async fn par(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+    live: bool,
+) -> Result<Vec<ParRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ParRow,
+        r#"
+        WITH positions AS (
+            SELECT product_code, principal_outstanding AS principal, days_past_due AS dpd
+            FROM analytics.loan_positions($1) WHERE $2
+            UNION ALL
+            SELECT product_code, principal_outstanding, days_past_due
+            FROM analytics.loan_analytics WHERE snapshot_date = $1 AND NOT $2
+        )
+        SELECT product_code AS "product_code?", count(*) AS "loans!",
+               coalesce(sum(principal), 0) AS "outstanding!",
+               coalesce(sum(principal) FILTER (WHERE dpd > 0), 0) AS "par1!",
+               coalesce(sum(principal) FILTER (WHERE dpd > 30), 0) AS "par30!",
+               coalesce(sum(principal) FILTER (WHERE dpd > 60), 0) AS "par60!",
+               coalesce(sum(principal) FILTER (WHERE dpd > 90), 0) AS "par90!"
+        FROM positions
+        GROUP BY ROLLUP (product_code)
+        ORDER BY product_code NULLS LAST
+        "#,
+        date,
+        live,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Loans and balances by days-past-due bucket (buckets with no loan are absent).
+pub async fn aging(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+    live: bool,
+) -> Result<Vec<AgingRow>, sqlx::Error> {
+    sqlx::query_as!(
+        AgingRow,
+        r#"
+        WITH positions AS (
+            SELECT principal_outstanding AS principal, interest_outstanding AS interest,
+                   penalties_outstanding AS penalties, days_past_due AS dpd
+            FROM analytics.loan_positions($1) WHERE $2
+            UNION ALL
+            SELECT principal_outstanding, interest_outstanding, penalties_outstanding,
+                   days_past_due
+            FROM analytics.loan_analytics WHERE snapshot_date = $1 AND NOT $2
+        )
+        SELECT CASE WHEN dpd = 0 THEN '0' WHEN dpd <= 30 THEN '1-30' WHEN dpd <= 60 THEN '31-60'
+                    WHEN dpd <= 90 THEN '61-90' WHEN dpd <= 180 THEN '91-180' ELSE '180+' END
+                   AS bucket,
+               count(*) AS "loans!", coalesce(sum(principal), 0) AS "principal!",
+               coalesce(sum(interest), 0) AS "interest!", coalesce(sum(penalties), 0) AS "penalties!"
+        FROM positions
+        GROUP BY 1
+        "#,
+        date,
+        live,
+    )
+    .fetch_all(conn)
+    .await
+}

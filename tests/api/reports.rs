@@ -1,0 +1,342 @@
+//! Portfolio at risk and aging (issue 29, point 1), against an independent recomputation from the
+//! journal and the installments.
+
+use axum::http::{Method, StatusCode};
+use chrono::{Days, NaiveDate};
+use lakehouse_api::domain::jobs::{loan_analytics, Session};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::helpers::{customer_body, TestApp};
+
+async fn today(app: &TestApp) -> NaiveDate {
+    sqlx::query_scalar("SELECT core.business_date(now())")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap()
+}
+
+/// (product, loans, outstanding, PAR1, PAR30, PAR60, PAR90 amounts); product NULL is the total.
+type ParFigures = (
+    Option<String>,
+    i64,
+    Decimal,
+    Decimal,
+    Decimal,
+    Decimal,
+    Decimal,
+);
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{v} is not a decimal string"))
+        .parse()
+        .unwrap()
+}
+
+/// Moves loan `loan`'s schedule so that its first installment fell due `age` days ago, as if the
+/// loan had been paid out earlier, and its next due date with it.
+async fn age(app: &TestApp, loan: &str, age: u64) {
+    let today = today(app).await;
+    sqlx::query(
+        "WITH first AS (SELECT min(due_date) AS d FROM core.loan_installments WHERE loan_id = $1::uuid) \
+         UPDATE core.loan_installments i SET due_date = i.due_date - (first.d - $2::date) \
+         FROM first WHERE i.loan_id = $1::uuid",
+    )
+    .bind(loan)
+    .bind(today - Days::new(age))
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE core.loans l SET next_due_date = (SELECT min(i.due_date) FROM core.loan_installments i \
+             WHERE i.loan_id = l.loan_id \
+               AND i.principal_due + i.interest_due > i.principal_paid + i.interest_paid) \
+         WHERE l.loan_id = $1::uuid",
+    )
+    .bind(loan)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+}
+
+/// The same figures, from the raw journal (balances) and installments (days past due), by
+/// product and in total (product NULL): (product, loans, outstanding, par1, par30, par60, par90).
+async fn recomputed_par(app: &TestApp) -> Vec<ParFigures> {
+    sqlx::query_as(
+        "WITH book AS ( \
+             SELECT l.loan_id, l.product_code, \
+                    (SELECT coalesce(sum(j.amount), 0) FROM core.journal_lines j \
+                     WHERE j.loan_id = l.loan_id AND j.account = 'LOAN_PRINCIPAL') AS principal, \
+                    coalesce(core.business_date(now()) - ( \
+                        SELECT min(i.due_date) FROM core.loan_installments i \
+                        WHERE i.loan_id = l.loan_id AND i.due_date <= core.business_date(now()) \
+                          AND i.principal_due + i.interest_due > i.principal_paid + i.interest_paid), 0) \
+                        AS dpd \
+             FROM core.loans l WHERE l.status IN ('DISBURSED', 'DEFAULTED')) \
+         SELECT product_code, count(*), sum(principal), \
+                coalesce(sum(principal) FILTER (WHERE dpd >= 1), 0), \
+                coalesce(sum(principal) FILTER (WHERE dpd >= 31), 0), \
+                coalesce(sum(principal) FILTER (WHERE dpd >= 61), 0), \
+                coalesce(sum(principal) FILTER (WHERE dpd >= 91), 0) \
+         FROM book GROUP BY ROLLUP (product_code) ORDER BY product_code NULLS LAST",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap()
+}
+
+fn par_line(line: &Value) -> ParFigures {
+    (
+        line["product_code"].as_str().map(str::to_owned),
+        line["loans"].as_i64().unwrap(),
+        dec(&line["outstanding"]),
+        dec(&line["par1"]["amount"]),
+        dec(&line["par30"]["amount"]),
+        dec(&line["par60"]["amount"]),
+        dec(&line["par90"]["amount"]),
+    )
+}
+
+fn report_lines(report: &Value) -> Vec<ParFigures> {
+    let mut lines: Vec<_> = report["by_product"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(par_line)
+        .collect();
+    lines.push(par_line(&report["total"]));
+    lines
+}
+
+/// Loans of two products, some paid, aged 0 to 200 days past due.
+async fn book(app: &TestApp) -> Vec<String> {
+    app.ensure_products().await;
+    let mut loans = Vec::new();
+    let cases = [
+        ("PERSONAL_STD", "6000000.00", 6, None),
+        ("PERSONAL_STD", "8000000.00", 12, Some(20)),
+        ("PERSONAL_STD", "5000000.00", 6, Some(45)),
+        ("PERSONAL_STD", "9000000.00", 12, Some(75)),
+        ("BUSINESS_STD", "30000000.00", 24, Some(100)),
+        ("BUSINESS_STD", "25000000.00", 12, Some(200)),
+        ("BUSINESS_STD", "40000000.00", 24, None),
+        ("PERSONAL_STD", "7000000.00", 6, Some(31)),
+    ];
+    for (i, (product, amount, term, aged)) in cases.into_iter().enumerate() {
+        let customer = app
+            .approved_customer(&format!("RPT-{i:02}"), &format!("61061061{i}"))
+            .await;
+        let loan = app.disbursed_loan(customer, product, amount, term).await;
+        let id = loan["loan_id"].as_str().unwrap().to_owned();
+        if i == 1 {
+            let paid = app
+                .pay(
+                    &app.staff(),
+                    "rpt-pay",
+                    &json!({"loan_id": id, "payment_type": "REPAYMENT", "amount": "500000.00"}),
+                )
+                .await;
+            assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+        }
+        if let Some(days) = aged {
+            age(app, &id, days).await;
+        }
+        loans.push(id);
+    }
+    loans
+}
+
+#[tokio::test]
+async fn par_and_aging_equal_a_recomputation_from_the_journal_and_installments() {
+    let app = TestApp::spawn().await;
+    book(&app).await;
+    let analyst = app.token("analyst", None);
+    let report = app.get("/v1/reports/portfolio-at-risk", &analyst).await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text());
+    let report = report.json();
+    assert_eq!(report["source"], "LIVE");
+    assert_eq!(report_lines(&report), recomputed_par(&app).await);
+    // The figures are not all zero: the book has loans in every band.
+    let total = &report["total"];
+    assert_eq!(total["loans"], 8);
+    assert!(dec(&total["par90"]["amount"]) > Decimal::ZERO, "{total}");
+    assert!(dec(&total["par60"]["amount"]) > dec(&total["par90"]["amount"]));
+    assert!(dec(&total["par1"]["amount"]) < dec(&total["outstanding"]));
+    assert_eq!(
+        dec(&total["par30"]["ratio"]),
+        (dec(&total["par30"]["amount"]) / dec(&total["outstanding"])).round_dp(4)
+    );
+
+    // Aging: loans and balances by bucket, against the journal.
+    let aging = app.get("/v1/reports/aging", &analyst).await.json();
+    let expected: Vec<(String, i64, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "WITH book AS ( \
+             SELECT (SELECT coalesce(sum(j.amount), 0) FROM core.journal_lines j \
+                     WHERE j.loan_id = l.loan_id AND j.account = 'LOAN_PRINCIPAL') AS principal, \
+                    (SELECT coalesce(sum(j.amount), 0) FROM core.journal_lines j \
+                     WHERE j.loan_id = l.loan_id AND j.account = 'LOAN_INTEREST') AS interest, \
+                    (SELECT coalesce(sum(j.amount), 0) FROM core.journal_lines j \
+                     WHERE j.loan_id = l.loan_id AND j.account = 'LOAN_PENALTIES') AS penalties, \
+                    coalesce(core.business_date(now()) - ( \
+                        SELECT min(i.due_date) FROM core.loan_installments i \
+                        WHERE i.loan_id = l.loan_id AND i.due_date <= core.business_date(now()) \
+                          AND i.principal_due + i.interest_due > i.principal_paid + i.interest_paid), 0) \
+                        AS dpd \
+             FROM core.loans l WHERE l.status IN ('DISBURSED', 'DEFAULTED')), \
+         bands(name, lo, hi, n) AS (VALUES ('0', 0, 0, 1), ('1-30', 1, 30, 2), ('31-60', 31, 60, 3), \
+             ('61-90', 61, 90, 4), ('91-180', 91, 180, 5), ('180+', 181, 100000, 6)) \
+         SELECT b.name, count(k.dpd), coalesce(sum(k.principal), 0), coalesce(sum(k.interest), 0), \
+                coalesce(sum(k.penalties), 0) \
+         FROM bands b LEFT JOIN book k ON k.dpd BETWEEN b.lo AND b.hi GROUP BY b.name, b.n ORDER BY b.n",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let got: Vec<(String, i64, Decimal, Decimal, Decimal)> = aging["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["bucket"].as_str().unwrap().to_owned(),
+                b["loans"].as_i64().unwrap(),
+                dec(&b["principal"]),
+                dec(&b["interest"]),
+                dec(&b["penalties"]),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(got.iter().filter(|b| b.1 > 0).count() >= 5, "{got:?}");
+}
+
+#[tokio::test]
+async fn a_past_date_reads_its_snapshot_and_a_date_without_one_is_refused() {
+    let app = TestApp::spawn().await;
+    let loans = book(&app).await;
+    let analyst = app.token("analyst", None);
+    let today = today(&app).await;
+    let yesterday = today - Days::new(1);
+    let path = |date: NaiveDate| format!("/v1/reports/portfolio-at-risk?date={date}");
+    // No snapshot yet: any past date is before the first one.
+    let refused = app.get(&path(yesterday), &analyst).await;
+    assert_eq!(
+        refused.problem(StatusCode::UNPROCESSABLE_ENTITY)["errors"][0]["field"],
+        "date"
+    );
+    app.get(&path(today + Days::new(1)), &analyst)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The daily job's snapshot, dated yesterday (as yesterday's run would have left it).
+    let run = loan_analytics::snapshot(&Session::Owner(app.owner.clone()), today)
+        .await
+        .unwrap();
+    assert_eq!(run.records_written, Some(8));
+    sqlx::query("UPDATE analytics.loan_analytics SET snapshot_date = $1")
+        .bind(yesterday)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let live = app.get(&path(today), &analyst).await.json();
+    // Today moves on: one loan is paid off entirely after the snapshot.
+    let quote = app
+        .get(&format!("/v1/loans/{}/payoff", loans[0]), &app.staff())
+        .await
+        .json();
+    let paid = app
+        .pay(
+            &app.staff(),
+            "rpt-payoff",
+            &json!({"loan_id": loans[0], "payment_type": "REPAYMENT", "amount": quote["total"]}),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text());
+    let past = app.get(&path(yesterday), &analyst).await.json();
+    assert_eq!(past["source"], "SNAPSHOT");
+    assert_eq!(
+        report_lines(&past),
+        report_lines(&live),
+        "yesterday as it was"
+    );
+    let now = app.get(&path(today), &analyst).await.json();
+    assert_eq!(now["total"]["loans"], 7);
+    // A day between the first snapshot and today that has none: refused, not guessed.
+    sqlx::query("UPDATE analytics.loan_analytics SET snapshot_date = snapshot_date - 2")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    app.get(&path(yesterday), &analyst)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    let aging = app
+        .get(
+            &format!("/v1/reports/aging?date={}", yesterday - Days::new(2)),
+            &analyst,
+        )
+        .await;
+    assert_eq!(aging.status, StatusCode::OK, "{}", aging.text());
+    assert_eq!(aging.json()["source"], "SNAPSHOT");
+}
+
+#[tokio::test]
+async fn a_teller_s_reports_hold_their_branch_s_loans_only() {
+    let app = TestApp::spawn().await;
+    book(&app).await;
+    let admin = app.token("admin", None);
+    let office = json!({"code": "HN01", "name": "Ha Noi", "kind": "BRANCH", "parent": "HO"});
+    assert_eq!(
+        app.json(Method::POST, "/v1/offices", &admin, &office)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let teller = app.token_at("teller-rpt", "staff", None, Some("HN01"));
+    let mut body = customer_body("RPT-HN", "610610699");
+    body["branch"] = json!("HN01");
+    let customer = app
+        .json(Method::POST, "/v1/customers", &teller, &body)
+        .await
+        .json();
+    let id = customer["customer_id"].as_str().unwrap();
+    let kyc = app
+        .json(
+            Method::POST,
+            &format!("/v1/customers/{id}/kyc"),
+            &teller,
+            &json!({"decision": "APPROVE"}),
+        )
+        .await;
+    assert_eq!(kyc.status, StatusCode::OK);
+    let applied = app
+        .apply(
+            &teller,
+            json!({"customer_id": id, "product_code": "PERSONAL_STD", "amount": "6000000.00", "term_months": 6}),
+        )
+        .await
+        .json();
+    for verb in ["approve", "disburse"] {
+        assert_eq!(
+            app.act(&teller, &applied, verb).await.status,
+            StatusCode::OK
+        );
+    }
+    let mine = app
+        .get("/v1/reports/portfolio-at-risk", &teller)
+        .await
+        .json();
+    assert_eq!(mine["total"]["loans"], 1);
+    assert_eq!(mine["total"]["outstanding"], "6000000.00");
+    let all = app.get("/v1/reports/aging", &app.staff()).await.json();
+    let loans: i64 = all["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["loans"].as_i64().unwrap())
+        .sum();
+    assert_eq!(loans, 9, "the head office sees every branch");
+    app.get("/v1/reports/aging", &app.customer(id.parse().unwrap()))
+        .await
+        .problem(StatusCode::FORBIDDEN);
+}
