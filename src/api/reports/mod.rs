@@ -2,7 +2,8 @@
 //! for staff (their branches), analysts and administrators. Today reads every loan's position
 //! live; a past date reads its daily snapshot (`analytics.loan_analytics`).
 
-mod repo;
+mod registers;
+pub mod repo;
 
 use axum::Json;
 use chrono::NaiveDate;
@@ -22,6 +23,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(portfolio_at_risk))
         .routes(routes!(aging))
+        .routes(routes!(registers::disbursements))
+        .routes(routes!(registers::repayments))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

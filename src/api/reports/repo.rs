@@ -110,3 +110,69 @@ pub async fn aging(
     .fetch_all(conn)
     .await
 }
+
+#[derive(sqlx::FromRow)]
+pub struct RegisterTotals {
+    pub count: i64,
+    pub total: Decimal,
+}
+
+/// The completed payments of a kind ($1) on the business dates $2..=$3: a range of the payments'
+/// date index over the months they span. Constants, so that `tests/api/reports.rs` checks their
+/// plans as the searches' are.
+pub const REGISTER_TOTALS: &str = r#"
+    WITH tz AS (SELECT timezone FROM core.business_settings)
+    SELECT count(*) AS count, coalesce(sum(p.amount), 0) AS total
+    FROM core.payments p
+    WHERE p.payment_date >= ($2::date::timestamp AT TIME ZONE (SELECT timezone FROM tz))
+      AND p.payment_date < (($3::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM tz))
+      AND p.payment_type = $1 AND p.status = 'COMPLETED'
+"#;
+
+/// A page of them, oldest first, after the position ($4 payment_date, $5 payment_id), $6 rows.
+pub const REGISTER_PAGE: &str = r#"
+    WITH tz AS (SELECT timezone FROM core.business_settings)
+    SELECT p.payment_id, p.transaction_id, p.loan_id, p.customer_id, p.amount, p.payment_date,
+           p.payment_method, p.channel
+    FROM core.payments p
+    WHERE p.payment_date >= ($2::date::timestamp AT TIME ZONE (SELECT timezone FROM tz))
+      AND p.payment_date < (($3::date + 1)::timestamp AT TIME ZONE (SELECT timezone FROM tz))
+      AND p.payment_type = $1 AND p.status = 'COMPLETED'
+      AND ($4::timestamptz IS NULL OR (p.payment_date, p.payment_id) > ($4, $5))
+    ORDER BY p.payment_date, p.payment_id
+    LIMIT $6
+"#;
+
+pub async fn register_totals(
+    conn: &mut PgConnection,
+    kind: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<RegisterTotals, sqlx::Error> {
+    sqlx::query_as(REGISTER_TOTALS)
+        .bind(kind)
+        .bind(from)
+        .bind(to)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn register_page(
+    conn: &mut PgConnection,
+    kind: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
+    fetch: i64,
+) -> Result<Vec<super::registers::RegisterEntry>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(REGISTER_PAGE)
+        .bind(kind)
+        .bind(from)
+        .bind(to)
+        .bind(at)
+        .bind(id)
+        .bind(fetch)
+        .fetch_all(conn)
+        .await
+}
