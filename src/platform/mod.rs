@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod conditional;
 pub mod config;
+pub mod csv;
 pub mod db;
 pub mod edge;
 pub mod error;

@@ -416,9 +416,9 @@ async fn the_registers_list_a_range_s_payments_with_its_totals_page_by_page() {
     }
 }
 
-/// Whether an executed plan read any partition of core.payments whole (runtime pruning leaves
-/// the months outside the range unexecuted).
-fn seq_scans_payments(plan: &Value) -> bool {
+/// Whether an executed plan read any partition of the table named `table` whole (runtime
+/// pruning leaves the partitions outside a range unexecuted).
+fn seq_scans(plan: &Value, table: &str) -> bool {
     match plan {
         Value::Object(node) => {
             (node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan")
@@ -430,10 +430,10 @@ fn seq_scans_payments(plan: &Value) -> bool {
                 && node
                     .get("Relation Name")
                     .and_then(Value::as_str)
-                    .is_some_and(|r| r.starts_with("payments")))
-                || node.values().any(seq_scans_payments)
+                    .is_some_and(|r| r.starts_with(table)))
+                || node.values().any(|v| seq_scans(v, table))
         }
-        Value::Array(items) => items.iter().any(seq_scans_payments),
+        Value::Array(items) => items.iter().any(|v| seq_scans(v, table)),
         _ => false,
     }
 }
@@ -480,7 +480,7 @@ async fn the_registers_read_a_range_of_the_payments_date_index() {
         .await
         .unwrap();
     for (name, plan) in [("page", &page), ("totals", &totals)] {
-        assert!(!seq_scans_payments(plan), "{name}: {plan:#}");
+        assert!(!seq_scans(plan, "payments"), "{name}: {plan:#}");
         // Each month's copy of idx_payments_date_id, read over the range.
         let text = plan.to_string();
         assert!(
@@ -488,5 +488,151 @@ async fn the_registers_read_a_range_of_the_payments_date_index() {
             "{name}: {plan:#}"
         );
         assert!(text.contains("Index Cond"), "{name}: {plan:#}");
+    }
+}
+
+#[tokio::test]
+async fn the_collection_sheet_lists_every_installment_due_and_unpaid_page_by_page() {
+    let app = TestApp::spawn().await;
+    book(&app).await;
+    let expected: Vec<(String, i32, Decimal)> = sqlx::query_as(
+        "SELECT l.loan_number, i.installment_number, \
+                i.principal_due - i.principal_paid + i.interest_due - i.interest_paid \
+         FROM core.loans l JOIN core.loan_installments i ON i.loan_id = l.loan_id \
+         WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND i.due_date <= core.business_date(now()) \
+           AND i.principal_due + i.interest_due > i.principal_paid + i.interest_paid \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert!(expected.len() > 10, "{expected:?}");
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = "/v1/reports/collection-sheet?limit=4".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = app.get(&path, &app.staff()).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let page = page.json();
+        pages += 1;
+        for line in page["data"].as_array().unwrap() {
+            assert_eq!(
+                line["phone_number"], "+84901234567",
+                "staff see it in clear"
+            );
+            assert_eq!(
+                dec(&line["to_collect"]),
+                dec(&line["principal"]) + dec(&line["interest"])
+            );
+            got.push((
+                line["loan_number"].as_str().unwrap().to_owned(),
+                i32::try_from(line["installment_number"].as_i64().unwrap()).unwrap(),
+                dec(&line["to_collect"]),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages > 2);
+    got.sort();
+    assert_eq!(got, expected);
+
+    // Analysts see the phone masked; CSV has a header and a line per installment.
+    let analyst = app.token("analyst", None);
+    let masked = app
+        .get("/v1/reports/collection-sheet?limit=1", &analyst)
+        .await
+        .json();
+    assert_eq!(masked["data"][0]["phone_number"], "*********567");
+    let csv = app
+        .send(
+            app.request(
+                Method::GET,
+                "/v1/reports/collection-sheet?limit=200",
+                Some(&app.staff()),
+            )
+            .header("accept", "text/csv")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("loan_number,installment_number,due_date"));
+    assert_eq!(lines.count(), expected.len());
+}
+
+#[tokio::test]
+async fn the_collection_sheet_reads_a_range_of_the_loans_next_due_dates() {
+    use lakehouse_api::api::reports::repo::SHEET;
+    let app = TestApp::spawn().await;
+    let loans = book(&app).await;
+    // 50,000 more loans on the books whose next due date is weeks ahead.
+    sqlx::query(
+        "INSERT INTO core.loans \
+         SELECT (jsonb_populate_record(l, jsonb_build_object( \
+                    'loan_id', gen_random_uuid(), 'loan_number', 'LNX' || lpad(i::text, 9, '0'), \
+                    'next_due_date', core.business_date(now()) + 30 + i % 300))).* \
+         FROM core.loans l, generate_series(1, 50000) i WHERE l.loan_id = $1::uuid",
+    )
+    .bind(&loans[6])
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    // And their first installments, falling due with them.
+    sqlx::raw_sql(
+        "INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date, \
+             principal_due, interest_due) \
+         SELECT loan_id, customer_id, 1, next_due_date, 100000, 1000 FROM core.loans \
+         WHERE loan_number LIKE 'LNX%'",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    sqlx::raw_sql("ANALYZE core.loans; ANALYZE core.loan_installments")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {SHEET}"))
+        .bind(today(&app).await)
+        .bind(None::<NaiveDate>)
+        .bind(None::<uuid::Uuid>)
+        .bind(None::<i32>)
+        .bind(51i64)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    let text = plan.to_string();
+    assert!(text.contains("next_due_date_loan_id_idx"), "{plan:#}");
+    assert!(!reads_many(&plan), "{plan:#}");
+}
+
+/// Whether any scan of an executed plan went through more than a thousand rows (those it
+/// returned and those its filter removed): the sheet must not read the book whole.
+fn reads_many(plan: &Value) -> bool {
+    match plan {
+        Value::Object(node) => {
+            let count = |key: &str| node.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+            let loops = count("Actual Loops").max(1.0);
+            let scan = node
+                .get("Node Type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("Scan"));
+            (scan && (count("Actual Rows") + count("Rows Removed by Filter")) * loops > 1000.0)
+                || node.values().any(reads_many)
+        }
+        Value::Array(items) => items.iter().any(reads_many),
+        _ => false,
     }
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::domain::ledger::journal::EntryKind;
 use crate::domain::money::Amount;
 use crate::platform::auth::{LoanReaders, RequestTx};
+use crate::platform::csv::{self, Format};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::{AppPath, AppQuery};
 use crate::platform::state::AppState;
@@ -114,62 +115,8 @@ impl StatementBalance {
     }
 }
 
-/// The response's form, from `Accept`: CSV when it asks for `text/csv`, JSON otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    Csv,
-}
-
-impl Format {
-    fn of(headers: &HeaderMap) -> Self {
-        let csv = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|media| {
-                media
-                    .split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"))
-            });
-        if csv {
-            Self::Csv
-        } else {
-            Self::Json
-        }
-    }
-}
-
-/// A spreadsheet runs a cell that starts with `=`, `+`, `-` or `@` (or a tab or carriage
-/// return, which some treat the same) as a formula: such a cell gets a leading `'`. Cells with
-/// a comma, quote or line break are quoted.
-fn csv_cell(value: &str) -> String {
-    let escaped = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if escaped.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", escaped.replace('"', "\"\""))
-    } else {
-        escaped
-    }
-}
-
 const CSV_HEADER: &str = "row,business_date,kind,entry_id,payment_id,principal,interest,fees,\
 penalties,overpayment,total_change,total_outstanding\r\n";
-
-fn csv_line(cells: &[String]) -> String {
-    let mut line = cells
-        .iter()
-        .map(|c| csv_cell(c))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
-}
 
 /// An amount as the JSON has it: two decimals.
 fn money(amount: Amount) -> String {
@@ -177,7 +124,7 @@ fn money(amount: Amount) -> String {
 }
 
 fn csv_balance(label: &str, day: NaiveDate, b: &StatementBalance) -> String {
-    csv_line(&[
+    csv::line(&[
         label.into(),
         day.to_string(),
         String::new(),
@@ -194,7 +141,7 @@ fn csv_balance(label: &str, day: NaiveDate, b: &StatementBalance) -> String {
 }
 
 fn csv_movement(m: &StatementMovement) -> String {
-    csv_line(&[
+    csv::line(&[
         "MOVEMENT".into(),
         m.business_date.to_string(),
         m.kind.as_str().into(),
@@ -384,7 +331,7 @@ pub(super) async fn get_loan_statement(
     .fuse();
     let content_type = match format {
         Format::Json => "application/json",
-        Format::Csv => "text/csv; charset=utf-8",
+        Format::Csv => csv::CONTENT_TYPE,
     };
     let mut response = Body::from_stream(body).into_response();
     response
@@ -467,34 +414,4 @@ async fn produce(
     tx.commit().await.map_err(|e| format!("commit: {e:?}"))?;
     let _ = sender.send(Ok(writer.take())).await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_a_spreadsheet_would_run_are_escaped_and_others_quoted_only_when_needed() {
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_cell("+1"), "'+1");
-        assert_eq!(csv_cell("-50.00"), "'-50.00");
-        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_cell("\tx"), "'\tx");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("50.00"), "50.00");
-        assert_eq!(csv_cell(""), "");
-    }
-
-    #[test]
-    fn csv_is_asked_for_by_accept_and_json_is_the_default() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(Format::of(&headers), Format::Json);
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, TEXT/CSV;q=0.5"),
-        );
-        assert_eq!(Format::of(&headers), Format::Csv);
-        headers.insert(header::ACCEPT, HeaderValue::from_static("text/csvx"));
-        assert_eq!(Format::of(&headers), Format::Json);
-    }
 }

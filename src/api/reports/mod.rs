@@ -2,6 +2,7 @@
 //! for staff (their branches), analysts and administrators. Today reads every loan's position
 //! live; a past date reads its daily snapshot (`analytics.loan_analytics`).
 
+mod collection_sheet;
 mod registers;
 pub mod repo;
 
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(aging))
         .routes(routes!(registers::disbursements))
         .routes(routes!(registers::repayments))
+        .routes(routes!(collection_sheet::collection_sheet))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

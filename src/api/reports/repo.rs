@@ -176,3 +176,50 @@ pub async fn register_page(
         .fetch_all(conn)
         .await
 }
+
+pub async fn today(conn: &mut PgConnection) -> Result<NaiveDate, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT core.business_date(now()) AS "today!""#)
+        .fetch_one(conn)
+        .await
+}
+
+/// The collection sheet of $1: the loans on the books whose next due date has come, by a range of
+/// `idx_loans_collection`, and each one's installments due by $1 and unpaid, after the position
+/// ($2 next due date, $3 loan, $4 installment), $5 rows. A constant, so that
+/// `tests/api/reports.rs` checks its plan.
+pub const SHEET: &str = r#"
+    SELECT l.next_due_date, l.loan_id, l.loan_number, i.installment_number, i.due_date,
+           ($1::date - i.due_date) AS days_overdue, l.customer_id, c.customer_code,
+           c.phone_number, i.principal, i.interest, i.principal + i.interest AS to_collect
+    FROM core.loans l
+    CROSS JOIN LATERAL (
+        SELECT n.installment_number, n.due_date, n.principal_due - n.principal_paid AS principal,
+               n.interest_due - n.interest_paid AS interest
+        FROM core.loan_installments n
+        WHERE n.loan_id = l.loan_id AND n.due_date <= $1
+          AND n.principal_due + n.interest_due > n.principal_paid + n.interest_paid
+        OFFSET 0  -- kept a subquery: each due loan's installments by its key, never the reverse
+    ) i
+    JOIN core.customers c ON c.customer_id = l.customer_id
+    WHERE l.status IN ('DISBURSED', 'DEFAULTED') AND l.next_due_date <= $1
+      AND ($2::date IS NULL OR (l.next_due_date, l.loan_id) >= ($2, $3))
+      AND ($2::date IS NULL OR (l.next_due_date, l.loan_id, i.installment_number) > ($2, $3, $4))
+    ORDER BY l.next_due_date, l.loan_id, i.installment_number
+    LIMIT $5
+"#;
+
+pub async fn sheet(
+    conn: &mut PgConnection,
+    date: NaiveDate,
+    after: Option<super::collection_sheet::SheetCursor>,
+    fetch: i64,
+) -> Result<Vec<super::collection_sheet::SheetLine>, sqlx::Error> {
+    sqlx::query_as(SHEET)
+        .bind(date)
+        .bind(after.map(|c| c.due))
+        .bind(after.map(|c| c.loan))
+        .bind(after.map(|c| c.installment))
+        .bind(fetch)
+        .fetch_all(conn)
+        .await
+}
