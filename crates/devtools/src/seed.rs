@@ -6,6 +6,7 @@ mod binary_copy;
 pub mod generated;
 pub mod history;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
@@ -357,6 +358,17 @@ pub async fn generate(
     );
     insert_offices(conn).await?;
     let customers = insert_customers(conn, cipher, run, volume.customers, &mut progress).await?;
+    // Each customer's office (migration 0042), which every row about them carries: written by
+    // the load itself, with the per-row office stamp off.
+    let offices: HashMap<Uuid, i32> = sqlx::query_as(
+        "SELECT customer_id, branch_id FROM core.customers WHERE customer_code LIKE $1",
+    )
+    .bind(format!("LT{run}%"))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let office_of = |customer: &Uuid| offices.get(customer).copied().unwrap_or(1);
 
     let prefix = format!("LT{run}");
     sqlx::raw_sql(
@@ -417,15 +429,19 @@ pub async fn generate(
         [&deferred[0], &deferred[1]],
         Load {
             table: "core.loans",
-            triggers: &["loan_status_change_trigger", "loans_register"],
+            triggers: &[
+                "loan_status_change_trigger",
+                "loans_register",
+                "stamp_office",
+            ],
             directory: "core.loan_directory",
             directory_copy: "COPY core.loan_directory (loan_id, loan_number, customer_id, \
-                             application_date) FROM STDIN (FORMAT binary)",
+                             application_date, branch_id) FROM STDIN (FORMAT binary)",
             table_copy: "COPY core.loans (loan_id, loan_number, customer_id, product_code, \
                          product_type, loan_amount, interest_rate, term_months, status, \
                          application_date, approval_date, disbursement_date, maturity_date, \
                          principal_outstanding, interest_outstanding, penalties_outstanding, \
-                         total_paid, next_due_date, closed_at) \
+                         total_paid, next_due_date, closed_at, branch_id) \
                          FROM STDIN (FORMAT binary)",
             rows: loans.len(),
             directory_entry: |index: usize| DirectoryEntry {
@@ -433,6 +449,7 @@ pub async fn generate(
                 number: loan_number(index),
                 customer_id: loans[index].customer_id,
                 at: loans[index].applied_at,
+                office: office_of(&loans[index].customer_id),
             },
             table_row: |copy: &mut BinaryCopy, index: usize| {
                 let loan = &loans[index];
@@ -440,7 +457,7 @@ pub async fn generate(
                 let disbursed = history::History::disbursed_at(loan);
                 let matures =
                     (loan.applied_at + chrono::Months::new(history::TERM_MONTHS + 1)).date_naive();
-                copy.row(19);
+                copy.row(20);
                 copy.field(&loan.id)?;
                 copy.field(&loan_number(index))?;
                 copy.field(&loan.customer_id)?;
@@ -459,7 +476,8 @@ pub async fn generate(
                 copy.field(&outcome.balances.penalties_outstanding)?;
                 copy.field(&outcome.total_paid)?;
                 copy.field(&outcome.balances.next_due_date)?;
-                copy.field(&outcome.closed_at)
+                copy.field(&outcome.closed_at)?;
+                copy.field(&office_of(&loan.customer_id))
             },
         },
     )
@@ -473,24 +491,25 @@ pub async fn generate(
         [&deferred[2], &deferred[3]],
         Load {
             table: "core.payments",
-            triggers: &["payments_register", "payments_event"],
+            triggers: &["payments_register", "payments_event", "stamp_office"],
             directory: "core.payment_directory",
             directory_copy: "COPY core.payment_directory (payment_id, transaction_id, \
-                             customer_id, payment_date) FROM STDIN (FORMAT binary)",
+                             customer_id, payment_date, branch_id) FROM STDIN (FORMAT binary)",
             table_copy: "COPY core.payments (payment_id, transaction_id, loan_id, customer_id, \
                          payment_type, amount, payment_method, payment_date, status, channel, \
-                         status_changed_at) FROM STDIN (FORMAT binary)",
+                         status_changed_at, branch_id) FROM STDIN (FORMAT binary)",
             rows: payments.len(),
             directory_entry: |index: usize| DirectoryEntry {
                 id: payments[index].id,
                 number: transaction_id(&payments[index]),
                 customer_id: loans[payments[index].loan].customer_id,
                 at: payments[index].paid_at,
+                office: office_of(&loans[payments[index].loan].customer_id),
             },
             table_row: |copy: &mut BinaryCopy, index: usize| {
                 let payment = &payments[index];
                 let loan = &loans[payment.loan];
-                copy.row(11);
+                copy.row(12);
                 copy.field(&payment.id)?;
                 copy.field(&transaction_id(payment))?;
                 copy.field(&loan.id)?;
@@ -501,12 +520,21 @@ pub async fn generate(
                 copy.field(&payment.paid_at)?;
                 copy.field(&"COMPLETED")?;
                 copy.field(&"BRANCH")?;
-                copy.field(&payment.paid_at)
+                copy.field(&payment.paid_at)?;
+                copy.field(&office_of(&loan.customer_id))
             },
         },
     )
     .await?;
-    let book_rows = load_books(&mut tx, &mut progress, &deferred[4..], &loans, &play).await?;
+    let book_rows = load_books(
+        &mut tx,
+        &mut progress,
+        &deferred[4..],
+        &loans,
+        &play,
+        &office_of,
+    )
+    .await?;
     tx.commit().await?;
     progress.step("committed");
     // Statistics now, not when autovacuum comes round: the payments' (the most partitions) on a
@@ -592,11 +620,18 @@ async fn load_books(
     deferred: &[Vec<Deferred>],
     loans: &[generated::Loan],
     play: &impl Fn(&generated::Loan) -> history::History,
+    office_of: &impl Fn(&Uuid) -> i32,
 ) -> CliResult<u64> {
     const CHUNK: usize = 2_000;
-    sqlx::raw_sql("ALTER TABLE core.journal_lines DISABLE TRIGGER journal_lines_balanced")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::raw_sql(
+        "ALTER TABLE core.journal_lines DISABLE TRIGGER journal_lines_balanced; \
+         ALTER TABLE core.journal_lines DISABLE TRIGGER stamp_office; \
+         ALTER TABLE core.journal_entries DISABLE TRIGGER stamp_office; \
+         ALTER TABLE core.loan_installments DISABLE TRIGGER stamp_office; \
+         ALTER TABLE core.payment_allocations DISABLE TRIGGER stamp_office",
+    )
+    .execute(&mut *tx)
+    .await?;
     for structure in deferred.iter().flatten() {
         sqlx::raw_sql(&structure.drop_sql).execute(&mut *tx).await?;
     }
@@ -607,13 +642,14 @@ async fn load_books(
         let mut copy = BinaryCopy::begin(
             &mut *tx,
             "COPY core.loan_installments (loan_id, customer_id, installment_number, due_date, \
-             principal_due, interest_due, interest_posted, principal_paid, interest_paid) \
-             FROM STDIN (FORMAT binary)",
+             principal_due, interest_due, interest_posted, principal_paid, interest_paid, \
+             branch_id) FROM STDIN (FORMAT binary)",
         )
         .await?;
         for (loan, history) in &histories {
+            let office = office_of(&loan.customer_id);
             for s in &history.books.installments {
-                copy.row(9);
+                copy.row(10);
                 copy.field(&loan.id)?;
                 copy.field(&loan.customer_id)?;
                 copy.field(&s.number)?;
@@ -623,6 +659,7 @@ async fn load_books(
                 copy.field(&s.interest_posted)?;
                 copy.field(&s.principal_paid)?;
                 copy.field(&s.interest_paid)?;
+                copy.field(&office)?;
             }
             copy.send_full_chunk().await?;
         }
@@ -630,13 +667,14 @@ async fn load_books(
         let mut copy = BinaryCopy::begin(
             &mut *tx,
             "COPY core.payment_allocations (payment_id, loan_id, customer_id, installment_number, \
-             component, amount, posted, created_at) FROM STDIN (FORMAT binary)",
+             component, amount, posted, created_at, branch_id) FROM STDIN (FORMAT binary)",
         )
         .await?;
         for (loan, history) in &histories {
+            let office = office_of(&loan.customer_id);
             for r in &history.repayments {
                 for a in &r.allocations {
-                    copy.row(8);
+                    copy.row(9);
                     copy.field(&r.id)?;
                     copy.field(&loan.id)?;
                     copy.field(&loan.customer_id)?;
@@ -645,6 +683,7 @@ async fn load_books(
                     copy.field(&a.amount)?;
                     copy.field(&a.posted)?;
                     copy.field(&r.paid_at)?;
+                    copy.field(&office)?;
                 }
             }
             copy.send_full_chunk().await?;
@@ -653,12 +692,14 @@ async fn load_books(
         let mut copy = BinaryCopy::begin(
             &mut *tx,
             "COPY core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, \
-             payment_id, installment_number, posted_at, posted_by) FROM STDIN (FORMAT binary)",
+             payment_id, installment_number, posted_at, posted_by, branch_id) \
+             FROM STDIN (FORMAT binary)",
         )
         .await?;
         for (loan, history) in &histories {
+            let office = office_of(&loan.customer_id);
             for e in &history.entries {
-                copy.row(9);
+                copy.row(10);
                 copy.field(&e.id)?;
                 copy.field(&loan.id)?;
                 copy.field(&loan.customer_id)?;
@@ -668,6 +709,7 @@ async fn load_books(
                 copy.field(&e.installment)?;
                 copy.field(&e.posted_at)?;
                 copy.field(&"system|seed")?;
+                copy.field(&office)?;
             }
             copy.send_full_chunk().await?;
         }
@@ -675,10 +717,11 @@ async fn load_books(
         let mut copy = BinaryCopy::begin(
             &mut *tx,
             "COPY core.journal_lines (entry_id, line_number, loan_id, customer_id, account, \
-             amount) FROM STDIN (FORMAT binary)",
+             amount, branch_id) FROM STDIN (FORMAT binary)",
         )
         .await?;
         for (loan, history) in &histories {
+            let office = office_of(&loan.customer_id);
             for e in &history.entries {
                 for (number, (account, amount)) in e
                     .lines
@@ -687,13 +730,14 @@ async fn load_books(
                     .zip(e.lines.amounts())
                     .enumerate()
                 {
-                    copy.row(6);
+                    copy.row(7);
                     copy.field(&e.id)?;
                     copy.field(&(number as i16 + 1))?;
                     copy.field(&loan.id)?;
                     copy.field(&loan.customer_id)?;
                     copy.field(&account)?;
                     copy.field(&amount)?;
+                    copy.field(&office)?;
                 }
             }
             copy.send_full_chunk().await?;
@@ -707,9 +751,15 @@ async fn load_books(
             .await?;
     }
     progress.step("the books: keys and indexes rebuilt");
-    sqlx::raw_sql("ALTER TABLE core.journal_lines ENABLE TRIGGER journal_lines_balanced")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::raw_sql(
+        "ALTER TABLE core.journal_lines ENABLE TRIGGER journal_lines_balanced; \
+         ALTER TABLE core.journal_lines ENABLE TRIGGER stamp_office; \
+         ALTER TABLE core.journal_entries ENABLE TRIGGER stamp_office; \
+         ALTER TABLE core.loan_installments ENABLE TRIGGER stamp_office; \
+         ALTER TABLE core.payment_allocations ENABLE TRIGGER stamp_office",
+    )
+    .execute(&mut *tx)
+    .await?;
     let unbalanced: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT entry_id FROM core.journal_lines GROUP BY entry_id \
                                HAVING sum(amount) <> 0) e",
@@ -837,6 +887,7 @@ struct DirectoryEntry {
     number: String,
     customer_id: Uuid,
     at: DateTime<Utc>,
+    office: i32,
 }
 
 /// Fills the directory, then the table with its per-row triggers off; returns the table's rows.
@@ -860,6 +911,12 @@ where
         format!("ALTER TABLE {} {}", load.table, triggers.join(", "))
     };
     sqlx::raw_sql(&toggle("DISABLE")).execute(&mut *tx).await?;
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {} DISABLE TRIGGER stamp_office",
+        load.directory
+    ))
+    .execute(&mut *tx)
+    .await?;
     let directory = CopyTarget {
         table: load.directory,
         statement: load.directory_copy,
@@ -868,11 +925,12 @@ where
     let mut directory_entry = load.directory_entry;
     let directory_row = |copy: &mut BinaryCopy, index: usize| {
         let entry = directory_entry(index);
-        copy.row(4);
+        copy.row(5);
         copy.field(&entry.id)?;
         copy.field(&entry.number)?;
         copy.field(&entry.customer_id)?;
-        copy.field(&entry.at)
+        copy.field(&entry.at)?;
+        copy.field(&entry.office)
     };
     bulk_copy(tx, progress, directory, directory_row, deferred[0]).await?;
     let table = CopyTarget {
@@ -882,6 +940,12 @@ where
     };
     let rows = bulk_copy(tx, progress, table, load.table_row, deferred[1]).await?;
     sqlx::raw_sql(&toggle("ENABLE")).execute(&mut *tx).await?;
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {} ENABLE TRIGGER stamp_office",
+        load.directory
+    ))
+    .execute(&mut *tx)
+    .await?;
     Ok(rows)
 }
 
