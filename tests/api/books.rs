@@ -81,13 +81,6 @@ async fn assert_books_reconcile(app: &TestApp) {
 }
 
 impl TestApp {
-    async fn today(&self) -> NaiveDate {
-        sqlx::query_scalar("SELECT core.business_date(now())")
-            .fetch_one(&self.owner)
-            .await
-            .unwrap()
-    }
-
     /// Services every loan for each day from `today + from` to `today + to`, as the job does,
     /// rehearsing days ahead of the business day (as `jobs servicing --rehearse` does).
     async fn service(&self, from: u64, to: u64) -> Value {

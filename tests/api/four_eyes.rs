@@ -2,7 +2,7 @@
 //! person, with a limit that covers it and in the maker's office or above, approves it.
 
 use axum::http::{Method, StatusCode};
-use chrono::{Days, NaiveDate};
+use chrono::Days;
 use lakehouse_api::domain::jobs::{servicing, Session};
 use lakehouse_api::platform::config::FourEyesConfig;
 use serde_json::{json, Value};
@@ -25,13 +25,6 @@ async fn app_with(actions: Option<&[&'static str]>) -> TestApp {
     .await
 }
 
-async fn today(app: &TestApp) -> NaiveDate {
-    sqlx::query_scalar("SELECT core.business_date(now())")
-        .fetch_one(&app.owner)
-        .await
-        .unwrap()
-}
-
 /// A PERSONAL_STD loan that servicing has moved to DEFAULTED.
 async fn defaulted_loan(app: &TestApp, code: &str, id_number: &str) -> String {
     app.ensure_products().await;
@@ -45,7 +38,7 @@ async fn defaulted_loan(app: &TestApp, code: &str, id_number: &str) -> String {
     let loan = app
         .disbursed_loan(customer, "PERSONAL_STD", "6000000.00", 6)
         .await;
-    let day = today(app).await;
+    let day = app.today().await;
     let days = servicing::Days {
         from: day + Days::new(80),
         to: day + Days::new(80),

@@ -9,13 +9,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{customer_body, TestApp};
 
-async fn today(app: &TestApp) -> NaiveDate {
-    sqlx::query_scalar("SELECT core.business_date(now())")
-        .fetch_one(&app.owner)
-        .await
-        .unwrap()
-}
-
 /// (product, loans, outstanding, PAR1, PAR30, PAR60, PAR90 amounts); product NULL is the total.
 type ParFigures = (
     Option<String>,
@@ -37,7 +30,7 @@ fn dec(v: &Value) -> Decimal {
 /// Moves loan `loan`'s schedule so that its first installment fell due `age` days ago, as if the
 /// loan had been paid out earlier, and its next due date with it.
 async fn age(app: &TestApp, loan: &str, age: u64) {
-    let today = today(app).await;
+    let today = app.today().await;
     sqlx::query(
         "WITH first AS (SELECT min(due_date) AS d FROM core.loan_installments WHERE loan_id = $1::uuid) \
          UPDATE core.loan_installments i SET due_date = i.due_date - (first.d - $2::date) \
@@ -216,7 +209,7 @@ async fn a_past_date_reads_its_snapshot_and_a_date_without_one_is_refused() {
     let app = TestApp::spawn().await;
     let loans = book(&app).await;
     let analyst = app.token("analyst", None);
-    let today = today(&app).await;
+    let today = app.today().await;
     let yesterday = today - Days::new(1);
     let path = |date: NaiveDate| format!("/v1/reports/portfolio-at-risk?date={date}");
     // No snapshot yet: any past date is before the first one.
@@ -345,7 +338,7 @@ async fn a_teller_s_reports_hold_their_branch_s_loans_only() {
 async fn the_registers_list_a_range_s_payments_with_its_totals_page_by_page() {
     let app = TestApp::spawn().await;
     book(&app).await;
-    let today = today(&app).await;
+    let today = app.today().await;
     let analyst = app.token("analyst", None);
     let expected: (i64, Decimal) = sqlx::query_as(
         "SELECT count(*), sum(amount) FROM core.payments \
@@ -458,7 +451,7 @@ async fn the_registers_read_a_range_of_the_payments_date_index() {
     .execute(&app.owner)
     .await
     .unwrap();
-    let today = today(&app).await;
+    let today = app.today().await;
     let from = today - Days::new(7);
     let explain = |sql: &str| format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}");
     let mut conn = app.owner.acquire().await.unwrap();
@@ -605,7 +598,7 @@ async fn the_collection_sheet_reads_a_range_of_the_loans_next_due_dates() {
         .await
         .unwrap();
     let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {SHEET}"))
-        .bind(today(&app).await)
+        .bind(app.today().await)
         .bind(None::<NaiveDate>)
         .bind(None::<uuid::Uuid>)
         .bind(None::<i32>)

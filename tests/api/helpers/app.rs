@@ -297,6 +297,14 @@ impl TestApp {
         self.server.app_password.clone()
     }
 
+    /// Today's business date (in `BUSINESS_TIMEZONE`), as the database reckons it.
+    pub async fn today(&self) -> chrono::NaiveDate {
+        sqlx::query_scalar("SELECT core.business_date(now())")
+            .fetch_one(&self.owner)
+            .await
+            .unwrap()
+    }
+
     pub fn staff(&self) -> String {
         self.token("staff", None)
     }
