@@ -65,6 +65,8 @@ pub struct JobLimits {
     pub runs: Arc<Semaphore>,
     /// The pool those runs use, so that no refresh takes the requests' connections.
     pub pool: PgPool,
+    /// How far an imported loan's replayed balances may be from its source's.
+    pub loan_import_tolerance: rust_decimal::Decimal,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
                 imports: Arc::new(Semaphore::new(http.max_concurrent_imports.max(1))),
                 runs: Arc::new(Semaphore::new(runs)),
                 pool: job_pool,
+                loan_import_tolerance: http.loan_import_tolerance,
             },
             date_window: DateWindow {
                 backdating_limit_days: http.backdating_limit_days,

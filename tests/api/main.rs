@@ -21,6 +21,7 @@ mod helpers;
 mod idempotency;
 mod identity;
 mod lakehouse;
+mod loan_import;
 mod loans;
 mod oidc;
 mod openapi;

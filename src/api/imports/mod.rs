@@ -12,6 +12,7 @@
 //! does one that died: the next upload of its batch clears them first), and a failure while
 //! loading leaves whole chunks: each loaded line is marked in the same commit as its customer.
 
+pub mod loans;
 pub mod records;
 
 use axum::body::Body;
@@ -33,7 +34,7 @@ use self::records::{Format, RawRecord, Splitter};
 use crate::domain::customer_record::{Address, CreateCustomerRequest, NewCustomer};
 use crate::domain::jobs::{self, Counts, JobSpec, OneAtATime, Session};
 use crate::platform::auth::RequestTx;
-use crate::platform::auth::{Authorized, EtlOnly};
+use crate::platform::auth::{Authorized, Caller, EtlOnly};
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{from_json_value, AppPath};
 use crate::platform::pii::{self, PiiCipher};
@@ -57,12 +58,16 @@ pub const SPEC: JobSpec = JobSpec {
 
 /// The upload route (long-running: no request retry, the job timeout).
 pub fn upload_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(import_customers))
+    OpenApiRouter::new()
+        .routes(routes!(import_customers))
+        .merge(loans::upload_router())
 }
 
 /// The report route.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_import))
+    OpenApiRouter::new()
+        .routes(routes!(get_import))
+        .merge(loans::router())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -92,6 +97,76 @@ pub struct ImportReport {
     pub errors: Vec<ImportError>,
     /// The run that produced this report (POST only).
     pub job_id: Option<Uuid>,
+}
+
+/// An upload let in: its place among the imports running, the deadline of its body, how its
+/// records are framed, its batch and source, and the sender's session.
+struct Upload {
+    running: tokio::sync::OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+    format: Format,
+    batch: String,
+    source: String,
+    session: Session,
+}
+
+impl Upload {
+    fn start(
+        state: &AppState,
+        caller: &Caller,
+        query: ImportQuery,
+        headers: &HeaderMap,
+    ) -> Result<Self, ApiError> {
+        // Each upload holds a pooled connection until its body has arrived: a few slow ones
+        // must not drain the pool, so only so many run at once, and each body has a deadline.
+        let Ok(running) = state.jobs.imports.clone().try_acquire_owned() else {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 5,
+            });
+        };
+        let deadline = tokio::time::Instant::now() + state.jobs.import_read_timeout;
+        let format = body_format(headers)?;
+        let batch = query
+            .batch_id
+            .unwrap_or_else(|| format!("batch-{}", Uuid::now_v7().simple()));
+        check_batch_id(&batch)?;
+        let source = query.source_system.unwrap_or_else(|| "api".into());
+        if source.is_empty() || source.len() > 100 {
+            return Err(ApiError::BadRequest(
+                "source_system must be 1 to 100 characters".into(),
+            ));
+        }
+        let session = Session::Caller {
+            pool: state.db.pool.clone(),
+            caller: caller.clone(),
+            statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
+        };
+        Ok(Self {
+            running,
+            deadline,
+            format,
+            batch,
+            source,
+            session,
+        })
+    }
+}
+
+/// How an upload's records are framed, from its content type (415 for another).
+fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/x-ndjson") {
+        Ok(Format::NdJson)
+    } else if content_type.starts_with("application/json") {
+        Ok(Format::JsonArray)
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "send application/x-ndjson (one record per line) or application/json (an array)".into(),
+        ))
+    }
 }
 
 fn check_batch_id(batch: &str) -> Result<(), ApiError> {
@@ -132,42 +207,14 @@ async fn import_customers(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ImportReport>, ApiError> {
-    // Each upload holds a pooled connection until its body has arrived: a few slow ones must
-    // not drain the pool, so only so many run at once, and each body has a deadline.
-    let Ok(_running) = state.jobs.imports.clone().try_acquire_owned() else {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: 5,
-        });
-    };
-    let deadline = tokio::time::Instant::now() + state.jobs.import_read_timeout;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let format = if content_type.starts_with("application/x-ndjson") {
-        Format::NdJson
-    } else if content_type.starts_with("application/json") {
-        Format::JsonArray
-    } else {
-        return Err(ApiError::UnsupportedMediaType(
-            "send application/x-ndjson (one record per line) or application/json (an array)".into(),
-        ));
-    };
-    let batch = query
-        .batch_id
-        .unwrap_or_else(|| format!("batch-{}", Uuid::now_v7().simple()));
-    check_batch_id(&batch)?;
-    let source = query.source_system.unwrap_or_else(|| "api".into());
-    if source.is_empty() || source.len() > 100 {
-        return Err(ApiError::BadRequest(
-            "source_system must be 1 to 100 characters".into(),
-        ));
-    }
-    let session = Session::Caller {
-        pool: state.db.pool.clone(),
-        caller: caller.clone(),
-        statement_timeout_ms: state.jobs.statement_timeout.as_millis(),
-    };
+    let Upload {
+        running: _running,
+        deadline,
+        format,
+        batch,
+        source,
+        session,
+    } = Upload::start(&state, &caller, query, &headers)?;
     let limit = state.jobs.import_limit_bytes;
     let cipher = state.pii.clone();
     let parameters = serde_json::json!({"batch_id": batch, "source_system": source});
@@ -186,7 +233,7 @@ async fn import_customers(
         parameters,
         Some(alone),
         move |job_id| async move {
-            let upload = Upload {
+            let upload = CustomerUpload {
                 session: &work_session,
                 batch: &batch_for_job,
                 source: &source,
@@ -205,7 +252,7 @@ async fn import_customers(
     Ok(Json(report))
 }
 
-struct Upload<'a> {
+struct CustomerUpload<'a> {
     session: &'a Session,
     batch: &'a str,
     source: &'a str,
@@ -213,7 +260,7 @@ struct Upload<'a> {
     cipher: &'a PiiCipher,
 }
 
-impl Upload<'_> {
+impl CustomerUpload<'_> {
     /// Stages and loads the body; on failure, discards what it staged.
     async fn run(
         &self,

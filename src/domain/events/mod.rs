@@ -27,6 +27,11 @@ use crate::platform::error::ApiError;
 ///
 /// - `loan_status_changed`: a loan was applied for or changed status. loan_id, loan_number,
 ///   customer_id, old_status (null when applied), new_status.
+/// - `loan_imported` (staff stream only): a loan granted elsewhere was imported with its history
+///   (`POST /v1/imports/loans`), one event per loan, none for its historical payments.
+///   loan_id, loan_number, customer_id, source_system, source_reference, product_code,
+///   loan_amount, disbursement_date, status, and its principal, interest, fees and penalties
+///   outstanding.
 /// - `loan_fee_charged`: a fee or late fee was charged. loan_id, loan_number, customer_id, kind,
 ///   payment_id, amount, charged_on.
 /// - `customer_contact_changed` (staff stream only): a customer's phone, e-mail or address
@@ -49,6 +54,7 @@ use crate::platform::error::ApiError;
 #[allow(dead_code)]
 pub enum EventType {
     LoanStatusChanged,
+    LoanImported,
     LoanFeeCharged,
     CustomerContactChanged,
     PaymentRecorded,

@@ -7,6 +7,7 @@
 mod engine;
 pub mod journal;
 pub mod model;
+pub mod replay;
 mod repo;
 pub mod servicing;
 
@@ -266,9 +267,26 @@ async fn apply_repayment(
 ) -> Result<(), ApiError> {
     let before = open(conn, loan).await?;
     let mut after = before.clone();
+    let applied = after
+        .apply(amount, loan.business_date, &loan.terms())
+        .map_err(error)?;
+    let movement = repayment(loan, &before, &after, &applied, payment_id, amount);
+    repo::post(conn, &movement).await?;
+    Ok(())
+}
+
+/// The movement of a repayment of `amount` that `applied` to `before`, leaving `after`, on the
+/// loan's business day.
+fn repayment<'a>(
+    loan: &LockedLoan,
+    before: &Ledger,
+    after: &Ledger,
+    applied: &'a Applied,
+    payment_id: Uuid,
+    amount: Decimal,
+) -> Movement<'a> {
     let on = loan.business_date;
-    let applied = after.apply(amount, on, &loan.terms()).map_err(error)?;
-    let movement = Movement {
+    Movement {
         loan_id: loan.loan_id,
         application_date: loan.application_date,
         customer_id: loan.customer_id,
@@ -281,7 +299,7 @@ async fn apply_repayment(
         payment_id: Some(payment_id),
         reverses: None,
         lines: &applied.lines,
-        installments: changed(&before, &after),
+        installments: changed(before, after),
         allocations: &applied.allocations,
         schedule: &applied.schedule,
         loan: LoanChange {
@@ -291,12 +309,10 @@ async fn apply_repayment(
             status: if applied.credit > Decimal::ZERO {
                 Some(LoanStatus::Overpaid)
             } else {
-                status_after(loan.status, &after, on, loan.arrears_tolerance)
+                status_after(loan.status, after, on, loan.arrears_tolerance)
             },
         },
-    };
-    repo::post(conn, &movement).await?;
-    Ok(())
+    }
 }
 
 /// A recovery: money received on a written-off loan, up to what was written off.
@@ -631,8 +647,17 @@ pub async fn schedule_from(
     let plan = repo::loan_plan(conn, loan_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let periods = u32::try_from(plan.periods)
-        .map_err(|_| ApiError::Internal(format!("loan {loan_id} has {} periods", plan.periods)))?;
+    schedule_of(&plan, amount, on)
+        .ok_or_else(|| ApiError::Internal(format!("loan {loan_id} has {} periods", plan.periods)))
+}
+
+/// The schedule of `amount` under `plan` paid out on `on` (`None` for a plan of no periods).
+fn schedule_of(
+    plan: &repo::LoanPlan,
+    amount: Decimal,
+    on: NaiveDate,
+) -> Option<Vec<crate::domain::money::Installment>> {
+    let periods = u32::try_from(plan.periods).ok()?;
     let contract = plan.contract();
     let first_due = plan.first_repayment_date.map(|first| {
         (0..)
@@ -640,7 +665,7 @@ pub async fn schedule_from(
             .find(|due| *due > on)
             .unwrap_or(NaiveDate::MAX)
     });
-    Ok(contract.schedule(amount, on, first_due, periods))
+    Some(contract.schedule(amount, on, first_due, periods))
 }
 
 /// At approval, which pins the product's current terms: 409 if they no longer fit what the

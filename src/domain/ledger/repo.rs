@@ -515,130 +515,262 @@ pub struct InstallmentChange {
 }
 
 pub async fn post(conn: &mut PgConnection, m: &Movement<'_>) -> Result<Uuid, sqlx::Error> {
-    let entry_id = Uuid::now_v7();
-    let numbers: Vec<i32> = m.installments.iter().map(|s| s.number).collect();
-    let principal_paid: Vec<Decimal> = m.installments.iter().map(|s| s.principal_paid).collect();
-    let interest_paid: Vec<Decimal> = m.installments.iter().map(|s| s.interest_paid).collect();
-    let interest_posted: Vec<Decimal> = m.installments.iter().map(|s| s.interest_posted).collect();
-    let targets: Vec<Option<i32>> = m.allocations.iter().map(|a| a.installment).collect();
-    let components: Vec<&str> = m.allocations.iter().map(|a| a.component.as_str()).collect();
-    let amounts: Vec<Decimal> = m.allocations.iter().map(|a| a.amount).collect();
-    let posted: Vec<Decimal> = m.allocations.iter().map(|a| a.posted).collect();
-    let principal_due: Vec<Decimal> = m.installments.iter().map(|s| s.principal_due).collect();
-    let interest_due: Vec<Decimal> = m.installments.iter().map(|s| s.interest_due).collect();
-    let reduction: Vec<Decimal> = m
-        .installments
-        .iter()
-        .map(|s| s.interest_reduction)
-        .collect();
-    let weight: Vec<Decimal> = m.installments.iter().map(|s| s.prepaid_weight).collect();
-    let rescheduled: Vec<i32> = m.schedule.iter().map(|c| c.number).collect();
-    let rescheduled_principal: Vec<Decimal> = m.schedule.iter().map(|c| c.principal_due).collect();
-    let rescheduled_interest: Vec<Decimal> = m.schedule.iter().map(|c| c.interest_due).collect();
-    let rescheduled_reduction: Vec<Decimal> =
-        m.schedule.iter().map(|c| c.interest_reduction).collect();
-    let rescheduled_weight: Vec<Decimal> = m.schedule.iter().map(|c| c.prepaid_weight).collect();
+    let posted = post_many(conn, std::slice::from_ref(m)).await?;
+    Ok(posted.first().copied().unwrap_or_default())
+}
+
+/// The columns of many movements, flattened for one statement: each installment, line,
+/// allocation and re-amortisation row carries the index (from 1) of its movement.
+#[derive(Default)]
+struct Flat {
+    entry_ids: Vec<Uuid>,
+    loan_ids: Vec<Uuid>,
+    application_dates: Vec<DateTime<Utc>>,
+    customer_ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    business_dates: Vec<NaiveDate>,
+    payment_ids: Vec<Option<Uuid>>,
+    reverses: Vec<Option<Uuid>>,
+    on_accounts: [Vec<Decimal>; 5],
+    total_paid: Vec<Decimal>,
+    recovered: Vec<Decimal>,
+    next_due_dates: Vec<Option<NaiveDate>>,
+    statuses: Vec<Option<&'static str>>,
+    line_of: Vec<i32>,
+    line_numbers: Vec<i32>,
+    line_accounts: Vec<&'static str>,
+    line_amounts: Vec<Decimal>,
+    installment_of: Vec<i32>,
+    installment_numbers: Vec<i32>,
+    /// principal paid, interest paid, interest posted, principal due, interest due, interest
+    /// reduction, prepaid weight.
+    installment_changes: [Vec<Decimal>; 7],
+    allocation_of: Vec<i32>,
+    allocation_installments: Vec<Option<i32>>,
+    allocation_components: Vec<&'static str>,
+    /// amount, posted.
+    allocation_amounts: [Vec<Decimal>; 2],
+    rescheduled_of: Vec<i32>,
+    rescheduled_numbers: Vec<i32>,
+    /// principal due, interest due, interest reduction, prepaid weight.
+    rescheduled_amounts: [Vec<Decimal>; 4],
+}
+
+/// The loan accounts whose lines move the loan's balance columns, in the statement's order.
+const BALANCE_ACCOUNTS: [Account; 5] = [
+    Account::LoanPrincipal,
+    Account::LoanInterest,
+    Account::LoanFees,
+    Account::LoanPenalties,
+    Account::WriteOffExpense,
+];
+
+impl Flat {
+    fn of(movements: &[Movement<'_>]) -> Self {
+        let mut flat = Self::default();
+        for (index, m) in movements.iter().enumerate() {
+            let k = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            flat.entry_ids.push(Uuid::now_v7());
+            flat.loan_ids.push(m.loan_id);
+            flat.application_dates.push(m.application_date);
+            flat.customer_ids.push(m.customer_id);
+            flat.kinds.push(m.kind.as_str());
+            flat.business_dates.push(m.business_date);
+            flat.payment_ids.push(m.payment_id);
+            flat.reverses.push(m.reverses);
+            for (column, account) in flat.on_accounts.iter_mut().zip(BALANCE_ACCOUNTS) {
+                column.push(m.lines.of(account));
+            }
+            flat.total_paid.push(m.loan.total_paid);
+            flat.recovered.push(m.loan.recovered);
+            flat.next_due_dates.push(m.loan.next_due_date);
+            flat.statuses.push(m.loan.status.map(|s| s.as_str()));
+            for (n, (account, amount)) in m
+                .lines
+                .accounts()
+                .into_iter()
+                .zip(m.lines.amounts())
+                .enumerate()
+            {
+                flat.line_of.push(k);
+                flat.line_numbers
+                    .push(i32::try_from(n + 1).unwrap_or(i32::MAX));
+                flat.line_accounts.push(account);
+                flat.line_amounts.push(amount);
+            }
+            for c in &m.installments {
+                flat.installment_of.push(k);
+                flat.installment_numbers.push(c.number);
+                let amounts = [
+                    c.principal_paid,
+                    c.interest_paid,
+                    c.interest_posted,
+                    c.principal_due,
+                    c.interest_due,
+                    c.interest_reduction,
+                    c.prepaid_weight,
+                ];
+                for (column, amount) in flat.installment_changes.iter_mut().zip(amounts) {
+                    column.push(amount);
+                }
+            }
+            for a in m.allocations {
+                flat.allocation_of.push(k);
+                flat.allocation_installments.push(a.installment);
+                flat.allocation_components.push(a.component.as_str());
+                flat.allocation_amounts[0].push(a.amount);
+                flat.allocation_amounts[1].push(a.posted);
+            }
+            for c in m.schedule {
+                flat.rescheduled_of.push(k);
+                flat.rescheduled_numbers.push(c.number);
+                let amounts = [
+                    c.principal_due,
+                    c.interest_due,
+                    c.interest_reduction,
+                    c.prepaid_weight,
+                ];
+                for (column, amount) in flat.rescheduled_amounts.iter_mut().zip(amounts) {
+                    column.push(amount);
+                }
+            }
+        }
+        flat
+    }
+}
+
+/// Posts many movements in one statement, on distinct loans (a loan's movements are posted one
+/// statement after another); returns their entries' ids in order.
+pub async fn post_many(
+    conn: &mut PgConnection,
+    movements: &[Movement<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let f = Flat::of(movements);
+    let (changes, allocated) = (&f.installment_changes, &f.allocation_amounts);
+    let rescheduled = &f.rescheduled_amounts;
     sqlx::query!(
         r#"
-        WITH entry AS (
-            INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date,
-                                              payment_id, reverses)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+        WITH m AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[],
+                                 $6::date[], $7::uuid[], $8::uuid[], $33::numeric[], $34::numeric[],
+                                 $35::numeric[], $36::numeric[], $37::numeric[], $38::numeric[],
+                                 $39::date[], $40::text[], $41::numeric[])
+                 WITH ORDINALITY AS m(entry_id, loan_id, application_date, customer_id, kind,
+                                      business_date, payment_id, reverses, dp, di, df, dpen, paid,
+                                      recovered, next_due, status, written_off, k)
+        ),
+        entry AS (
+            INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, payment_id, reverses)
+            SELECT entry_id, loan_id, customer_id, kind, business_date, payment_id, reverses FROM m
         ),
         lines AS (
             INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount)
-            SELECT $1, n, $2, $3, a, x
-            FROM unnest($8::text[], $9::numeric[]) WITH ORDINALITY AS t(a, x, n)
+            SELECT m.entry_id, t.n, m.loan_id, m.customer_id, t.a, t.x
+            FROM unnest($9::int[], $10::int[], $11::text[], $12::numeric[]) AS t(k, n, a, x)
+            JOIN m ON m.k = t.k
         ),
         installments AS (
             UPDATE core.loan_installments i
             SET principal_paid = i.principal_paid + t.p, interest_paid = i.interest_paid + t.i,
-                interest_posted = i.interest_posted + t.ip,
-                principal_due = i.principal_due + t.pd, interest_due = i.interest_due + t.id,
-                interest_reduction = i.interest_reduction + t.ir,
-                prepaid_weight = i.prepaid_weight + t.w
-            FROM unnest($10::int[], $11::numeric[], $12::numeric[], $13::numeric[],
-                        $14::numeric[], $15::numeric[], $33::numeric[], $34::numeric[])
-                 AS t(n, p, i, ip, pd, id, ir, w)
-            WHERE i.loan_id = $2 AND i.installment_number = t.n
+                interest_posted = i.interest_posted + t.ip, principal_due = i.principal_due + t.pd,
+                interest_due = i.interest_due + t.id, prepaid_weight = i.prepaid_weight + t.w,
+                interest_reduction = i.interest_reduction + t.ir
+            FROM unnest($13::int[], $14::int[], $15::numeric[], $16::numeric[], $17::numeric[],
+                        $18::numeric[], $19::numeric[], $20::numeric[], $21::numeric[])
+                 AS t(k, n, p, i, ip, pd, id, ir, w)
+            JOIN m ON m.k = t.k
+            WHERE i.loan_id = m.loan_id AND i.installment_number = t.n
         ),
         rescheduled AS (
-            INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id, customer_id,
-                                               principal_due, interest_due, interest_reduction,
-                                               prepaid_weight)
-            SELECT $6, n, $2, $3, pd, id, ir, w
-            FROM unnest($16::int[], $17::numeric[], $18::numeric[], $35::numeric[],
-                        $36::numeric[]) AS t(n, pd, id, ir, w)
+            INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id,
+                customer_id, principal_due, interest_due, interest_reduction, prepaid_weight)
+            SELECT m.payment_id, t.n, m.loan_id, m.customer_id, t.pd, t.id, t.ir, t.w
+            FROM unnest($22::int[], $23::int[], $24::numeric[], $25::numeric[], $26::numeric[],
+                        $27::numeric[]) AS t(k, n, pd, id, ir, w)
+            JOIN m ON m.k = t.k
         ),
         allocations AS (
             INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id,
                                                   installment_number, component, amount, posted)
-            SELECT $6, $2, $3, n, c, a, ps
-            FROM unnest($19::int[], $20::text[], $21::numeric[], $22::numeric[]) AS t(n, c, a, ps)
+            SELECT m.payment_id, m.loan_id, m.customer_id, t.n, t.c, t.a, t.ps
+            FROM unnest($28::int[], $29::int[], $30::text[], $31::numeric[], $32::numeric[])
+                 AS t(k, n, c, a, ps)
+            JOIN m ON m.k = t.k
         )
-        UPDATE core.loans SET
-            principal_outstanding = coalesce(principal_outstanding, 0) + $23,
-            interest_outstanding = coalesce(interest_outstanding, 0) + $24,
-            fees_outstanding = fees_outstanding + $25,
-            penalties_outstanding = penalties_outstanding + $26,
-            total_paid = total_paid + $27, recovered_amount = recovered_amount + $28,
-            next_due_date = $29, status = coalesce($30, status),
-            closed_at = CASE WHEN $30 = 'CLOSED' THEN now() WHEN $30 IS NOT NULL THEN NULL ELSE closed_at END,
-            defaulted_at = CASE WHEN $30 = 'DISBURSED' THEN NULL ELSE defaulted_at END,
-            written_off_at = CASE WHEN $30 = 'WRITTEN_OFF' THEN now() ELSE written_off_at END,
-            written_off_by = CASE WHEN $30 = 'WRITTEN_OFF' THEN core.current_actor() ELSE written_off_by END,
-            written_off_amount = CASE WHEN $30 = 'WRITTEN_OFF' THEN $31 ELSE written_off_amount END,
-            version = version + 1, updated_at = now(), updated_by = core.current_actor()
-        WHERE loan_id = $2 AND application_date = $32
+        UPDATE core.loans l SET
+            principal_outstanding = coalesce(l.principal_outstanding, 0) + t.dp,
+            interest_outstanding = coalesce(l.interest_outstanding, 0) + t.di,
+            fees_outstanding = l.fees_outstanding + t.df,
+            penalties_outstanding = l.penalties_outstanding + t.dpen,
+            total_paid = l.total_paid + t.paid, recovered_amount = l.recovered_amount + t.recovered,
+            next_due_date = t.next_due, status = coalesce(t.status, l.status),
+            closed_at = CASE WHEN t.status = 'CLOSED' THEN now() WHEN t.status IS NOT NULL THEN NULL ELSE l.closed_at END,
+            defaulted_at = CASE WHEN t.status = 'DISBURSED' THEN NULL ELSE l.defaulted_at END,
+            written_off_at = CASE WHEN t.status = 'WRITTEN_OFF' THEN now() ELSE l.written_off_at END,
+            written_off_by = CASE WHEN t.status = 'WRITTEN_OFF' THEN core.current_actor() ELSE l.written_off_by END,
+            written_off_amount = CASE WHEN t.status = 'WRITTEN_OFF' THEN t.written_off ELSE l.written_off_amount END,
+            version = l.version + 1, updated_at = now(), updated_by = core.current_actor()
+        FROM m t
+        -- The partition key's range as two scalars, so that the partitions outside it are
+        -- pruned before the scan (a repayment touches its loan's partition alone).
+        WHERE l.application_date BETWEEN $42 AND $43
+          AND l.loan_id = t.loan_id AND l.application_date = t.application_date
         "#,
-        // The entry ($1–$7) and its lines ($8–$9).
-        entry_id,
-        m.loan_id,
-        m.customer_id,
-        m.kind.as_str(),
-        m.business_date,
-        m.payment_id,
-        m.reverses,
-        &m.lines.accounts() as &[&str],
-        &m.lines.amounts(),
-        // Installments: number, paid, posted, and the due amounts a re-amortisation moves.
-        &numbers,
-        &principal_paid,
-        &interest_paid,
-        &interest_posted,
-        &principal_due,
-        &interest_due,
+        // The entries ($1–$8), a row per movement.
+        &f.entry_ids,
+        &f.loan_ids,
+        &f.application_dates,
+        &f.customer_ids,
+        &f.kinds as &[&str],
+        &f.business_dates,
+        &f.payment_ids as &[Option<Uuid>],
+        &f.reverses as &[Option<Uuid>],
+        // Their lines: movement, line number, account, amount.
+        &f.line_of,
+        &f.line_numbers,
+        &f.line_accounts as &[&str],
+        &f.line_amounts,
+        // Installments: movement, number, paid, posted, and the due amounts a re-amortisation
+        // or an interest recalculation moves.
+        &f.installment_of,
+        &f.installment_numbers,
+        &changes[0],
+        &changes[1],
+        &changes[2],
+        &changes[3],
+        &changes[4],
+        &changes[5],
+        &changes[6],
         // The re-amortisation kept for a reversal.
-        &rescheduled,
-        &rescheduled_principal,
-        &rescheduled_interest,
-        // Allocations: installment (none for fees), component, amount, interest posted.
-        &targets as &[Option<i32>],
-        &components as &[&str],
-        &amounts,
-        &posted,
-        // The loan's balance columns move by the entry's lines on the loan accounts.
-        m.lines.of(Account::LoanPrincipal),
-        m.lines.of(Account::LoanInterest),
-        m.lines.of(Account::LoanFees),
-        m.lines.of(Account::LoanPenalties),
-        m.loan.total_paid,
-        m.loan.recovered,
-        m.loan.next_due_date,
-        m.loan.status.map(|s| s.as_str()),
-        m.lines.of(Account::WriteOffExpense),
-        // The loan's partition key.
-        m.application_date,
-        // Interest recalculation, on the installments ($33–$34) and kept for a reversal
-        // ($35–$36).
-        &reduction,
-        &weight,
-        &rescheduled_reduction,
-        &rescheduled_weight,
+        &f.rescheduled_of,
+        &f.rescheduled_numbers,
+        &rescheduled[0],
+        &rescheduled[1],
+        &rescheduled[2],
+        &rescheduled[3],
+        // Allocations: movement, installment (none for fees), component, amount, interest posted.
+        &f.allocation_of,
+        &f.allocation_installments as &[Option<i32>],
+        &f.allocation_components as &[&str],
+        &allocated[0],
+        &allocated[1],
+        // The loans' balance columns move by the entries' lines on the loan accounts.
+        &f.on_accounts[0],
+        &f.on_accounts[1],
+        &f.on_accounts[2],
+        &f.on_accounts[3],
+        &f.total_paid,
+        &f.recovered,
+        &f.next_due_dates as &[Option<NaiveDate>],
+        &f.statuses as &[Option<&str>],
+        &f.on_accounts[4],
+        // The loans' partition keys, first and last.
+        f.application_dates.iter().min(),
+        f.application_dates.iter().max(),
     )
     .execute(conn)
     .await?;
-    Ok(entry_id)
+    Ok(f.entry_ids)
 }
 
 /// The entry a payment posted (not a reversal), with its lines.

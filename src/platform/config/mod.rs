@@ -525,6 +525,9 @@ pub struct HttpConfig {
     pub max_streams_per_principal: usize,
     /// How far back staff may date loans and payments.
     pub backdating_limit_days: u32,
+    /// How far an imported loan's replayed balances may be from its source's
+    /// (`LOAN_IMPORT_TOLERANCE`, in the loan's currency; default 0: to the unit).
+    pub loan_import_tolerance: rust_decimal::Decimal,
     pub rate_limits: RateLimitConfig,
     pub log_format: LogFormat,
     /// Which decisions need a second person, and the staff's approval limit.
@@ -559,6 +562,7 @@ impl Default for HttpConfig {
             max_staff_streams: 200,
             max_streams_per_principal: 5,
             backdating_limit_days: 3650,
+            loan_import_tolerance: rust_decimal::Decimal::ZERO,
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
             four_eyes: FourEyesConfig::default(),
@@ -658,11 +662,27 @@ impl HttpConfig {
                 d.backdating_limit_days,
                 "a number of days",
             )?,
+            loan_import_tolerance: tolerance(src, d.loan_import_tolerance)?,
             rate_limits: RateLimitConfig::from_source(src)?,
             log_format,
             four_eyes: FourEyesConfig::from_source(src)?,
         })
     }
+}
+
+/// `LOAN_IMPORT_TOLERANCE`: an amount of money, zero or more.
+fn tolerance(
+    src: &dyn Source,
+    default: rust_decimal::Decimal,
+) -> Result<rust_decimal::Decimal, ConfigError> {
+    let tolerance: rust_decimal::Decimal =
+        parsed(src, "LOAN_IMPORT_TOLERANCE", default, "an amount")?;
+    if tolerance.is_sign_negative() {
+        return Err(ConfigError(format!(
+            "LOAN_IMPORT_TOLERANCE={tolerance} is negative"
+        )));
+    }
+    Ok(tolerance)
 }
 
 /// `CORS_ALLOWED_ORIGINS`: exact origins (`https://branch.example.com`), comma-separated. A

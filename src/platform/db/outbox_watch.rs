@@ -19,8 +19,9 @@ use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 /// Every topic the outbox carries.
-pub const TOPICS: [&str; 9] = [
+pub const TOPICS: [&str; 10] = [
     "loan_status_changed",
+    "loan_imported",
     "loan_fee_charged",
     "customer_contact_changed",
     "payment_recorded",

@@ -1,0 +1,518 @@
+//! A loan book granted elsewhere comes in through staging (`POST /v1/imports/loans`) and is
+//! replayed through the ledger: each imported loan must be the loan the same history gives when
+//! it is played through the API with the business day moved.
+
+use axum::body::Body;
+use axum::http::{header, Method, StatusCode};
+use chrono::{Datelike, Days, Months, NaiveDate};
+use lakehouse_api::domain::jobs::{servicing, Session};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::books::disagreements;
+use crate::helpers::{TestApp, TestLoan, TestResponse};
+use crate::payments::{key, money};
+
+/// One history: paid out `months` months ago (on a day of the month every month has), a term,
+/// and which installments are paid when.
+struct History {
+    code: &'static str,
+    months: u32,
+    term: i32,
+    amount: &'static str,
+    /// (installment paid, days after its due date); `None` pays the rest off as one lump.
+    paid: Vec<(usize, u64)>,
+    /// A lump of principal paid ahead, (days after payout, amount).
+    lump: Option<(u64, &'static str)>,
+}
+
+fn histories() -> Vec<History> {
+    vec![
+        // Pays every installment on its due date.
+        History {
+            code: "IMPA",
+            months: 13,
+            term: 24,
+            amount: "24000000.00",
+            paid: (0..12).map(|k| (k, 0)).collect(),
+            lump: None,
+        },
+        // Pays two on time, the third 20 days late (a late fee), then stops: defaulted.
+        History {
+            code: "IMPB",
+            months: 8,
+            term: 12,
+            amount: "12000000.00",
+            paid: vec![(0, 0), (1, 0), (2, 20)],
+            lump: None,
+        },
+        // Paid out three years ago over two years, every installment paid: closed.
+        History {
+            code: "IMPC",
+            months: 36,
+            term: 24,
+            amount: "6000000.00",
+            paid: (0..24).map(|k| (k, 0)).collect(),
+            lump: None,
+        },
+        // Pays the first, then a lump of principal ahead (re-amortised), then the next.
+        History {
+            code: "IMPD",
+            months: 4,
+            term: 12,
+            amount: "10000000.00",
+            paid: vec![(0, 0), (1, 0)],
+            lump: Some((40, "3000000.00")),
+        },
+        // Paid out a month ago, nothing paid yet.
+        History {
+            code: "IMPE",
+            months: 1,
+            term: 6,
+            amount: "5000000.00",
+            paid: vec![],
+            lump: None,
+        },
+    ]
+}
+
+/// The payout day of a history: `months` before today, on a day every month has.
+fn payout_day(today: NaiveDate, months: u32) -> NaiveDate {
+    let back = today - Months::new(months);
+    NaiveDate::from_ymd_opt(back.year(), back.month(), back.day().min(28)).unwrap()
+}
+
+impl TestApp {
+    /// Moves a loan paid out today to `day`: its payout, due dates (a month apart from it),
+    /// maturity and next due date.
+    async fn paid_out_on(&self, loan: &TestLoan, day: NaiveDate) {
+        sqlx::query(
+            "UPDATE core.loan_installments \
+             SET due_date = ($2::date + make_interval(months => installment_number))::date \
+             WHERE loan_id = $1",
+        )
+        .bind(loan.id)
+        .bind(day)
+        .execute(&self.owner)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE core.loans l SET disbursement_date = $2::date + time '03:00' AT TIME ZONE 'UTC', \
+                 maturity_date = (SELECT max(due_date) FROM core.loan_installments i WHERE i.loan_id = l.loan_id), \
+                 next_due_date = (SELECT min(due_date) FROM core.loan_installments i WHERE i.loan_id = l.loan_id) \
+             WHERE loan_id = $1",
+        )
+        .bind(loan.id)
+        .bind(day)
+        .execute(&self.owner)
+        .await
+        .unwrap();
+    }
+
+    /// Services every loan for each business day from `from` to `to`, as the daily job does.
+    async fn service_through(&self, from: NaiveDate, to: NaiveDate) {
+        let mut start = from;
+        while start <= to {
+            let end = (start + Days::new(300)).min(to);
+            let days = servicing::Days {
+                from: start,
+                to: end,
+                rehearsal: false,
+            };
+            servicing::run(&Session::Owner(self.owner.clone()), days, 1)
+                .await
+                .unwrap();
+            start = end + Days::new(1);
+        }
+    }
+
+    async fn view(&self, path: &str) -> Value {
+        let response = self.get(path, &self.staff()).await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{path}: {}",
+            response.text()
+        );
+        response.json()
+    }
+
+    async fn import_loans(&self, batch: &str, records: &[Value]) -> TestResponse {
+        let body: String = records.iter().map(|r| format!("{r}\n")).collect();
+        let request = self
+            .request(
+                Method::POST,
+                &format!("/v1/imports/loans?batch_id={batch}&source_system=oldcore"),
+                Some(&self.token("etl", None)),
+            )
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Rows of every table an import writes, and the outbox.
+    async fn footprint(&self) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for table in [
+            "core.loans",
+            "core.loan_installments",
+            "core.payments",
+            "core.payment_allocations",
+            "core.journal_entries",
+            "core.journal_lines",
+            "core.imported_loans",
+            "metadata.outbox_events",
+        ] {
+            counts.push(self.count(&format!("SELECT count(*) FROM {table}")).await);
+        }
+        counts
+    }
+}
+
+/// A repayment of the twin's history: on a business day, an amount.
+struct Paid {
+    loan: usize,
+    on: NaiveDate,
+    amount: Decimal,
+}
+
+/// What the API shows of a loan that two loans with one history must share.
+async fn shape(app: &TestApp, loan_id: &str) -> Value {
+    let loan = app.view(&format!("/v1/loans/{loan_id}")).await;
+    let schedule = app.view(&format!("/v1/loans/{loan_id}/schedule")).await;
+    let installments = app.view(&format!("/v1/loans/{loan_id}/installments")).await;
+    let journal = app.view(&format!("/v1/loans/{loan_id}/journal")).await;
+    let entries: Vec<Value> = journal["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let lines: Vec<Value> = e["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| json!([l["account"], l["amount"]]))
+                .collect();
+            // The twin's payout entry keeps the day it was really made.
+            let day = if e["kind"] == "DISBURSEMENT" {
+                Value::Null
+            } else {
+                e["business_date"].clone()
+            };
+            json!([e["kind"], day, e["installment_number"], lines])
+        })
+        .collect();
+    // Servicing that catches up over several days writes their entries in one statement, in
+    // another order than day by day: the journals are compared as sets of entries.
+    let mut entries = entries;
+    entries.sort_by_key(|e| e.to_string());
+    let mut fields = serde_json::Map::new();
+    for field in [
+        "status",
+        "loan_amount",
+        "interest_rate",
+        "term_months",
+        "maturity_date",
+        "principal_outstanding",
+        "interest_outstanding",
+        "fees_outstanding",
+        "penalties_outstanding",
+        "total_paid",
+        "next_due_date",
+        "days_past_due",
+    ] {
+        fields.insert(field.into(), loan[field].clone());
+    }
+    json!({
+        "loan": fields,
+        "schedule": schedule["installments"],
+        "installments": installments["installments"],
+        "journal": entries,
+    })
+}
+
+#[tokio::test]
+async fn an_imported_loan_is_the_loan_its_history_gives_through_the_api_and_comes_in_once() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    sqlx::raw_sql(
+        "UPDATE core.products SET grace_days = 5, late_fee_amount = 50000, late_fee_rate = 0, \
+         default_after_days = 60 WHERE product_code = 'PERSONAL_STD'",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let today = app.today().await;
+    let histories = histories();
+
+    // The twins: paid out today through the API, moved to their payout day, then played day by
+    // day: the daily servicing job, and each repayment at the branch on its own day.
+    let mut twins = Vec::new();
+    let mut importees = Vec::new();
+    for (n, h) in histories.iter().enumerate() {
+        let twin_customer = app
+            .approved_customer(&format!("{}T", h.code), &format!("7700000{n}1"))
+            .await;
+        importees.push(
+            app.approved_customer(&format!("{}I", h.code), &format!("7700000{n}2"))
+                .await,
+        );
+        let twin = app
+            .disbursed_loan(twin_customer, "PERSONAL_STD", h.amount, h.term)
+            .await;
+        app.paid_out_on(&twin, payout_day(today, h.months)).await;
+        twins.push(twin);
+    }
+    let mut paid = Vec::new();
+    for (n, h) in histories.iter().enumerate() {
+        let rows = app
+            .view(&format!("/v1/loans/{}/installments", twins[n].id))
+            .await["installments"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let due =
+            |k: usize| -> NaiveDate { rows[k]["due_date"].as_str().unwrap().parse().unwrap() };
+        let total = |k: usize| money(&rows[k]["principal_due"]) + money(&rows[k]["interest_due"]);
+        for &(k, late) in &h.paid {
+            paid.push(Paid {
+                loan: n,
+                on: due(k) + Days::new(late),
+                amount: total(k),
+            });
+        }
+        if let Some((after, amount)) = h.lump {
+            paid.push(Paid {
+                loan: n,
+                on: payout_day(today, h.months) + Days::new(after),
+                amount: amount.parse().unwrap(),
+            });
+        }
+    }
+    paid.sort_by_key(|p| (p.on, p.loan));
+    assert!(
+        paid.iter().all(|p| p.on < today),
+        "every repayment is in the past"
+    );
+    let mut serviced_to = payout_day(today, 36);
+    for p in &paid {
+        if p.on > serviced_to {
+            app.service_through(serviced_to + Days::new(1), p.on).await;
+            serviced_to = p.on;
+        }
+        let mut body = crate::helpers::repayment(&twins[p.loan].body, &p.amount.to_string());
+        body["payment_date"] = json!(format!("{}T12:00:00Z", p.on));
+        let response = app.pay(&app.staff(), &key(), &body).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
+    }
+    app.service_through(serviced_to + Days::new(1), today).await;
+
+    // The same histories from the old core, with the balances it holds at cut-over.
+    let mut records = Vec::new();
+    for (n, h) in histories.iter().enumerate() {
+        let twin = app.view(&format!("/v1/loans/{}", twins[n].id)).await;
+        let repayments: Vec<Value> = paid
+            .iter()
+            .filter(|p| p.loan == n)
+            .map(|p| json!({"paid_at": format!("{}T12:00:00Z", p.on), "amount": p.amount.to_string()}))
+            .collect();
+        records.push(json!({
+            "source_reference": format!("OLD-{}", h.code),
+            "customer_code": format!("{}I", h.code),
+            "branch": "HO",
+            "product_code": "PERSONAL_STD",
+            "amount": h.amount,
+            "annual_interest_rate": "0.1250",
+            "term_months": h.term,
+            "disbursed_at": format!("{}T03:00:00Z", payout_day(today, h.months)),
+            "repayments": repayments,
+            "balances": {
+                "principal": twin["principal_outstanding"],
+                "interest": twin["interest_outstanding"],
+                "fees": twin["fees_outstanding"],
+                "penalties": twin["penalties_outstanding"],
+            },
+        }));
+    }
+    let last_event = app
+        .count("SELECT coalesce(max(event_id), 0) FROM metadata.outbox_events")
+        .await;
+    let imported = app.import_loans("book-1", &records).await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.text());
+    let report = imported.json();
+    assert_eq!(report["imported"], json!(histories.len()), "{report}");
+    assert_eq!(report["failed"], json!(0), "{report}");
+
+    for (n, h) in histories.iter().enumerate() {
+        let loan_id: String = sqlx::query_scalar(
+            "SELECT loan_id::text FROM core.imported_loans WHERE source_reference = $1",
+        )
+        .bind(format!("OLD-{}", h.code))
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+        let imported = shape(&app, &loan_id).await;
+        let twin = shape(&app, &twins[n].id.to_string()).await;
+        assert_eq!(
+            imported, twin,
+            "{}: imported vs played through the API",
+            h.code
+        );
+    }
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT l.status FROM core.imported_loans i JOIN core.loans l USING (loan_id) \
+         ORDER BY i.source_reference",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        ["DISBURSED", "DEFAULTED", "CLOSED", "DISBURSED", "DISBURSED"],
+        "the histories reach the states they were chosen for"
+    );
+    assert!(disagreements(&app.owner).await.is_empty());
+
+    // One event per imported loan, none for its history.
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT topic FROM metadata.outbox_events WHERE event_id > $1 ORDER BY event_id",
+    )
+    .bind(last_event)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(events, vec!["loan_imported"; histories.len()], "{events:?}");
+
+    // The same file again, as another batch: nothing changes; its lines name the loans booked.
+    let before = app.footprint().await;
+    let again = app.import_loans("book-2", &records).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["imported"], json!(histories.len()));
+    assert_eq!(app.footprint().await, before);
+    let reposted = app.import_loans("book-1", &records).await;
+    assert_eq!(reposted.status, StatusCode::OK, "{}", reposted.text());
+    assert_eq!(app.footprint().await, before);
+}
+
+/// A record the import cannot take is reported on its line and books nothing; the good lines
+/// of the same batch go in.
+#[tokio::test]
+async fn bad_lines_are_reported_and_book_nothing_and_only_etl_may_import() {
+    let app = TestApp::spawn().await;
+    app.ensure_products().await;
+    app.approved_customer("IMPX", "880000001").await;
+    let today = app.today().await;
+    // One installment falls due by today: its interest is receivable.
+    let payout = payout_day(today, 1);
+    let good = json!({
+        "source_reference": "OLD-GOOD", "customer_code": "IMPX", "product_code": "PERSONAL_STD",
+        "amount": "12000000.00", "annual_interest_rate": "0.1250", "term_months": 12,
+        "disbursed_at": format!("{payout}T03:00:00Z"), "repayments": [],
+        "balances": {"principal": "12000000.00", "interest": "125000.00"},
+    });
+    let with = |field: &str, value: Value| {
+        let mut record = good.clone();
+        record[field] = value;
+        record["source_reference"] = json!(format!("OLD-{field}"));
+        record
+    };
+    let lines = vec![
+        good.clone(),
+        // The source says it owes a cent more than the history gives.
+        with(
+            "balances",
+            json!({"principal": "12000000.01", "interest": "125000.00"}),
+        ),
+        with("product_code", json!("NO_SUCH")),
+        with("customer_code", json!("NOBODY")),
+        with("branch", json!("HN01")),
+        with(
+            "disbursed_at",
+            json!(format!("{}T03:00:00Z", today + Days::new(2))),
+        ),
+        with(
+            "repayments",
+            json!([{"paid_at": format!("{}T03:00:00Z", payout - Days::new(1)), "amount": "100.00"}]),
+        ),
+        // More than the payoff.
+        with(
+            "repayments",
+            json!([{"paid_at": format!("{payout}T09:00:00Z"), "amount": "99000000.00"}]),
+        )
+        .as_object()
+        .map(|o| {
+            let mut o = o.clone();
+            o.insert("source_reference".into(), json!("OLD-overpaid"));
+            Value::Object(o)
+        })
+        .unwrap(),
+        with("amount", json!("12000000.001")),
+        json!("not a loan"),
+    ];
+    let staff = app
+        .send(
+            app.request(Method::POST, "/v1/imports/loans", Some(&app.staff()))
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(format!("{good}\n")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(staff.status, StatusCode::FORBIDDEN, "{}", staff.text());
+
+    let response = app.import_loans("mixed-1", &lines).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let report = response.json();
+    assert_eq!(report["imported"], json!(1), "{report}");
+    assert_eq!(report["failed"], json!(lines.len() - 1), "{report}");
+    let errors: Vec<(i64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line_number"].as_i64().unwrap(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = [
+        (
+            2,
+            "the replayed balances differ from the source's by more than 0: principal",
+        ),
+        (3, "unknown product_code NO_SUCH"),
+        (4, "customer_code: no customer NOBODY"),
+        (5, "branch: HN01 is not the office of customer IMPX (HO)"),
+        (6, "disbursed_at: must not be in the future"),
+        (7, "repayments[0].paid_at: between the disbursement and now"),
+        (8, "repayment 1 of 99000000.00 on"),
+        (9, "amount: 12000000.001 has more decimals than"),
+        (10, "not a loan record"),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{errors:?}");
+    for ((line, error), (want_line, want)) in errors.iter().zip(expect) {
+        assert_eq!(*line, want_line, "{errors:?}");
+        assert!(
+            error.contains(want),
+            "line {line}: {error:?} should say {want:?}"
+        );
+    }
+    // Only the good line's loan exists; nothing of the refused ones stayed.
+    assert_eq!(app.count("SELECT count(*) FROM core.loans").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.imported_loans").await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM core.payments WHERE payment_type = 'REPAYMENT'")
+            .await,
+        0
+    );
+    assert!(disagreements(&app.owner).await.is_empty());
+    let get = app
+        .get("/v1/imports/loans/mixed-1", &app.token("etl", None))
+        .await;
+    assert_eq!(get.status, StatusCode::OK, "{}", get.text());
+    assert_eq!(get.json()["failed"], report["failed"]);
+}
