@@ -310,6 +310,173 @@ async fn risk_indicators_carry_thresholds_alert_levels_and_expiry() {
     )
     .await
     .problem(StatusCode::BAD_REQUEST);
+
+    // History by business date: that set stands as two days ago's; the loan falls further
+    // behind, and today's refresh adds today's set beside it.
+    sqlx::raw_sql(
+        "UPDATE analytics.risk_indicators SET as_of = as_of - 2, \
+             calculated_at = calculated_at - interval '2 days', \
+             expires_at = expires_at - interval '2 days'",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE core.loans SET next_due_date = current_date - 95 WHERE loan_id = $1::uuid")
+        .bind(loan.id)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let again = app
+        .json(
+            Method::POST,
+            "/v1/analytics/risk-indicators/refresh",
+            &analyst(&app),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(
+        app.count("SELECT count(*) FROM analytics.risk_indicators")
+            .await,
+        10
+    );
+    let days_past_due = |page: Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["indicator_type"] == "DAYS_PAST_DUE")
+            .map(|i| i["indicator_value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let today = app.today().await;
+    let then = today - chrono::Days::new(2);
+    let latest = app
+        .get(
+            "/v1/analytics/risk-indicators?entity_type=LOAN",
+            &analyst(&app),
+        )
+        .await
+        .json();
+    assert_eq!(days_past_due(latest), ["95.0000"]);
+    let before = app
+        .get(
+            &format!("/v1/analytics/risk-indicators?entity_type=LOAN&date={then}"),
+            &analyst(&app),
+        )
+        .await
+        .json();
+    assert_eq!(before["data"][0]["as_of"], json!(then.to_string()));
+    assert_eq!(days_past_due(before), ["45.0000"]);
+
+    // Retention takes the days past RISK_INDICATORS_RETENTION_DAYS, and only them.
+    let retention = lakehouse_api::platform::config::RetentionConfig {
+        risk_indicators: std::time::Duration::from_secs(86_400),
+        ..Default::default()
+    };
+    lakehouse_api::domain::jobs::retention::run(
+        &lakehouse_api::domain::jobs::Session::Owner(app.owner.clone()),
+        &retention,
+        2,
+    )
+    .await
+    .unwrap();
+    let days: Vec<chrono::NaiveDate> =
+        sqlx::query_scalar("SELECT DISTINCT as_of FROM analytics.risk_indicators ORDER BY as_of")
+            .fetch_all(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(days, [today]);
+}
+
+/// The catalog lists every table of the lakehouse's schemas from the database's own catalog,
+/// says which hold personal data, and the read-only login reads the analytics tables and it.
+#[tokio::test]
+async fn the_catalog_describes_every_table_and_the_read_only_login_reads_analytics() {
+    let app = TestApp::spawn().await;
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname IN ('core', 'analytics', 'metadata', 'staging', 'audit') \
+           AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND NOT EXISTS (SELECT 1 FROM metadata.catalog_info i \
+                           WHERE (i.schema_name, i.table_name) = (n.nspname, c.relname) \
+                             AND i.description IS NOT NULL) \
+         ORDER BY 1",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert!(missing.is_empty(), "not in the catalog: {missing:?}");
+    assert!(
+        app.count("SELECT count(*) FROM metadata.catalog_info")
+            .await
+            >= 30
+    );
+    let personal: Vec<String> = sqlx::query_scalar(
+        "SELECT schema_name || '.' || table_name FROM metadata.catalog_info \
+         WHERE contains_pii ORDER BY 1",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    for table in [
+        "core.customers",
+        "staging.customer_imports",
+        "core.staff_members",
+    ] {
+        assert!(personal.contains(&table.to_owned()), "{personal:?}");
+    }
+    for table in [
+        "core.journal_lines",
+        "core.loans",
+        "analytics.loan_analytics",
+    ] {
+        assert!(!personal.contains(&table.to_owned()), "{personal:?}");
+    }
+    // A table that appears is described at the next refresh (migrate runs one), and one that
+    // goes leaves.
+    sqlx::raw_sql(
+        "CREATE TABLE analytics.scratch (n int); COMMENT ON TABLE analytics.scratch IS 'scratch'; \
+         SELECT metadata.refresh_catalog();",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.catalog_info WHERE table_name = 'scratch'")
+            .await,
+        1
+    );
+    sqlx::raw_sql("DROP TABLE analytics.scratch; SELECT metadata.refresh_catalog();")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.catalog_info WHERE table_name = 'scratch'")
+            .await,
+        0
+    );
+
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE lakehouse_read_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in [
+        "analytics.customer_metrics",
+        "analytics.risk_indicators",
+        "analytics.loan_analytics",
+        "metadata.catalog_info",
+        "core.loans",
+        "core.journal_lines",
+    ] {
+        sqlx::raw_sql(&format!("SELECT count(*) FROM {table}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("the read-only login cannot read {table}: {e}"));
+    }
+    tx.rollback().await.unwrap();
 }
 
 /// An NDJSON body of `rows` customers, generated as it is sent; every hundredth row is bad in

@@ -629,3 +629,126 @@ fn reads_many(plan: &Value) -> bool {
         _ => false,
     }
 }
+
+/// The seed's Lab 3 ranking: every customer lent money, by the total lent, against a
+/// recomputation from the loans, page by page; an application never paid out does not count.
+#[tokio::test]
+async fn borrowers_are_ranked_by_total_borrowed_as_a_recomputation_ranks_them() {
+    use lakehouse_api::api::reports::borrowers::RANKING;
+    let app = TestApp::spawn().await;
+    book(&app).await;
+    // A second loan for the first customer lifts them up the ranking; an application that is
+    // only approved lends nothing.
+    let first: uuid::Uuid =
+        sqlx::query_scalar("SELECT customer_id FROM core.customers WHERE customer_code = 'RPT-00'")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    app.disbursed_loan(first, "BUSINESS_STD", "45000000.00", 12)
+        .await;
+    let pending = app
+        .apply(
+            &app.staff(),
+            json!({"customer_id": first, "product_code": "PERSONAL_STD", "amount": "9000000.00", "term_months": 6}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        app.act(&app.staff(), &pending, "approve").await.status,
+        StatusCode::OK
+    );
+
+    let expected: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT c.customer_code, count(*), sum(l.loan_amount)::text, \
+                round(avg(l.interest_rate), 4)::text \
+         FROM core.loans l JOIN core.customers c USING (customer_id) \
+         WHERE l.disbursement_date IS NOT NULL \
+         GROUP BY c.customer_id, c.customer_code ORDER BY sum(l.loan_amount) DESC, c.customer_id DESC",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(expected.len(), 8);
+    assert_eq!(expected[0].0, "RPT-00", "{expected:?}");
+
+    let mut got = Vec::new();
+    let mut path = "/v1/reports/borrowers?limit=3".to_owned();
+    loop {
+        let page = app.get(&path, &app.token("analyst", None)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let page = page.json();
+        for row in page["data"].as_array().unwrap() {
+            got.push((
+                row["customer_code"].as_str().unwrap().to_owned(),
+                row["loans"].as_i64().unwrap(),
+                row["total_borrowed"].as_str().unwrap().to_owned(),
+                row["average_rate"].as_str().unwrap().to_owned(),
+                row["rank"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/reports/borrowers?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let got_figures: Vec<(String, i64, String, String)> = got
+        .iter()
+        .map(|g| (g.0.clone(), g.1, g.2.clone(), g.3.clone()))
+        .collect();
+    assert_eq!(got_figures, expected);
+    assert_eq!(got[0].4, 1);
+    assert_eq!(got[0].1, 2, "the approved application does not count");
+    assert!(got.windows(2).all(|w| w[0].4 <= w[1].4));
+
+    // The plan the seed documents for its optimised summary: the loans read once and
+    // aggregated per customer, then joined to the customers; no subquery per customer.
+    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {RANKING}"))
+        .bind(None::<Decimal>)
+        .bind(None::<uuid::Uuid>)
+        .bind(51i64)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert!(!plan.to_string().contains("SubPlan"), "{plan:#}");
+    assert!(aggregates_loans_once(&plan), "{plan:#}");
+}
+
+/// Whether an aggregate node reads every scan of the loans below it exactly once.
+fn aggregates_loans_once(plan: &Value) -> bool {
+    fn loan_scans(node: &Value, loops: &mut Vec<f64>) {
+        if let Value::Object(map) = node {
+            if map
+                .get("Relation Name")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.starts_with("loans"))
+            {
+                loops.push(
+                    map.get("Actual Loops")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
+                );
+            }
+            for child in map
+                .get("Plans")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                loan_scans(child, loops);
+            }
+        } else if let Value::Array(items) = node {
+            items.iter().for_each(|i| loan_scans(i, loops));
+        }
+    }
+    match plan {
+        Value::Object(map) => {
+            let is_aggregate = map.get("Node Type").and_then(Value::as_str) == Some("Aggregate");
+            let mut loops = Vec::new();
+            loan_scans(plan, &mut loops);
+            (is_aggregate && !loops.is_empty() && loops.iter().all(|l| *l <= 1.0))
+                || map.values().any(aggregates_loans_once)
+        }
+        Value::Array(items) => items.iter().any(aggregates_loans_once),
+        _ => false,
+    }
+}

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -46,6 +46,8 @@ pub struct RiskIndicator {
     pub threshold_value: Option<Decimal>,
     /// LOW, MEDIUM, HIGH or CRITICAL.
     pub alert_level: Option<String>,
+    /// The business date the indicator is of.
+    pub as_of: NaiveDate,
     pub calculated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     #[schema(value_type = Option<Object>)]
@@ -59,6 +61,9 @@ pub struct RiskIndicatorQuery {
     pub alert_level: Option<String>,
     /// CUSTOMER, LOAN or PORTFOLIO.
     pub entity_type: Option<String>,
+    /// A business date's indicators, as that day's refresh left them (kept for
+    /// `RISK_INDICATORS_RETENTION_DAYS`). Default: the latest day's, while they have not expired.
+    pub date: Option<NaiveDate>,
 }
 
 fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), ApiError> {
@@ -71,7 +76,8 @@ fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Ap
     }
 }
 
-/// Current (unexpired) risk indicators (analysts, administrators).
+/// Risk indicators of a business date (analysts, administrators): by default the latest
+/// refresh's, while current (unexpired).
 #[utoipa::path(
     get,
     path = "/v1/analytics/risk-indicators",
@@ -100,9 +106,10 @@ pub(super) async fn list_risk_indicators(
         RiskIndicator,
         r#"
         SELECT indicator_id, entity_type, entity_id, indicator_type, indicator_value,
-        threshold_value, alert_level, calculated_at, expires_at, metadata
+        threshold_value, alert_level, as_of, calculated_at, expires_at, metadata
         FROM analytics.risk_indicators
-        WHERE expires_at > now() AND ($1::text IS NULL OR alert_level = $1)
+        WHERE as_of = coalesce($5, (SELECT max(as_of) FROM analytics.risk_indicators))
+        AND ($5 IS NOT NULL OR expires_at > now()) AND ($1::text IS NULL OR alert_level = $1)
         AND ($2::text IS NULL OR entity_type = $2) AND ($3::uuid IS NULL OR indicator_id > $3)
         ORDER BY indicator_id LIMIT $4
         "#,
@@ -110,6 +117,7 @@ pub(super) async fn list_risk_indicators(
         query.entity_type.as_deref(),
         after.map(|c| c.after),
         page.fetch(),
+        query.date,
     )
     .fetch_all(&mut *tx)
     .await?;

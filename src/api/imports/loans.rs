@@ -37,7 +37,10 @@ use crate::platform::state::AppState;
 /// Records staged per transaction.
 const STAGE_CHUNK: usize = 1000;
 /// Loans replayed per transaction.
-const REPLAY_CHUNK: i64 = 2000;
+const REPLAY_CHUNK: usize = 2000;
+/// Chunks replayed at once, each on a connection of its own: the replay's work is mostly the
+/// database's, and one chunk keeps one of its cores busy.
+const REPLAY_WORKERS: usize = 2;
 /// The longest single record accepted (a loan with its repayments).
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// The most repayments one record carries.
@@ -323,54 +326,47 @@ impl LoanUpload<'_> {
     /// Replays the batch's good lines a chunk per transaction; returns the loans imported and
     /// the lines failed.
     async fn replay(&self) -> Result<(i64, i64), ApiError> {
-        let mut after = 0;
+        // A reference on two lines of the batch goes in from the first only: chunks replay side
+        // by side, so a clash between them is settled before they start.
+        let mut tx = self.replayer.begin().await?;
+        sqlx::query!(
+            r#"
+            UPDATE staging.loan_imports s
+            SET error_message = 'source_reference ' || s.source_reference || ' is also on line '
+                                || d.first_line
+            FROM (SELECT source_reference, min(line_number) AS first_line
+                  FROM staging.loan_imports WHERE batch_id = $1 AND error_message IS NULL
+                  GROUP BY source_reference HAVING count(*) > 1) d
+            WHERE s.batch_id = $1 AND s.source_reference = d.source_reference
+              AND s.line_number > d.first_line AND NOT s.processed AND s.error_message IS NULL
+            "#,
+            self.batch,
+        )
+        .execute(&mut *tx)
+        .await?;
+        let lines: Vec<i32> = sqlx::query_scalar!(
+            r#"
+            SELECT line_number FROM staging.loan_imports
+            WHERE batch_id = $1 AND NOT processed AND error_message IS NULL
+            ORDER BY line_number
+            "#,
+            self.batch,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let ranges: Vec<(i32, i32)> = lines
+            .chunks(REPLAY_CHUNK)
+            .filter_map(|c| Some((*c.first()?, *c.last()?)))
+            .collect();
         let mut imported = 0;
-        loop {
-            let mut tx = self.replayer.begin().await?;
-            let lines = sqlx::query!(
-                r#"
-                SELECT line_number, record FROM staging.loan_imports
-                WHERE batch_id = $1 AND line_number > $2 AND NOT processed
-                  AND error_message IS NULL
-                ORDER BY line_number LIMIT $3
-                "#,
-                self.batch,
-                after,
-                REPLAY_CHUNK,
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let Some(last) = lines.last().map(|l| l.line_number) else {
-                break;
-            };
-            after = last;
-            let records: Vec<(i32, LoanImportRecord)> = lines
-                .into_iter()
-                .filter_map(|l| {
-                    serde_json::from_value(l.record)
-                        .ok()
-                        .map(|r| (l.line_number, r))
-                })
-                .collect();
-            let (loans, mut outcomes) = resolve(&mut tx, records).await?;
-            self.ensure_partitions(&loans).await?;
-            let today = crate::domain::ledger::business_date(&mut tx, Utc::now()).await?;
-            let replay = Replay {
-                source_system: self.source,
-                batch_id: self.batch,
-                today,
-                tolerance: self.state.jobs.loan_import_tolerance,
-            };
-            let replayed = replay.run(&mut tx, &loans).await?;
-            for (loan, outcome) in loans.iter().zip(replayed) {
-                if matches!(outcome, Outcome::Imported(_)) {
-                    imported += 1;
-                }
-                outcomes.push((loan.line_number, outcome));
-            }
-            mark(&mut tx, self.batch, &outcomes).await?;
-            tx.commit().await?;
+        let mut chunks = futures_util::stream::iter(ranges)
+            .map(|(first, last)| self.replay_chunk(first, last))
+            .buffer_unordered(REPLAY_WORKERS);
+        while let Some(chunk) = chunks.next().await {
+            imported += chunk?;
         }
+        drop(chunks);
         let mut tx = self.session.begin().await?;
         let failed = sqlx::query_scalar!(
             r#"
@@ -383,6 +379,53 @@ impl LoanUpload<'_> {
         .await?;
         tx.commit().await?;
         Ok((imported, failed))
+    }
+
+    /// Replays the good lines from `first` to `last` in one transaction; returns the loans it
+    /// imported.
+    async fn replay_chunk(&self, first: i32, last: i32) -> Result<i64, ApiError> {
+        let mut tx = self.replayer.begin().await?;
+        let lines = sqlx::query!(
+            r#"
+            SELECT line_number, record FROM staging.loan_imports
+            WHERE batch_id = $1 AND line_number BETWEEN $2 AND $3 AND NOT processed
+              AND error_message IS NULL
+            ORDER BY line_number
+            "#,
+            self.batch,
+            first,
+            last,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let records: Vec<(i32, LoanImportRecord)> = lines
+            .into_iter()
+            .filter_map(|l| {
+                serde_json::from_value(l.record)
+                    .ok()
+                    .map(|r| (l.line_number, r))
+            })
+            .collect();
+        let (loans, mut outcomes) = resolve(&mut tx, records).await?;
+        self.ensure_partitions(&loans).await?;
+        let today = crate::domain::ledger::business_date(&mut tx, Utc::now()).await?;
+        let replay = Replay {
+            source_system: self.source,
+            batch_id: self.batch,
+            today,
+            tolerance: self.state.jobs.loan_import_tolerance,
+        };
+        let replayed = replay.run(&mut tx, &loans).await?;
+        let mut imported = 0;
+        for (loan, outcome) in loans.iter().zip(replayed) {
+            if matches!(outcome, Outcome::Imported(_)) {
+                imported += 1;
+            }
+            outcomes.push((loan.line_number, outcome));
+        }
+        mark(&mut tx, self.batch, &outcomes).await?;
+        tx.commit().await?;
+        Ok(imported)
     }
 
     /// The partitions the loans' rows go to: their disbursement years, the months of their

@@ -2,6 +2,7 @@
 //! for staff (their branches), analysts and administrators. Today reads every loan's position
 //! live; a past date reads its daily snapshot (`analytics.loan_analytics`).
 
+pub mod borrowers;
 mod collection_sheet;
 mod registers;
 pub mod repo;
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(registers::disbursements))
         .routes(routes!(registers::repayments))
         .routes(routes!(collection_sheet::collection_sheet))
+        .routes(routes!(borrowers::borrowers))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

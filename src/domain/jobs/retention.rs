@@ -11,13 +11,13 @@ pub const SPEC: JobSpec = JobSpec {
     name: "retention",
     source_system: "postgresql",
     source_table: "core.idempotency_keys, metadata.outbox_events, staging.customer_imports, \
-        metadata.job_execution",
+        staging.loan_imports, analytics.risk_indicators, metadata.job_execution",
     target_system: "postgresql",
     target_table: "(deleted)",
     transformation_type: "PURGE",
     transformation_logic: "delete idempotency keys after 24 h, outbox events, staging rows of \
-        completed imports and finished job runs (with their lineage) after their retention \
-        periods, in bounded batches",
+        completed imports, risk indicators of past business dates and finished job runs (with \
+        their lineage) after their retention periods, in bounded batches",
 };
 
 /// Rows deleted per statement.
@@ -33,12 +33,15 @@ pub async fn run(
         "outbox_days": days(retention.outbox),
         "staging_days": days(retention.staging),
         "job_days": days(retention.jobs),
+        "risk_indicator_days": days(retention.risk_indicators),
         "batch": batch,
     });
     let targets = [
         ("idempotency_keys", Duration::from_secs(86_400)),
         ("outbox_events", retention.outbox),
         ("staging_imports", retention.staging),
+        ("loan_imports", retention.staging),
+        ("risk_indicators", retention.risk_indicators),
         ("job_runs", retention.jobs),
     ];
     let batches = session.clone();

@@ -1,7 +1,8 @@
 //! `analytics.risk_indicators`: days past due and loan-to-value per loan and customer, and
-//! concentration by product across the portfolio. Each run replaces the previous one, a chunk of
-//! customers per transaction, then the portfolio's; every indicator carries its threshold, alert
-//! level and a one-day expiry.
+//! concentration by product across the portfolio, kept by business date. Each run replaces the
+//! day's own (an earlier run of the same day), a chunk of customers per transaction, then the
+//! portfolio's, and leaves the days before for retention; every indicator carries its threshold,
+//! alert level and a one-day expiry.
 
 use uuid::Uuid;
 
@@ -78,10 +79,11 @@ async fn refresh_customers(
     sqlx::query!(
         r#"
         DELETE FROM analytics.risk_indicators r
-        WHERE (r.entity_type = 'CUSTOMER' AND r.entity_id > $1 AND r.entity_id <= $2)
-           OR (r.entity_type = 'LOAN'
-               AND r.entity_id IN (SELECT l.loan_id FROM core.loans l
-                                   WHERE l.customer_id > $1 AND l.customer_id <= $2))
+        WHERE r.as_of = core.business_date(now())
+          AND ((r.entity_type = 'CUSTOMER' AND r.entity_id > $1 AND r.entity_id <= $2)
+               OR (r.entity_type = 'LOAN'
+                   AND r.entity_id IN (SELECT l.loan_id FROM core.loans l
+                                       WHERE l.customer_id > $1 AND l.customer_id <= $2)))
         "#,
         after,
         upper,
@@ -133,9 +135,12 @@ async fn refresh_customers(
 
 /// Replaces the portfolio's concentration by product type; returns how many it wrote.
 async fn refresh_portfolio(tx: &mut sqlx::PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query!("DELETE FROM analytics.risk_indicators WHERE entity_type = 'PORTFOLIO'")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM analytics.risk_indicators \
+         WHERE entity_type = 'PORTFOLIO' AND as_of = core.business_date(now())"
+    )
+    .execute(&mut *tx)
+    .await?;
     let written = sqlx::query!(
         r#"
         WITH shares AS (

@@ -719,6 +719,8 @@ pub struct RetentionConfig {
     pub outbox: Duration,
     pub staging: Duration,
     pub jobs: Duration,
+    /// How long a business date's risk indicators are kept (`RISK_INDICATORS_RETENTION_DAYS`).
+    pub risk_indicators: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -728,6 +730,7 @@ impl Default for RetentionConfig {
             outbox: days(30),
             staging: days(30),
             jobs: days(90),
+            risk_indicators: days(90),
         }
     }
 }
@@ -751,6 +754,7 @@ impl RetentionConfig {
             outbox: days("OUTBOX_RETENTION_DAYS", d.outbox)?,
             staging: days("STAGING_RETENTION_DAYS", d.staging)?,
             jobs: days("JOB_RETENTION_DAYS", d.jobs)?,
+            risk_indicators: days("RISK_INDICATORS_RETENTION_DAYS", d.risk_indicators)?,
         })
     }
 }

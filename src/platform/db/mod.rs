@@ -70,6 +70,10 @@ pub async fn migrate_with_logins(
         }
     }
     ensure_partitions(&mut conn).await?;
+    // The catalog follows the schema the migrations left.
+    sqlx::query_scalar!(r#"SELECT metadata.refresh_catalog() AS "described!""#)
+        .fetch_one(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(())
 }
