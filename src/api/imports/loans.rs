@@ -37,7 +37,7 @@ use crate::platform::state::AppState;
 /// Records staged per transaction.
 const STAGE_CHUNK: usize = 1000;
 /// Loans replayed per transaction.
-const REPLAY_CHUNK: usize = 2000;
+const REPLAY_CHUNK: usize = 4000;
 /// Chunks replayed at once, each on a connection of its own: the replay's work is mostly the
 /// database's, and one chunk keeps one of its cores busy.
 const REPLAY_WORKERS: usize = 2;
