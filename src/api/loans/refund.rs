@@ -18,7 +18,8 @@ use crate::platform::state::AppState;
 
 /// Refund an OVERPAID loan (staff): what it owes the customer on LOAN_OVERPAYMENT is paid out in
 /// a REFUND entry, and the loan is CLOSED. Requires an `Idempotency-Key`: the same key replays
-/// the first answer.
+/// the first answer. After a 5xx, a timeout or a dropped connection, retry with the same key
+/// before paying the customer by other means: the answer is the original outcome.
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/refund",

@@ -46,13 +46,15 @@ const PAYMENTS_PATH: &str = "/v1/payments";
 /// Record a payment. Staff record branch payments (REPAYMENT or FEE), which complete at once and
 /// may be backdated; a customer starts a REPAYMENT of their own loan, PENDING until staff confirm
 /// it. Requires `Idempotency-Key`: a retry with the same key and body gets the first response
-/// again, byte for byte.
+/// again, byte for byte. After a 5xx, a timeout or a dropped connection, send the same request
+/// with the same key before telling anyone the money did not move: the payment may have been
+/// recorded, and the retry answers with what happened (never a second payment).
 #[utoipa::path(
     post,
     path = "/v1/payments",
     tag = "payments",
     operation_id = "create_payment",
-    params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; retries reuse it")),
+    params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; every retry of it (after a 5xx, a timeout or no answer) reuses it and gets the original outcome")),
     request_body = CreatePaymentRequest,
     responses(
         (status = 201, description = "Recorded", body = Payment, headers(("Location" = String))),
