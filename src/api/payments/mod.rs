@@ -265,6 +265,8 @@ fn illegal(verb: &str, payment: &Payment) -> ApiError {
 
 /// Confirm a PENDING payment (staff): a repayment is applied to the loan now, and refused (422)
 /// if it is more than is owed by then.
+/// After a 5xx, a timeout or no answer, sending it again is safe: if the first took effect, the
+/// answer is 409 naming the status the payment is in now (`GET /v1/payments/{id}` shows it).
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/confirm",
@@ -290,6 +292,8 @@ async fn confirm_payment(
 }
 
 /// Mark a PENDING payment failed (staff): the money never arrived.
+/// After a 5xx, a timeout or no answer, sending it again is safe: if the first took effect, the
+/// answer is 409 naming the status the payment is in now (`GET /v1/payments/{id}` shows it).
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/fail",
@@ -320,6 +324,8 @@ async fn fail_payment(
 
 /// Reverse a COMPLETED repayment or fee (staff): exactly what it did to the loan is undone,
 /// reopening a loan it had closed. Reversing twice is 409.
+/// After a 5xx, a timeout or no answer, sending it again is safe: if the first took effect, the
+/// answer is 409 naming the status the payment is in now (`GET /v1/payments/{id}` shows it).
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/reverse",
