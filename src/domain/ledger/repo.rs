@@ -711,8 +711,6 @@ pub async fn post_many(
             written_off_amount = CASE WHEN t.status = 'WRITTEN_OFF' THEN t.written_off ELSE l.written_off_amount END,
             version = l.version + 1, updated_at = now(), updated_by = core.current_actor()
         FROM m t
-        -- The partition key's range as two scalars, so that the partitions outside it are
-        -- pruned before the scan (a repayment touches its loan's partition alone).
         WHERE l.application_date BETWEEN $42 AND $43
           AND l.loan_id = t.loan_id AND l.application_date = t.application_date
         "#,
@@ -764,7 +762,9 @@ pub async fn post_many(
         &f.next_due_dates as &[Option<NaiveDate>],
         &f.statuses as &[Option<&str>],
         &f.on_accounts[4],
-        // The loans' partition keys, first and last.
+        // The loans' partition keys, first and last, as two scalars: the partitions outside
+        // them are pruned before the scan (a repayment touches its loan's partition alone);
+        // `= ANY` of the array would not prune.
         f.application_dates.iter().min(),
         f.application_dates.iter().max(),
     )

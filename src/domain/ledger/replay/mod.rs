@@ -145,17 +145,11 @@ impl Replay<'_> {
         let mut refused = Vec::new();
         let planned = self.plan(conn, loans, todo, &mut refused).await?;
         if !refused.is_empty() || planned.is_empty() {
-            return Ok(Attempt {
-                imported: Vec::new(),
-                refused,
-            });
+            return Ok(Attempt::refusing(refused));
         }
         let mut books = Books::pay_out(conn, loans, &planned, &mut refused).await?;
         if !refused.is_empty() {
-            return Ok(Attempt {
-                imported: Vec::new(),
-                refused,
-            });
+            return Ok(Attempt::refusing(refused));
         }
         books.repay(conn, loans, &planned, &mut refused).await?;
         let live: Vec<usize> = (0..planned.len())
@@ -179,10 +173,7 @@ impl Replay<'_> {
             }
         }
         if !refused.is_empty() {
-            return Ok(Attempt {
-                imported: Vec::new(),
-                refused,
-            });
+            return Ok(Attempt::refusing(refused));
         }
         let register = Register {
             source_system: self.source_system,
@@ -191,7 +182,7 @@ impl Replay<'_> {
                 .iter()
                 .map(|&p| loans[planned[p].index].source_reference.as_str())
                 .collect(),
-            loan_ids: ids.clone(),
+            loan_ids: ids,
             customer_ids: live.iter().map(|&p| books.loan(p).customer_id).collect(),
             line_numbers: live
                 .iter()
@@ -294,6 +285,16 @@ impl Replay<'_> {
 struct Attempt {
     imported: Vec<(usize, Uuid)>,
     refused: Vec<(usize, String)>,
+}
+
+impl Attempt {
+    /// An attempt that refused these loans: the caller rolls it back and tries without them.
+    fn refusing(refused: Vec<(usize, String)>) -> Self {
+        Self {
+            imported: Vec::new(),
+            refused,
+        }
+    }
 }
 
 /// A loan ready to book.
