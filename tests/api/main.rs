@@ -20,6 +20,7 @@ mod four_eyes;
 mod helpers;
 mod idempotency;
 mod identity;
+mod lake;
 mod lakehouse;
 mod loan_import;
 mod loans;
