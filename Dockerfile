@@ -6,12 +6,16 @@ WORKDIR /src
 # The SQL of `sqlx::query!` is checked against the committed .sqlx/, never a database.
 ENV SQLX_OFFLINE=true
 # Dependencies first, so source edits do not rebuild them.
-# The workspace's devtools crate is a member, so its manifest comes too; only the service's
-# package is built (`-p lakehouse-api`): no throwaway cluster, no seed, no `dev` command.
+# The workspace's devtools and exporter crates are members, so their manifests come too; only
+# the service's package is built (`-p lakehouse-api`): no throwaway cluster, no seed, no `dev`
+# command, no arrow or parquet.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/devtools/Cargo.toml crates/devtools/Cargo.toml
-RUN mkdir -p src crates/devtools/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+COPY crates/exporter/Cargo.toml crates/exporter/Cargo.toml
+RUN mkdir -p src crates/devtools/src crates/exporter/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > crates/devtools/src/main.rs && touch crates/devtools/src/lib.rs \
+    && echo 'fn main() {}' > crates/exporter/src/main.rs && touch crates/exporter/src/lib.rs \
     && cargo build --release --locked -p lakehouse-api \
     && rm -rf src
 COPY build.rs ./
@@ -20,7 +24,19 @@ COPY src ./src
 COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p lakehouse-api
 
-# Runtime stage: a slim Debian with a non-root user and curl for the health check.
+# The lake export's binary (docs/lake.md), an image of its own: `docker build --target exporter`.
+FROM build AS build-exporter
+COPY crates/exporter ./crates/exporter
+RUN touch crates/exporter/src/main.rs crates/exporter/src/lib.rs \
+    && cargo build --release --locked -p lakehouse-exporter
+
+FROM debian:bookworm-slim AS exporter
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin lakehouse
+COPY --from=build-exporter /src/target/release/lakehouse-export /usr/local/bin/lakehouse-export
+USER 10001:10001
+ENTRYPOINT ["lakehouse-export"]
+
+# Runtime stage (the default target): a slim Debian with a non-root user and curl for the health check.
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -419,5 +419,12 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
             .await,
         position
     );
+    let recorded = app
+        .count(
+            "SELECT count(*) FROM metadata.job_execution WHERE job_name = 'lake_export' \
+             AND status = 'FAILED' AND error_message LIKE 'control totals differ: account %'",
+        )
+        .await;
+    assert_eq!(recorded, 1, "the failed run is on record with its reason");
     std::fs::remove_dir_all(&warehouse).ok();
 }

@@ -141,9 +141,9 @@ async fn pinning_existing_loans_to_their_terms_rewrites_no_loan_schedule_or_bala
     .await
     .unwrap();
     const BOOKS: &str = "SELECT \
-         (SELECT jsonb_agg((to_jsonb(l) - 'terms_version' - 'term_periods' - 'first_repayment_date' - 'branch_id') || jsonb_build_object('xmin', l.xmin::text)) \
+         (SELECT jsonb_agg((to_jsonb(l) - 'terms_version' - 'term_periods' - 'first_repayment_date' - 'branch_id' - 'xact_id') || jsonb_build_object('xmin', l.xmin::text)) \
           FROM core.loans l)::text, \
-         (SELECT jsonb_agg((to_jsonb(i) - 'interest_reduction' - 'prepaid_weight' - 'branch_id') \
+         (SELECT jsonb_agg((to_jsonb(i) - 'interest_reduction' - 'prepaid_weight' - 'branch_id' - 'xact_id') \
                             || jsonb_build_object('xmin', i.xmin::text) ORDER BY i.installment_number) \
           FROM core.loan_installments i)::text, \
          (SELECT count(*) FROM core.journal_lines)::text";

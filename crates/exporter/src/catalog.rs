@@ -50,6 +50,13 @@ pub async fn load_or_create(
     .flatten();
     if let Some(location) = location {
         let metadata = TableMetadata::read_from(file_io, &location).await?;
+        let schema = columns::schema(lake_table.columns)?;
+        if metadata.current_schema().as_struct() != schema.as_struct() {
+            return Err(Failure::Config(format!(
+                "lake table {} has other columns than the exporter writes: evolve its schema first",
+                lake_table.name
+            )));
+        }
         let table = Table::builder()
             .file_io(file_io.clone())
             .metadata_location(location.clone())

@@ -89,7 +89,9 @@ impl Export {
             Ok(report) => Ok(report),
             Err(failure) => {
                 let message = failure.to_string();
-                // The run's own record: a failure to write it must not hide the first one.
+                // Out of the run's snapshot (read-only, or aborted) first. The run's own record:
+                // a failure to write it must not hide the first one.
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
                 let _ = sqlx::query(
                     "UPDATE metadata.job_execution
                      SET status = 'FAILED', finished_at = now(), error_message = $2
