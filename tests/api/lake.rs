@@ -27,6 +27,8 @@ const TOKEN_KEY: &str = "bGFrZSB0b2tlbiBrZXkgZm9yIHRoZSB0ZXN0cywgMzIgYnl0ZXMgb3I
 struct LakeTools {
     exporter: PathBuf,
     python: PathBuf,
+    /// Settings for an S3-compatible store, passed to the exporter and to check.py.
+    s3: Vec<(&'static str, String)>,
 }
 
 fn lake_tools() -> Option<LakeTools> {
@@ -42,7 +44,11 @@ fn lake_tools() -> Option<LakeTools> {
             .status()
             .is_ok_and(|s| s.success());
     match exporter {
-        Some(exporter) if ready => Some(LakeTools { exporter, python }),
+        Some(exporter) if ready => Some(LakeTools {
+            exporter,
+            python,
+            s3: Vec::new(),
+        }),
         _ if std::env::var_os("LAKEHOUSE_REQUIRE_DUCKDB").is_some() => {
             panic!("the lake's tools are required: run scripts/lake-tools")
         }
@@ -61,6 +67,7 @@ impl LakeTools {
             .env("DATABASE_URL", &app.owner_url)
             .env("LAKE_WAREHOUSE", warehouse)
             .env("LAKE_TOKEN_KEY", TOKEN_KEY)
+            .envs(self.s3.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
@@ -83,6 +90,7 @@ impl LakeTools {
         let mut child = Command::new(&self.python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake/check.py"))
             .args([&app.owner_url, "lakehouse"])
+            .envs(self.s3.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -136,10 +144,9 @@ async fn personal_columns(app: &TestApp) -> Vec<String> {
     .unwrap()
 }
 
-async fn seeded(app: &TestApp) {
+async fn seeded(app: &TestApp, volume: Volume) {
     let mut conn = PgConnection::connect(&app.owner_url).await.unwrap();
     seed::lab(&mut conn, &app.cipher).await.expect("lab data");
-    let volume = Volume::new(120, 2, 4).unwrap();
     seed::generate(&mut conn, &app.owner.connect_options(), &app.cipher, volume)
         .await
         .expect("seed");
@@ -308,7 +315,7 @@ fn parquet_files(warehouse: &str) -> usize {
 async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     let Some(tools) = lake_tools() else { return };
     let app = TestApp::spawn().await;
-    seeded(&app).await;
+    seeded(&app, Volume::new(120, 2, 4).unwrap()).await;
     let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let forbidden_columns = personal_columns(&app).await;
@@ -427,4 +434,70 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         .await;
     assert_eq!(recorded, 1, "the failed run is on record with its reason");
     std::fs::remove_dir_all(&warehouse).ok();
+}
+
+/// moto's S3 server (from PyPI, beside DuckDB in the lake's venv), stopped when dropped.
+struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+#[tokio::test]
+async fn the_lake_goes_to_an_s3_compatible_store() {
+    let Some(mut tools) = lake_tools() else {
+        return;
+    };
+    let moto_server = tools.python.with_file_name("moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _moto = Moto(
+        Command::new(&moto_server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (scripts/lake-tools installs it)"),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    // The bucket, once the server answers (moto takes any credentials).
+    loop {
+        match client.put(format!("{endpoint}/lake")).send().await {
+            Ok(response) if response.status().is_success() => break,
+            _ if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("moto never made the bucket: {other:?}"),
+        }
+    }
+    tools.s3 = vec![
+        ("LAKE_S3_ENDPOINT", endpoint),
+        ("AWS_ACCESS_KEY_ID", "lake-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "lake-test-secret".into()),
+    ];
+
+    let app = TestApp::spawn().await;
+    seeded(&app, Volume::new(40, 1, 3).unwrap()).await;
+    let report = tools.export(&app, "s3://lake/warehouse");
+    assert!(
+        report["rows"]["journal_lines"].as_i64().unwrap() > 0,
+        "{report}"
+    );
+    let outside: i64 = app
+        .count(
+            "SELECT count(*) FROM metadata.iceberg_tables \
+             WHERE metadata_location NOT LIKE 's3://lake/warehouse/lakehouse/%'",
+        )
+        .await;
+    assert_eq!(outside, 0);
+    let lake = tools.read(&app, &personal_values(&app).await);
+    assert_lake_is_the_books(&app, &lake, &personal_columns(&app).await).await;
 }

@@ -10,6 +10,9 @@ counts. Prints one JSON document:
   balances: per business date with lines, each account's sum of lines dated then or earlier;
   current:  figures of the latest version of each loan, installment and payment.
 
+For a lake in an S3-compatible store, LAKE_S3_ENDPOINT, AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY say where (DuckDB reads it through its httpfs extension, from PyPI too).
+
 usage: check.py POSTGRES_URL CATALOG < forbidden-values
 """
 
@@ -38,14 +41,31 @@ ENTITIES = {
 }
 
 
+S3_ENDPOINT = os.environ.get("LAKE_S3_ENDPOINT")
+
+
 def duckdb_with_extensions():
     con = duckdb.connect(config={"autoinstall_known_extensions": "false",
                                  "autoload_known_extensions": "false"})
     site = os.path.dirname(os.path.dirname(duckdb.__file__))
-    for ext in ("avro", "iceberg"):
+    for ext in ("avro", "httpfs", "iceberg") if S3_ENDPOINT else ("avro", "iceberg"):
         (path,) = glob.glob(f"{site}/duckdb_extension_{ext}/extensions/v*/{ext}.duckdb_extension")
         con.execute(f"LOAD '{path}'")
+    if S3_ENDPOINT:
+        endpoint = urllib.parse.urlparse(S3_ENDPOINT)
+        con.execute("CREATE SECRET lake (TYPE s3, KEY_ID ?, SECRET ?, REGION 'us-east-1', "
+                    "ENDPOINT ?, URL_STYLE 'path', USE_SSL ?)",
+                    [os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+                     endpoint.netloc, endpoint.scheme == "https"])
     return con
+
+
+def s3_properties():
+    if not S3_ENDPOINT:
+        return {}
+    return {"s3.endpoint": S3_ENDPOINT, "s3.region": "us-east-1",
+            "s3.access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
+            "s3.secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"]}
 
 
 def main():
@@ -58,12 +78,13 @@ def main():
         locations = dict(cur.fetchall())
     con = duckdb_with_extensions()
     con.execute("CREATE TABLE forbidden (value VARCHAR)")
-    con.executemany("INSERT INTO forbidden VALUES (?)", [[v] for v in forbidden])
+    if forbidden:
+        con.executemany("INSERT INTO forbidden VALUES (?)", [[v] for v in forbidden])
 
     parsed = urllib.parse.urlparse(url)
     query = urllib.parse.urlencode({"options": "-csearch_path=metadata"})
     sql_url = urllib.parse.urlunparse(parsed._replace(scheme="postgresql+psycopg2", query=query))
-    catalog = SqlCatalog(catalog_name, uri=sql_url, init_catalog_tables="false")
+    catalog = SqlCatalog(catalog_name, uri=sql_url, init_catalog_tables="false", **s3_properties())
 
     out = {"tables": {}, "balances": {}, "current": {}}
     for name, location in sorted(locations.items()):

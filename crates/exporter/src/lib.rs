@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod columns;
 pub mod control;
 pub mod run;
+pub mod storage;
 pub mod tables;
 pub mod tokens;
 

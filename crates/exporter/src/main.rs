@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
+use lakehouse_exporter::storage;
 use lakehouse_exporter::tokens::Tokens;
 use lakehouse_exporter::{Export, Failure};
 
@@ -15,12 +16,18 @@ struct Args {
     /// The core's database (the owner login, as migrations use).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
-    /// Where the tables' files go: a local directory.
+    /// Where the tables' files go: a local directory, or s3://bucket/prefix.
     #[arg(long, env = "LAKE_WAREHOUSE")]
     warehouse: String,
     /// The lake's name in the Iceberg SQL catalog (metadata.iceberg_tables).
     #[arg(long, env = "LAKE_CATALOG", default_value = "lakehouse")]
     catalog: String,
+    /// An S3-compatible store's URL (MinIO, Ceph…), for an s3:// warehouse off AWS.
+    #[arg(long, env = "LAKE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "LAKE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -42,10 +49,17 @@ async fn run(args: Args) -> Result<(), Failure> {
     let key = base64::engine::general_purpose::STANDARD
         .decode(key.trim())
         .map_err(|e| Failure::Config(format!("LAKE_TOKEN_KEY is not base64: {e}")))?;
-    let warehouse = local_warehouse(&args.warehouse)?;
+    let s3 = storage::S3 {
+        endpoint: args.s3_endpoint,
+        region: args.s3_region,
+        access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
+        secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+    };
+    let (warehouse, file_io) = storage::open(&args.warehouse, &s3)?;
     let export = Export {
         catalog: args.catalog,
         warehouse,
+        file_io,
         tokens: Tokens::new(&key)?,
     };
     let report = export.run(&args.database_url).await?;
@@ -64,18 +78,4 @@ async fn run(args: Args) -> Result<(), Failure> {
         })
     );
     Ok(())
-}
-
-/// An absolute `file://` location: the catalog's entries must mean the same to every reader.
-fn local_warehouse(warehouse: &str) -> Result<String, Failure> {
-    let path = warehouse.strip_prefix("file://").unwrap_or(warehouse);
-    if path.contains("://") {
-        return Err(Failure::Config(format!(
-            "unsupported warehouse {warehouse}: a local directory"
-        )));
-    }
-    std::fs::create_dir_all(path).map_err(|e| Failure::Config(format!("warehouse {path}: {e}")))?;
-    let absolute = std::fs::canonicalize(path)
-        .map_err(|e| Failure::Config(format!("warehouse {path}: {e}")))?;
-    Ok(format!("file://{}", absolute.display()))
 }

@@ -45,6 +45,7 @@ pub struct Export {
     pub catalog: String,
     /// Where the tables' files go: a local directory (path or `file://` URL).
     pub warehouse: String,
+    pub file_io: FileIO,
     pub tokens: Tokens,
 }
 
@@ -70,7 +71,7 @@ struct Written {
 
 impl Export {
     pub async fn run(&self, database_url: &str) -> Result<Report, Failure> {
-        let file_io = FileIO::new_with_fs();
+        let file_io = &self.file_io;
         let mut conn = PgConnection::connect(database_url).await?;
         let locked: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_lock(hashtextextended('lake_export:' || $1, 0))",
@@ -85,7 +86,7 @@ impl Export {
             )));
         }
         let job_id = self.start_job(&mut conn).await?;
-        match self.export(&mut conn, &file_io, job_id).await {
+        match self.export(&mut conn, file_io, job_id).await {
             Ok(report) => Ok(report),
             Err(failure) => {
                 let message = failure.to_string();
