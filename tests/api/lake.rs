@@ -116,7 +116,8 @@ impl LakeTools {
 async fn personal_values(app: &TestApp) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT DISTINCT v FROM (
-             SELECT unnest(ARRAY[customer_id::text, customer_code, full_name, phone_number, email]) v
+             SELECT unnest(ARRAY[customer_id::text, customer_code, full_name, phone_number, email,
+                                 address::text, date_of_birth::text]) v
              FROM core.customers
              UNION ALL SELECT posted_by FROM core.journal_entries
              UNION ALL SELECT unnest(ARRAY[created_by, approved_by, disbursed_by]) FROM core.loans
@@ -281,8 +282,12 @@ async fn kill_before_commit(app: &TestApp, tools: &LakeTools, warehouse: &str) {
         if waiting > 0 {
             break;
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the exporter ended before its commit: {status}");
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the exporter ended before its commit: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -324,6 +329,15 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         "{forbidden_columns:?}"
     );
 
+    // A payment method is whatever a client typed: a customer's name must not reach the lake.
+    sqlx::query(
+        "UPDATE core.payments SET payment_method = (SELECT full_name FROM core.customers LIMIT 1)
+         WHERE payment_id = (SELECT payment_id FROM core.payments ORDER BY payment_id LIMIT 1)",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+
     // Killed with every file written and nothing committed: the files are there, nothing
     // points to them, and the position has not moved.
     kill_before_commit(&app, &tools, &warehouse).await;
@@ -350,10 +364,33 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is running"));
     holder.close().await.unwrap();
 
+    // A transaction that is still open during a run commits after it: its version is not in
+    // that run, and is in the next (the horizon, not the clock, decides).
+    let late_loan: Uuid = sqlx::query_scalar(
+        "SELECT loan_id FROM core.loans WHERE status = 'DISBURSED' ORDER BY loan_id LIMIT 1",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    let mut late = PgConnection::connect(&app.owner_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut late).await.unwrap();
+    sqlx::query("UPDATE core.loans SET updated_at = now() WHERE loan_id = $1")
+        .bind(late_loan)
+        .execute(&mut late)
+        .await
+        .unwrap();
+
     let first = tools.export(&app, &warehouse);
+    sqlx::query("COMMIT").execute(&mut late).await.unwrap();
+    let loans = app.count("SELECT count(*) FROM core.loans").await;
     let lake = tools.read(&app, &personal_values(&app).await);
     assert_lake_is_the_books(&app, &lake, &forbidden_columns).await;
     assert_eq!(lake["current"]["reversals"], json!(0));
+    assert_eq!(
+        lake["tables"]["loans"]["rows"].as_i64(),
+        Some(loans),
+        "one version a loan"
+    );
     assert_eq!(
         first["rows"]["journal_lines"].as_i64(),
         Some(app.count("SELECT count(*) FROM core.journal_lines").await)
@@ -372,11 +409,14 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         .await;
     assert_eq!(lineage, 5);
 
-    // A reversal made after the export reaches the lake on the next run, and the totals hold.
+    // A reversal made after the export reaches the lake on the next run, and the totals hold,
+    // though a run killed before its commit came between (with the tables there this time).
     let payment_id: Uuid = sqlx::query_scalar(
         "SELECT payment_id FROM core.payments WHERE status = 'COMPLETED' AND payment_type = 'REPAYMENT'
+           AND loan_id <> $1
          ORDER BY payment_date DESC LIMIT 1",
     )
+    .bind(late_loan)
     .fetch_one(&app.owner)
     .await
     .unwrap();
@@ -389,6 +429,18 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         )
         .await;
     assert_eq!(reversed.status, StatusCode::OK, "{}", reversed.text());
+    let pointers = "SELECT string_agg(metadata_location, ',' ORDER BY table_name) FROM metadata.iceberg_tables";
+    let committed: String = sqlx::query_scalar(pointers)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    kill_before_commit(&app, &tools, &warehouse).await;
+    let after_kill: String = sqlx::query_scalar(pointers)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(after_kill, committed, "a killed run moves no pointer");
+
     let second = tools.export(&app, &warehouse);
     assert!(
         second["rows"]["journal_entries"].as_i64().unwrap() >= 1,
@@ -397,16 +449,29 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     let lake = tools.read(&app, &personal_values(&app).await);
     assert_lake_is_the_books(&app, &lake, &forbidden_columns).await;
     assert_eq!(lake["current"]["reversals"], json!(1));
+    // The late transaction's version, and the reversed repayment's loan's.
+    assert_eq!(lake["tables"]["loans"]["rows"].as_i64(), Some(loans + 2));
 
-    // A run with nothing new adds nothing.
+    // A run with nothing new adds nothing, and moves no pointer.
+    let committed: String = sqlx::query_scalar(pointers)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
     let third = tools.export(&app, &warehouse);
-    assert_eq!(third["rows"]["journal_lines"], json!(0), "{third}");
+    for (table, rows) in third["rows"].as_object().unwrap() {
+        assert_eq!(rows, &json!(0), "{table}: {third}");
+    }
+    let unchanged: String = sqlx::query_scalar(pointers)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(unchanged, committed);
 
-    // Lake totals that differ from the books stop the run, which says where, and commit nothing.
+    // A lake that lost a commit (its journal lines' pointer set back by one) no longer equals
+    // the books: the run says so, and commits nothing.
     sqlx::query(
-        "UPDATE metadata.lake_account_totals SET amount = amount + 1
-         WHERE (account, business_date) = (SELECT account, min(business_date) FROM metadata.lake_account_totals
-                                           GROUP BY account ORDER BY account LIMIT 1)",
+        "UPDATE metadata.iceberg_tables SET metadata_location = previous_metadata_location
+         WHERE table_name = 'journal_lines'",
     )
     .execute(&app.owner)
     .await
@@ -418,9 +483,10 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     assert!(!failed.status.success());
     let message = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        message.contains("control totals differ: account"),
+        message.contains("control totals differ: the lake holds"),
         "{message}"
     );
+    assert!(message.contains("journal lines, the books"), "{message}");
     assert_eq!(
         app.count("SELECT position::text::bigint FROM metadata.lake_exports")
             .await,
@@ -429,7 +495,7 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     let recorded = app
         .count(
             "SELECT count(*) FROM metadata.job_execution WHERE job_name = 'lake_export' \
-             AND status = 'FAILED' AND error_message LIKE 'control totals differ: account %'",
+             AND status = 'FAILED' AND error_message LIKE 'control totals differ: %'",
         )
         .await;
     assert_eq!(recorded, 1, "the failed run is on record with its reason");

@@ -1,15 +1,18 @@
 //! Control totals: the lake's journal lines, summed per account and business date, against the
 //! trial balance of every business date.
 //!
-//! The lake's side is what the run wrote (summed from the Arrow arrays that went into the
-//! Parquet files) added to what earlier runs wrote (`metadata.lake_account_totals`). The books'
-//! side is the journal itself, up to the run's horizon. For every account and every business
-//! date D, the lake's sum of lines dated D or earlier must equal the trial balance as of D.
+//! The lake's side is read back from the journal lines table as the run is about to commit it:
+//! every data file of its new snapshot, this run's and earlier runs'. The books' side is the
+//! journal itself, up to the run's horizon. The lines must be as many on both sides, and for
+//! every account and every business date D, the lake's sum of lines dated D or earlier must
+//! equal the trial balance as of D.
 
 use std::collections::BTreeMap;
 
 use arrow_array::{Array, Date32Array, Decimal128Array, RecordBatch, StringArray};
 use chrono::{Days, NaiveDate};
+use futures_util::TryStreamExt;
+use iceberg::table::Table;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
@@ -48,20 +51,63 @@ pub fn add_batch(totals: &mut Totals, batch: &RecordBatch) -> Result<(), Failure
     Ok(())
 }
 
-/// What earlier runs put in the lake.
-pub async fn lake(conn: &mut PgConnection, catalog: &str) -> Result<Totals, Failure> {
-    let rows: Vec<(String, NaiveDate, Decimal)> = sqlx::query_as(
-        "SELECT account, business_date, amount FROM metadata.lake_account_totals
-         WHERE catalog_name = $1",
-    )
-    .bind(catalog)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(a, d, m)| ((a, d), m)).collect())
+/// The rows a table's current snapshot holds: its live data files' record counts, from its
+/// manifests (0 before its first snapshot). The snapshot summary's `total-records` will not do:
+/// the crate writes only the snapshot's own rows there.
+pub async fn records(table: &Table) -> Result<u64, Failure> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(0);
+    };
+    let manifests = snapshot
+        .load_manifest_list(table.file_io(), table.metadata())
+        .await?;
+    let mut records = 0;
+    for manifest in manifests.entries() {
+        for entry in manifest.load_manifest(table.file_io()).await?.entries() {
+            if entry.is_alive() {
+                records += entry.data_file().record_count();
+            }
+        }
+    }
+    Ok(records)
 }
 
-/// The journal up to the horizon, per account and business date.
-pub async fn books(conn: &mut PgConnection, horizon: &str) -> Result<Totals, Failure> {
+/// Every journal line in the lake table's current snapshot, read from its files: the sums, and
+/// how many lines.
+pub async fn scan(table: &Table) -> Result<(Totals, u64), Failure> {
+    let mut totals = Totals::new();
+    let mut lines = 0;
+    if table.metadata().current_snapshot().is_none() {
+        return Ok((totals, lines));
+    }
+    let mut batches = table
+        .scan()
+        .select(["account", "business_date", "amount"])
+        .build()?
+        .to_arrow()
+        .await?;
+    while let Some(batch) = batches.try_next().await? {
+        add_batch(&mut totals, &batch)?;
+        lines += batch.num_rows() as u64;
+    }
+    Ok((totals, lines))
+}
+
+/// The journal up to the horizon, per account and business date; fails unless it has `lines`
+/// lines.
+pub async fn books(conn: &mut PgConnection, horizon: &str, lines: u64) -> Result<Totals, Failure> {
+    let booked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
+         WHERE e.xact_id IS NULL OR e.xact_id < $1::text::xid8",
+    )
+    .bind(horizon)
+    .fetch_one(&mut *conn)
+    .await?;
+    if u64::try_from(booked).ok() != Some(lines) {
+        return Err(Failure::ControlTotals(format!(
+            "the lake holds {lines} journal lines, the books {booked}"
+        )));
+    }
     let rows: Vec<(String, NaiveDate, Decimal)> = sqlx::query_as(
         "SELECT l.account, e.business_date, sum(l.amount)
          FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
@@ -99,15 +145,16 @@ pub fn compare(books: &Totals, lake: &Totals) -> Result<usize, Failure> {
     Ok(dates.len())
 }
 
-/// Adds `more` into `into`.
-pub fn merge(into: &mut Totals, more: &Totals) {
-    for (key, amount) in more {
-        *into.entry(key.clone()).or_default() += *amount;
-    }
-}
-
-/// Adds a run's lines to the lake's totals (in the run's commit).
-pub async fn store(conn: &mut PgConnection, catalog: &str, totals: &Totals) -> Result<(), Failure> {
+/// Records the lake's checked totals (in the run's commit), for readers to reconcile against.
+pub async fn record(
+    conn: &mut PgConnection,
+    catalog: &str,
+    totals: &Totals,
+) -> Result<(), Failure> {
+    sqlx::query("DELETE FROM metadata.lake_account_totals WHERE catalog_name = $1")
+        .bind(catalog)
+        .execute(&mut *conn)
+        .await?;
     let (accounts, dates, amounts): (Vec<_>, Vec<_>, Vec<_>) = totals
         .iter()
         .map(|((account, date), amount)| (account.clone(), *date, *amount))
@@ -121,16 +168,58 @@ pub async fn store(conn: &mut PgConnection, catalog: &str, totals: &Totals) -> R
             },
         );
     sqlx::query(
-            "INSERT INTO metadata.lake_account_totals AS t (catalog_name, account, business_date, amount)
-             SELECT $1, a, d, m FROM unnest($2::text[], $3::date[], $4::numeric[]) AS u(a, d, m)
-             ON CONFLICT (catalog_name, account, business_date)
-             DO UPDATE SET amount = t.amount + excluded.amount",
-        )
-        .bind(catalog)
-        .bind(&accounts)
-        .bind(&dates)
-        .bind(&amounts)
-        .execute(&mut *conn)
-        .await?;
+        "INSERT INTO metadata.lake_account_totals (catalog_name, account, business_date, amount)
+             SELECT $1, a, d, m FROM unnest($2::text[], $3::date[], $4::numeric[]) AS u(a, d, m)",
+    )
+    .bind(catalog)
+    .bind(&accounts)
+    .bind(&dates)
+    .bind(&amounts)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(rows: &[(&str, &str, &str)]) -> Totals {
+        rows.iter()
+            .map(|(a, d, m)| (((*a).to_owned(), d.parse().unwrap()), m.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn running_balances_are_compared_on_every_date_of_either_side() {
+        let books = totals(&[
+            ("CASH", "2026-01-01", "-100.00"),
+            ("LOANS", "2026-01-01", "100.00"),
+            ("CASH", "2026-01-05", "30.00"),
+            ("LOANS", "2026-01-05", "-30.00"),
+        ]);
+        assert_eq!(compare(&books, &books.clone()).ok(), Some(2));
+
+        // The same end balance, one day late: wrong as of the day between.
+        let late = totals(&[
+            ("CASH", "2026-01-01", "-100.00"),
+            ("LOANS", "2026-01-01", "100.00"),
+            ("CASH", "2026-01-06", "30.00"),
+            ("LOANS", "2026-01-06", "-30.00"),
+        ]);
+        let failure = compare(&books, &late).unwrap_err().to_string();
+        assert!(
+            failure.contains("account CASH as of 2026-01-05"),
+            "{failure}"
+        );
+
+        // An account the lake lacks, or holds and the books do not.
+        let missing = totals(&[("CASH", "2026-01-01", "-100.00")]);
+        assert!(compare(&books, &missing).is_err());
+        assert!(compare(&missing, &books).is_err());
+
+        // Lines that sum to zero on a day are a balance of zero, on either side.
+        let zero = totals(&[("FEES", "2026-01-02", "0.00")]);
+        assert_eq!(compare(&zero, &Totals::new()).ok(), Some(1));
+    }
 }

@@ -112,7 +112,7 @@ impl Export {
         sqlx::query(
             "UPDATE metadata.job_execution
              SET status = 'FAILED', finished_at = now(),
-                 error_message = 'stopped before it committed; the next run exported its rows'
+                 error_message = 'stopped before it committed; nothing of it is in the lake'
              WHERE job_name = 'lake_export' AND status = 'RUNNING' AND parameters ->> 'catalog' = $1",
         )
         .bind(&self.catalog)
@@ -161,26 +161,29 @@ impl Export {
             sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
                 .fetch_one(&mut *conn)
                 .await?;
+        if let Some(previous) = &previous {
+            // After a restore from a dump the transaction ids start lower: exporting from there
+            // would skip versions and export others twice.
+            if position(&horizon)? < position(previous)? {
+                return Err(Failure::Config(format!(
+                    "the database's transactions ({horizon}) are behind lake {}'s position \
+                     ({previous}): was it restored from a dump? Export to a new lake",
+                    self.catalog
+                )));
+            }
+        }
 
         let staged = Staged::default();
         let mut written = Vec::new();
-        let mut run_totals = Totals::new();
+        let mut journal_lines = None;
         for lake_table in ALL {
             let found =
                 catalog::load_or_create(conn, &self.catalog, &self.warehouse, file_io, lake_table)
                     .await?;
-            let totals = std::ptr::eq(lake_table, &JOURNAL_LINES).then_some(&mut run_totals);
             let (files, rows) = self
-                .write_table(
-                    conn,
-                    lake_table,
-                    &found.table,
-                    &previous,
-                    &horizon,
-                    job_id,
-                    totals,
-                )
+                .write_table(conn, lake_table, &found.table, &previous, &horizon, job_id)
                 .await?;
+            let records_before = control::records(&found.table).await?;
             let table = if files.is_empty() {
                 found.table
             } else {
@@ -196,6 +199,17 @@ impl Export {
                     .set_snapshot_properties(properties);
                 append.apply(tx)?.commit(&staged).await?
             };
+            // The table's snapshot chain: what it held, and what this run added.
+            let records = control::records(&table).await?;
+            if records != records_before + rows {
+                return Err(Failure::ControlTotals(format!(
+                    "lake table {} holds {records} rows after adding {rows} to {records_before}",
+                    lake_table.name
+                )));
+            }
+            if std::ptr::eq(lake_table, &JOURNAL_LINES) {
+                journal_lines = Some(table.clone());
+            }
             written.push(Written {
                 lake_table,
                 previous_location: found.previous_location,
@@ -204,21 +218,16 @@ impl Export {
             });
         }
 
-        let mut lake = control::lake(conn, &self.catalog).await?;
-        control::merge(&mut lake, &run_totals);
-        let books = control::books(conn, &horizon).await?;
+        // The lake as it will be once committed, read back from its files, against the books.
+        let journal_lines =
+            journal_lines.ok_or_else(|| Failure::ControlTotals("no journal lines table".into()))?;
+        let (lake, lines) = control::scan(&journal_lines).await?;
+        let books = control::books(conn, &horizon, lines).await?;
         let dates_checked = control::compare(&books, &lake)?;
         sqlx::query("COMMIT").execute(&mut *conn).await?;
 
-        self.commit(
-            conn,
-            job_id,
-            previous.as_deref(),
-            &horizon,
-            &written,
-            &run_totals,
-        )
-        .await?;
+        self.commit(conn, job_id, previous.as_deref(), &horizon, &written, &lake)
+            .await?;
         Ok(Report {
             job_id,
             position: horizon,
@@ -231,7 +240,6 @@ impl Export {
     }
 
     /// Streams one table's new row versions into Parquet data files.
-    #[allow(clippy::too_many_arguments)]
     async fn write_table(
         &self,
         conn: &mut PgConnection,
@@ -240,7 +248,6 @@ impl Export {
         previous: &Option<String>,
         horizon: &str,
         job_id: Uuid,
-        mut totals: Option<&mut Totals>,
     ) -> Result<(Vec<DataFile>, u64), Failure> {
         let schema = table.metadata().current_schema().clone();
         let arrow_schema: SchemaRef = Arc::new(schema_to_arrow_schema(&schema)?);
@@ -278,9 +285,6 @@ impl Export {
             if pending == BATCH_ROWS || (row.is_none() && pending > 0) {
                 let columns = builders.iter_mut().map(Builder::finish).collect();
                 let batch = RecordBatch::try_new(arrow_schema.clone(), columns)?;
-                if let Some(totals) = totals.as_deref_mut() {
-                    control::add_batch(totals, &batch)?;
-                }
                 writer.write(batch).await?;
                 total += pending as u64;
                 pending = 0;
@@ -303,7 +307,7 @@ impl Export {
         previous: Option<&str>,
         horizon: &str,
         written: &[Written],
-        run_totals: &Totals,
+        lake_totals: &Totals,
     ) -> Result<(), Failure> {
         let moved = || {
             Failure::Busy(format!(
@@ -377,7 +381,7 @@ impl Export {
                      target_table, transformation_type, transformation_logic, pipeline_id, job_id,
                      record_count)
                  VALUES ('postgresql', $1, 'iceberg', $2, 'incremental',
-                         'row versions written by transactions in [last position, horizon)',
+                         'the row versions, as of the run, of transactions in [last position, horizon)',
                          'lake_export', $3, $4)",
             )
             .bind(format!("core.{}", table.lake_table.name))
@@ -390,7 +394,7 @@ impl Export {
             .execute(&mut *tx)
             .await?;
         }
-        control::store(&mut tx, &self.catalog, run_totals).await?;
+        control::record(&mut tx, &self.catalog, lake_totals).await?;
         let rows: u64 = written.iter().map(|w| w.rows).sum();
         sqlx::query(
             "UPDATE metadata.job_execution
@@ -404,4 +408,10 @@ impl Export {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A transaction id (xid8's text) as a number.
+fn position(text: &str) -> Result<u64, Failure> {
+    text.parse()
+        .map_err(|_| Failure::Config(format!("{text} is not a transaction position")))
 }

@@ -3,8 +3,10 @@
 //!
 //! Nothing personal goes out: no name, phone, e-mail, address or ID number (they are in
 //! `core.customers`, which is not exported), no free text a person typed (rejection and status
-//! reasons, client references), and no JSON column (collateral, risk assessment, payment
-//! metadata). Customers and the logins in `*_by` columns are keyed tokens.
+//! reasons, client references; a payment method outside the documented four is `OTHER`, and a
+//! transaction id the server did not assign, from before migration 0011, is left out), and no
+//! JSON column (collateral, risk assessment, payment metadata). Customers and the logins in
+//! `*_by` columns are keyed tokens.
 //!
 //! Every statement takes `$1`, the last run's position (NULL on the first run), and `$2`, this
 //! run's horizon, both as text; `{window}` is the position predicate on the version column.
@@ -155,7 +157,7 @@ pub const PAYMENTS: LakeTable = LakeTable {
     name: "payments",
     columns: &[
         required("payment_id", Text),
-        required("transaction_id", Text),
+        optional("transaction_id", Text),
         required("loan_id", Text),
         required("customer_token", Token),
         required("payment_type", Text),
@@ -176,8 +178,12 @@ pub const PAYMENTS: LakeTable = LakeTable {
     ],
     key: &["payment_id", "commit_position"],
     position: "p.xact_id",
-    select: "SELECT p.payment_id::text, p.transaction_id, p.loan_id::text, p.customer_id::text,
-                    p.payment_type, p.amount, p.payment_method, p.payment_date, p.due_date,
+    select: "SELECT p.payment_id::text,
+                    CASE WHEN p.transaction_id ~ '^(TXN[0-9A-F]+|DSB-|IMP-)' THEN p.transaction_id END,
+                    p.loan_id::text, p.customer_id::text, p.payment_type, p.amount,
+                    CASE WHEN p.payment_method IN ('CASH', 'BANK_TRANSFER', 'CARD', 'E_WALLET')
+                         THEN p.payment_method WHEN p.payment_method IS NOT NULL THEN 'OTHER' END,
+                    p.payment_date, p.due_date,
                     p.status, p.channel, p.created_at, p.created_by, p.status_changed_at,
                     p.status_changed_by, p.branch_id, p.version, p.updated_at,
                     coalesce(p.xact_id::text::bigint, 0)

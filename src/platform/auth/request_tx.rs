@@ -102,15 +102,23 @@ impl<A: Access> RequestTx<A> {
         let begin = begin_statement(&caller, true, db.statement_timeout.as_millis());
         if let Some(replicas) = &db.replicas {
             if let Some((index, pool)) = replicas.choose(token).await {
-                match Self::begin_with(&pool, caller.clone(), true, begin.clone()).await {
-                    Ok(tx) => {
+                // Bounded: a replica that stopped answering (a frozen host) must not hold the
+                // read; the BEGIN left behind completes or fails on its own task.
+                let begun = tokio::time::timeout(
+                    replicas.timeout(),
+                    Self::begin_with(&pool, caller.clone(), true, begin.clone()),
+                )
+                .await;
+                match begun {
+                    Ok(Ok(tx)) => {
                         replicas.routed(index);
                         return Ok(tx);
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         tracing::debug!(?error, "a replica failed to begin a read");
                         replicas.failed(index);
                     }
+                    Err(_) => replicas.timed_out(index),
                 }
             }
         }

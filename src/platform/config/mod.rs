@@ -201,6 +201,9 @@ pub struct ReplicaPolicy {
     pub wait: Duration,
     /// How often WAL positions are read (`REPLICA_POLL_MS`).
     pub poll: Duration,
+    /// How long a read may take to get a replica connection and begin on it before it runs on
+    /// the primary, and the replica counts as down (`REPLICA_TIMEOUT_MS`).
+    pub timeout: Duration,
 }
 
 impl Default for ReplicaPolicy {
@@ -209,6 +212,7 @@ impl Default for ReplicaPolicy {
             max_lag: Duration::from_millis(1_000),
             wait: Duration::from_millis(200),
             poll: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
         }
     }
 }
@@ -220,9 +224,13 @@ impl ReplicaPolicy {
             max_lag: millis(src, "MAX_REPLICA_LAG_MS", d.max_lag)?,
             wait: millis(src, "REPLICA_WAIT_MS", d.wait)?,
             poll: millis(src, "REPLICA_POLL_MS", d.poll)?,
+            timeout: millis(src, "REPLICA_TIMEOUT_MS", d.timeout)?,
         };
         if policy.poll.is_zero() {
             return Err(ConfigError("REPLICA_POLL_MS must be above 0".into()));
+        }
+        if policy.timeout.is_zero() {
+            return Err(ConfigError("REPLICA_TIMEOUT_MS must be above 0".into()));
         }
         Ok(policy)
     }

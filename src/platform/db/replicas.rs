@@ -1,10 +1,16 @@
 //! Read replicas: which one a read may run on, and how far behind each is.
 //!
 //! A poller reads the primary's WAL position and each replica's replay position about every
-//! `poll` (100 ms). A read that carries a consistency token (the primary's insert position after
-//! a write's commit) goes to a replica that has replayed that far, waiting at most `wait` for
-//! one, else to the primary: read-your-writes. A read without one goes to a replica whose lag
-//! is within `max_lag`, else to the primary.
+//! `poll` (100 ms), and at once when a read is waiting for a replica. A read that carries a
+//! consistency token (the primary's insert position after a write's commit) goes to a replica
+//! that has replayed that far, waiting at most `wait` for one, else to the primary:
+//! read-your-writes. It goes to the primary at once when no replica is up and within the lag
+//! bound, or when every such replica is further behind than the wait it has left. A read without
+//! a token goes to a replica whose lag is within `max_lag`, else to the primary.
+//!
+//! A replica is a server in recovery: one that is not (promoted outside the service, or never a
+//! standby) gets no reads. Getting a replica connection and beginning on it take at most
+//! `timeout`; a replica that does not answer in time is down until the poller hears from it.
 //!
 //! Lag is how long ago the poller first saw the primary's position pass the replica's replay
 //! position: zero while the replica keeps up, whatever the traffic. (`now() -
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::consistency_token::TokenSeal;
 
@@ -54,6 +60,8 @@ struct Replica {
     /// Replayed through here; meaningful only while `up`.
     replay: AtomicU64,
     up: AtomicBool,
+    /// Answered the poller, but is not in recovery: not a replica.
+    not_in_recovery: AtomicBool,
     lag_ms: AtomicU64,
     reads: AtomicU64,
 }
@@ -82,6 +90,8 @@ pub struct ReplicaSet {
     seen: Mutex<VecDeque<(u64, Instant)>>,
     /// Bumped after every poll, for reads waiting on a position.
     polled: watch::Sender<u64>,
+    /// A read waits on a position: poll now rather than at the next period.
+    wanted: Arc<Notify>,
     started: AtomicBool,
     next: AtomicUsize,
     fallbacks: AtomicU64,
@@ -94,7 +104,12 @@ enum Fallback {
     Behind,
     /// No replica was up and within the lag bound.
     Unavailable,
+    /// A replica did not begin a read within the timeout.
+    Timeout,
 }
+
+/// The least time between two polls that waiting reads ask for.
+const MIN_POLL_GAP: Duration = Duration::from_millis(2);
 
 impl ReplicaSet {
     /// Replicas reached with `connect` options (the service's login), checked against
@@ -115,12 +130,13 @@ impl ReplicaSet {
                     .min_connections(0)
                     // A replica that does not answer quickly is treated as down; the read then
                     // runs on the primary.
-                    .acquire_timeout(Duration::from_millis(500))
+                    .acquire_timeout(policy.timeout)
                     .test_before_acquire(false)
                     .idle_timeout(Some(Duration::from_secs(300)))
                     .connect_lazy_with(options.application_name("lakehouse-api-replica")),
                 replay: AtomicU64::new(0),
                 up: AtomicBool::new(false),
+                not_in_recovery: AtomicBool::new(false),
                 lag_ms: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
             })
@@ -138,6 +154,7 @@ impl ReplicaSet {
             policy,
             seen: Mutex::new(VecDeque::new()),
             polled,
+            wanted: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             fallbacks: AtomicU64::new(0),
@@ -147,6 +164,7 @@ impl ReplicaSet {
     fn start(self: &Arc<Self>) {
         if !self.started.swap(true, Ordering::SeqCst) {
             let set = Arc::downgrade(self);
+            let wanted = self.wanted.clone();
             tokio::spawn(async move {
                 let mut round = 0u64;
                 loop {
@@ -156,7 +174,11 @@ impl ReplicaSet {
                     let _ = set.polled.send(round);
                     let pause = set.policy.poll;
                     drop(set);
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(MIN_POLL_GAP).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(pause.saturating_sub(MIN_POLL_GAP)) => {}
+                        () = wanted.notified() => {}
+                    }
                 }
             });
         }
@@ -183,22 +205,33 @@ impl ReplicaSet {
                 seen.push_back((lsn, now));
             }
         }
-        let replay = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8";
+        // A promoted standby keeps answering pg_last_wal_replay_lsn() (the last position it
+        // replayed), so recovery is asked for in so many words.
+        let replay = "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::int8";
         for replica in &self.replicas {
             let read = tokio::time::timeout(
-                bound,
-                sqlx::query_scalar::<_, Option<i64>>(replay).fetch_one(&replica.pool),
+                self.policy.timeout.min(bound),
+                sqlx::query_as::<_, (bool, Option<i64>)>(replay).fetch_one(&replica.pool),
             )
             .await;
             match read {
-                // NULL: not in recovery (promoted, or not a standby at all); not a replica to use.
-                Ok(Ok(Some(lsn))) => {
+                Ok(Ok((true, Some(lsn)))) => {
                     replica
                         .replay
                         .store(u64::try_from(lsn).unwrap_or(0), Ordering::SeqCst);
+                    replica.not_in_recovery.store(false, Ordering::SeqCst);
                     replica.up.store(true, Ordering::SeqCst);
                 }
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                Ok(Ok((false, _))) => {
+                    replica.up.store(false, Ordering::SeqCst);
+                    if !replica.not_in_recovery.swap(true, Ordering::SeqCst) {
+                        tracing::error!(replica = %replica.name,
+                            "listed replica is not in recovery (promoted?); it gets no reads");
+                        metrics::counter!("replica_not_in_recovery_total", "replica" => replica.name.clone())
+                            .increment(1);
+                    }
+                }
+                Ok(Ok((true, None))) | Ok(Err(_)) | Err(_) => {
                     if replica.up.swap(false, Ordering::SeqCst) {
                         tracing::warn!(replica = %replica.name, "replica unreachable; reads go to the primary");
                     }
@@ -270,6 +303,20 @@ impl ReplicaSet {
                     {
                         break Ok(i);
                     }
+                    // Nothing to wait for: no replica can serve, or none will reach the token
+                    // before the wait is over.
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !self
+                        .replicas
+                        .iter()
+                        .any(|r| r.up.load(Ordering::SeqCst) && current(r))
+                    {
+                        break Err(Fallback::Unavailable);
+                    }
+                    if !self.may_reach(token, left, &current) {
+                        break Err(Fallback::Behind);
+                    }
+                    self.wanted.notify_one();
                     if tokio::time::timeout_at(deadline, polled.changed())
                         .await
                         .is_err()
@@ -289,11 +336,33 @@ impl ReplicaSet {
         }
     }
 
+    /// Whether some replica fit for reads may replay through `token` within `left`: a replica
+    /// replays a position about its lag after the primary wrote it, and the poller saw when the
+    /// primary first passed each position.
+    fn may_reach(&self, token: u64, left: Duration, current: &dyn Fn(&Replica) -> bool) -> bool {
+        let written = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(lsn, _)| *lsn >= token)
+            .map(|(_, at)| *at);
+        // Not seen yet: written after the last poll, so just now.
+        let age = written.map_or(Duration::ZERO, |at| at.elapsed());
+        self.replicas
+            .iter()
+            .filter(|r| r.up.load(Ordering::SeqCst) && current(r))
+            .any(|r| {
+                Duration::from_millis(r.lag_ms.load(Ordering::SeqCst)).saturating_sub(age) <= left
+            })
+    }
+
     fn fell_back(&self, reason: Fallback) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         let reason = match reason {
             Fallback::Behind => "behind_token",
             Fallback::Unavailable => "none_available",
+            Fallback::Timeout => "replica_timeout",
         };
         metrics::counter!("replica_fallbacks_total", "reason" => reason).increment(1);
     }
@@ -316,6 +385,25 @@ impl ReplicaSet {
             }
         }
         self.fell_back(Fallback::Unavailable);
+    }
+
+    /// Replica `i` did not begin a read within the timeout: it is down until the poller hears
+    /// from it, and the read runs on the primary.
+    pub fn timed_out(&self, i: usize) {
+        if let Some(replica) = self.replicas.get(i) {
+            if replica.up.swap(false, Ordering::SeqCst) {
+                tracing::warn!(replica = %replica.name, timeout_ms = self.policy.timeout.as_millis(),
+                    "replica did not begin a read in time; reads go to the primary");
+            }
+            metrics::counter!("replica_timeouts_total", "replica" => replica.name.clone())
+                .increment(1);
+        }
+        self.fell_back(Fallback::Timeout);
+    }
+
+    /// How long getting a replica connection and beginning on it may take.
+    pub fn timeout(&self) -> Duration {
+        self.policy.timeout
     }
 
     /// Reads that went to the primary although replicas are configured.
