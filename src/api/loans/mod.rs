@@ -483,6 +483,9 @@ async fn reject_loan(
 
 /// Pay an approved loan out (staff): the loan becomes DISBURSED, its maturity date is set, and
 /// the DISBURSEMENT payment is written in the same transaction.
+/// After a 5xx, a timeout or no answer, sending it again is safe: the loan is paid out at most
+/// once, and if the first took effect the answer is 409 naming the loan's status now
+/// (`GET /v1/loans/{id}` shows it).
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/disburse",
@@ -533,6 +536,9 @@ async fn cancel_loan(
 
 /// Write off a DEFAULTED loan (staff): everything it owes moves to the write-off expense and it
 /// becomes WRITTEN_OFF. Money received later is recorded as a repayment: a recovery.
+/// After a 5xx, a timeout or no answer, sending it again is safe: the loan is written off at
+/// most once, and if the first took effect the answer is 409 naming the loan's status now
+/// (`GET /v1/loans/{id}` shows it).
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/write-off",
