@@ -334,6 +334,16 @@ async fn timed(reader: &Reader, path: &str, token: &str, consistency: Option<&st
     started.elapsed()
 }
 
+/// A counter's value in the process's metrics (shared by every test: labels tell them apart).
+fn scraped(series: &str) -> f64 {
+    let text = lakehouse_api::platform::telemetry::metrics_recorder()
+        .expect("the metrics recorder")
+        .render();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times[times.len() / 2]
@@ -399,6 +409,12 @@ async fn a_sick_replica_makes_reads_a_little_slower_never_wrong_or_stuck() {
         slowest < Duration::from_millis(1_500),
         "a read took {slowest:?} on a frozen replica"
     );
+    let name = format!("127.0.0.1:{}", standby.port());
+    assert!(
+        scraped(&format!("replica_timeouts_total{{replica=\"{name}\"}}")) >= 1.0,
+        "the timeouts are counted"
+    );
+    assert!(scraped("replica_fallbacks_total{reason=\"replica_timeout\"}") >= 1.0);
     let started = Instant::now();
     let before = replica_reads(&replicas);
     while replica_reads(&replicas) == before {
@@ -439,6 +455,13 @@ async fn a_sick_replica_makes_reads_a_little_slower_never_wrong_or_stuck() {
         "a read ran on the promoted server"
     );
     assert!(!replicas.status()[0].up);
+    assert_eq!(
+        scraped(&format!(
+            "replica_not_in_recovery_total{{replica=\"{name}\"}}"
+        )),
+        1.0,
+        "counted once"
+    );
 
     // Down: a read with a token goes to the primary at once, as one without.
     standby.stop().expect("stop the standby");
