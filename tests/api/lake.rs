@@ -229,22 +229,20 @@ async fn assert_lake_is_the_books(app: &TestApp, lake: &Value, forbidden_columns
     }
 
     let current = &lake["current"];
-    let loans_by_status: BTreeMap<String, i64> =
-        sqlx::query_as("SELECT status, count(*) FROM core.loans GROUP BY status")
-            .fetch_all(&app.owner)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    assert_eq!(current["loans_by_status"], json!(loans_by_status));
-    let payments_by_status: BTreeMap<String, i64> =
-        sqlx::query_as("SELECT status, count(*) FROM core.payments GROUP BY status")
-            .fetch_all(&app.owner)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    assert_eq!(current["payments_by_status"], json!(payments_by_status));
+    for (table, figure) in [
+        ("core.loans", "loans_by_status"),
+        ("core.payments", "payments_by_status"),
+    ] {
+        let by_status: BTreeMap<String, i64> = sqlx::query_as(&format!(
+            "SELECT status, count(*) FROM {table} GROUP BY status"
+        ))
+        .fetch_all(&app.owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        assert_eq!(current[figure], json!(by_status), "{table}");
+    }
     let principal_paid: String =
         sqlx::query_scalar("SELECT sum(principal_paid)::text FROM core.loan_installments")
             .fetch_one(&app.owner)

@@ -97,7 +97,8 @@ pub enum Builder {
     Decimal(Decimal128Builder, u32),
 }
 
-const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
+/// Day 0 of Arrow's and Iceberg's dates.
+pub const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
     Some(date) => date,
     None => panic!("1970-01-01 is a date"),
 };

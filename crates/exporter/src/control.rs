@@ -7,7 +7,7 @@
 //! every account and every business date D, the lake's sum of lines dated D or earlier must
 //! equal the trial balance as of D.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::{Array, Date32Array, Decimal128Array, RecordBatch, StringArray};
 use chrono::{Days, NaiveDate};
@@ -16,14 +16,10 @@ use iceberg::table::Table;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use crate::columns::EPOCH;
 use crate::Failure;
 
 pub type Totals = BTreeMap<(String, NaiveDate), Decimal>;
-
-const EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
-    Some(date) => date,
-    None => panic!("1970-01-01 is a date"),
-};
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, Failure> {
     batch
@@ -96,20 +92,8 @@ pub async fn scan(table: &Table) -> Result<(Totals, u64), Failure> {
 /// The journal up to the horizon, per account and business date; fails unless it has `lines`
 /// lines.
 pub async fn books(conn: &mut PgConnection, horizon: &str, lines: u64) -> Result<Totals, Failure> {
-    let booked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
-         WHERE e.xact_id IS NULL OR e.xact_id < $1::text::xid8",
-    )
-    .bind(horizon)
-    .fetch_one(&mut *conn)
-    .await?;
-    if u64::try_from(booked).ok() != Some(lines) {
-        return Err(Failure::ControlTotals(format!(
-            "the lake holds {lines} journal lines, the books {booked}"
-        )));
-    }
-    let rows: Vec<(String, NaiveDate, Decimal)> = sqlx::query_as(
-        "SELECT l.account, e.business_date, sum(l.amount)
+    let rows: Vec<(String, NaiveDate, Decimal, i64)> = sqlx::query_as(
+        "SELECT l.account, e.business_date, sum(l.amount), count(*)
          FROM core.journal_entries e JOIN core.journal_lines l ON l.entry_id = e.entry_id
          WHERE e.xact_id IS NULL OR e.xact_id < $1::text::xid8
          GROUP BY l.account, e.business_date",
@@ -117,21 +101,27 @@ pub async fn books(conn: &mut PgConnection, horizon: &str, lines: u64) -> Result
     .bind(horizon)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(a, d, m)| ((a, d), m)).collect())
+    let booked: i64 = rows.iter().map(|row| row.3).sum();
+    if u64::try_from(booked).ok() != Some(lines) {
+        return Err(Failure::ControlTotals(format!(
+            "the lake holds {lines} journal lines, the books {booked}"
+        )));
+    }
+    Ok(rows.into_iter().map(|(a, d, m, _)| ((a, d), m)).collect())
 }
 
 /// Every account's running balance, date by date, on both sides; the first difference fails.
 /// Returns the number of business dates compared.
 pub fn compare(books: &Totals, lake: &Totals) -> Result<usize, Failure> {
-    let mut dates: BTreeMap<NaiveDate, ()> = BTreeMap::new();
-    let mut accounts: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut dates = BTreeSet::new();
+    let mut accounts = BTreeSet::new();
     for (account, date) in books.keys().chain(lake.keys()) {
-        dates.insert(*date, ());
-        accounts.insert(account, ());
+        dates.insert(*date);
+        accounts.insert(account.as_str());
     }
-    for account in accounts.keys() {
+    for account in &accounts {
         let (mut booked, mut held) = (Decimal::ZERO, Decimal::ZERO);
-        for date in dates.keys() {
+        for date in &dates {
             let key = ((*account).to_owned(), *date);
             booked += books.get(&key).copied().unwrap_or_default();
             held += lake.get(&key).copied().unwrap_or_default();
