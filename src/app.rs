@@ -365,12 +365,19 @@ pub async fn serve(config: ServeConfig) -> crate::CliResult {
             caller: crate::platform::auth::Caller::system("scheduler"),
             statement_timeout_ms: config.http.job_timeout.as_millis(),
         };
+        let schedule = crate::domain::jobs::scheduler::Schedule {
+            period: config.http.scheduler_interval,
+            retention: config.http.retention,
+            servicing_workers: config.http.servicing_workers,
+            lake_after_close: config
+                .http
+                .lake_export_after_close
+                .then(|| config.http.lake_catalog.clone()),
+        };
         tokio::spawn(crate::domain::jobs::scheduler::run(
             pool.clone(),
             session,
-            config.http.scheduler_interval,
-            config.http.retention,
-            config.http.servicing_workers,
+            schedule,
         ))
     });
     let metrics_listener = TcpListener::bind(config.http.metrics_addr).await?;

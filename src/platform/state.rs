@@ -67,6 +67,8 @@ pub struct JobLimits {
     pub pool: PgPool,
     /// How far an imported loan's replayed balances may be from its source's.
     pub loan_import_tolerance: rust_decimal::Decimal,
+    /// The lake whose exports administrators ask for (`LAKE_CATALOG`).
+    pub lake_catalog: String,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
                 runs: Arc::new(Semaphore::new(runs)),
                 pool: job_pool,
                 loan_import_tolerance: http.loan_import_tolerance,
+                lake_catalog: http.lake_catalog.clone(),
             },
             date_window: DateWindow {
                 backdating_limit_days: http.backdating_limit_days,

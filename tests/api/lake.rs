@@ -565,3 +565,190 @@ async fn the_lake_goes_to_an_s3_compatible_store() {
     let lake = tools.read(&app, &personal_values(&app).await);
     assert_lake_is_the_books(&app, &lake, &personal_columns(&app).await).await;
 }
+
+async fn ask_for_export(app: &TestApp, token: &str) -> crate::helpers::TestResponse {
+    app.send(
+        app.request(Method::POST, "/v1/admin/lake-exports", Some(token))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Requests wait one at a time for the exporter; only administrators ask and read them; a
+/// request's status follows the run that took it. (The exporter taking them is tested below.)
+#[tokio::test]
+async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin", None);
+    for role in ["staff", "analyst", "etl"] {
+        let refused = ask_for_export(&app, &app.token(role, None)).await;
+        refused.problem(StatusCode::FORBIDDEN);
+        app.get("/v1/admin/lake-exports", &app.token(role, None))
+            .await
+            .problem(StatusCode::FORBIDDEN);
+    }
+
+    let asked = ask_for_export(&app, &admin).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.text());
+    let request = asked.json();
+    let id = request["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        asked.header("location"),
+        Some(format!("/v1/admin/lake-exports/{id}").as_str())
+    );
+    assert_eq!(request["status"], "PENDING");
+    assert_eq!(request["catalog"], "lakehouse");
+    assert_eq!(request["run"], Value::Null);
+    assert_eq!(request["closed_day"], Value::Null);
+    // Asking again while it waits returns the same request.
+    let again = ask_for_export(&app, &admin).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["request_id"], request["request_id"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.lake_export_requests")
+            .await,
+        1
+    );
+
+    // No close yet: the scheduler does not ask.
+    let scheduler = lakehouse_api::domain::jobs::Session::Caller {
+        pool: app.state.db.pool.clone(),
+        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
+        statement_timeout_ms: 60_000,
+    };
+    assert_eq!(
+        lakehouse_api::domain::jobs::lake_export::ask_after_close(&scheduler, "lakehouse")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A run takes it as the exporter does; the request's status is the run's.
+    let job_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO metadata.job_execution (job_name, status, finished_at, error_message)
+         VALUES ('lake_export', 'FAILED', now(), 'control totals differ: …') RETURNING job_id",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now() WHERE job_id IS NULL",
+    )
+    .bind(job_id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let failed = app
+        .get(&format!("/v1/admin/lake-exports/{id}"), &admin)
+        .await
+        .json();
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["run"]["job_id"], json!(job_id));
+    assert_eq!(failed["run"]["error_message"], "control totals differ: …");
+
+    // Once taken, asking makes a new request; the list is newest first, in pages.
+    let next = ask_for_export(&app, &admin).await;
+    assert_eq!(next.status, StatusCode::ACCEPTED);
+    let next_id = next.json()["request_id"].clone();
+    assert_ne!(next_id, request["request_id"]);
+    let page = app
+        .get("/v1/admin/lake-exports?limit=1", &admin)
+        .await
+        .json();
+    assert_eq!(page["data"][0]["request_id"], next_id);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get(
+            &format!("/v1/admin/lake-exports?limit=1&cursor={cursor}"),
+            &admin,
+        )
+        .await
+        .json();
+    assert_eq!(rest["data"][0]["request_id"], request["request_id"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    app.get(
+        &format!("/v1/admin/lake-exports/{}", Uuid::now_v7()),
+        &admin,
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    app.get("/v1/admin/lake-exports/not-a-uuid", &admin)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+}
+
+/// `lakehouse-export` takes what waits: a single run takes the request pending when it starts,
+/// and `--follow` runs as soon as an administrator asks.
+#[tokio::test]
+async fn the_exporter_runs_what_the_service_asked_for() {
+    let Some(tools) = lake_tools() else { return };
+    let app = TestApp::spawn().await;
+    let mut conn = PgConnection::connect(&app.owner_url).await.unwrap();
+    seed::lab(&mut conn, &app.cipher).await.expect("lab data");
+    let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
+    let warehouse = warehouse.to_str().unwrap().to_owned();
+    let admin = app.token("admin", None);
+
+    let first = ask_for_export(&app, &admin).await.json();
+    let report = tools.export(&app, &warehouse);
+    let done = app
+        .get(
+            &format!(
+                "/v1/admin/lake-exports/{}",
+                first["request_id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await
+        .json();
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["run"]["job_id"], report["job_id"]);
+    let written: i64 = report["rows"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r.as_i64().unwrap())
+        .sum();
+    assert!(written > 0);
+    assert_eq!(done["run"]["records_written"], json!(written));
+
+    let mut follower = tools
+        .command(&app, &warehouse)
+        .args(["--follow", "--poll-seconds", "1"])
+        .spawn()
+        .expect("start lakehouse-export --follow");
+    // Nothing asked: the follower waits and runs nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.job_execution WHERE job_name = 'lake_export'")
+            .await,
+        1
+    );
+    let second = ask_for_export(&app, &admin).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED);
+    let path = format!(
+        "/v1/admin/lake-exports/{}",
+        second.json()["request_id"].as_str().unwrap()
+    );
+    let started = Instant::now();
+    let followed = loop {
+        let request = app.get(&path, &admin).await.json();
+        if request["status"] == "SUCCEEDED" {
+            break request;
+        }
+        assert_ne!(request["status"], "FAILED", "{request}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the follower never ran: {request}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_ne!(followed["run"]["job_id"], report["job_id"]);
+    assert_eq!(followed["run"]["job_name"], "lake_export");
+    // Nothing changed since the first run: the follower's run wrote no row.
+    assert_eq!(followed["run"]["records_written"], json!(0));
+}

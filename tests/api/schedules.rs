@@ -6,6 +6,16 @@ use lakehouse_api::platform::config::RetentionConfig;
 
 use crate::helpers::TestApp;
 
+/// The scheduler as `.env.example` runs it: the lake's export asked for after the close.
+fn schedule() -> scheduler::Schedule {
+    scheduler::Schedule {
+        period: std::time::Duration::from_secs(600),
+        retention: RetentionConfig::default(),
+        servicing_workers: 1,
+        lake_after_close: Some("lakehouse".into()),
+    }
+}
+
 fn scheduler_session(app: &TestApp) -> Session {
     Session::Caller {
         pool: app.state.db.pool.clone(),
@@ -17,7 +27,6 @@ fn scheduler_session(app: &TestApp) -> Session {
 #[tokio::test]
 async fn every_job_runs_once_across_instances_and_is_recorded() {
     let app = TestApp::spawn().await;
-    let retention = RetentionConfig::default();
     // Four instances, each with a pool of its own, as four processes would have.
     let instances: Vec<_> = (0..4)
         .map(|_| {
@@ -29,7 +38,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
                 caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
                 statement_timeout_ms: 60_000,
             };
-            tokio::spawn(async move { scheduler::run_due(&pool, &session, &retention, 1).await })
+            tokio::spawn(async move { scheduler::run_due(&pool, &session, &schedule()).await })
         })
         .collect();
     let mut ran: Vec<String> = Vec::new();
@@ -62,13 +71,29 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
             .all(|(_, status, by)| status == "SUCCEEDED" && by == "system|scheduler|admin"),
         "{recorded:?}"
     );
-    // Nothing is due again a moment later.
+    // Servicing closed today, so one instance asked for the lake's export, once.
+    let asked: Vec<(chrono::NaiveDate, String, bool)> = sqlx::query_as(
+        "SELECT closed_day, requested_by, closed_day = core.business_date(now())
+         FROM metadata.lake_export_requests WHERE catalog_name = 'lakehouse' AND job_id IS NULL",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].1, "system|scheduler|admin");
+    assert!(asked[0].2, "the request names today's close: {asked:?}");
+    // Nothing is due again a moment later, and the close is not asked for twice.
     let session = scheduler_session(&app);
     assert!(
-        scheduler::run_due(&app.state.db.pool, &session, &retention, 1)
+        scheduler::run_due(&app.state.db.pool, &session, &schedule())
             .await
             .is_empty()
     );
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM metadata.lake_export_requests")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(requests, 1);
 }
 
 /// A run that outlasts the server's idle-in-transaction timeout (scaled down here from

@@ -1,4 +1,5 @@
-//! `lakehouse-export`: one run of the lake export (docs/lake.md).
+//! `lakehouse-export`: one run of the lake export, or with `--follow` a run whenever the service
+//! asks for one (docs/lake.md).
 
 use std::process::ExitCode;
 
@@ -6,7 +7,8 @@ use base64::Engine;
 use clap::Parser;
 use lakehouse_exporter::storage;
 use lakehouse_exporter::tokens::Tokens;
-use lakehouse_exporter::{Export, Failure};
+use lakehouse_exporter::{Export, Failure, Report};
+use sqlx::{Connection, PgConnection};
 
 /// Exports the journal, loans, installments and payments written since the last run to the
 /// lake's Apache Iceberg tables, checks them against the trial balance, and commits.
@@ -28,6 +30,13 @@ struct Args {
     /// The S3 region.
     #[arg(long, env = "LAKE_S3_REGION", default_value = "us-east-1")]
     s3_region: String,
+    /// Keep running, and export whenever the service has asked for it (POST
+    /// /v1/admin/lake-exports, or its scheduler after the daily close).
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: how often to look for a request, in seconds.
+    #[arg(long, env = "LAKE_FOLLOW_POLL_SECS", default_value_t = 10)]
+    poll_seconds: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -62,7 +71,46 @@ async fn run(args: Args) -> Result<(), Failure> {
         file_io,
         tokens: Tokens::new(&key)?,
     };
-    let report = export.run(&args.database_url).await?;
+    if !args.follow {
+        return export
+            .run(&args.database_url)
+            .await
+            .map(|report| print(&report));
+    }
+    if args.poll_seconds == 0 {
+        return Err(Failure::Config("--poll-seconds must be at least 1".into()));
+    }
+    // A run killed here at any moment (SIGTERM, SIGKILL) commits nothing: no handler is needed.
+    let poll = std::time::Duration::from_secs(args.poll_seconds);
+    loop {
+        match asked(&args.database_url, &export.catalog).await {
+            Ok(true) => match export.run(&args.database_url).await {
+                Ok(report) => print(&report),
+                Err(failure) => eprintln!("lakehouse-export: {failure}"),
+            },
+            Ok(false) => {}
+            Err(error) => eprintln!("lakehouse-export: looking for requests: {error}"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Whether a request for an export of `catalog` waits.
+async fn asked(database_url: &str, catalog: &str) -> Result<bool, sqlx::Error> {
+    let mut conn = PgConnection::connect(database_url).await?;
+    let waiting = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM metadata.lake_export_requests
+                        WHERE catalog_name = $1 AND job_id IS NULL)",
+    )
+    .bind(catalog)
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(waiting)
+}
+
+/// The run's one line of JSON.
+fn print(report: &Report) {
     let rows: serde_json::Map<String, serde_json::Value> = report
         .rows
         .iter()
@@ -77,5 +125,4 @@ async fn run(args: Args) -> Result<(), Failure> {
             "dates_checked": report.dates_checked,
         })
     );
-    Ok(())
 }

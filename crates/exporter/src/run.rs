@@ -107,7 +107,8 @@ impl Export {
         }
     }
 
-    /// Records the run; runs of this lake left RUNNING were killed (this one holds the lock).
+    /// Records the run and takes the lake's pending requests; runs of this lake left RUNNING
+    /// were killed (this one holds the lock).
     async fn start_job(&self, conn: &mut PgConnection) -> Result<Uuid, Failure> {
         sqlx::query(
             "UPDATE metadata.job_execution
@@ -126,6 +127,16 @@ impl Export {
         .bind(&self.catalog)
         .bind(&self.warehouse)
         .fetch_one(&mut *conn)
+        .await?;
+        // What the service asked for (POST /v1/admin/lake-exports, the close) is this run now:
+        // it exports everything committed before it started.
+        sqlx::query(
+            "UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now()
+             WHERE catalog_name = $2 AND job_id IS NULL",
+        )
+        .bind(job_id)
+        .bind(&self.catalog)
+        .execute(&mut *conn)
         .await?;
         Ok(job_id)
     }

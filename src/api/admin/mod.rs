@@ -1,6 +1,7 @@
-//! `/v1/admin/…`: the database report and a servicing run on demand.
+//! `/v1/admin/…`: the database report, a servicing run on demand and lake export requests.
 
 pub mod database;
+pub mod lake_exports;
 pub mod servicing;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +14,10 @@ pub fn job_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(servicing::run_servicing))
 }
 
-/// The administrators' database report (authenticated like every `/v1` route).
+/// The administrators' database report and lake export requests (authenticated like every
+/// `/v1` route).
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(database::get_database_health))
+    OpenApiRouter::new()
+        .routes(routes!(database::get_database_health))
+        .merge(lake_exports::router())
 }

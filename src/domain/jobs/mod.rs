@@ -6,6 +6,7 @@
 //! still on record.
 
 pub mod customer_metrics;
+pub mod lake_export;
 pub mod loan_analytics;
 pub mod partitions;
 pub mod reencrypt;

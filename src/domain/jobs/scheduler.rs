@@ -12,6 +12,9 @@
 //! | `loan_analytics` | 24 h | each loan's position on the business day, after its servicing |
 //! | `partition_upkeep` | 24 h | partitions around today |
 //! | `retention` | 1 h | deletes what is past its retention, in batches |
+//!
+//! With `LAKE_EXPORT_AFTER_CLOSE`, each round also asks for an export of the lake once servicing
+//! has closed today (once per business day); `lakehouse-export --follow` runs it.
 
 use std::time::Duration;
 
@@ -19,8 +22,8 @@ use chrono::NaiveDate;
 use sqlx::PgPool;
 
 use super::{
-    customer_metrics, loan_analytics, partitions, retention, risk_indicators, servicing, JobRun,
-    Session,
+    customer_metrics, lake_export, loan_analytics, partitions, retention, risk_indicators,
+    servicing, JobRun, Session,
 };
 use crate::platform::config::RetentionConfig;
 use crate::platform::error::ApiError;
@@ -57,32 +60,32 @@ const PERIODIC: [(&str, i64, Duration); 5] = [
     ),
 ];
 
-/// Runs forever: every `period`, whatever is due.
-pub async fn run(
-    pool: PgPool,
-    session: Session,
-    period: Duration,
-    retention: RetentionConfig,
-    servicing_workers: usize,
-) {
-    let mut ticker = tokio::time::interval(period);
+/// What the scheduler runs, and how.
+pub struct Schedule {
+    pub period: Duration,
+    pub retention: RetentionConfig,
+    pub servicing_workers: usize,
+    /// The lake to ask an export of after each daily close, if any.
+    pub lake_after_close: Option<String>,
+}
+
+/// Runs forever: every `schedule.period`, whatever is due.
+pub async fn run(pool: PgPool, session: Session, schedule: Schedule) {
+    let mut ticker = tokio::time::interval(schedule.period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        for run in run_due(&pool, &session, &retention, servicing_workers).await {
+        for run in run_due(&pool, &session, &schedule).await {
             tracing::info!(job = %run.job_name, job_id = %run.job_id, status = %run.status, "scheduled job ran");
         }
     }
 }
 
 /// One round: fails abandoned runs, then runs each job that is due and whose lock this instance
-/// gets. Returns the runs it made; failures are logged and retried next round.
-pub async fn run_due(
-    pool: &PgPool,
-    session: &Session,
-    retention: &RetentionConfig,
-    servicing_workers: usize,
-) -> Vec<JobRun> {
+/// gets, then asks for the lake's export if the day is closed. Returns the runs it made;
+/// failures are logged and retried next round.
+pub async fn run_due(pool: &PgPool, session: &Session, schedule: &Schedule) -> Vec<JobRun> {
+    let (retention, servicing_workers) = (&schedule.retention, schedule.servicing_workers);
     match super::fail_abandoned(pool).await {
         Ok(0) => {}
         Ok(failed) => tracing::warn!(failed, "job runs whose runner was gone marked failed"),
@@ -101,6 +104,15 @@ pub async fn run_due(
                 ?error,
                 "scheduled job failed; retrying next round"
             ),
+        }
+    }
+    if let Some(catalog) = &schedule.lake_after_close {
+        match lake_export::ask_after_close(session, catalog).await {
+            Ok(Some(request_id)) => {
+                tracing::info!(%request_id, "asked for the lake's export after the close");
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(?error, "asking for the lake's export failed"),
         }
     }
     runs

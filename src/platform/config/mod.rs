@@ -542,6 +542,11 @@ pub struct HttpConfig {
     pub log_format: LogFormat,
     /// Which decisions need a second person, and the staff's approval limit.
     pub four_eyes: FourEyesConfig,
+    /// The lake whose exports the service asks for (`LAKE_CATALOG`, as the exporter's).
+    pub lake_catalog: String,
+    /// The scheduler asks for an export of the lake after each daily close
+    /// (`LAKE_EXPORT_AFTER_CLOSE`).
+    pub lake_export_after_close: bool,
 }
 
 impl Default for HttpConfig {
@@ -576,6 +581,8 @@ impl Default for HttpConfig {
             rate_limits: RateLimitConfig::default(),
             log_format: LogFormat::Text,
             four_eyes: FourEyesConfig::default(),
+            lake_catalog: "lakehouse".into(),
+            lake_export_after_close: false,
         }
     }
 }
@@ -676,8 +683,28 @@ impl HttpConfig {
             rate_limits: RateLimitConfig::from_source(src)?,
             log_format,
             four_eyes: FourEyesConfig::from_source(src)?,
+            lake_catalog: lake_catalog(src, d.lake_catalog)?,
+            lake_export_after_close: parsed(
+                src,
+                "LAKE_EXPORT_AFTER_CLOSE",
+                d.lake_export_after_close,
+                "true or false",
+            )?,
         })
     }
+}
+
+/// `LAKE_CATALOG`: the lake's name in the Iceberg SQL catalog, 1 to 255 characters.
+fn lake_catalog(src: &dyn Source, default: String) -> Result<String, ConfigError> {
+    let name = src
+        .get("LAKE_CATALOG")
+        .map_or(default, |n| n.trim().to_owned());
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(ConfigError(format!(
+            "LAKE_CATALOG={name:?} is not a name of 1 to 255 characters"
+        )));
+    }
+    Ok(name)
 }
 
 /// `LOAN_IMPORT_TOLERANCE`: an amount of money, zero or more.
