@@ -575,15 +575,61 @@ async fn ask_for_export(app: &TestApp, token: &str) -> crate::helpers::TestRespo
     .await
 }
 
+async fn lake_export_request(app: &TestApp, id: &Value) -> Value {
+    let path = format!("/v1/admin/lake-exports/{}", id.as_str().unwrap());
+    let response = app.get(&path, &app.token("admin", None)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    response.json()
+}
+
+fn scheduler(app: &TestApp) -> lakehouse_api::domain::jobs::Session {
+    lakehouse_api::domain::jobs::Session::Caller {
+        pool: app.state.db.pool.clone(),
+        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
+        statement_timeout_ms: 60_000,
+    }
+}
+
+/// A run of the lake recorded as the exporter records one.
+async fn record_run(app: &TestApp, status: &str, error: Option<&str>) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO metadata.job_execution (job_name, status, parameters, finished_at, error_message)
+         VALUES ('lake_export', $1, '{\"catalog\": \"lakehouse\"}',
+                 CASE WHEN $1 <> 'RUNNING' THEN now() END, $2)
+         RETURNING job_id",
+    )
+    .bind(status)
+    .bind(error)
+    .fetch_one(&app.owner)
+    .await
+    .unwrap()
+}
+
 /// Requests wait one at a time for the exporter; only administrators ask and read them; a
-/// request's status follows the run that took it. (The exporter taking them is tested below.)
+/// waiting request shows the lake's latest attempt, an answered one its answer; the scheduler
+/// asks once a day is closed, folding the close into a request that waits. (The exporter
+/// answering them is tested below.)
 #[tokio::test]
 async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
+    use lakehouse_api::domain::jobs::lake_export::ask_after_close;
     let app = TestApp::spawn().await;
     let admin = app.token("admin", None);
+    // No close yet: the scheduler does not ask.
+    assert_eq!(
+        ask_after_close(&scheduler(&app), "lakehouse")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM metadata.lake_export_requests")
+            .await,
+        0
+    );
     for role in ["staff", "analyst", "etl"] {
-        let refused = ask_for_export(&app, &app.token(role, None)).await;
-        refused.problem(StatusCode::FORBIDDEN);
+        ask_for_export(&app, &app.token(role, None))
+            .await
+            .problem(StatusCode::FORBIDDEN);
         app.get("/v1/admin/lake-exports", &app.token(role, None))
             .await
             .problem(StatusCode::FORBIDDEN);
@@ -592,10 +638,10 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
     let asked = ask_for_export(&app, &admin).await;
     assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.text());
     let request = asked.json();
-    let id = request["request_id"].as_str().unwrap().to_owned();
+    let id = request["request_id"].clone();
     assert_eq!(
         asked.header("location"),
-        Some(format!("/v1/admin/lake-exports/{id}").as_str())
+        Some(format!("/v1/admin/lake-exports/{}", id.as_str().unwrap()).as_str())
     );
     assert_eq!(request["status"], "PENDING");
     assert_eq!(request["catalog"], "lakehouse");
@@ -604,54 +650,72 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
     // Asking again while it waits returns the same request.
     let again = ask_for_export(&app, &admin).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text());
-    assert_eq!(again.json()["request_id"], request["request_id"]);
-    assert_eq!(
-        app.count("SELECT count(*) FROM metadata.lake_export_requests")
-            .await,
-        1
-    );
+    assert_eq!(again.json()["request_id"], id);
 
-    // No close yet: the scheduler does not ask.
-    let scheduler = lakehouse_api::domain::jobs::Session::Caller {
-        pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
-        statement_timeout_ms: 60_000,
-    };
+    // A run since then is its latest attempt: running, then failed; it still waits.
+    let running = record_run(&app, "RUNNING", None).await;
+    let shown = lake_export_request(&app, &id).await;
+    assert_eq!(shown["status"], "RUNNING");
+    assert_eq!(shown["run"]["job_id"], json!(running));
+    sqlx::query("UPDATE metadata.job_execution SET status = 'FAILED', finished_at = now(), error_message = 'control totals differ: …' WHERE job_id = $1")
+        .bind(running)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let shown = lake_export_request(&app, &id).await;
+    assert_eq!(shown["status"], "FAILED");
+    assert_eq!(shown["run"]["error_message"], "control totals differ: …");
+    assert_eq!(ask_for_export(&app, &admin).await.json()["request_id"], id);
+
+    // The day closes: the waiting request serves the close too, once.
+    sqlx::query(
+        "INSERT INTO metadata.job_execution (job_name, status, finished_at, parameters)
+         VALUES ('loan_servicing', 'SUCCEEDED', now(),
+                 jsonb_build_object('to', core.business_date(now())))",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let marked = ask_after_close(&scheduler(&app), "lakehouse")
+        .await
+        .unwrap();
+    assert_eq!(marked.map(|m| json!(m)), Some(id.clone()));
     assert_eq!(
-        lakehouse_api::domain::jobs::lake_export::ask_after_close(&scheduler, "lakehouse")
+        ask_after_close(&scheduler(&app), "lakehouse")
             .await
             .unwrap(),
         None
     );
+    let shown = lake_export_request(&app, &id).await;
+    assert_eq!(shown["closed_day"], json!(app.today().await));
 
-    // A run takes it as the exporter does; the request's status is the run's.
-    let job_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO metadata.job_execution (job_name, status, finished_at, error_message)
-         VALUES ('lake_export', 'FAILED', now(), 'control totals differ: …') RETURNING job_id",
-    )
-    .fetch_one(&app.owner)
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now() WHERE job_id IS NULL",
-    )
-    .bind(job_id)
-    .execute(&app.owner)
-    .await
-    .unwrap();
-    let failed = app
-        .get(&format!("/v1/admin/lake-exports/{id}"), &admin)
+    // A run answers it, as the exporter does; then the close is not asked for again, and a
+    // new request can be made.
+    let answer = record_run(&app, "SUCCEEDED", None).await;
+    sqlx::query("UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now() WHERE job_id IS NULL")
+        .bind(answer)
+        .execute(&app.owner)
         .await
-        .json();
-    assert_eq!(failed["status"], "FAILED");
-    assert_eq!(failed["run"]["job_id"], json!(job_id));
-    assert_eq!(failed["run"]["error_message"], "control totals differ: …");
-
-    // Once taken, asking makes a new request; the list is newest first, in pages.
+        .unwrap();
+    let shown = lake_export_request(&app, &id).await;
+    assert_eq!(shown["status"], "SUCCEEDED");
+    assert_eq!(shown["run"]["job_id"], json!(answer));
+    assert_eq!(
+        ask_after_close(&scheduler(&app), "lakehouse")
+            .await
+            .unwrap(),
+        None
+    );
     let next = ask_for_export(&app, &admin).await;
     assert_eq!(next.status, StatusCode::ACCEPTED);
     let next_id = next.json()["request_id"].clone();
-    assert_ne!(next_id, request["request_id"]);
+    assert_ne!(next_id, id);
+    assert_eq!(
+        lake_export_request(&app, &next_id).await["run"],
+        Value::Null
+    );
+
+    // Newest first, in pages.
     let page = app
         .get("/v1/admin/lake-exports?limit=1", &admin)
         .await
@@ -665,7 +729,7 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
         )
         .await
         .json();
-    assert_eq!(rest["data"][0]["request_id"], request["request_id"]);
+    assert_eq!(rest["data"][0]["request_id"], id);
     assert_eq!(rest["next_cursor"], Value::Null);
 
     app.get(
@@ -679,10 +743,11 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
         .problem(StatusCode::BAD_REQUEST);
 }
 
-/// `lakehouse-export` takes what waits: a single run takes the request pending when it starts,
-/// and `--follow` runs as soon as an administrator asks.
+/// `lakehouse-export` answers what the service asked for: a run answers a request only when it
+/// holds everything committed before it; a killed run shows as the request's failed attempt
+/// once the scheduler finds its runner gone; `--follow` runs as soon as an administrator asks.
 #[tokio::test]
-async fn the_exporter_runs_what_the_service_asked_for() {
+async fn the_exporter_answers_what_the_service_asked_for() {
     let Some(tools) = lake_tools() else { return };
     let app = TestApp::spawn().await;
     let mut conn = PgConnection::connect(&app.owner_url).await.unwrap();
@@ -691,64 +756,106 @@ async fn the_exporter_runs_what_the_service_asked_for() {
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let admin = app.token("admin", None);
 
-    let first = ask_for_export(&app, &admin).await.json();
-    let report = tools.export(&app, &warehouse);
-    let done = app
-        .get(
-            &format!(
-                "/v1/admin/lake-exports/{}",
-                first["request_id"].as_str().unwrap()
-            ),
-            &admin,
-        )
+    // A change commits while an older writer is still open, then the request is made: a run
+    // during that writer holds neither (its horizon stops at the writer), so it does not
+    // answer the request.
+    let loans: Vec<Uuid> = sqlx::query_scalar("SELECT loan_id FROM core.loans ORDER BY loan_id")
+        .fetch_all(&app.owner)
         .await
-        .json();
+        .unwrap();
+    let touch = "UPDATE core.loans SET updated_at = now() WHERE loan_id = $1";
+    let mut late = PgConnection::connect(&app.owner_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut late).await.unwrap();
+    sqlx::query(touch)
+        .bind(loans[0])
+        .execute(&mut late)
+        .await
+        .unwrap();
+    sqlx::query(touch)
+        .bind(loans[1])
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let id = ask_for_export(&app, &admin).await.json()["request_id"].clone();
+    let first = tools.export(&app, &warehouse);
+    let waiting = lake_export_request(&app, &id).await;
+    assert_eq!(waiting["status"], "PENDING", "{waiting}");
+    assert_eq!(waiting["run"]["job_id"], first["job_id"]);
+    sqlx::query("COMMIT").execute(&mut late).await.unwrap();
+
+    // Killed before its commit: the scheduler finds its runner gone, and the request shows the
+    // failed attempt.
+    kill_before_commit(&app, &tools, &warehouse).await;
+    // Its server process ends (and lets its lock go) once it finds the client gone.
+    let started = Instant::now();
+    while lakehouse_api::domain::jobs::fail_abandoned(&app.owner)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the killed run was never found abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = lake_export_request(&app, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert!(
+        failed["run"]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("abandoned"),
+        "{failed}"
+    );
+
+    // The next run answers it: the late commit is in.
+    let second = tools.export(&app, &warehouse);
+    let done = lake_export_request(&app, &id).await;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
-    assert_eq!(done["run"]["job_id"], report["job_id"]);
-    let written: i64 = report["rows"]
+    assert_eq!(done["run"]["job_id"], second["job_id"]);
+    let written: i64 = second["rows"]
         .as_object()
         .unwrap()
         .values()
         .map(|r| r.as_i64().unwrap())
         .sum();
-    assert!(written > 0);
+    assert_eq!(
+        second["rows"]["loans"],
+        json!(2),
+        "both loans' new versions: {second}"
+    );
     assert_eq!(done["run"]["records_written"], json!(written));
 
     let mut follower = tools
         .command(&app, &warehouse)
-        .args(["--follow", "--poll-seconds", "1"])
+        .args(["--follow", "--poll-seconds", "1", "--min-gap-seconds", "0"])
         .spawn()
         .expect("start lakehouse-export --follow");
     // Nothing asked: the follower waits and runs nothing.
+    let runs = "SELECT count(*) FROM metadata.job_execution WHERE job_name = 'lake_export'";
+    let before = app.count(runs).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM metadata.job_execution WHERE job_name = 'lake_export'")
-            .await,
-        1
-    );
-    let second = ask_for_export(&app, &admin).await;
-    assert_eq!(second.status, StatusCode::ACCEPTED);
-    let path = format!(
-        "/v1/admin/lake-exports/{}",
-        second.json()["request_id"].as_str().unwrap()
-    );
+    assert_eq!(app.count(runs).await, before);
+    let asked = ask_for_export(&app, &admin).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED);
+    let id = asked.json()["request_id"].clone();
     let started = Instant::now();
     let followed = loop {
-        let request = app.get(&path, &admin).await.json();
+        let request = lake_export_request(&app, &id).await;
         if request["status"] == "SUCCEEDED" {
             break request;
         }
-        assert_ne!(request["status"], "FAILED", "{request}");
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the follower never ran: {request}"
+            "the follower never answered: {request}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     follower.kill().unwrap();
     follower.wait().unwrap();
-    assert_ne!(followed["run"]["job_id"], report["job_id"]);
     assert_eq!(followed["run"]["job_name"], "lake_export");
-    // Nothing changed since the first run: the follower's run wrote no row.
+    assert_ne!(followed["run"]["job_id"], second["job_id"]);
+    // Nothing changed since: the follower's run wrote no row.
     assert_eq!(followed["run"]["records_written"], json!(0));
 }

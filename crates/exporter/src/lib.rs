@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod columns;
 pub mod control;
+pub mod follow;
 pub mod run;
 pub mod storage;
 pub mod tables;

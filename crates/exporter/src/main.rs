@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::Parser;
-use lakehouse_exporter::storage;
 use lakehouse_exporter::tokens::Tokens;
+use lakehouse_exporter::{follow, storage};
 use lakehouse_exporter::{Export, Failure, Report};
+use std::time::{Duration, Instant};
+
 use sqlx::{Connection, PgConnection};
 
 /// Exports the journal, loans, installments and payments written since the last run to the
@@ -34,9 +36,17 @@ struct Args {
     /// /v1/admin/lake-exports, or its scheduler after the daily close).
     #[arg(long)]
     follow: bool,
+    /// One run, then exit (the default without --follow; for a container whose command is
+    /// --follow).
+    #[arg(long, conflicts_with = "follow")]
+    once: bool,
     /// With --follow: how often to look for a request, in seconds.
     #[arg(long, env = "LAKE_FOLLOW_POLL_SECS", default_value_t = 10)]
     poll_seconds: u64,
+    /// With --follow: the least time from one run's start to the next's, in seconds; after
+    /// failed runs it doubles with each, up to an hour.
+    #[arg(long, env = "LAKE_FOLLOW_MIN_GAP_SECS", default_value_t = 60)]
+    min_gap_seconds: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -80,16 +90,32 @@ async fn run(args: Args) -> Result<(), Failure> {
     if args.poll_seconds == 0 {
         return Err(Failure::Config("--poll-seconds must be at least 1".into()));
     }
-    // A run killed here at any moment (SIGTERM, SIGKILL) commits nothing: no handler is needed.
-    let poll = std::time::Duration::from_secs(args.poll_seconds);
+    // A run killed at any moment commits nothing, and the requests it was to answer wait for
+    // the next: no shutdown handling is needed.
+    let poll = Duration::from_secs(args.poll_seconds);
+    let min_gap = Duration::from_secs(args.min_gap_seconds);
+    let mut failures = 0u32;
+    let mut next_run = Instant::now();
     loop {
-        match asked(&args.database_url, &export.catalog).await {
-            Ok(true) => match export.run(&args.database_url).await {
-                Ok(report) => print(&report),
-                Err(failure) => eprintln!("lakehouse-export: {failure}"),
-            },
-            Ok(false) => {}
-            Err(error) => eprintln!("lakehouse-export: looking for requests: {error}"),
+        if Instant::now() >= next_run {
+            match asked(&args.database_url, &export.catalog).await {
+                Ok(true) => {
+                    let started = Instant::now();
+                    match export.run(&args.database_url).await {
+                        Ok(report) => {
+                            failures = 0;
+                            print(&report);
+                        }
+                        Err(failure) => {
+                            failures = failures.saturating_add(1);
+                            eprintln!("lakehouse-export: {failure}");
+                        }
+                    }
+                    next_run = started + follow::gap(min_gap, failures);
+                }
+                Ok(false) => {}
+                Err(error) => eprintln!("lakehouse-export: looking for requests: {error}"),
+            }
         }
         tokio::time::sleep(poll).await;
     }

@@ -74,6 +74,7 @@ impl Export {
         let file_io = &self.file_io;
         let mut conn = PgConnection::connect(database_url).await?;
         let locked: bool = sqlx::query_scalar(
+            // The same key is the run's runner_lock in metadata.job_execution.
             "SELECT pg_try_advisory_lock(hashtextextended('lake_export:' || $1, 0))",
         )
         .bind(&self.catalog)
@@ -107,8 +108,9 @@ impl Export {
         }
     }
 
-    /// Records the run and takes the lake's pending requests; runs of this lake left RUNNING
-    /// were killed (this one holds the lock).
+    /// Records the run; runs of this lake left RUNNING were killed (this one holds the lock).
+    /// The run's record names that lock as its runner's, so the service's scheduler marks a
+    /// killed run failed once its lock is gone (`metadata.fail_abandoned_jobs`).
     async fn start_job(&self, conn: &mut PgConnection) -> Result<Uuid, Failure> {
         sqlx::query(
             "UPDATE metadata.job_execution
@@ -120,23 +122,14 @@ impl Export {
         .execute(&mut *conn)
         .await?;
         let job_id: Uuid = sqlx::query_scalar(
-            "INSERT INTO metadata.job_execution (job_name, parameters)
-             VALUES ('lake_export', jsonb_build_object('catalog', $1::text, 'warehouse', $2::text))
+            "INSERT INTO metadata.job_execution (job_name, parameters, runner_lock)
+             VALUES ('lake_export', jsonb_build_object('catalog', $1::text, 'warehouse', $2::text),
+                     hashtextextended('lake_export:' || $1, 0))
              RETURNING job_id",
         )
         .bind(&self.catalog)
         .bind(&self.warehouse)
         .fetch_one(&mut *conn)
-        .await?;
-        // What the service asked for (POST /v1/admin/lake-exports, the close) is this run now:
-        // it exports everything committed before it started.
-        sqlx::query(
-            "UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now()
-             WHERE catalog_name = $2 AND job_id IS NULL",
-        )
-        .bind(job_id)
-        .bind(&self.catalog)
-        .execute(&mut *conn)
         .await?;
         Ok(job_id)
     }
@@ -406,6 +399,18 @@ impl Export {
             .await?;
         }
         control::record(&mut tx, &self.catalog, lake_totals).await?;
+        // The service's requests this run answers: those whose every earlier commit is below
+        // the horizon. One made while a transaction older than the run was open waits for the
+        // next run.
+        sqlx::query(
+            "UPDATE metadata.lake_export_requests SET job_id = $1, taken_at = now()
+             WHERE catalog_name = $2 AND job_id IS NULL AND requested_xmax <= $3::text::xid8",
+        )
+        .bind(job_id)
+        .bind(&self.catalog)
+        .bind(horizon)
+        .execute(&mut *tx)
+        .await?;
         let rows: u64 = written.iter().map(|w| w.rows).sum();
         sqlx::query(
             "UPDATE metadata.job_execution

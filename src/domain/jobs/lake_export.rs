@@ -1,7 +1,8 @@
 //! Lake exports asked for by the service. The export itself is `lakehouse-export`, a binary of
 //! its own that logs in as the owner (docs/lake.md): the service only leaves a request in
-//! `metadata.lake_export_requests`, and the exporter's next run of that lake takes every pending
-//! request. A request's status is then its run's.
+//! `metadata.lake_export_requests`; `lakehouse-export --follow` runs while one waits, and a run
+//! answers the requests whose earlier commits all lie below its horizon. Until one answers it, a
+//! request shows the lake's latest attempt since it was made.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -13,7 +14,10 @@ use super::{JobRun, JobStatus, Session};
 use crate::platform::error::ApiError;
 
 crate::closed_set! {
-    /// Where a request stands: waiting for the exporter, then its run's status.
+    /// Where a request stands: `PENDING` (no run has tried since it was made, or the last one
+    /// could not answer it: a transaction older than the run was open), `RUNNING` (a run that
+    /// started after it is running), `FAILED` (the last run since it failed; `--follow` tries
+    /// again, later after each failure), `SUCCEEDED` (a run answered it).
     pub enum LakeExportStatus {
         Pending = "PENDING",
         Running = "RUNNING",
@@ -31,12 +35,14 @@ pub struct LakeExportRequest {
     pub requested_at: DateTime<Utc>,
     /// The login that asked; `scheduler` after a daily close.
     pub requested_by: String,
-    /// The business day whose close the scheduler asked for; null when an administrator asked.
+    /// The business day whose close it also serves (the scheduler's); null when only a person
+    /// asked.
     pub closed_day: Option<NaiveDate>,
     pub status: LakeExportStatus,
-    /// When the exporter took it.
+    /// When a run answered it.
     pub taken_at: Option<DateTime<Utc>>,
-    /// The run that took it (null while pending): its status, rows written and error.
+    /// The run that answered it; until then the lake's latest run since it was made, if any:
+    /// its status, rows written and error.
     pub run: Option<JobRun>,
 }
 
@@ -119,7 +125,16 @@ async fn rows(
                j.records_written, j.records_failed, j.error_message,
                j.triggered_by AS "triggered_by?"
         FROM metadata.lake_export_requests r
-        LEFT JOIN metadata.job_execution j ON j.job_id = r.job_id
+        LEFT JOIN LATERAL (
+            -- the run that answered it
+            SELECT * FROM metadata.job_execution a WHERE a.job_id = r.job_id
+            UNION ALL
+            -- or, while it waits, the lake's latest run since it was made
+            (SELECT * FROM metadata.job_execution t
+             WHERE r.job_id IS NULL AND t.job_name = 'lake_export'
+               AND t.started_at >= r.requested_at AND t.parameters ->> 'catalog' = r.catalog_name
+             ORDER BY t.started_at DESC LIMIT 1)
+        ) j ON true
         WHERE ($1::uuid IS NULL OR r.request_id = $1)
           -- the page after the cursor's (requested_at, request_id)
           AND ($2::timestamptz IS NULL OR (r.requested_at, r.request_id) < ($2, $3))
@@ -160,19 +175,13 @@ async fn rows(
                 }
                 _ => None,
             };
-            let status = match run.as_ref().map(|run| run.status) {
-                None => LakeExportStatus::Pending,
-                Some(JobStatus::Running) => LakeExportStatus::Running,
-                Some(JobStatus::Succeeded) => LakeExportStatus::Succeeded,
-                Some(JobStatus::Failed) => LakeExportStatus::Failed,
-            };
             LakeExportRequest {
                 request_id: r.request_id,
                 catalog: r.catalog_name,
                 requested_at: r.requested_at,
                 requested_by: r.requested_by,
                 closed_day: r.closed_day,
-                status,
+                status: status(r.taken_at.is_some(), run.as_ref().map(|run| run.status)),
                 taken_at: r.taken_at,
                 run,
             }
@@ -180,25 +189,88 @@ async fn rows(
         .collect())
 }
 
-/// After the daily close: asks for an export of `catalog` once servicing has reached today, once
-/// per business day. Returns the request when it made one.
+/// A request's status: answered, or its latest attempt's. A run that succeeded without
+/// answering it (an older transaction held its horizon back) leaves it waiting.
+fn status(answered: bool, latest_run: Option<JobStatus>) -> LakeExportStatus {
+    match (answered, latest_run) {
+        (true, _) => LakeExportStatus::Succeeded,
+        (false, Some(JobStatus::Running)) => LakeExportStatus::Running,
+        (false, Some(JobStatus::Failed)) => LakeExportStatus::Failed,
+        (false, Some(JobStatus::Succeeded) | None) => LakeExportStatus::Pending,
+    }
+}
+
+/// After the daily close: asks for an export of `catalog` once servicing has reached today,
+/// once per business day. A request that waits already serves the close too (it is marked with
+/// the day and now asks for everything committed so far). Returns the request, if it made or
+/// marked one.
 pub async fn ask_after_close(session: &Session, catalog: &str) -> Result<Option<Uuid>, ApiError> {
     let mut tx = session.begin().await?;
-    let made = sqlx::query_scalar!(
+    let closed: Option<NaiveDate> = sqlx::query_scalar!(
         r#"
-        INSERT INTO metadata.lake_export_requests (catalog_name, closed_day)
-        SELECT $1, closed.day
-        FROM (SELECT max((parameters ->> 'to')::date) AS day FROM metadata.job_execution
-              WHERE job_name = $2 AND status = 'SUCCEEDED') closed
+        SELECT closed.day FROM (SELECT max((parameters ->> 'to')::date) AS day
+                                FROM metadata.job_execution
+                                WHERE job_name = $1 AND status = 'SUCCEEDED') closed
         WHERE closed.day >= core.business_date(now())
-        ON CONFLICT DO NOTHING
-        RETURNING request_id
         "#,
-        catalog,
         super::servicing::SPEC.name,
     )
     .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    let Some(day) = closed else {
+        return Ok(None);
+    };
+    let marked = sqlx::query_scalar!(
+        r#"
+        UPDATE metadata.lake_export_requests
+        SET closed_day = $2, requested_xmax = pg_snapshot_xmax(pg_current_snapshot())
+        WHERE catalog_name = $1 AND job_id IS NULL
+          AND (closed_day IS NULL OR closed_day < $2)
+          AND NOT EXISTS (SELECT 1 FROM metadata.lake_export_requests
+                          WHERE catalog_name = $1 AND closed_day = $2)
+        RETURNING request_id
+        "#,
+        catalog,
+        day,
+    )
+    .fetch_optional(&mut *tx)
     .await?;
+    let request = match marked {
+        Some(id) => Some(id),
+        // One per close, and one waiting at a time: either conflict means it is asked already.
+        None => {
+            sqlx::query_scalar!(
+                r#"
+                INSERT INTO metadata.lake_export_requests (catalog_name, closed_day)
+                VALUES ($1, $2)
+                ON CONFLICT DO NOTHING
+                RETURNING request_id
+                "#,
+                catalog,
+                day,
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    };
     tx.commit().await?;
-    Ok(made)
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_shows_its_answer_or_its_latest_attempt() {
+        use JobStatus::{Failed, Running, Succeeded};
+        use LakeExportStatus as S;
+        assert_eq!(status(true, Some(Succeeded)), S::Succeeded);
+        assert_eq!(status(false, None), S::Pending);
+        assert_eq!(status(false, Some(Running)), S::Running);
+        assert_eq!(status(false, Some(Failed)), S::Failed);
+        // A run that could not answer it: it waits for the next.
+        assert_eq!(status(false, Some(Succeeded)), S::Pending);
+    }
 }
