@@ -313,6 +313,20 @@ async fn every_movement_is_a_balanced_immutable_entry_and_the_balances_are_the_j
         let refused = sqlx::raw_sql(statement).execute(&mut *tx).await;
         assert!(refused.is_err(), "{statement}");
     }
+    // Balanced lines of an entry that was never posted are refused, even to the owner.
+    let orphans = sqlx::query(
+        "INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount)
+         SELECT e.id, v.n, d.loan_id, d.customer_id, v.account, v.amount
+         FROM (SELECT gen_random_uuid() AS id) e,
+              (SELECT loan_id, customer_id FROM core.loan_directory LIMIT 1) d,
+              (VALUES (1, 'LOAN_FEES', 10), (2, 'FEE_INCOME', -10)) AS v(n, account, amount)",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap_err();
+    let orphans = orphans.as_database_error().unwrap();
+    assert_eq!(orphans.code().as_deref(), Some("23503"), "{orphans}");
+    assert_eq!(orphans.constraint(), Some("journal_lines_entry_id_fkey"));
     assert_books_reconcile(&app).await;
 }
 
