@@ -532,11 +532,7 @@ async fn the_scheduler_runs_servicing_once_across_instances() {
     let customer = app.approved_customer("CUSTS02", "740740740").await;
     app.disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 6)
         .await;
-    let session = Session::Caller {
-        pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
-        statement_timeout_ms: 60_000,
-    };
+    let session = app.scheduler_session();
     let pool = app.state.db.pool.clone();
     let instances: Vec<_> = (0..4)
         .map(|_| {
@@ -1314,11 +1310,7 @@ async fn another_instance_helps_with_the_day_a_running_servicing_has_open() {
         .execute(&mut *running)
         .await
         .unwrap();
-    let session = Session::Caller {
-        pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
-        statement_timeout_ms: 60_000,
-    };
+    let session = app.scheduler_session();
     let run =
         lakehouse_api::domain::jobs::scheduler::service_if_due(&app.state.db.pool, &session, 2)
             .await

@@ -582,14 +582,6 @@ async fn lake_export_request(app: &TestApp, id: &Value) -> Value {
     response.json()
 }
 
-fn scheduler(app: &TestApp) -> lakehouse_api::domain::jobs::Session {
-    lakehouse_api::domain::jobs::Session::Caller {
-        pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
-        statement_timeout_ms: 60_000,
-    }
-}
-
 /// A run of the lake recorded as the exporter records one.
 async fn record_run(app: &TestApp, status: &str, error: Option<&str>) -> Uuid {
     sqlx::query_scalar(
@@ -616,7 +608,7 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
     let admin = app.token("admin", None);
     // No close yet: the scheduler does not ask.
     assert_eq!(
-        ask_after_close(&scheduler(&app), "lakehouse")
+        ask_after_close(&app.scheduler_session(), "lakehouse")
             .await
             .unwrap(),
         None
@@ -676,12 +668,12 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
     .execute(&app.owner)
     .await
     .unwrap();
-    let marked = ask_after_close(&scheduler(&app), "lakehouse")
+    let marked = ask_after_close(&app.scheduler_session(), "lakehouse")
         .await
         .unwrap();
     assert_eq!(marked.map(|m| json!(m)), Some(id.clone()));
     assert_eq!(
-        ask_after_close(&scheduler(&app), "lakehouse")
+        ask_after_close(&app.scheduler_session(), "lakehouse")
             .await
             .unwrap(),
         None
@@ -701,7 +693,7 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
     assert_eq!(shown["status"], "SUCCEEDED");
     assert_eq!(shown["run"]["job_id"], json!(answer));
     assert_eq!(
-        ask_after_close(&scheduler(&app), "lakehouse")
+        ask_after_close(&app.scheduler_session(), "lakehouse")
             .await
             .unwrap(),
         None

@@ -16,14 +16,6 @@ fn schedule() -> scheduler::Schedule {
     }
 }
 
-fn scheduler_session(app: &TestApp) -> Session {
-    Session::Caller {
-        pool: app.state.db.pool.clone(),
-        caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
-        statement_timeout_ms: 60_000,
-    }
-}
-
 #[tokio::test]
 async fn every_job_runs_once_across_instances_and_is_recorded() {
     let app = TestApp::spawn().await;
@@ -83,7 +75,7 @@ async fn every_job_runs_once_across_instances_and_is_recorded() {
     assert_eq!(asked[0].1, "system|scheduler|admin");
     assert!(asked[0].2, "the request names today's close: {asked:?}");
     // Nothing is due again a moment later, and the close is not asked for twice.
-    let session = scheduler_session(&app);
+    let session = app.scheduler_session();
     assert!(
         scheduler::run_due(&app.state.db.pool, &session, &schedule())
             .await
@@ -272,7 +264,7 @@ async fn retention_deletes_only_what_is_past_its_time_in_bounded_batches() {
         "at most the batch, and never keys younger than 24 hours"
     );
 
-    let session = scheduler_session(&app);
+    let session = app.scheduler_session();
     let run = lakehouse_api::domain::jobs::retention::run(&session, &RetentionConfig::default(), 2)
         .await
         .unwrap();

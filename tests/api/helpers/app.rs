@@ -309,6 +309,15 @@ impl TestApp {
         self.token("staff", None)
     }
 
+    /// The in-service scheduler's session on this app's pool (an administrator, `system`).
+    pub fn scheduler_session(&self) -> lakehouse_api::domain::jobs::Session {
+        lakehouse_api::domain::jobs::Session::Caller {
+            pool: self.state.db.pool.clone(),
+            caller: lakehouse_api::platform::auth::Caller::system("scheduler"),
+            statement_timeout_ms: 60_000,
+        }
+    }
+
     pub fn customer(&self, id: Uuid) -> String {
         self.token("customer", Some(id))
     }
