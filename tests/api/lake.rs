@@ -153,6 +153,33 @@ async fn seeded(app: &TestApp, volume: Volume) {
         .expect("seed");
 }
 
+/// The next transaction id: every transaction that wrote before now is below it.
+async fn next_transaction(app: &TestApp) -> i64 {
+    app.count("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        .await
+}
+
+/// Waits until every transaction below `mark` has ended, in any database of the cluster. A run's
+/// horizon is the oldest transaction still open anywhere (its snapshot's xmin), so a test that
+/// expects a run to reach its own writes waits for the other tests' transactions begun before
+/// them; the lake lags behind an open transaction, and is whole once it ends.
+async fn settled(app: &TestApp, mark: i64) {
+    let started = Instant::now();
+    loop {
+        let horizon = app
+            .count("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .await;
+        if horizon >= mark {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "a transaction older than {mark} is still open (horizon {horizon})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The lake's tables against PostgreSQL, and its balances against the trial-balance route.
 async fn assert_lake_is_the_books(app: &TestApp, lake: &Value, forbidden_columns: &[String]) {
     let tables = &lake["tables"];
@@ -378,6 +405,11 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         .await
         .unwrap();
 
+    let late_id: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut late)
+        .await
+        .unwrap();
+    settled(&app, late_id).await;
     let first = tools.export(&app, &warehouse);
     sqlx::query("COMMIT").execute(&mut late).await.unwrap();
     let loans = app.count("SELECT count(*) FROM core.loans").await;
@@ -439,6 +471,7 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         .unwrap();
     assert_eq!(after_kill, committed, "a killed run moves no pointer");
 
+    settled(&app, next_transaction(&app).await).await;
     let second = tools.export(&app, &warehouse);
     assert!(
         second["rows"]["journal_entries"].as_i64().unwrap() >= 1,
@@ -550,6 +583,7 @@ async fn the_lake_goes_to_an_s3_compatible_store() {
 
     let app = TestApp::spawn().await;
     seeded(&app, Volume::new(40, 1, 3).unwrap()).await;
+    settled(&app, next_transaction(&app).await).await;
     let report = tools.export(&app, "s3://lake/warehouse");
     assert!(
         report["rows"]["journal_lines"].as_i64().unwrap() > 0,
@@ -769,6 +803,11 @@ async fn the_exporter_answers_what_the_service_asked_for() {
         .await
         .unwrap();
     let id = ask_for_export(&app, &admin).await.json()["request_id"].clone();
+    let late_id: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut late)
+        .await
+        .unwrap();
+    settled(&app, late_id).await;
     let first = tools.export(&app, &warehouse);
     let waiting = lake_export_request(&app, &id).await;
     assert_eq!(waiting["status"], "PENDING", "{waiting}");
@@ -802,6 +841,7 @@ async fn the_exporter_answers_what_the_service_asked_for() {
     );
 
     // The next run answers it: the late commit is in.
+    settled(&app, next_transaction(&app).await).await;
     let second = tools.export(&app, &warehouse);
     let done = lake_export_request(&app, &id).await;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
