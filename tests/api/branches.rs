@@ -490,3 +490,69 @@ async fn the_staff_directory_places_a_login_without_a_branch_claim() {
         "parent"
     );
 }
+
+/// A row about a customer takes the customer's office whatever the statement names: the stamp
+/// corrects a wrong one. Only a replay (a loan-book import, `app.replaying`) names its rows'
+/// office itself, and keeps what it names (migration 0051); one that names none is stamped.
+#[tokio::test]
+async fn a_row_takes_its_customer_s_office_and_only_a_replay_names_it_itself() {
+    let app = TestApp::spawn().await;
+    offices(&app).await;
+    let (customer, loan, _) = book(&app, "HN01", "BR-S-1", "500100500").await;
+    let office = |code: &'static str| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT office_id::bigint FROM core.offices WHERE code = '{code}'"
+            ))
+            .await
+        }
+    };
+    let (hanoi, saigon) = (office("HN01").await, office("HCM01").await);
+    let entry = |named: Option<i64>| {
+        format!(
+            "INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, branch_id, kind,
+                                               business_date)
+             VALUES (gen_random_uuid(), '{loan}', '{customer}', {}, 'INTEREST_DUE', current_date)
+             RETURNING branch_id::bigint",
+            named.map_or("NULL".to_owned(), |n| n.to_string())
+        )
+    };
+    let mut tx = app.owner.begin().await.unwrap();
+    let stamped: i64 = sqlx::query_scalar(&entry(Some(saigon)))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(stamped, hanoi, "a wrong office is corrected");
+    sqlx::query("SELECT set_config('app.replaying', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let named: i64 = sqlx::query_scalar(&entry(Some(saigon)))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(named, saigon, "a replay keeps what it names");
+    let unnamed: i64 = sqlx::query_scalar(&entry(None))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(unnamed, hanoi, "a replay that names none is stamped");
+    tx.rollback().await.unwrap();
+
+    // The logins that reach SQL without the service write none of the tables a replay names
+    // the office of, so setting `app.replaying` themselves names nothing.
+    let writable: Vec<String> = sqlx::query_scalar(
+        "SELECT r || ' ' || t FROM unnest(ARRAY['lakehouse_read_only', 'lakehouse_analyst',
+                                               'lakehouse_etl_user', 'lakehouse_trino']) r,
+                                 unnest(ARRAY['core.loan_installments', 'core.payments',
+                                              'core.payment_directory', 'core.payment_allocations',
+                                              'core.schedule_changes', 'core.journal_entries',
+                                              'core.journal_lines']) t
+         WHERE has_table_privilege(r, t, 'INSERT')",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(writable, Vec::<String>::new());
+}

@@ -374,6 +374,32 @@ async fn an_imported_loan_is_the_loan_its_history_gives_through_the_api_and_come
     );
     assert!(disagreements(&app.owner).await.is_empty());
 
+    // Every row of the imported loans carries its customer's office: the replay names it
+    // instead of having each row stamped (migration 0051).
+    for table in [
+        "core.loan_installments",
+        "core.payments",
+        "core.payment_directory",
+        "core.payment_allocations",
+        "core.schedule_changes",
+        "core.journal_entries",
+        "core.journal_lines",
+    ] {
+        let (rows, astray): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), count(*) FILTER (WHERE t.branch_id IS DISTINCT FROM c.branch_id)
+             FROM {table} t JOIN core.customers c USING (customer_id)
+             WHERE t.customer_id IN (SELECT customer_id FROM core.imported_loans)"
+        ))
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            astray, 0,
+            "{table}: {astray} of {rows} rows in another office"
+        );
+        assert!(rows > 0 || table == "core.schedule_changes", "{table}");
+    }
+
     // One event per imported loan, none for its history.
     let events: Vec<String> = sqlx::query_scalar(
         "SELECT topic FROM metadata.outbox_events WHERE event_id > $1 ORDER BY event_id",

@@ -651,21 +651,23 @@ pub async fn post_many(
     sqlx::query!(
         r#"
         WITH m AS (
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[],
-                                 $6::date[], $7::uuid[], $8::uuid[], $33::numeric[], $34::numeric[],
-                                 $35::numeric[], $36::numeric[], $37::numeric[], $38::numeric[],
-                                 $39::date[], $40::text[], $41::numeric[])
+            SELECT m.*, c.branch_id FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[],
+                        $4::uuid[], $5::text[], $6::date[], $7::uuid[], $8::uuid[], $33::numeric[],
+                        $34::numeric[], $35::numeric[], $36::numeric[], $37::numeric[],
+                        $38::numeric[], $39::date[], $40::text[], $41::numeric[])
                  WITH ORDINALITY AS m(entry_id, loan_id, application_date, customer_id, kind,
                                       business_date, payment_id, reverses, dp, di, df, dpen, paid,
                                       recovered, next_due, status, written_off, k)
+            -- The office a replay names instead of a stamp per row (migration 0051).
+            LEFT JOIN core.customers c ON c.customer_id = m.customer_id
         ),
         entry AS (
-            INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, kind, business_date, payment_id, reverses)
-            SELECT entry_id, loan_id, customer_id, kind, business_date, payment_id, reverses FROM m
+            INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, branch_id, kind, business_date, payment_id, reverses)
+            SELECT entry_id, loan_id, customer_id, branch_id, kind, business_date, payment_id, reverses FROM m
         ),
         lines AS (
-            INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, account, amount)
-            SELECT m.entry_id, t.n, m.loan_id, m.customer_id, t.a, t.x
+            INSERT INTO core.journal_lines (entry_id, line_number, loan_id, customer_id, branch_id, account, amount)
+            SELECT m.entry_id, t.n, m.loan_id, m.customer_id, m.branch_id, t.a, t.x
             FROM unnest($9::int[], $10::int[], $11::text[], $12::numeric[]) AS t(k, n, a, x)
             JOIN m ON m.k = t.k
         ),
@@ -683,16 +685,16 @@ pub async fn post_many(
         ),
         rescheduled AS (
             INSERT INTO core.schedule_changes (payment_id, installment_number, loan_id,
-                customer_id, principal_due, interest_due, interest_reduction, prepaid_weight)
-            SELECT m.payment_id, t.n, m.loan_id, m.customer_id, t.pd, t.id, t.ir, t.w
+                customer_id, branch_id, principal_due, interest_due, interest_reduction, prepaid_weight)
+            SELECT m.payment_id, t.n, m.loan_id, m.customer_id, m.branch_id, t.pd, t.id, t.ir, t.w
             FROM unnest($22::int[], $23::int[], $24::numeric[], $25::numeric[], $26::numeric[],
                         $27::numeric[]) AS t(k, n, pd, id, ir, w)
             JOIN m ON m.k = t.k
         ),
         allocations AS (
-            INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id,
+            INSERT INTO core.payment_allocations (payment_id, loan_id, customer_id, branch_id,
                                                   installment_number, component, amount, posted)
-            SELECT m.payment_id, m.loan_id, m.customer_id, t.n, t.c, t.a, t.ps
+            SELECT m.payment_id, m.loan_id, m.customer_id, m.branch_id, t.n, t.c, t.a, t.ps
             FROM unnest($28::int[], $29::int[], $30::text[], $31::numeric[], $32::numeric[])
                  AS t(k, n, c, a, ps)
             JOIN m ON m.k = t.k

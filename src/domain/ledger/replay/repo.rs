@@ -184,10 +184,13 @@ pub async fn insert_schedules(
     };
     sqlx::query!(
         r#"
-        INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date,
-                                            principal_due, interest_due)
-        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::date[], $5::numeric[],
-                             $6::numeric[])
+        INSERT INTO core.loan_installments (loan_id, customer_id, branch_id, installment_number,
+                                            due_date, principal_due, interest_due)
+        SELECT t.loan, t.customer, c.branch_id, t.n, t.due, t.principal, t.interest
+        FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::date[], $5::numeric[], $6::numeric[])
+             AS t(loan, customer, n, due, principal, interest)
+        -- The customer's office, named here rather than stamped row by row (migration 0051).
+        LEFT JOIN core.customers c ON c.customer_id = t.customer
         "#,
         &rows().map(|(loan, _, _)| loan).collect::<Vec<_>>(),
         &rows().map(|(_, customer, _)| customer).collect::<Vec<_>>(),
@@ -220,13 +223,15 @@ pub async fn insert_payments(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"
-        INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, payment_type,
-                                   amount, payment_method, payment_date, status, channel,
-                                   status_changed_at)
-        SELECT t.id, t.txn, t.loan, t.customer, t.kind, t.amount, 'IMPORT', t.at, 'COMPLETED',
-               'SYSTEM', t.at
+        INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id, branch_id,
+                                   payment_type, amount, payment_method, payment_date, status,
+                                   channel, status_changed_at)
+        SELECT t.id, t.txn, t.loan, t.customer, c.branch_id, t.kind, t.amount, 'IMPORT', t.at,
+               'COMPLETED', 'SYSTEM', t.at
         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::numeric[],
                     $7::timestamptz[]) AS t(id, txn, loan, customer, kind, amount, at)
+        -- The customer's office, named here rather than stamped row by row (migration 0051).
+        LEFT JOIN core.customers c ON c.customer_id = t.customer
         "#,
         &payments.iter().map(|p| p.payment_id).collect::<Vec<_>>(),
         &payments
