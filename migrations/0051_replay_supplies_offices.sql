@@ -3,12 +3,30 @@
 -- PL/pgSQL call and one customer look-up for each of 13 million rows (docs/performance.md).
 --
 -- Outside a replay nothing changes: every row takes its customer's office, whatever the
--- statement said. In a replay, a statement that names an office keeps it; one that names none
--- is stamped. The replaying statements take the office from the customer (loans' schedules and
--- payments) or from the rows already stamped (the journal, allocations and rescheduled
--- installments of a movement, the interest and fees of servicing), so what they name is what
--- the stamp would have written. Only the service sets `app.replaying`, and only in a replay; the
--- logins that reach SQL directly write none of these tables.
+-- statement said. In a replay, a row that names no office is stamped, and the rows that name
+-- one are checked once per statement: each distinct (customer, office) of the statement against
+-- the customer's, and a statement that names another office is refused (23514). So what a
+-- replay names is what the stamp would have written, whoever set `app.replaying`. (The service
+-- sets it only in a replay, and the logins that reach SQL directly write none of these tables.)
+-- The replaying statements take the office from the customer (schedules, payments, a
+-- movement's journal, allocations and rescheduled installments) or from the installment (the
+-- interest and fees servicing posts).
+CREATE FUNCTION core.check_named_offices() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- A look-up per distinct customer by its key (a scalar subquery is never turned into a join
+    -- that could read every customer).
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT customer_id, branch_id FROM named_rows) n
+               WHERE n.customer_id IS NOT NULL
+                 AND n.branch_id IS DISTINCT FROM (SELECT c.branch_id FROM core.customers c
+                                                   WHERE c.customer_id = n.customer_id)) THEN
+        RAISE EXCEPTION 'a row of % names an office other than its customer''s', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'named_office_is_the_customers';
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE EXECUTE ON FUNCTION core.check_named_offices() FROM PUBLIC;
+
 DO $$
 DECLARE
     t text;
@@ -22,6 +40,10 @@ BEGIN
                        'WHEN (NEW.branch_id IS NULL '
                        'OR current_setting(''app.replaying'', true) IS DISTINCT FROM ''on'') '
                        'EXECUTE FUNCTION core.stamp_office()', t);
+        EXECUTE format('CREATE TRIGGER check_named_offices AFTER INSERT ON %s '
+                       'REFERENCING NEW TABLE AS named_rows FOR EACH STATEMENT '
+                       'WHEN (current_setting(''app.replaying'', true) = ''on'') '
+                       'EXECUTE FUNCTION core.check_named_offices()', t);
     END LOOP;
 END
 $$;

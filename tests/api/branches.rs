@@ -493,9 +493,10 @@ async fn the_staff_directory_places_a_login_without_a_branch_claim() {
 
 /// A row about a customer takes the customer's office whatever the statement names: the stamp
 /// corrects a wrong one. Only a replay (a loan-book import, `app.replaying`) names its rows'
-/// office itself, and keeps what it names (migration 0051); one that names none is stamped.
+/// office itself (migration 0051): what it names is checked once per statement and a wrong one
+/// refused; a row that names none is stamped.
 #[tokio::test]
-async fn a_row_takes_its_customer_s_office_and_only_a_replay_names_it_itself() {
+async fn a_row_takes_its_customer_s_office_and_a_replay_may_name_only_that_one() {
     let app = TestApp::spawn().await;
     offices(&app).await;
     let (customer, loan, _) = book(&app, "HN01", "BR-S-1", "500100500").await;
@@ -509,39 +510,63 @@ async fn a_row_takes_its_customer_s_office_and_only_a_replay_names_it_itself() {
         }
     };
     let (hanoi, saigon) = (office("HN01").await, office("HCM01").await);
-    let entry = |named: Option<i64>| {
-        format!(
-            "INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, branch_id, kind,
-                                               business_date)
-             VALUES (gen_random_uuid(), '{loan}', '{customer}', {}, 'INTEREST_DUE', current_date)
-             RETURNING branch_id::bigint",
-            named.map_or("NULL".to_owned(), |n| n.to_string())
-        )
+    // An interest entry naming `named`, in a transaction of its own (rolled back), replaying
+    // or not: the office it was written with, or the database's refusal.
+    let write = |named: Option<i64>, replaying: bool| {
+        let (app, customer, loan) = (&app, &customer, &loan);
+        async move {
+            let mut tx = app.owner.begin().await.unwrap();
+            if replaying {
+                sqlx::query("SELECT set_config('app.replaying', 'on', true)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            let written = sqlx::query_scalar::<_, i64>(&format!(
+                "INSERT INTO core.journal_entries (entry_id, loan_id, customer_id, branch_id,
+                                                   kind, business_date)
+                 VALUES (gen_random_uuid(), '{loan}', '{customer}', {}, 'INTEREST_DUE',
+                         current_date)
+                 RETURNING branch_id::bigint",
+                named.map_or("NULL".to_owned(), |n| n.to_string())
+            ))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                e.as_database_error()
+                    .and_then(|d| d.code())
+                    .unwrap_or_default()
+                    .into_owned()
+            });
+            tx.rollback().await.unwrap();
+            written
+        }
     };
-    let mut tx = app.owner.begin().await.unwrap();
-    let stamped: i64 = sqlx::query_scalar(&entry(Some(saigon)))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(stamped, hanoi, "a wrong office is corrected");
-    sqlx::query("SELECT set_config('app.replaying', 'on', true)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let named: i64 = sqlx::query_scalar(&entry(Some(saigon)))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(named, saigon, "a replay keeps what it names");
-    let unnamed: i64 = sqlx::query_scalar(&entry(None))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(unnamed, hanoi, "a replay that names none is stamped");
-    tx.rollback().await.unwrap();
+    assert_eq!(
+        write(Some(saigon), false).await,
+        Ok(hanoi),
+        "a wrong office is corrected"
+    );
+    assert_eq!(write(None, false).await, Ok(hanoi));
+    assert_eq!(
+        write(Some(hanoi), true).await,
+        Ok(hanoi),
+        "a replay names its office"
+    );
+    assert_eq!(
+        write(None, true).await,
+        Ok(hanoi),
+        "a replay that names none is stamped"
+    );
+    assert_eq!(
+        write(Some(saigon), true).await,
+        Err("23514".to_owned()),
+        "a replay that names another office is refused"
+    );
 
     // The logins that reach SQL without the service write none of the tables a replay names
-    // the office of, so setting `app.replaying` themselves names nothing.
+    // the office of, not even a column; the roles that do write them log in only as the
+    // service does.
     let writable: Vec<String> = sqlx::query_scalar(
         "SELECT r || ' ' || t FROM unnest(ARRAY['lakehouse_read_only', 'lakehouse_analyst',
                                                'lakehouse_etl_user', 'lakehouse_trino']) r,
@@ -549,10 +574,17 @@ async fn a_row_takes_its_customer_s_office_and_only_a_replay_names_it_itself() {
                                               'core.payment_directory', 'core.payment_allocations',
                                               'core.schedule_changes', 'core.journal_entries',
                                               'core.journal_lines']) t
-         WHERE has_table_privilege(r, t, 'INSERT')",
+         WHERE has_any_column_privilege(r, t, 'INSERT')",
     )
     .fetch_all(&app.owner)
     .await
     .unwrap();
     assert_eq!(writable, Vec::<String>::new());
+    let logins: i64 = app
+        .count(
+            "SELECT count(*) FROM pg_roles WHERE rolcanlogin AND rolname IN \
+             ('lakehouse_staff', 'lakehouse_admin_api', 'lakehouse_app_user')",
+        )
+        .await;
+    assert_eq!(logins, 0);
 }

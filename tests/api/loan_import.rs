@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::books::disagreements;
-use crate::helpers::{TestApp, TestLoan, TestResponse};
+use crate::helpers::{customer_body, TestApp, TestLoan, TestResponse};
 use crate::payments::{key, money};
 
 /// One history: paid out `months` months ago (on a day of the month every month has), a term,
@@ -248,16 +248,38 @@ async fn an_imported_loan_is_the_loan_its_history_gives_through_the_api_and_come
 
     // The twins: paid out today through the API, moved to their payout day, then played day by
     // day: the daily servicing job, and each repayment at the branch on its own day.
+    // Every other borrower banks at a branch, so that each row's office is a choice to get right.
+    let branch = |n: usize| if n % 2 == 1 { "HN01" } else { "HO" };
+    sqlx::raw_sql(
+        "INSERT INTO core.offices (code, name, kind, parent_id) \
+         SELECT 'HN01', 'Hà Nội 01', 'BRANCH', office_id FROM core.offices WHERE code = 'HO'",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
     let mut twins = Vec::new();
-    let mut importees = Vec::new();
     for (n, h) in histories.iter().enumerate() {
         let twin_customer = app
             .approved_customer(&format!("{}T", h.code), &format!("7700000{n}1"))
             .await;
-        importees.push(
-            app.approved_customer(&format!("{}I", h.code), &format!("7700000{n}2"))
-                .await,
-        );
+        let mut importee = customer_body(&format!("{}I", h.code), &format!("7700000{n}2"));
+        importee["branch"] = json!(branch(n));
+        let created = app
+            .json(Method::POST, "/v1/customers", &app.staff(), &importee)
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+        let kyc = app
+            .json(
+                Method::POST,
+                &format!(
+                    "/v1/customers/{}/kyc",
+                    created.json()["customer_id"].as_str().unwrap()
+                ),
+                &app.staff(),
+                &json!({"decision": "APPROVE"}),
+            )
+            .await;
+        assert_eq!(kyc.status, StatusCode::OK, "{}", kyc.text());
         let twin = app
             .disbursed_loan(twin_customer, "PERSONAL_STD", h.amount, h.term)
             .await;
@@ -320,7 +342,7 @@ async fn an_imported_loan_is_the_loan_its_history_gives_through_the_api_and_come
         records.push(json!({
             "source_reference": format!("OLD-{}", h.code),
             "customer_code": format!("{}I", h.code),
-            "branch": "HO",
+            "branch": branch(n),
             "product_code": "PERSONAL_STD",
             "amount": h.amount,
             "annual_interest_rate": "0.1250",
@@ -399,6 +421,13 @@ async fn an_imported_loan_is_the_loan_its_history_gives_through_the_api_and_come
         );
         assert!(rows > 0 || table == "core.schedule_changes", "{table}");
     }
+    let offices: i64 = app
+        .count(
+            "SELECT count(DISTINCT j.branch_id) FROM core.journal_lines j \
+             WHERE j.customer_id IN (SELECT customer_id FROM core.imported_loans)",
+        )
+        .await;
+    assert_eq!(offices, 2, "the imported loans' journal is in both offices");
 
     // One event per imported loan, none for its history.
     let events: Vec<String> = sqlx::query_scalar(
