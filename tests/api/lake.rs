@@ -878,8 +878,10 @@ async fn the_exporter_answers_what_the_service_asked_for() {
         if request["status"] == "SUCCEEDED" {
             break request;
         }
+        // As long as `settled` allows: a transaction another test holds open anywhere in the
+        // cluster keeps the runs' horizon below the request until it ends.
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(300),
             "the follower never answered: {request}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
