@@ -159,6 +159,14 @@ async fn next_transaction(app: &TestApp) -> i64 {
         .await
 }
 
+/// The id of the transaction open on `conn`.
+async fn transaction_of(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 /// Waits until every transaction below `mark` has ended, in any database of the cluster. A run's
 /// horizon is the oldest transaction still open anywhere (its snapshot's xmin), so a test that
 /// expects a run to reach its own writes waits for the other tests' transactions begun before
@@ -405,11 +413,7 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         .await
         .unwrap();
 
-    let late_id: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-        .fetch_one(&mut late)
-        .await
-        .unwrap();
-    settled(&app, late_id).await;
+    settled(&app, transaction_of(&mut late).await).await;
     let first = tools.export(&app, &warehouse);
     sqlx::query("COMMIT").execute(&mut late).await.unwrap();
     let loans = app.count("SELECT count(*) FROM core.loans").await;
@@ -803,11 +807,7 @@ async fn the_exporter_answers_what_the_service_asked_for() {
         .await
         .unwrap();
     let id = ask_for_export(&app, &admin).await.json()["request_id"].clone();
-    let late_id: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-        .fetch_one(&mut late)
-        .await
-        .unwrap();
-    settled(&app, late_id).await;
+    settled(&app, transaction_of(&mut late).await).await;
     let first = tools.export(&app, &warehouse);
     let waiting = lake_export_request(&app, &id).await;
     assert_eq!(waiting["status"], "PENDING", "{waiting}");
