@@ -571,3 +571,105 @@ async fn bad_lines_are_reported_and_book_nothing_and_only_etl_may_import() {
     assert_eq!(get.status, StatusCode::OK, "{}", get.text());
     assert_eq!(get.json()["failed"], report["failed"]);
 }
+
+/// The database's code for a failed statement, or `Ok`.
+fn outcome<T>(result: Result<T, sqlx::Error>) -> Result<(), String> {
+    result.map(|_| ()).map_err(|e| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .unwrap_or_default()
+            .into_owned()
+    })
+}
+
+/// A replay defers four keys and checks them when a chunk is done (migration 0052). They stay
+/// keys: checked at once unless a transaction defers them, and a row that breaks one is refused
+/// when they are checked. A statement's payments all reach the directory, whose keys still hold.
+#[tokio::test]
+async fn the_keys_a_replay_defers_still_hold_and_each_payment_reaches_the_directory() {
+    let app = TestApp::spawn().await;
+    let customer = app.approved_customer("DEFER", "880000009").await;
+    let loan = app
+        .disbursed_loan(customer, "PERSONAL_STD", "12000000.00", 12)
+        .await;
+    let deferrable = app
+        .count(
+            "SELECT count(*) FROM pg_constraint
+             WHERE conrelid IN ('core.loans'::regclass, 'core.loan_installments'::regclass)
+               AND conname IN ('loans_customer_id_fkey', 'loans_product_code_fkey',
+                               'loans_terms_fkey', 'loan_installments_loan_id_fkey')
+               AND condeferrable AND NOT condeferred",
+        )
+        .await;
+    assert_eq!(deferrable, 4, "deferrable, and checked at once by default");
+
+    let orphan = format!(
+        "INSERT INTO core.loan_installments (loan_id, customer_id, installment_number, due_date,
+                                             principal_due, interest_due)
+         VALUES ('{}', '{customer}', 1, current_date, 1, 0)",
+        uuid::Uuid::now_v7()
+    );
+    let mut tx = app.owner.begin().await.unwrap();
+    let at_once = outcome(sqlx::query(&orphan).execute(&mut *tx).await);
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        at_once,
+        Err("23503".into()),
+        "the counter's check is immediate"
+    );
+
+    let mut tx = app.owner.begin().await.unwrap();
+    for statement in [
+        "SET CONSTRAINTS core.loan_installments_loan_id_fkey DEFERRED",
+        orphan.as_str(),
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    let checked = outcome(
+        sqlx::query("SET CONSTRAINTS core.loan_installments_loan_id_fkey IMMEDIATE")
+            .execute(&mut *tx)
+            .await,
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(checked, Err("23503".into()), "a deferred key is checked");
+
+    // Two payments in one statement: both in the directory; a transaction id twice: refused.
+    let payments = |first: &str, second: &str| {
+        format!(
+            "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id,
+                                        payment_type, amount, payment_date, status, channel)
+             SELECT gen_random_uuid(), t, '{}', '{customer}', 'REPAYMENT', 1000, now(),
+                    'COMPLETED', 'BRANCH'
+             FROM unnest(ARRAY['{first}', '{second}']) AS t",
+            loan.id
+        )
+    };
+    let mut tx = app.owner.begin().await.unwrap();
+    sqlx::query(&payments("DEFER-T1", "DEFER-T2"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let registered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM core.payment_directory d JOIN core.payments p USING (payment_id)
+         WHERE d.transaction_id IN ('DEFER-T1', 'DEFER-T2')
+           AND (d.customer_id, d.payment_date, d.branch_id)
+               = (p.customer_id, p.payment_date, p.branch_id)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        registered, 2,
+        "each payment of the statement is in the directory"
+    );
+
+    let mut tx = app.owner.begin().await.unwrap();
+    let twice = outcome(
+        sqlx::query(&payments("DEFER-T3", "DEFER-T3"))
+            .execute(&mut *tx)
+            .await,
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(twice, Err("23505".into()), "the directory's key holds");
+}

@@ -117,6 +117,7 @@ impl Replay<'_> {
             repo::savepoint(conn, SAVEPOINT).await?;
             let attempt = self.attempt(conn, loans, &todo).await?;
             if attempt.refused.is_empty() {
+                repo::check_keys(conn).await?;
                 repo::savepoint(conn, repo::RELEASE).await?;
                 for (i, loan_id) in attempt.imported {
                     outcomes[i] = Some(Outcome::Imported(loan_id));

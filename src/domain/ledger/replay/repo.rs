@@ -10,11 +10,29 @@ use crate::domain::ledger::model::LoanStatus;
 use crate::domain::ledger::{InstallmentState, LockedLoan};
 use crate::domain::money::Installment;
 
-/// Marks the transaction as a replay: its historical movements emit no events.
+/// Marks the transaction as a replay (its historical movements emit no events) and defers the
+/// keys it checks when a chunk is done.
 pub async fn start(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query!(r#"SELECT set_config('app.replaying', 'on', true) AS "on!""#)
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await?;
+    sqlx::query(DEFER_KEYS).execute(conn).await?;
+    Ok(())
+}
+
+// The keys of the rows a replay writes and then updates at every repayment day: PostgreSQL
+// checks them again on each update of a row the transaction wrote, so a replay checks them
+// once, when a chunk is done, for each row's last version (migration 0052).
+const DEFER_KEYS: &str =
+    "SET CONSTRAINTS core.loans_customer_id_fkey, core.loans_product_code_fkey, \
+                          core.loans_terms_fkey, core.loan_installments_loan_id_fkey DEFERRED";
+const CHECK_KEYS: &str =
+    "SET CONSTRAINTS core.loans_customer_id_fkey, core.loans_product_code_fkey, \
+                          core.loans_terms_fkey, core.loan_installments_loan_id_fkey IMMEDIATE";
+
+/// Checks the keys the replay deferred, before the chunk's savepoint is released.
+pub async fn check_keys(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(CHECK_KEYS).execute(conn).await?;
     Ok(())
 }
 
