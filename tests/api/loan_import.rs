@@ -572,13 +572,13 @@ async fn bad_lines_are_reported_and_book_nothing_and_only_etl_may_import() {
     assert_eq!(get.json()["failed"], report["failed"]);
 }
 
-/// The database's code for a failed statement, or `Ok`.
+/// The constraint that refused a statement, or `Ok`.
 fn outcome<T>(result: Result<T, sqlx::Error>) -> Result<(), String> {
     result.map(|_| ()).map_err(|e| {
         e.as_database_error()
-            .and_then(|d| d.code())
+            .and_then(|d| d.constraint())
             .unwrap_or_default()
-            .into_owned()
+            .to_owned()
     })
 }
 
@@ -609,14 +609,11 @@ async fn the_keys_a_replay_defers_still_hold_and_each_payment_reaches_the_direct
          VALUES ('{}', '{customer}', 1, current_date, 1, 0)",
         uuid::Uuid::now_v7()
     );
+    let key = "loan_installments_loan_id_fkey";
     let mut tx = app.owner.begin().await.unwrap();
     let at_once = outcome(sqlx::query(&orphan).execute(&mut *tx).await);
     tx.rollback().await.unwrap();
-    assert_eq!(
-        at_once,
-        Err("23503".into()),
-        "the counter's check is immediate"
-    );
+    assert_eq!(at_once, Err(key.into()), "the counter's check is immediate");
 
     let mut tx = app.owner.begin().await.unwrap();
     for statement in [
@@ -631,45 +628,60 @@ async fn the_keys_a_replay_defers_still_hold_and_each_payment_reaches_the_direct
             .await,
     );
     tx.rollback().await.unwrap();
-    assert_eq!(checked, Err("23503".into()), "a deferred key is checked");
+    assert_eq!(checked, Err(key.into()), "a deferred key is checked");
 
-    // Two payments in one statement: both in the directory; a transaction id twice: refused.
-    let payments = |first: &str, second: &str| {
-        format!(
-            "INSERT INTO core.payments (payment_id, transaction_id, loan_id, customer_id,
-                                        payment_type, amount, payment_date, status, channel)
-             SELECT gen_random_uuid(), t, '{}', '{customer}', 'REPAYMENT', 1000, now(),
-                    'COMPLETED', 'BRANCH'
-             FROM unnest(ARRAY['{first}', '{second}']) AS t",
-            loan.id
-        )
+    // Payments inserted by one statement, each (transaction id, client reference, seconds
+    // before now): the statement's outcome, and how many of them the directory holds.
+    let insert = |rows: &'static str| {
+        let (app, loan) = (&app, &loan);
+        async move {
+            let mut tx = app.owner.begin().await.unwrap();
+            let inserted = outcome(
+                sqlx::query(&format!(
+                    "INSERT INTO core.payments (payment_id, transaction_id, client_reference,
+                                                loan_id, customer_id, payment_type, amount,
+                                                payment_date, status, channel)
+                     SELECT gen_random_uuid(), v.t, v.r, '{}', '{customer}', 'REPAYMENT', 1000,
+                            now() - v.s * interval '1 second', 'COMPLETED', 'BRANCH'
+                     FROM (VALUES {rows}) AS v(t, r, s)",
+                    loan.id
+                ))
+                .execute(&mut *tx)
+                .await,
+            );
+            let registered: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM core.payment_directory d JOIN core.payments p
+                     USING (payment_id)
+                 WHERE d.transaction_id LIKE 'DEFER-%'
+                   AND (d.transaction_id, d.client_reference, d.customer_id, d.payment_date,
+                        d.branch_id)
+                       IS NOT DISTINCT FROM (p.transaction_id, p.client_reference,
+                                             p.customer_id, p.payment_date, p.branch_id)",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or(-1);
+            tx.rollback().await.unwrap();
+            (inserted, registered)
+        }
     };
-    let mut tx = app.owner.begin().await.unwrap();
-    sqlx::query(&payments("DEFER-T1", "DEFER-T2"))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let registered: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM core.payment_directory d JOIN core.payments p USING (payment_id)
-         WHERE d.transaction_id IN ('DEFER-T1', 'DEFER-T2')
-           AND (d.customer_id, d.payment_date, d.branch_id)
-               = (p.customer_id, p.payment_date, p.branch_id)",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    tx.rollback().await.unwrap();
     assert_eq!(
-        registered, 2,
+        insert("('DEFER-T1', NULL, 0), ('DEFER-T2', 'R1', 0)").await,
+        (Ok(()), 2),
         "each payment of the statement is in the directory"
     );
-
-    let mut tx = app.owner.begin().await.unwrap();
-    let twice = outcome(
-        sqlx::query(&payments("DEFER-T3", "DEFER-T3"))
-            .execute(&mut *tx)
-            .await,
+    // The payments' own key allows one transaction id on two dates; the directory's does not.
+    assert_eq!(
+        insert("('DEFER-T3', NULL, 0), ('DEFER-T3', NULL, 1)")
+            .await
+            .0,
+        Err("payment_directory_transaction_id_key".into())
     );
-    tx.rollback().await.unwrap();
-    assert_eq!(twice, Err("23505".into()), "the directory's key holds");
+    assert_eq!(
+        insert("('DEFER-T4', 'R2', 0), ('DEFER-T5', 'R2', 0)")
+            .await
+            .0,
+        Err("payment_directory_client_reference_key".into()),
+        "a customer's client reference once (409 at the counter)"
+    );
 }

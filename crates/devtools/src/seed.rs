@@ -868,8 +868,8 @@ impl Progress {
 /// A generated table and its directory: where the rows go and how to write the `index`-th.
 struct Load<'a, D, T> {
     table: &'a str,
-    /// Per-row triggers to skip: generated history is not news, and the directory is filled
-    /// with its own copy instead of a trigger call per row.
+    /// Triggers to skip: generated history is not news, and the directory is filled with its
+    /// own copy instead of by a trigger.
     triggers: &'a [&'a str],
     directory: &'a str,
     /// `COPY … FROM STDIN (FORMAT binary)` statements.
@@ -890,7 +890,7 @@ struct DirectoryEntry {
     office: i32,
 }
 
-/// Fills the directory, then the table with its per-row triggers off; returns the table's rows.
+/// Fills the directory, then the table with those triggers off; returns the table's rows.
 /// `deferred` holds the [`deferred_structures`] of the directory and of the table.
 async fn load_with_directory<D, T>(
     tx: &mut PgConnection,

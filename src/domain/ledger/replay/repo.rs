@@ -21,8 +21,8 @@ pub async fn start(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 // The keys of the rows a replay writes and then updates at every repayment day: PostgreSQL
-// checks them again on each update of a row the transaction wrote, so a replay checks them
-// once, when a chunk is done, for each row's last version (migration 0052).
+// checks them again on each update of a row the transaction wrote, so a replay defers them to
+// the end of a chunk, where each row is looked up once (migration 0052).
 const DEFER_KEYS: &str =
     "SET CONSTRAINTS core.loans_customer_id_fkey, core.loans_product_code_fkey, \
                           core.loans_terms_fkey, core.loan_installments_loan_id_fkey DEFERRED";
