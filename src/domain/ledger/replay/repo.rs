@@ -16,24 +16,25 @@ pub async fn start(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query!(r#"SELECT set_config('app.replaying', 'on', true) AS "on!""#)
         .fetch_one(&mut *conn)
         .await?;
-    sqlx::query(DEFER_KEYS).execute(conn).await?;
-    Ok(())
+    set_keys(conn, "DEFERRED").await
 }
 
 // The keys of the rows a replay writes and then updates at every repayment day: PostgreSQL
 // checks them again on each update of a row the transaction wrote, so a replay defers them to
 // the end of a chunk, where each row is looked up once (migration 0052).
-const DEFER_KEYS: &str =
-    "SET CONSTRAINTS core.loans_customer_id_fkey, core.loans_product_code_fkey, \
-                          core.loans_terms_fkey, core.loan_installments_loan_id_fkey DEFERRED";
-const CHECK_KEYS: &str =
-    "SET CONSTRAINTS core.loans_customer_id_fkey, core.loans_product_code_fkey, \
-                          core.loans_terms_fkey, core.loan_installments_loan_id_fkey IMMEDIATE";
+const REPLAY_KEYS: &str = "core.loans_customer_id_fkey, core.loans_product_code_fkey, \
+                           core.loans_terms_fkey, core.loan_installments_loan_id_fkey";
+
+async fn set_keys(conn: &mut PgConnection, mode: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("SET CONSTRAINTS {REPLAY_KEYS} {mode}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Checks the keys the replay deferred, before the chunk's savepoint is released.
 pub async fn check_keys(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(CHECK_KEYS).execute(conn).await?;
-    Ok(())
+    set_keys(conn, "IMMEDIATE").await
 }
 
 /// Savepoint handling: a chunk that refuses a loan is rolled back and replayed without it.
