@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod pagination;
 pub mod pii;
 pub mod retry;
+pub mod routing;
 pub mod server;
 pub mod state;
 pub mod telemetry;

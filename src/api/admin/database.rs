@@ -115,8 +115,6 @@ pub struct HealthQuery {
 #[utoipa::path(
     get,
     path = "/v1/admin/database",
-    tag = "ops",
-    operation_id = "get_database_health",
     params(HealthQuery),
     responses((status = 200, description = "The report", body = DatabaseHealth), responses::Common)
 )]

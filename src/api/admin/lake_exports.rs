@@ -21,8 +21,6 @@ use crate::platform::state::AppState;
 #[utoipa::path(
     post,
     path = "/v1/admin/lake-exports",
-    tag = "ops",
-    operation_id = "request_lake_export",
     responses(
         (status = 202, description = "Asked for", body = LakeExportRequest, headers(("Location" = String))),
         (status = 200, description = "Already asked for, and still waiting", body = LakeExportRequest, headers(("Location" = String))),
@@ -49,8 +47,6 @@ async fn request_lake_export(
 #[utoipa::path(
     get,
     path = "/v1/admin/lake-exports/{id}",
-    tag = "ops",
-    operation_id = "get_lake_export",
     params(("id" = Uuid, Path, description = "Request id")),
     responses(
         (status = 200, description = "The request", body = LakeExportRequest),
@@ -61,19 +57,14 @@ async fn get_lake_export(
     mut tx: RequestTx<AdminOnly>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<LakeExportRequest>, ApiError> {
-    let request = lake_export::find(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(request))
+    let request = lake_export::find(&mut tx, id).await?;
+    tx.answer_found(request).await
 }
 
 /// Export requests, newest first, with their runs (admin).
 #[utoipa::path(
     get,
     path = "/v1/admin/lake-exports",
-    tag = "ops",
-    operation_id = "list_lake_exports",
     params(PageQuery),
     responses(
         (status = 200, description = "One page", body = Page<LakeExportRequest>),

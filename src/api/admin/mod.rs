@@ -7,11 +7,14 @@ pub mod servicing;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 /// Daily loan servicing on demand (a job route: the job timeout, no request retry).
 pub fn job_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(servicing::run_servicing))
+    OpenApiRouter::new()
+        .routes(routes!(servicing::run_servicing))
+        .tagged("ops")
 }
 
 /// The administrators' database report and lake export requests (authenticated like every
@@ -20,4 +23,5 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(database::get_database_health))
         .merge(lake_exports::router())
+        .tagged("ops")
 }

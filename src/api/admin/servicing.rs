@@ -30,8 +30,6 @@ pub struct ServicingRequest {
 #[utoipa::path(
     post,
     path = "/v1/admin/servicing",
-    tag = "ops",
-    operation_id = "run_servicing",
     request_body = ServicingRequest,
     responses(
         (status = 200, description = "The run", body = JobRun),

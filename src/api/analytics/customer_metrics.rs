@@ -30,8 +30,6 @@ pub struct RefreshMetricsRequest {
 #[utoipa::path(
     post,
     path = "/v1/analytics/customer-metrics/refresh",
-    tag = "analytics",
-    operation_id = "refresh_customer_metrics",
     request_body = RefreshMetricsRequest,
     responses(
         (status = 200, description = "The run", body = JobRun),
@@ -84,8 +82,6 @@ pub struct MetricsQuery {
 #[utoipa::path(
     get,
     path = "/v1/analytics/customer-metrics",
-    tag = "analytics",
-    operation_id = "list_customer_metrics",
     params(MetricsQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<CustomerMetrics>), responses::Common)
 )]

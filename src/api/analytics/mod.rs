@@ -21,6 +21,7 @@ use crate::platform::auth::RiskViewers;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
 use crate::platform::pagination::{Page, PageQuery, PageRequest};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_high_risk_loans))
         .routes(routes!(customer_metrics::list_customer_metrics))
         .routes(routes!(risk_indicators::list_risk_indicators))
+        .tagged("analytics")
 }
 
 /// The refresh routes (long-running: no request retry, the job timeout).
@@ -35,6 +37,7 @@ pub fn job_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(customer_metrics::refresh_customer_metrics))
         .routes(routes!(risk_indicators::refresh_risk_indicators))
+        .tagged("analytics")
 }
 
 /// An approved or disbursed loan with its customer's risk category (Lab 3, step 2).
@@ -99,8 +102,6 @@ fn score_range(category: Option<&str>) -> Result<(i32, i32), ApiError> {
 #[utoipa::path(
     get,
     path = "/v1/analytics/high-risk-loans",
-    tag = "analytics",
-    operation_id = "list_high_risk_loans",
     params(HighRiskQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<HighRiskLoan>), responses::Common)
 )]

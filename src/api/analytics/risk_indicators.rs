@@ -20,8 +20,6 @@ use crate::platform::state::AppState;
 #[utoipa::path(
     post,
     path = "/v1/analytics/risk-indicators/refresh",
-    tag = "analytics",
-    operation_id = "refresh_risk_indicators",
     responses((status = 200, description = "The run", body = JobRun), responses::Common, responses::Conflict)
 )]
 pub(super) async fn refresh_risk_indicators(
@@ -81,8 +79,6 @@ fn one_of(name: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Ap
 #[utoipa::path(
     get,
     path = "/v1/analytics/risk-indicators",
-    tag = "analytics",
-    operation_id = "list_risk_indicators",
     params(RiskIndicatorQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<RiskIndicator>), responses::Common)
 )]

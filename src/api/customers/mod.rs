@@ -30,6 +30,7 @@ use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{AppJson, AppPath, AppQuery};
 use crate::platform::pagination::{IdCursor, Page, PageQuery, PageRequest};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(summary::customer_summary))
         .routes(routes!(portfolio::get_portfolio))
         .merge(identities::router())
+        .tagged("customers")
 }
 
 /// Create a customer (staff, administrators, the ETL pipeline). The ID number is encrypted in
@@ -48,8 +50,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post,
     path = "/v1/customers",
-    tag = "customers",
-    operation_id = "create_customer",
     request_body = CreateCustomerRequest,
     responses(
         (status = 201, description = "Created", body = Customer,
@@ -97,8 +97,6 @@ async fn create_customer(
 #[utoipa::path(
     get,
     path = "/v1/customers",
-    tag = "customers",
-    operation_id = "list_customers",
     params(CustomerListQuery, PageQuery),
     responses(
         (status = 200, description = "One page", body = Page<Customer>),
@@ -130,8 +128,6 @@ async fn list_customers(
 #[utoipa::path(
     get,
     path = "/v1/customers/{id}",
-    tag = "customers",
-    operation_id = "get_customer",
     params(("id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The customer", body = Customer, headers(("ETag" = String))),
@@ -155,8 +151,6 @@ async fn get_customer(
 #[utoipa::path(
     patch,
     path = "/v1/customers/{id}",
-    tag = "customers",
-    operation_id = "update_customer",
     params(
         ("id" = Uuid, Path, description = "Customer id"),
         ("If-Match" = String, Header, description = "The ETag last read, or *")
@@ -186,8 +180,6 @@ async fn update_customer(
 #[utoipa::path(
     post,
     path = "/v1/customers/{id}/kyc",
-    tag = "customers",
-    operation_id = "decide_kyc",
     params(("id" = Uuid, Path, description = "Customer id")),
     request_body = KycDecisionRequest,
     responses(

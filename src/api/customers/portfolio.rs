@@ -33,7 +33,6 @@ pub struct Portfolio {
     get,
     path = "/v1/customers/{id}/portfolio",
     tag = "analytics",
-    operation_id = "get_portfolio",
     params(("id" = Uuid, Path, description = "Customer id")),
     responses((status = 200, description = "The portfolio", body = Portfolio), responses::Common, responses::NotFound)
 )]

@@ -111,8 +111,6 @@ fn unranked(rows: Vec<CustomerRow>) -> Vec<(CustomerRow, Option<i64>)> {
 #[utoipa::path(
     post,
     path = "/v1/customers/search",
-    tag = "customers",
-    operation_id = "search_customers",
     params(PageQuery),
     request_body = CustomerSearchRequest,
     responses(

@@ -12,8 +12,6 @@ use crate::platform::extract::AppPath;
 #[utoipa::path(
     get,
     path = "/v1/customers/{id}/summary",
-    tag = "customers",
-    operation_id = "customer_summary",
     params(("id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The summary", body = CustomerSummary),
@@ -24,9 +22,6 @@ pub(super) async fn customer_summary(
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<CustomerSummary>, ApiError> {
-    let summary = repo::summary_if_exists(&mut tx, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(summary))
+    let summary = repo::summary_if_exists(&mut tx, id).await?;
+    tx.answer_found(summary).await
 }

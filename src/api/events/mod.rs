@@ -17,10 +17,13 @@ use crate::platform::auth::{RequestTx, StaffOnly};
 use crate::platform::db::outbox_watch::TOPICS;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(stream_loan_events))
+    OpenApiRouter::new()
+        .routes(routes!(stream_loan_events))
+        .tagged("events")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -41,8 +44,6 @@ pub struct StaffStreamQuery {
 #[utoipa::path(
     get,
     path = "/v1/events/loans",
-    tag = "events",
-    operation_id = "stream_loan_events",
     params(
         StaffStreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received")

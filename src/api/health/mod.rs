@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 
 use crate::platform::db;
 use crate::platform::error::{responses, ApiError};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 /// The public probes.
@@ -16,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
+        .tagged("ops")
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,8 +30,6 @@ pub struct Health {
 #[utoipa::path(
     get,
     path = "/health/live",
-    tag = "ops",
-    operation_id = "live",
     security(()),
     responses((status = 200, description = "Alive", body = Health))
 )]
@@ -42,8 +42,6 @@ async fn live() -> Json<Health> {
 #[utoipa::path(
     get,
     path = "/health/ready",
-    tag = "ops",
-    operation_id = "ready",
     security(()),
     responses(
         (status = 200, description = "Ready for traffic", body = Health),

@@ -13,10 +13,13 @@ use crate::domain::money::Amount;
 use crate::platform::auth::{Analysts, RequestTx};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_trial_balance))
+    OpenApiRouter::new()
+        .routes(routes!(get_trial_balance))
+        .tagged("ledger")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -51,8 +54,6 @@ pub struct TrialBalance {
 #[utoipa::path(
     get,
     path = "/v1/ledger/trial-balance",
-    tag = "ledger",
-    operation_id = "get_trial_balance",
     params(TrialBalanceQuery),
     responses((status = 200, description = "The trial balance", body = TrialBalance), responses::Common)
 )]

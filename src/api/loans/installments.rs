@@ -12,8 +12,6 @@ use crate::platform::extract::AppPath;
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}/installments",
-    tag = "loans",
-    operation_id = "list_installments",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses(
         (status = 200, description = "The installments, by number", body = LoanInstallments),

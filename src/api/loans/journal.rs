@@ -83,8 +83,6 @@ const LOAN_ACCOUNTS: [Account; 5] = [
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}/journal",
-    tag = "loans",
-    operation_id = "get_loan_journal",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "The journal", body = LoanJournal), responses::Common, responses::NotFound)
 )]

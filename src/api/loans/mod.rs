@@ -35,6 +35,7 @@ use crate::platform::auth::{LoanApplicants, LoanReaders, Role, StaffOnly};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::{AppJson, AppPath, AppQuery, MaybeJson};
 use crate::platform::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,6 +54,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(payoff::get_payoff_quote))
         .routes(routes!(write_off_loan))
         .routes(routes!(refund::refund_loan))
+        .tagged("loans")
 }
 
 /// Apply for a loan. A customer applies for themself; staff apply for any customer and may date
@@ -61,8 +63,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post,
     path = "/v1/loans",
-    tag = "loans",
-    operation_id = "apply_for_loan",
     request_body = ApplyLoanRequest,
     responses(
         (status = 201, description = "Applied", body = Loan, headers(("Location" = String))),
@@ -157,8 +157,6 @@ async fn apply_for_loan(
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}",
-    tag = "loans",
-    operation_id = "get_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
 )]
@@ -166,17 +164,14 @@ async fn get_loan(
     mut tx: RequestTx<LoanReaders>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Loan>, ApiError> {
-    let loan = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(loan))
+    let loan = repo::find(&mut tx, id).await?;
+    tx.answer_found(loan).await
 }
 
 /// One loan, by its number.
 #[utoipa::path(
     get,
     path = "/v1/loans/by-number/{loan_number}",
-    tag = "loans",
-    operation_id = "get_loan_by_number",
     params(("loan_number" = String, Path, description = "Loan number, like LN202600000001")),
     responses((status = 200, description = "The loan", body = Loan), responses::Common, responses::NotFound)
 )]
@@ -184,19 +179,14 @@ async fn get_loan_by_number(
     mut tx: RequestTx<LoanReaders>,
     AppPath(number): AppPath<String>,
 ) -> Result<Json<Loan>, ApiError> {
-    let loan = repo::find_by_number(&mut tx, &number)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(loan))
+    let loan = repo::find_by_number(&mut tx, &number).await?;
+    tx.answer_found(loan).await
 }
 
 /// Loans, newest application first. Customers see only their own.
 #[utoipa::path(
     get,
     path = "/v1/loans",
-    tag = "loans",
-    operation_id = "list_loans",
     params(LoanListQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Loan>), responses::Common)
 )]
@@ -238,8 +228,7 @@ async fn move_loan<A>(
 ) -> Result<Json<Loan>, ApiError> {
     let role = tx.caller().role;
     let loan = transition_loan(state, &mut tx, role, id, transition, reason, None).await?;
-    tx.commit().await?;
-    Ok(Json(loan))
+    tx.answer(loan).await
 }
 
 /// Moves loan `id` by `transition` in the caller's transaction; with `version`, only if the loan
@@ -430,8 +419,6 @@ async fn write_off(
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/approve",
-    tag = "loans",
-    operation_id = "approve_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses(
         (status = 200, description = "Approved", body = Loan),
@@ -461,8 +448,6 @@ async fn approve_loan(
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/reject",
-    tag = "loans",
-    operation_id = "reject_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     request_body = RejectLoanRequest,
     responses(
@@ -489,8 +474,6 @@ async fn reject_loan(
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/disburse",
-    tag = "loans",
-    operation_id = "disburse_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses(
         (status = 200, description = "Disbursed", body = Loan),
@@ -521,8 +504,6 @@ async fn disburse_loan(
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/cancel",
-    tag = "loans",
-    operation_id = "cancel_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Cancelled", body = Loan), responses::Common, responses::NotFound, responses::Conflict)
 )]
@@ -542,8 +523,6 @@ async fn cancel_loan(
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/write-off",
-    tag = "loans",
-    operation_id = "write_off_loan",
     params(("id" = Uuid, Path, description = "Loan id")),
     request_body(content = Option<WriteOffRequest>),
     responses(
@@ -566,6 +545,5 @@ async fn write_off_loan(
         return Ok(four_eyes::accepted(&proposal));
     }
     let loan = write_off(&mut tx, id, None).await?;
-    tx.commit().await?;
-    Ok(Json(loan).into_response())
+    Ok(tx.answer(loan).await?.into_response())
 }

@@ -17,8 +17,6 @@ use crate::platform::extract::{AppPath, AppQuery};
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}/payoff",
-    tag = "loans",
-    operation_id = "get_payoff_quote",
     params(("id" = Uuid, Path, description = "Loan id"), PayoffQuery),
     responses(
         (status = 200, description = "The quote", body = PayoffQuote),

@@ -23,8 +23,6 @@ use crate::platform::state::AppState;
 #[utoipa::path(
     post,
     path = "/v1/loans/{id}/refund",
-    tag = "loans",
-    operation_id = "refund_loan",
     params(
         ("id" = Uuid, Path, description = "Loan id"),
         ("Idempotency-Key" = String, Header, description = "Unique per refund: 1 to 255 visible ASCII characters")

@@ -19,8 +19,6 @@ use crate::platform::extract::AppPath;
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}/schedule",
-    tag = "loans",
-    operation_id = "get_loan_schedule",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "The schedule", body = LoanSchedule), responses::Common, responses::NotFound)
 )]

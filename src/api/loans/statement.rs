@@ -257,8 +257,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[utoipa::path(
     get,
     path = "/v1/loans/{id}/statement",
-    tag = "loans",
-    operation_id = "get_loan_statement",
     params(("id" = Uuid, Path, description = "Loan id"), StatementQuery),
     responses(
         (status = 200, description = "The statement",

@@ -24,7 +24,6 @@ use crate::platform::state::AppState;
     get,
     path = "/v1/me/events",
     tag = "events",
-    operation_id = "stream_my_events",
     params(
         EventStreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "The id of the last event received")

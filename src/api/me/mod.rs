@@ -18,6 +18,7 @@ use crate::platform::auth::{CustomerOnly, RequestTx};
 use crate::platform::conditional::expected_version;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppJson;
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -25,14 +26,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_me, update_me))
         .routes(routes!(summary::my_summary))
         .routes(routes!(events::stream_my_events))
+        .tagged("customers")
 }
 
 /// The calling customer (customer tokens only).
 #[utoipa::path(
     get,
     path = "/v1/me",
-    tag = "customers",
-    operation_id = "get_me",
     responses(
         (status = 200, description = "The calling customer", body = Customer,
          headers(("ETag" = String))),
@@ -59,8 +59,6 @@ async fn get_me(
 #[utoipa::path(
     patch,
     path = "/v1/me",
-    tag = "customers",
-    operation_id = "update_me",
     params(("If-Match" = String, Header, description = "The ETag last read, or *")),
     request_body = UpdateMeRequest,
     responses(

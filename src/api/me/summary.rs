@@ -10,8 +10,6 @@ use crate::platform::error::{responses, ApiError};
 #[utoipa::path(
     get,
     path = "/v1/me/summary",
-    tag = "customers",
-    operation_id = "my_summary",
     responses((status = 200, description = "The summary", body = CustomerSummary), responses::Common)
 )]
 pub(super) async fn my_summary(
@@ -19,6 +17,5 @@ pub(super) async fn my_summary(
 ) -> Result<Json<CustomerSummary>, ApiError> {
     let customer = tx.caller().customer_id.ok_or(ApiError::Forbidden)?;
     let summary = repo::summary(&mut tx, customer).await?;
-    tx.commit().await?;
-    Ok(Json(summary))
+    tx.answer(summary).await
 }

@@ -14,12 +14,14 @@ use crate::platform::auth::RequestTx;
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
 use crate::platform::pagination::{Page, PageQuery, PageRequest, TimeCursor};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_jobs))
         .routes(routes!(list_lineage))
+        .tagged("metadata")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -34,8 +36,6 @@ pub struct JobQuery {
 #[utoipa::path(
     get,
     path = "/v1/metadata/jobs",
-    tag = "metadata",
-    operation_id = "list_jobs",
     params(JobQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<JobRun>), responses::Common)
 )]
@@ -100,8 +100,6 @@ pub struct LineageQuery {
 #[utoipa::path(
     get,
     path = "/v1/metadata/lineage",
-    tag = "metadata",
-    operation_id = "list_lineage",
     params(LineageQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Lineage>), responses::Common)
 )]

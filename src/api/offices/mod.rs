@@ -15,10 +15,13 @@ use crate::platform::auth::{is_office_code, AdminOnly, RequestTx, RiskViewers};
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::AppJson;
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_offices, create_office))
+    OpenApiRouter::new()
+        .routes(routes!(list_offices, create_office))
+        .tagged("offices")
 }
 
 /// HEAD_OFFICE (one, the root), REGION or BRANCH.
@@ -69,15 +72,12 @@ pub struct CreateOfficeRequest {
 #[utoipa::path(
     get,
     path = "/v1/offices",
-    tag = "offices",
-    operation_id = "list_offices",
     responses((status = 200, description = "The office tree, in path order", body = OfficeList),
               responses::Common)
 )]
 async fn list_offices(mut tx: RequestTx<RiskViewers>) -> Result<Json<OfficeList>, ApiError> {
     let data = repo::list(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Json(OfficeList { data }))
+    tx.answer(OfficeList { data }).await
 }
 
 /// Add a region or a branch (administrators). An office never moves once made: the rows of its
@@ -85,8 +85,6 @@ async fn list_offices(mut tx: RequestTx<RiskViewers>) -> Result<Json<OfficeList>
 #[utoipa::path(
     post,
     path = "/v1/offices",
-    tag = "offices",
-    operation_id = "create_office",
     request_body = CreateOfficeRequest,
     responses(
         (status = 201, description = "Created", body = Office),

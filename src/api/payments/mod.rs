@@ -29,6 +29,7 @@ use crate::platform::auth::{Authorized, LoanReaders, PaymentMakers, Role, StaffO
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::{from_json_value, AppPath, AppQuery, JsonValue, MaybeJson};
 use crate::platform::pagination::{self, Page, PageQuery, PageRequest, TimeCursor};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(confirm_payment))
         .routes(routes!(fail_payment))
         .routes(routes!(reverse_payment))
+        .tagged("payments")
 }
 
 const PAYMENTS_PATH: &str = "/v1/payments";
@@ -52,8 +54,6 @@ const PAYMENTS_PATH: &str = "/v1/payments";
 #[utoipa::path(
     post,
     path = "/v1/payments",
-    tag = "payments",
-    operation_id = "create_payment",
     params(("Idempotency-Key" = String, Header, description = "Unique per intended payment; every retry of it (after a 5xx, a timeout or no answer) reuses it and gets the original outcome")),
     request_body = CreatePaymentRequest,
     responses(
@@ -154,7 +154,6 @@ async fn record_payment(
     get,
     path = "/v1/loans/{id}/payments",
     tag = "loans",
-    operation_id = "list_loan_payments",
     params(("id" = Uuid, Path, description = "Loan id")),
     responses((status = 200, description = "Payments", body = PaymentList), responses::Common, responses::NotFound)
 )]
@@ -166,16 +165,13 @@ async fn list_loan_payments(
         .await?
         .ok_or(ApiError::NotFound)?;
     let data = repo::list_for_loan(&mut tx, id, applied).await?;
-    tx.commit().await?;
-    Ok(Json(PaymentList { data }))
+    tx.answer(PaymentList { data }).await
 }
 
 /// One payment. Another customer's payment is 404.
 #[utoipa::path(
     get,
     path = "/v1/payments/{id}",
-    tag = "payments",
-    operation_id = "get_payment",
     params(("id" = Uuid, Path, description = "Payment id")),
     responses((status = 200, description = "The payment", body = Payment), responses::Common, responses::NotFound)
 )]
@@ -183,19 +179,14 @@ async fn get_payment(
     mut tx: RequestTx<LoanReaders>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Payment>, ApiError> {
-    let payment = repo::find(&mut tx, id, false)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(payment))
+    let payment = repo::find(&mut tx, id, false).await?;
+    tx.answer_found(payment).await
 }
 
 /// Payments, newest first. A date range reads only the monthly partitions it covers.
 #[utoipa::path(
     get,
     path = "/v1/payments",
-    tag = "payments",
-    operation_id = "list_payments",
     params(PaymentListQuery, PageQuery),
     responses((status = 200, description = "One page", body = Page<Payment>), responses::Common)
 )]
@@ -270,8 +261,6 @@ fn illegal(verb: &str, payment: &Payment) -> ApiError {
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/confirm",
-    tag = "payments",
-    operation_id = "confirm_payment",
     params(("id" = Uuid, Path, description = "Payment id")),
     responses(
         (status = 200, description = "Completed", body = Payment),
@@ -287,8 +276,7 @@ async fn confirm_payment(
         return Err(illegal("confirm", &payment));
     }
     let payment = ledger::confirm(&mut tx, &loan, &payment).await?;
-    tx.commit().await?;
-    Ok(Json(payment))
+    tx.answer(payment).await
 }
 
 /// Mark a PENDING payment failed (staff): the money never arrived.
@@ -297,8 +285,6 @@ async fn confirm_payment(
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/fail",
-    tag = "payments",
-    operation_id = "fail_payment",
     params(("id" = Uuid, Path, description = "Payment id")),
     request_body(content = Option<PaymentActionRequest>),
     responses(
@@ -318,8 +304,7 @@ async fn fail_payment(
         return Err(illegal("fail", &payment));
     }
     let payment = ledger::fail(&mut tx, &loan, &payment, reason.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Json(payment))
+    tx.answer(payment).await
 }
 
 /// Reverse a COMPLETED repayment or fee (staff): exactly what it did to the loan is undone,
@@ -329,8 +314,6 @@ async fn fail_payment(
 #[utoipa::path(
     post,
     path = "/v1/payments/{id}/reverse",
-    tag = "payments",
-    operation_id = "reverse_payment",
     params(("id" = Uuid, Path, description = "Payment id")),
     request_body(content = Option<PaymentActionRequest>),
     responses(
@@ -367,8 +350,7 @@ async fn reverse_payment(
         return Ok(four_eyes::accepted(&proposal));
     }
     let payment = reverse(&mut tx, id, reason.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Json(payment).into_response())
+    Ok(tx.answer(payment).await?.into_response())
 }
 
 fn reversible(payment: &Payment) -> Result<(), ApiError> {

@@ -26,12 +26,14 @@ use crate::platform::conditional::{etag, expected_version};
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{AppJson, AppPath, AppQuery};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_products, create_product))
         .routes(routes!(get_product, update_product))
+        .tagged("products")
 }
 
 fn with_etag(status: StatusCode, product: Product) -> Response {
@@ -43,8 +45,6 @@ fn with_etag(status: StatusCode, product: Product) -> Response {
 #[utoipa::path(
     get,
     path = "/v1/products",
-    tag = "products",
-    operation_id = "list_products",
     params(ProductListQuery),
     responses((status = 200, description = "Products by code", body = ProductList), responses::Common)
 )]
@@ -53,16 +53,13 @@ async fn list_products(
     AppQuery(query): AppQuery<ProductListQuery>,
 ) -> Result<Json<ProductList>, ApiError> {
     let data = repo::list(&mut tx, query.include_inactive).await?;
-    tx.commit().await?;
-    Ok(Json(ProductList { data }))
+    tx.answer(ProductList { data }).await
 }
 
 /// One product.
 #[utoipa::path(
     get,
     path = "/v1/products/{code}",
-    tag = "products",
-    operation_id = "get_product",
     params(("code" = String, Path, description = "Product code")),
     responses(
         (status = 200, description = "The product", body = Product, headers(("ETag" = String))),
@@ -84,8 +81,6 @@ async fn get_product(
 #[utoipa::path(
     post,
     path = "/v1/products",
-    tag = "products",
-    operation_id = "create_product",
     request_body = CreateProductRequest,
     responses(
         (status = 201, description = "Created", body = Product, headers(("ETag" = String))),
@@ -224,8 +219,6 @@ pub fn execute_change<'a>(
 #[utoipa::path(
     patch,
     path = "/v1/products/{code}",
-    tag = "products",
-    operation_id = "update_product",
     params(
         ("code" = String, Path, description = "Product code"),
         ("If-Match" = String, Header, description = "The ETag last read, or *")

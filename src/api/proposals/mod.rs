@@ -18,6 +18,7 @@ use crate::platform::auth::{RequestTx, StaffOnly};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::{AppPath, AppQuery, MaybeJson};
 use crate::platform::pagination::{IdCursor, Page, PageRequest};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router(executors: Executors) -> OpenApiRouter<AppState> {
@@ -27,6 +28,7 @@ pub fn router(executors: Executors) -> OpenApiRouter<AppState> {
         .routes(routes!(approve_proposal))
         .routes(routes!(reject_proposal))
         .layer(Extension(Arc::new(executors)))
+        .tagged("proposals")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -48,8 +50,6 @@ pub struct RejectProposalRequest {
 #[utoipa::path(
     get,
     path = "/v1/proposals",
-    tag = "proposals",
-    operation_id = "list_proposals",
     params(ProposalListQuery, crate::platform::pagination::PageQuery),
     responses((status = 200, description = "One page", body = Page<Proposal>), responses::Common)
 )]
@@ -70,8 +70,6 @@ async fn list_proposals(
 #[utoipa::path(
     get,
     path = "/v1/proposals/{id}",
-    tag = "proposals",
-    operation_id = "get_proposal",
     params(("id" = Uuid, Path, description = "Proposal id")),
     responses((status = 200, description = "The proposal", body = Proposal),
               responses::Common, responses::NotFound)
@@ -80,9 +78,8 @@ async fn get_proposal(
     mut tx: RequestTx<StaffOnly>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<Proposal>, ApiError> {
-    let proposal = repo::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(proposal))
+    let proposal = repo::find(&mut tx, id).await?;
+    tx.answer_found(proposal).await
 }
 
 /// Approve a proposal: it takes effect now, as its maker asked, and `outcome` holds what that
@@ -93,8 +90,6 @@ async fn get_proposal(
 #[utoipa::path(
     post,
     path = "/v1/proposals/{id}/approve",
-    tag = "proposals",
-    operation_id = "approve_proposal",
     params(("id" = Uuid, Path, description = "Proposal id")),
     responses((status = 200, description = "Approved and in effect", body = Proposal),
               responses::Common, responses::NotFound, responses::Conflict,
@@ -130,8 +125,7 @@ async fn approve_proposal(
     let approved = repo::decide(&mut tx, id, ProposalStatus::Approved, None).await?;
     let outcome = execute(&mut tx, &state, &approved).await?;
     let approved = repo::record_outcome(&mut tx, id, &outcome).await?;
-    tx.commit().await?;
-    Ok(Json(approved))
+    tx.answer(approved).await
 }
 
 /// Reject a proposal: it never takes effect. The maker may withdraw their own this way; anyone
@@ -139,8 +133,6 @@ async fn approve_proposal(
 #[utoipa::path(
     post,
     path = "/v1/proposals/{id}/reject",
-    tag = "proposals",
-    operation_id = "reject_proposal",
     params(("id" = Uuid, Path, description = "Proposal id")),
     request_body(content = Option<RejectProposalRequest>),
     responses((status = 200, description = "Rejected", body = Proposal),
@@ -170,8 +162,7 @@ async fn reject_proposal(
         return Err(expired);
     }
     let rejected = repo::decide(&mut tx, id, ProposalStatus::Rejected, reason.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Json(rejected))
+    tx.answer(rejected).await
 }
 
 fn decided(status: ProposalStatus) -> ApiError {

@@ -48,7 +48,6 @@ pub struct Borrower {
 #[utoipa::path(
     get,
     path = "/v1/reports/borrowers",
-    tag = "reports",
     operation_id = "borrowers_report",
     params(PageQuery),
     responses(

@@ -60,8 +60,6 @@ pub struct SheetLine {
 #[utoipa::path(
     get,
     path = "/v1/reports/collection-sheet",
-    tag = "reports",
-    operation_id = "collection_sheet",
     params(SheetQuery, PageQuery),
     responses(
         (status = 200, description = "One page",

@@ -19,6 +19,7 @@ use crate::domain::money::Amount;
 use crate::platform::auth::{RequestTx, RiskViewers};
 use crate::platform::error::{responses, ApiError};
 use crate::platform::extract::AppQuery;
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(registers::repayments))
         .routes(routes!(collection_sheet::collection_sheet))
         .routes(routes!(borrowers::borrowers))
+        .tagged("reports")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -120,8 +122,6 @@ const BUCKETS: [(&str, i32); 6] = [
 #[utoipa::path(
     get,
     path = "/v1/reports/portfolio-at-risk",
-    tag = "reports",
-    operation_id = "portfolio_at_risk",
     params(ReportQuery),
     responses((status = 200, description = "The report", body = PortfolioAtRisk),
               responses::Common, responses::Unprocessable)
@@ -152,8 +152,6 @@ async fn portfolio_at_risk(
 #[utoipa::path(
     get,
     path = "/v1/reports/aging",
-    tag = "reports",
-    operation_id = "aging",
     params(ReportQuery),
     responses((status = 200, description = "The report", body = Aging),
               responses::Common, responses::Unprocessable)

@@ -53,7 +53,6 @@ pub struct Register {
 #[utoipa::path(
     get,
     path = "/v1/reports/disbursements",
-    tag = "reports",
     operation_id = "disbursements_register",
     params(RegisterQuery, PageQuery),
     responses((status = 200, description = "One page, with the range's totals", body = Register),
@@ -72,7 +71,6 @@ pub(super) async fn disbursements(
 #[utoipa::path(
     get,
     path = "/v1/reports/repayments",
-    tag = "reports",
     operation_id = "repayments_register",
     params(RegisterQuery, PageQuery),
     responses((status = 200, description = "One page, with the range's totals", body = Register),

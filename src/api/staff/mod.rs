@@ -25,12 +25,14 @@ use crate::platform::conditional::{etag, expected_version};
 use crate::platform::db::errors::ResultExt;
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{AppJson, AppPath};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_staff, create_staff_member))
         .routes(routes!(get_staff_member, update_staff_member))
+        .tagged("staff")
 }
 
 /// One staff member: a login (issuer and subject) and the office they work at.
@@ -106,23 +108,18 @@ fn unknown_office() -> ApiError {
 #[utoipa::path(
     get,
     path = "/v1/staff",
-    tag = "staff",
-    operation_id = "list_staff",
     responses((status = 200, description = "Every entry, by issuer and subject", body = StaffList),
               responses::Common)
 )]
 async fn list_staff(mut tx: RequestTx<AdminOnly>) -> Result<Json<StaffList>, ApiError> {
     let data = repo::list(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Json(StaffList { data }))
+    tx.answer(StaffList { data }).await
 }
 
 /// One entry (administrators).
 #[utoipa::path(
     get,
     path = "/v1/staff/{staff_id}",
-    tag = "staff",
-    operation_id = "get_staff_member",
     params(("staff_id" = Uuid, Path, description = "The entry's id")),
     responses(
         (status = 200, description = "The entry", body = StaffMember, headers(("ETag" = String))),
@@ -144,8 +141,6 @@ async fn get_staff_member(
 #[utoipa::path(
     post,
     path = "/v1/staff",
-    tag = "staff",
-    operation_id = "create_staff_member",
     request_body = CreateStaffMemberRequest,
     responses(
         (status = 201, description = "Created", body = StaffMember, headers(("ETag" = String))),
@@ -262,8 +257,6 @@ pub fn execute_change<'a>(
 #[utoipa::path(
     patch,
     path = "/v1/staff/{staff_id}",
-    tag = "staff",
-    operation_id = "update_staff_member",
     params(
         ("staff_id" = Uuid, Path, description = "The entry's id"),
         ("If-Match" = String, Header, description = "The ETag last read, or *")

@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::Method;
+use axum::Json;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use std::sync::Arc;
@@ -140,6 +141,18 @@ impl<A> RequestTx<A> {
             self.tx.commit().await?;
         }
         Ok(())
+    }
+
+    /// Ends the transaction and answers with `body`.
+    pub async fn answer<T>(self, body: T) -> Result<Json<T>, ApiError> {
+        self.commit().await?;
+        Ok(Json(body))
+    }
+
+    /// Ends the transaction and answers with what a lookup found, or 404.
+    pub async fn answer_found<T>(self, found: Option<T>) -> Result<Json<T>, ApiError> {
+        let body = found.ok_or(ApiError::NotFound)?;
+        self.answer(body).await
     }
 }
 

@@ -88,8 +88,6 @@ pub struct IdentityLinkList {
 #[utoipa::path(
     get,
     path = "/v1/customers/{customer_id}/identities",
-    tag = "customers",
-    operation_id = "list_identities",
     params(("customer_id" = Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, description = "The customer's identity links", body = IdentityLinkList),
@@ -103,8 +101,7 @@ async fn list_identities(
     let data = repo::list(&mut tx, customer_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(IdentityLinkList { data }))
+    tx.answer(IdentityLinkList { data }).await
 }
 
 /// Propose linking a customer to the subject they sign in as at the identity provider (staff).
@@ -117,8 +114,6 @@ async fn list_identities(
 #[utoipa::path(
     post,
     path = "/v1/customers/{customer_id}/identities",
-    tag = "customers",
-    operation_id = "link_identity",
     params(("customer_id" = Uuid, Path, description = "Customer id")),
     request_body = LinkIdentityRequest,
     responses(
@@ -229,8 +224,6 @@ fn link_code() -> String {
 #[utoipa::path(
     delete,
     path = "/v1/customers/{customer_id}/identities/{link_id}",
-    tag = "customers",
-    operation_id = "unlink_identity",
     params(
         ("customer_id" = Uuid, Path, description = "Customer id"),
         ("link_id" = Uuid, Path, description = "Identity link id")
