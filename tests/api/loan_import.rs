@@ -570,6 +570,17 @@ async fn bad_lines_are_reported_and_book_nothing_and_only_etl_may_import() {
         .await;
     assert_eq!(get.status, StatusCode::OK, "{}", get.text());
     assert_eq!(get.json()["failed"], report["failed"]);
+    // The report reads staging.import_lines as its caller and for its own kind: the batch is
+    // not another ETL principal's to read, nor a customer batch.
+    app.get(
+        "/v1/imports/loans/mixed-1",
+        &app.token_for("etl-other", "etl", None),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    app.get("/v1/imports/mixed-1", &app.token("etl", None))
+        .await
+        .problem(StatusCode::NOT_FOUND);
 }
 
 /// The constraint that refused a statement, or `Ok`.

@@ -16,7 +16,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,8 +23,10 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::records::{Format, RawRecord, Splitter};
-use super::{check_batch_id, holds_nul, ImportError, ImportQuery, ImportReport};
+use futures_util::StreamExt;
+
+use super::records::{Format, RawRecord, RecordChunks, Splitter};
+use super::{holds_nul, stored_report, upload_report, ImportQuery, ImportReport, Lines};
 use crate::domain::jobs::{self, Counts, JobSpec, OneAtATime, Session};
 use crate::domain::ledger::replay::{Outcome, Replay, SourceBalances, SourceLoan, SourceRepayment};
 use crate::platform::auth::{Authorized, Caller, EtlOnly, RequestTx, Role};
@@ -135,8 +136,6 @@ pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
 #[utoipa::path(
     post,
     path = "/v1/imports/loans",
-    tag = "imports",
-    operation_id = "import_loans",
     params(ImportQuery),
     request_body(content = Vec<LoanImportRecord>, content_type = "application/json",
                  description = "A JSON array of loans; or send `application/x-ndjson` with one \
@@ -191,11 +190,7 @@ async fn import_loans(
         upload.run(job_id, body, format, deadline)
     })
     .await?;
-    let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
-    let mut report = report(&mut tx, &batch).await?;
-    tx.commit().await?;
-    report.job_id = Some(run.job_id);
-    Ok(Json(report))
+    upload_report(&state, caller, Lines::Loans, &batch, run.job_id).await
 }
 
 struct LoanUpload<'a> {
@@ -257,40 +252,18 @@ impl LoanUpload<'_> {
         format: Format,
         deadline: tokio::time::Instant,
     ) -> Result<i64, ApiError> {
-        let mut splitter = Splitter::new(format, MAX_RECORD_BYTES);
-        let mut stream = body.into_data_stream();
-        let mut pending = Vec::with_capacity(STAGE_CHUNK);
-        let mut received = 0usize;
-        let mut read = 0i64;
+        let splitter = Splitter::new(format, MAX_RECORD_BYTES);
+        let limit = self.state.jobs.import_limit_bytes;
+        let mut records = RecordChunks::new(body, splitter, limit, deadline, STAGE_CHUNK);
         let now = Utc::now();
-        while let Some(chunk) = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .map_err(|_| ApiError::RequestTimeout)?
-        {
-            let chunk =
-                chunk.map_err(|_| ApiError::BadRequest("the upload was interrupted".into()))?;
-            received += chunk.len();
-            if received > self.state.jobs.import_limit_bytes {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            for record in splitter
-                .feed(&chunk)
-                .map_err(|e| ApiError::BadRequest(e.0))?
-            {
-                read += 1;
-                pending.push(staged(record, self.window, now));
-                if pending.len() == STAGE_CHUNK {
-                    self.insert_staged(job_id, &pending).await?;
-                    pending.clear();
-                }
-            }
+        while let Some(chunk) = records.next().await? {
+            let rows: Vec<Staged> = chunk
+                .into_iter()
+                .map(|r| staged(r, self.window, now))
+                .collect();
+            self.insert_staged(job_id, &rows).await?;
         }
-        for record in splitter.finish().map_err(|e| ApiError::BadRequest(e.0))? {
-            read += 1;
-            pending.push(staged(record, self.window, now));
-        }
-        self.insert_staged(job_id, &pending).await?;
-        Ok(read)
+        Ok(records.read())
     }
 
     async fn insert_staged(&self, job_id: Uuid, rows: &[Staged]) -> Result<(), ApiError> {
@@ -670,43 +643,10 @@ fn field_message(error: ApiError, field: &str) -> String {
     }
 }
 
-async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, ApiError> {
-    let counts = sqlx::query!(
-        r#"
-        SELECT count(*) AS "total!", count(*) FILTER (WHERE processed) AS "imported!",
-               count(*) FILTER (WHERE error_message IS NOT NULL) AS "failed!"
-        FROM staging.loan_imports WHERE batch_id = $1
-        "#,
-        batch,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let errors: Vec<ImportError> = sqlx::query_as!(
-        ImportError,
-        r#"
-        SELECT line_number, error_message AS "error!" FROM staging.loan_imports
-        WHERE batch_id = $1 AND error_message IS NOT NULL ORDER BY line_number LIMIT 1000
-        "#,
-        batch,
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(ImportReport {
-        batch_id: batch.to_owned(),
-        total_rows: counts.total,
-        imported: counts.imported,
-        failed: counts.failed,
-        errors,
-        job_id: None,
-    })
-}
-
 /// Where a loan batch stands: lines, imported, failed, and the errors by line (ETL).
 #[utoipa::path(
     get,
     path = "/v1/imports/loans/{batch_id}",
-    tag = "imports",
-    operation_id = "get_loan_import",
     params(("batch_id" = String, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch", body = ImportReport),
@@ -714,14 +654,8 @@ async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, Ap
     )
 )]
 async fn get_loan_import(
-    mut tx: RequestTx<EtlOnly>,
+    tx: RequestTx<EtlOnly>,
     AppPath(batch): AppPath<String>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    check_batch_id(&batch)?;
-    let report = report(&mut tx, &batch).await?;
-    tx.commit().await?;
-    if report.total_rows == 0 {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(report))
+    stored_report(tx, Lines::Loans, &batch).await
 }

@@ -20,7 +20,6 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use chrono::NaiveDate;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as SqlJson;
@@ -30,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use self::records::{Format, RawRecord, Splitter};
+use self::records::{Format, RawRecord, RecordChunks, Splitter};
 use crate::domain::customer_record::{Address, CreateCustomerRequest, NewCustomer};
 use crate::domain::jobs::{self, Counts, JobSpec, OneAtATime, Session};
 use crate::platform::auth::RequestTx;
@@ -38,6 +37,7 @@ use crate::platform::auth::{Authorized, Caller, EtlOnly};
 use crate::platform::error::{responses, ApiError, FieldError};
 use crate::platform::extract::{from_json_value, AppPath};
 use crate::platform::pii::{self, PiiCipher};
+use crate::platform::routing::Tagged;
 use crate::platform::state::AppState;
 
 /// Records staged, and lines loaded, per transaction.
@@ -61,6 +61,7 @@ pub fn upload_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(import_customers))
         .merge(loans::upload_router())
+        .tagged("imports")
 }
 
 /// The report route.
@@ -68,6 +69,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_import))
         .merge(loans::router())
+        .tagged("imports")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -189,8 +191,6 @@ fn check_batch_id(batch: &str) -> Result<(), ApiError> {
 #[utoipa::path(
     post,
     path = "/v1/imports/customers",
-    tag = "imports",
-    operation_id = "import_customers",
     params(ImportQuery),
     request_body(content = Vec<CreateCustomerRequest>, content_type = "application/json",
                  description = "A JSON array of customers; or send `application/x-ndjson` with one \
@@ -245,11 +245,7 @@ async fn import_customers(
     )
     .await?;
 
-    let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
-    let mut report = report(&mut tx, &batch).await?;
-    tx.commit().await?;
-    report.job_id = Some(run.job_id);
-    Ok(Json(report))
+    upload_report(&state, caller, Lines::Customers, &batch, run.job_id).await
 }
 
 struct CustomerUpload<'a> {
@@ -311,39 +307,13 @@ impl CustomerUpload<'_> {
         limit: usize,
         deadline: tokio::time::Instant,
     ) -> Result<i64, ApiError> {
-        let mut splitter = Splitter::new(format, MAX_RECORD_BYTES);
-        let mut stream = body.into_data_stream();
-        let mut pending = Vec::with_capacity(CHUNK);
-        let mut received = 0usize;
-        let mut read = 0i64;
-        while let Some(chunk) = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .map_err(|_| ApiError::RequestTimeout)?
-        {
-            let chunk =
-                chunk.map_err(|_| ApiError::BadRequest("the upload was interrupted".into()))?;
-            received += chunk.len();
-            if received > limit {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            let records = splitter
-                .feed(&chunk)
-                .map_err(|e| ApiError::BadRequest(e.0))?;
-            for record in records {
-                read += 1;
-                pending.push(stage(record, self.cipher));
-                if pending.len() == CHUNK {
-                    self.insert_staged(&pending).await?;
-                    pending.clear();
-                }
-            }
+        let splitter = Splitter::new(format, MAX_RECORD_BYTES);
+        let mut records = RecordChunks::new(body, splitter, limit, deadline, CHUNK);
+        while let Some(chunk) = records.next().await? {
+            let rows: Vec<Staged> = chunk.into_iter().map(|r| stage(r, self.cipher)).collect();
+            self.insert_staged(&rows).await?;
         }
-        for record in splitter.finish().map_err(|e| ApiError::BadRequest(e.0))? {
-            read += 1;
-            pending.push(stage(record, self.cipher));
-        }
-        self.insert_staged(&pending).await?;
-        Ok(read)
+        Ok(records.read())
     }
 
     /// Whether another principal has sent lines under this batch id.
@@ -679,44 +649,96 @@ fn check(bytes: &[u8], cipher: &PiiCipher) -> Result<Valid, String> {
     })
 }
 
-async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, ApiError> {
+/// Which staging a batch's lines are in: the `kind` of `staging.import_lines`.
+#[derive(Debug, Clone, Copy)]
+enum Lines {
+    Customers,
+    Loans,
+}
+
+impl Lines {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lines::Customers => "customers",
+            Lines::Loans => "loans",
+        }
+    }
+}
+
+async fn report(
+    conn: &mut PgConnection,
+    lines: Lines,
+    batch: &str,
+) -> Result<ImportReport, ApiError> {
     let counts = sqlx::query!(
         r#"
         SELECT count(*) AS "total!", count(*) FILTER (WHERE processed) AS "imported!",
                count(*) FILTER (WHERE error_message IS NOT NULL) AS "failed!"
-        FROM staging.customer_imports WHERE batch_id = $1
+        FROM staging.import_lines WHERE kind = $1 AND batch_id = $2
         "#,
+        lines.as_str(),
         batch,
     )
     .fetch_one(&mut *conn)
     .await?;
-    let (total, imported, failed) = (counts.total, counts.imported, counts.failed);
     let errors: Vec<ImportError> = sqlx::query_as!(
         ImportError,
         r#"
-        SELECT line_number, error_message AS "error!" FROM staging.customer_imports
-        WHERE batch_id = $1 AND error_message IS NOT NULL ORDER BY line_number LIMIT 1000
+        SELECT line_number AS "line_number!", error_message AS "error!"
+        FROM staging.import_lines
+        WHERE kind = $1 AND batch_id = $2 AND error_message IS NOT NULL
+        ORDER BY line_number LIMIT 1000
         "#,
+        lines.as_str(),
         batch,
     )
     .fetch_all(conn)
     .await?;
     Ok(ImportReport {
         batch_id: batch.to_owned(),
-        total_rows: total,
-        imported,
-        failed,
+        total_rows: counts.total,
+        imported: counts.imported,
+        failed: counts.failed,
         errors,
         job_id: None,
     })
+}
+
+/// What an upload answers: the batch after it, and the run that staged it.
+async fn upload_report(
+    state: &AppState,
+    caller: Caller,
+    lines: Lines,
+    batch: &str,
+    job_id: Uuid,
+) -> Result<Json<ImportReport>, ApiError> {
+    let mut tx = RequestTx::<EtlOnly>::begin(&state.db, caller, true).await?;
+    let report = report(&mut tx, lines, batch).await?;
+    tx.answer(ImportReport {
+        job_id: Some(job_id),
+        ..report
+    })
+    .await
+}
+
+/// A batch as it stands; 404 when none of its lines is the caller's.
+async fn stored_report(
+    mut tx: RequestTx<EtlOnly>,
+    lines: Lines,
+    batch: &str,
+) -> Result<Json<ImportReport>, ApiError> {
+    check_batch_id(batch)?;
+    let report = report(&mut tx, lines, batch).await?;
+    if report.total_rows == 0 {
+        return Err(ApiError::NotFound);
+    }
+    tx.answer(report).await
 }
 
 /// Where a batch stands: rows, imported, failed, and the errors by line (ETL).
 #[utoipa::path(
     get,
     path = "/v1/imports/{batch_id}",
-    tag = "imports",
-    operation_id = "get_import",
     params(("batch_id" = String, Path, description = "The batch id")),
     responses(
         (status = 200, description = "The batch", body = ImportReport),
@@ -724,14 +746,8 @@ async fn report(conn: &mut PgConnection, batch: &str) -> Result<ImportReport, Ap
     )
 )]
 async fn get_import(
-    mut tx: RequestTx<EtlOnly>,
+    tx: RequestTx<EtlOnly>,
     AppPath(batch): AppPath<String>,
 ) -> Result<Json<ImportReport>, ApiError> {
-    check_batch_id(&batch)?;
-    let report = report(&mut tx, &batch).await?;
-    tx.commit().await?;
-    if report.total_rows == 0 {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(report))
+    stored_report(tx, Lines::Customers, &batch).await
 }

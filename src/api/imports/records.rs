@@ -2,6 +2,12 @@
 //! line) or a JSON array (`[ {...}, {...} ]`). Bytes are fed as they arrive; complete records
 //! come out; only the current partial record is buffered.
 
+use axum::body::{Body, BodyDataStream};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::platform::error::ApiError;
+
 /// The two accepted shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -134,6 +140,82 @@ impl Splitter {
         let mut out = Vec::new();
         self.emit(&mut out);
         Ok(out)
+    }
+}
+
+/// An upload's body as records, a chunk at a time, so that each chunk is staged in a
+/// transaction of its own: the body's bytes count against `limit`, and it must have arrived by
+/// `deadline`.
+pub struct RecordChunks {
+    stream: BodyDataStream,
+    splitter: Option<Splitter>,
+    ready: Vec<RawRecord>,
+    received: usize,
+    limit: usize,
+    deadline: Instant,
+    size: usize,
+    read: i64,
+}
+
+impl RecordChunks {
+    pub fn new(
+        body: Body,
+        splitter: Splitter,
+        limit: usize,
+        deadline: Instant,
+        size: usize,
+    ) -> Self {
+        Self {
+            stream: body.into_data_stream(),
+            splitter: Some(splitter),
+            ready: Vec::with_capacity(size),
+            received: 0,
+            limit,
+            deadline,
+            size,
+            read: 0,
+        }
+    }
+
+    /// The next `size` records (fewer at the end of the body), or `None` once all are out.
+    pub async fn next(&mut self) -> Result<Option<Vec<RawRecord>>, ApiError> {
+        while self.ready.len() < self.size {
+            let Some(splitter) = self.splitter.as_mut() else {
+                break;
+            };
+            let arrived = tokio::time::timeout_at(self.deadline, self.stream.next())
+                .await
+                .map_err(|_| ApiError::RequestTimeout)?;
+            let records = match arrived {
+                Some(bytes) => {
+                    let bytes = bytes
+                        .map_err(|_| ApiError::BadRequest("the upload was interrupted".into()))?;
+                    self.received += bytes.len();
+                    if self.received > self.limit {
+                        return Err(ApiError::PayloadTooLarge);
+                    }
+                    splitter.feed(&bytes)
+                }
+                None => self
+                    .splitter
+                    .take()
+                    .map_or(Ok(Vec::new()), Splitter::finish),
+            };
+            self.ready
+                .extend(records.map_err(|e| ApiError::BadRequest(e.0))?);
+        }
+        if self.ready.is_empty() {
+            return Ok(None);
+        }
+        let rest = self.ready.split_off(self.size.min(self.ready.len()));
+        let chunk = std::mem::replace(&mut self.ready, rest);
+        self.read += chunk.len() as i64;
+        Ok(Some(chunk))
+    }
+
+    /// How many records have been handed out.
+    pub fn read(&self) -> i64 {
+        self.read
     }
 }
 
