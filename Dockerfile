@@ -6,14 +6,15 @@ WORKDIR /src
 # The SQL of `sqlx::query!` is checked against the committed .sqlx/, never a database.
 ENV SQLX_OFFLINE=true
 # Dependencies first, so source edits do not rebuild them.
-# The workspace's devtools and exporter crates are members, so their manifests come too; only
-# the service's package is built (`-p lakehouse-api`): no throwaway cluster, no seed, no `dev`
-# command, no arrow or parquet.
+# The workspace's cluster, devtools and exporter crates are members, so their manifests come
+# too; only the service's package is built (`-p lakehouse-api`): no throwaway cluster, no seed,
+# no `dev` command, no arrow or parquet.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/cluster/Cargo.toml crates/cluster/Cargo.toml
 COPY crates/devtools/Cargo.toml crates/devtools/Cargo.toml
 COPY crates/exporter/Cargo.toml crates/exporter/Cargo.toml
-RUN mkdir -p src crates/devtools/src crates/exporter/src \
-    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src crates/cluster/src crates/devtools/src crates/exporter/src \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs crates/cluster/src/lib.rs \
     && echo 'fn main() {}' > crates/devtools/src/main.rs && touch crates/devtools/src/lib.rs \
     && echo 'fn main() {}' > crates/exporter/src/main.rs && touch crates/exporter/src/lib.rs \
     && cargo build --release --locked -p lakehouse-api \

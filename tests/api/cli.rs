@@ -11,41 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{command, dev_command, run, TestApp};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lakehouse-api");
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// The development binary (`crates/devtools`), which `cargo test` builds beside the service's.
-fn dev_bin() -> std::path::PathBuf {
-    let bin = std::path::Path::new(BIN)
-        .with_file_name(format!("lakehouse-dev{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test` from the workspace root, which builds it",
-        bin.display()
-    );
-    bin
-}
-
-fn command() -> Command {
-    with_clean_env(Command::new(BIN))
-}
-
-fn dev_command() -> Command {
-    with_clean_env(Command::new(dev_bin()))
-}
-
-fn with_clean_env(mut command: Command) -> Command {
-    command.env_clear();
-    for key in ["PATH", "HOME", "TMPDIR", "PG_BIN_DIR"] {
-        if let Some(value) = std::env::var_os(key) {
-            command.env(key, value);
-        }
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
 
 /// Sends raw HTTP/1.1 bytes and returns (status, body text).
 async fn http(addr: &str, request: &[u8]) -> std::io::Result<(u16, String)> {
@@ -214,15 +182,6 @@ async fn dev_serves_sample_data_and_swagger_then_shuts_down_gracefully_and_clean
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .count();
     assert_eq!(leftovers, 0, "the throwaway cluster was removed");
-}
-
-fn run(command: &mut Command) -> (bool, String, String) {
-    let output = command.output().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]

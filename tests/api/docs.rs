@@ -35,7 +35,7 @@ fn env_example_documents_every_variable_the_code_reads() {
         "src/platform/config/oidc.rs",
         "src/app.rs",
         "src/main.rs",
-        "crates/devtools/src/cluster.rs",
+        "crates/cluster/src/lib.rs",
         "crates/devtools/src/commands.rs",
         "crates/exporter/src/main.rs",
     ] {

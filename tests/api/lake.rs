@@ -15,7 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use lakehouse_devtools::seed::{self, Volume};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -143,14 +142,6 @@ async fn personal_columns(app: &TestApp) -> Vec<String> {
     .fetch_all(&app.owner)
     .await
     .unwrap()
-}
-
-async fn seeded(app: &TestApp, volume: Volume) {
-    let mut conn = PgConnection::connect(&app.owner_url).await.unwrap();
-    seed::lab(&mut conn, &app.cipher).await.expect("lab data");
-    seed::generate(&mut conn, &app.owner.connect_options(), &app.cipher, volume)
-        .await
-        .expect("seed");
 }
 
 /// The next transaction id: every transaction that wrote before now is below it.
@@ -353,7 +344,14 @@ fn parquet_files(warehouse: &str) -> usize {
 async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
     let Some(tools) = lake_tools() else { return };
     let app = TestApp::spawn().await;
-    seeded(&app, Volume::new(120, 2, 4).unwrap()).await;
+    app.seed(&[
+        "--customers",
+        "120",
+        "--loans-per-customer",
+        "2",
+        "--payments-per-loan",
+        "4",
+    ]);
     let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let forbidden_columns = personal_columns(&app).await;
@@ -586,7 +584,14 @@ async fn the_lake_goes_to_an_s3_compatible_store() {
     ];
 
     let app = TestApp::spawn().await;
-    seeded(&app, Volume::new(40, 1, 3).unwrap()).await;
+    app.seed(&[
+        "--customers",
+        "40",
+        "--loans-per-customer",
+        "1",
+        "--payments-per-loan",
+        "3",
+    ]);
     settled(&app, next_transaction(&app).await).await;
     let report = tools.export(&app, "s3://lake/warehouse");
     assert!(
@@ -780,8 +785,7 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
 async fn the_exporter_answers_what_the_service_asked_for() {
     let Some(tools) = lake_tools() else { return };
     let app = TestApp::spawn().await;
-    let mut conn = PgConnection::connect(&app.owner_url).await.unwrap();
-    seed::lab(&mut conn, &app.cipher).await.expect("lab data");
+    app.seed(&[]);
     let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let admin = app.token("admin", None);

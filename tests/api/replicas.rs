@@ -16,7 +16,7 @@ use lakehouse_api::platform::config::{HttpConfig, ReplicaPolicy, Secret};
 use lakehouse_api::platform::db::{self, replicas::ReplicaSet};
 use lakehouse_api::platform::pii::PiiCipher;
 use lakehouse_api::platform::state::AppState;
-use lakehouse_devtools::TempCluster;
+use lakehouse_cluster::TempCluster;
 
 use crate::helpers::{
     pii_keys, send_via, unlimited, OwnCluster, TestResponse, JWT_SECRET, OWN_CLUSTER_APP_PASSWORD,

@@ -12,7 +12,7 @@ use lakehouse_api::app::{self, HttpLimits};
 use lakehouse_api::platform::config::{HttpConfig, PoolConfig, Secret};
 use lakehouse_api::platform::db;
 use lakehouse_api::platform::state::AppState;
-use lakehouse_devtools::TempCluster;
+use lakehouse_cluster::TempCluster;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;

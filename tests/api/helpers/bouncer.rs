@@ -22,7 +22,7 @@ use lakehouse_api::platform::db;
 use lakehouse_api::platform::pii::PiiCipher;
 use lakehouse_api::platform::server::ConnectionLimits;
 use lakehouse_api::platform::state::AppState;
-use lakehouse_devtools::TempCluster;
+use lakehouse_cluster::TempCluster;
 
 use super::*;
 

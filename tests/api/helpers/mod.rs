@@ -10,6 +10,7 @@
 mod app;
 mod bouncer;
 mod builders;
+mod commands;
 mod http;
 mod own_cluster;
 mod served;
@@ -17,6 +18,7 @@ mod server;
 
 pub use app::*;
 pub use builders::*;
+pub use commands::*;
 pub use http::*;
 pub use own_cluster::*;
 pub use server::*;

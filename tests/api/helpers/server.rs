@@ -22,7 +22,7 @@ use lakehouse_api::platform::db;
 use lakehouse_api::platform::pii::PiiCipher;
 use lakehouse_api::platform::server::ConnectionLimits;
 use lakehouse_api::platform::state::AppState;
-use lakehouse_devtools::TempCluster;
+use lakehouse_cluster::TempCluster;
 
 use super::*;
 
@@ -119,6 +119,12 @@ pub fn database_url(url: &str, database: &str) -> String {
     }
 }
 
+pub const TEST_PII_ENCRYPTION_KEY: [u8; 32] = [0x42; 32];
+pub const TEST_PII_HASH_KEY: [u8; 32] = [0x24; 32];
+
 pub fn pii_keys() -> PiiKeys {
-    PiiKeys::new(Secret::new(vec![0x42; 32]), Secret::new(vec![0x24; 32]))
+    PiiKeys::new(
+        Secret::new(TEST_PII_ENCRYPTION_KEY.to_vec()),
+        Secret::new(TEST_PII_HASH_KEY.to_vec()),
+    )
 }

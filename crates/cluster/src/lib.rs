@@ -11,10 +11,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::OsRng;
-
-use lakehouse_api::CliResult;
+/// What the cluster's operations return: the error says what failed, for a test or a command to
+/// print.
+pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// What production runs with (docker-compose mounts the same file).
 const PRODUCTION_SETTINGS: &str = include_str!("../../../deploy/postgresql.conf");
@@ -34,14 +33,9 @@ impl TempCluster {
     pub fn start() -> CliResult<Self> {
         let bin = find_bin_dir()?;
         let as_postgres = is_root();
-        let root = std::env::temp_dir().join(format!(
-            "lakehouse-pg-{}-{:08x}",
-            std::process::id(),
-            OsRng.next_u32()
-        ));
+        let root = fresh_root()?;
         fs::create_dir_all(&root)?;
-        let mut password_bytes = [0u8; 18];
-        OsRng.fill_bytes(&mut password_bytes);
+        let password_bytes: [u8; 18] = random()?;
         let password: String = password_bytes.iter().map(|b| format!("{b:02x}")).collect();
         fs::write(root.join("pwfile"), &password)?;
         if as_postgres {
@@ -94,11 +88,7 @@ impl TempCluster {
     /// `options` (`-c name=value`, say a `recovery_min_apply_delay`). Blocks until it accepts
     /// connections. Its logins are the primary's.
     pub fn standby_of(primary: &TempCluster, options: &str) -> CliResult<Self> {
-        let root = std::env::temp_dir().join(format!(
-            "lakehouse-pg-{}-{:08x}",
-            std::process::id(),
-            OsRng.next_u32()
-        ));
+        let root = fresh_root()?;
         fs::create_dir_all(&root)?;
         let mut standby = Self {
             root,
@@ -389,6 +379,18 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+fn random<const N: usize>() -> CliResult<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A directory of its own under the temporary folder, named after this process.
+fn fresh_root() -> CliResult<PathBuf> {
+    let suffix = u32::from_le_bytes(random()?);
+    Ok(std::env::temp_dir().join(format!("lakehouse-pg-{}-{suffix:08x}", std::process::id())))
 }
 
 fn free_port() -> CliResult<u16> {
