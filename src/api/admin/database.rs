@@ -210,8 +210,7 @@ pub async fn get_database_health(
     .fetch_all(&mut *tx)
     .await?;
     let top_statements = top_statements(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Json(DatabaseHealth {
+    tx.answer(DatabaseHealth {
         checked_at: Utc::now(),
         databases,
         connections,
@@ -221,7 +220,8 @@ pub async fn get_database_health(
         blocked_sessions,
         table_sizes,
         top_statements,
-    }))
+    })
+    .await
 }
 
 /// The ten statements that took the most time, where pg_stat_statements is loaded.

@@ -76,11 +76,11 @@ async fn list_lake_exports(
     page: PageRequest<Cursor>,
 ) -> Result<Json<Page<LakeExportRequest>>, ApiError> {
     let rows = lake_export::list(&mut tx, page.after, page.fetch()).await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |r| Cursor {
+    tx.answer(page.page(rows, |r| Cursor {
         at: r.requested_at,
         id: r.request_id,
-    })?))
+    })?)
+    .await
 }
 
 pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {

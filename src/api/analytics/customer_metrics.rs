@@ -109,8 +109,8 @@ pub(super) async fn list_customer_metrics(
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |m| IdCursor {
+    tx.answer(page.page(rows, |m| IdCursor {
         after: m.customer_id,
-    })?))
+    })?)
+    .await
 }

@@ -149,10 +149,10 @@ async fn list_high_risk_loans(
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |r| RiskCursor {
+    tx.answer(page.page(rows, |r| RiskCursor {
         score: r.credit_score.unwrap_or(UNRATED_SCORE),
         customer_id: r.customer_id,
         loan_id: r.loan_id,
-    })?))
+    })?)
+    .await
 }

@@ -117,8 +117,8 @@ pub(super) async fn list_risk_indicators(
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |r| IdCursor {
+    tx.answer(page.page(rows, |r| IdCursor {
         after: r.indicator_id,
-    })?))
+    })?)
+    .await
 }

@@ -25,10 +25,10 @@ pub(super) async fn list_installments(
     let (business_date, installments) = repo::installments(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(Json(LoanInstallments {
+    tx.answer(LoanInstallments {
         loan_id: id,
         business_date,
         installments,
-    }))
+    })
+    .await
 }

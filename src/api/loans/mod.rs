@@ -206,11 +206,11 @@ async fn list_loans(
         fetch: page.fetch(),
     };
     let rows = repo::list(&mut tx, &filter).await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |l| TimeCursor {
+    tx.answer(page.page(rows, |l| TimeCursor {
         at: l.application_date,
         id: l.loan_id,
-    })?))
+    })?)
+    .await
 }
 
 /// Runs one lifecycle move and explains a refusal: 404 when the caller cannot see the loan, 409

@@ -37,8 +37,7 @@ pub(super) async fn get_loan_schedule(
             ledger::schedule_from(&mut tx, loan.loan_id, loan.loan_amount.0, today).await?
         }
     };
-    tx.commit().await?;
-    Ok(Json(LoanSchedule {
+    tx.answer(LoanSchedule {
         loan_id: loan.loan_id,
         loan_amount: loan.loan_amount,
         interest_rate: loan.interest_rate,
@@ -48,5 +47,6 @@ pub(super) async fn get_loan_schedule(
         projected: loan.disbursement_date.is_none(),
         total_interest: Amount(installments.iter().map(|i| i.interest).sum()),
         installments,
-    }))
+    })
+    .await
 }

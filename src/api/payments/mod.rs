@@ -218,11 +218,11 @@ async fn list_payments(
         fetch: page.fetch(),
     };
     let rows = repo::list(&mut tx, &filter).await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |p| TimeCursor {
+    tx.answer(page.page(rows, |p| TimeCursor {
         at: p.payment_date,
         id: p.payment_id,
-    })?))
+    })?)
+    .await
 }
 
 /// A payment and its loan, locked in that order (the order every balance change uses). The

@@ -60,10 +60,10 @@ async fn list_proposals(
 ) -> Result<Json<Page<Proposal>>, ApiError> {
     let status = query.status.unwrap_or(ProposalStatus::Pending);
     let rows = repo::list(&mut tx, status, page.after.map(|c| c.after), page.fetch()).await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |p| IdCursor {
+    tx.answer(page.page(rows, |p| IdCursor {
         after: p.proposal_id,
-    })?))
+    })?)
+    .await
 }
 
 /// One proposal.

@@ -60,11 +60,11 @@ pub(super) async fn borrowers(
     page: PageRequest<RankCursor>,
 ) -> Result<Json<Page<Borrower>>, ApiError> {
     let rows = ranking(&mut tx, page.after, page.fetch()).await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |b| RankCursor {
+    tx.answer(page.page(rows, |b| RankCursor {
         total: b.total_borrowed.0,
         customer: b.customer_id,
-    })?))
+    })?)
+    .await
 }
 
 /// The ranking's page: $1, $2 the cursor's total and customer (NULL for the first page), $3
