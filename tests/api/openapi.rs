@@ -118,3 +118,67 @@ fn every_closed_set_spells_its_texts_as_serde_does() {
     check(PaymentAllocation::ALL, |v| v.as_str());
     check(Reamortisation::ALL, |v| v.as_str());
 }
+
+/// A field whose description names the values of one of the spec's enums is typed with that
+/// enum, not as a bare string (`value_type = String` hid them): a client generator sees the
+/// closed set, and Swagger UI offers its values.
+#[test]
+fn a_field_that_names_a_closed_set_s_values_shows_the_set() {
+    fn walk(node: &Value, at: &str, sets: &[(String, Vec<String>)], found: &mut Vec<String>) {
+        match node {
+            Value::Object(object) => {
+                if let Some(description) = object.get("description").and_then(Value::as_str) {
+                    let schema = object.get("schema").unwrap_or(node);
+                    let bare = matches!(
+                        &schema["type"],
+                        Value::String(t) if t == "string"
+                    ) || schema["type"] == serde_json::json!(["string", "null"]);
+                    let words: Vec<&str> = description
+                        .split(|c: char| {
+                            !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                        })
+                        .collect();
+                    for (name, values) in sets {
+                        let named = values
+                            .iter()
+                            .filter(|v| words.contains(&v.as_str()))
+                            .count();
+                        if bare && schema.get("enum").is_none() && named >= 2 {
+                            found.push(format!("{at} names {name}'s values"));
+                        }
+                    }
+                }
+                for (key, value) in object {
+                    walk(value, &format!("{at}/{key}"), sets, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{at}[{i}]"), sets, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let spec: Value =
+        serde_json::from_str(&openapi::to_json(&app::openapi_document()).unwrap()).unwrap();
+    let sets: Vec<(String, Vec<String>)> = spec["components"]["schemas"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, schema)| {
+            let values = schema["enum"].as_array()?;
+            Some((
+                name.clone(),
+                values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            ))
+        })
+        .collect();
+    assert!(sets.iter().any(|(name, _)| name == "DayCount"), "{sets:?}");
+    let mut found = Vec::new();
+    walk(&spec, "", &sets, &mut found);
+    assert!(found.is_empty(), "{found:#?}");
+}

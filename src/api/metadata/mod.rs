@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::domain::jobs::JobRun;
+use crate::domain::jobs::{JobRun, JobStatus};
 use crate::platform::auth::Analysts;
 use crate::platform::auth::RequestTx;
 use crate::platform::error::{responses, ApiError};
@@ -28,8 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
     pub job_name: Option<String>,
-    /// RUNNING, SUCCEEDED or FAILED.
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
 }
 
 /// Job runs, newest first.
@@ -56,18 +55,18 @@ async fn list_jobs(
         ORDER BY started_at DESC, job_id DESC LIMIT $5
         "#,
         query.job_name.as_deref(),
-        query.status.as_deref(),
+        query.status.map(JobStatus::as_str),
         after.as_ref().map(|c| c.at),
         after.as_ref().map(|c| c.id),
         page.fetch(),
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |j| TimeCursor {
+    tx.answer(page.page(rows, |j| TimeCursor {
         at: j.started_at,
         id: j.job_id,
-    })?))
+    })?)
+    .await
 }
 
 /// One data movement.
@@ -128,9 +127,9 @@ async fn list_lineage(
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Json(page.page(rows, |l| TimeCursor {
+    tx.answer(page.page(rows, |l| TimeCursor {
         at: l.execution_timestamp,
         id: l.lineage_id,
-    })?))
+    })?)
+    .await
 }

@@ -61,8 +61,6 @@ pub struct PaymentListQuery {
     pub loan_id: Option<Uuid>,
     pub customer_id: Option<Uuid>,
     pub status: Option<PaymentStatus>,
-    /// DISBURSEMENT, REPAYMENT or FEE.
-    #[param(value_type = Option<String>)]
     pub payment_type: Option<PaymentKind>,
     /// The client's own reference (unique per customer).
     pub client_reference: Option<String>,

@@ -104,28 +104,21 @@ pub struct CreateProductRequest {
     #[schema(value_type = Option<String>)]
     pub prepayment_fee_rate: Option<Decimal>,
     /// SHORTER_TERM (default) or LOWER_INSTALLMENT.
-    #[schema(value_type = Option<String>)]
     pub prepayment_reamortisation: Option<Reamortisation>,
     /// How short an installment may be and still count as paid; default 0.
     pub arrears_tolerance: Option<Money>,
     /// INSTALLMENTS_FIRST (default) or FEES_FIRST.
-    #[schema(value_type = Option<String>)]
     pub payment_allocation: Option<PaymentAllocation>,
     /// REFUSE (default) or CREDIT.
-    #[schema(value_type = Option<String>)]
     pub overpayment: Option<Overpayment>,
     /// ACTUAL_365_FIXED (default), ACTUAL_360, THIRTY_E_360, ACTUAL_ACTUAL_ISDA or
     /// THIRTY_360_MONTHLY (monthly products only).
-    #[schema(value_type = Option<String>)]
     pub day_count: Option<DayCount>,
     /// ANNUITY (default) or EQUAL_PRINCIPAL.
-    #[schema(value_type = Option<String>)]
     pub amortization: Option<Amortization>,
     /// DECLINING_BALANCE (default) or FLAT.
-    #[schema(value_type = Option<String>)]
     pub interest_method: Option<InterestMethod>,
     /// MONTHLY (default), BIWEEKLY or WEEKLY.
-    #[schema(value_type = Option<String>)]
     pub frequency: Option<Frequency>,
     /// ISO 4217; default VND.
     pub currency: Option<String>,
@@ -159,25 +152,18 @@ pub struct UpdateProductRequest {
     pub default_after_days: Option<i32>,
     #[schema(value_type = Option<String>)]
     pub prepayment_fee_rate: Option<Decimal>,
-    #[schema(value_type = Option<String>)]
     pub prepayment_reamortisation: Option<Reamortisation>,
     pub arrears_tolerance: Option<Money>,
-    #[schema(value_type = Option<String>)]
     pub payment_allocation: Option<PaymentAllocation>,
-    #[schema(value_type = Option<String>)]
     pub overpayment: Option<Overpayment>,
     /// ACTUAL_365_FIXED (default), ACTUAL_360, THIRTY_E_360, ACTUAL_ACTUAL_ISDA or
     /// THIRTY_360_MONTHLY (monthly products only).
-    #[schema(value_type = Option<String>)]
     pub day_count: Option<DayCount>,
     /// ANNUITY (default) or EQUAL_PRINCIPAL.
-    #[schema(value_type = Option<String>)]
     pub amortization: Option<Amortization>,
     /// DECLINING_BALANCE (default) or FLAT.
-    #[schema(value_type = Option<String>)]
     pub interest_method: Option<InterestMethod>,
     /// MONTHLY (default), BIWEEKLY or WEEKLY.
-    #[schema(value_type = Option<String>)]
     pub frequency: Option<Frequency>,
     /// ISO 4217; default VND.
     pub currency: Option<String>,

@@ -35,7 +35,6 @@ pub struct InstallmentDue {
     /// What is still to pay on it.
     pub remaining: Amount,
     /// PAID, PARTIALLY_PAID, UPCOMING, DUE or OVERDUE.
-    #[schema(value_type = String)]
     pub status: InstallmentStatus,
 }
 
