@@ -2,8 +2,8 @@
 -- customer batch and a loan batch: one view over both stagings states it once.
 --
 -- security_invoker: the caller's grants and row-level policies apply, exactly as on the two
--- tables (the ETL principal sees its own batches only). A filter on `kind` leaves the other
--- table's branch out of the plan.
+-- tables (the ETL principal sees its own batches only). A filter on `kind` skips the other
+-- table's branch: at planning with a constant, at run time with a parameter.
 CREATE VIEW staging.import_lines WITH (security_invoker = true) AS
     SELECT 'customers'::text AS kind, batch_id, line_number, processed, error_message
     FROM staging.customer_imports

@@ -351,7 +351,8 @@ async fn the_lake_equals_the_books_after_a_killed_run_and_a_reversal() {
         "2",
         "--payments-per-loan",
         "4",
-    ]);
+    ])
+    .await;
     let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let forbidden_columns = personal_columns(&app).await;
@@ -591,7 +592,8 @@ async fn the_lake_goes_to_an_s3_compatible_store() {
         "1",
         "--payments-per-loan",
         "3",
-    ]);
+    ])
+    .await;
     settled(&app, next_transaction(&app).await).await;
     let report = tools.export(&app, "s3://lake/warehouse");
     assert!(
@@ -785,7 +787,7 @@ async fn administrators_ask_for_an_export_and_one_request_waits_at_a_time() {
 async fn the_exporter_answers_what_the_service_asked_for() {
     let Some(tools) = lake_tools() else { return };
     let app = TestApp::spawn().await;
-    app.seed(&[]);
+    app.seed(&[]).await;
     let warehouse = std::env::temp_dir().join(format!("lake-{}", Uuid::now_v7().simple()));
     let warehouse = warehouse.to_str().unwrap().to_owned();
     let admin = app.token("admin", None);

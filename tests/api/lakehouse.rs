@@ -686,6 +686,16 @@ async fn every_job_run_leaves_matching_execution_and_lineage_rows_failures_inclu
     assert_eq!(jobs[3]["job_id"], import_job.as_str());
     assert_eq!(jobs[2]["job_id"], metrics["job_id"]);
     assert_eq!(jobs[1]["job_id"], risk["job_id"]);
+    // The status filter takes a job status, and only one.
+    let failed = app
+        .get("/v1/metadata/jobs?status=FAILED", &analyst(&app))
+        .await
+        .json();
+    assert_eq!(failed["data"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed["data"][0]["job_id"], jobs[0]["job_id"]);
+    app.get("/v1/metadata/jobs?status=BOGUS", &analyst(&app))
+        .await
+        .problem(StatusCode::BAD_REQUEST);
 
     for job in jobs {
         let lineage = app

@@ -181,4 +181,40 @@ fn a_field_that_names_a_closed_set_s_values_shows_the_set() {
     let mut found = Vec::new();
     walk(&spec, "", &sets, &mut found);
     assert!(found.is_empty(), "{found:#?}");
+    // And the fields that name no value in their description, each by its enum.
+    let schemas = &spec["components"]["schemas"];
+    let property = |schema: &str, field: &str| schemas[schema]["properties"][field].to_string();
+    let parameter = |path: &str, name: &str| {
+        spec["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].to_string())
+            .unwrap_or_default()
+    };
+    for (field, set) in [
+        ("overpayment", "Overpayment"),
+        ("payment_allocation", "PaymentAllocation"),
+        ("prepayment_reamortisation", "Reamortisation"),
+        ("day_count", "DayCount"),
+    ] {
+        for schema in ["CreateProductRequest", "UpdateProductRequest"] {
+            let shown = property(schema, field);
+            assert!(
+                shown.contains(&format!("schemas/{set}\"")),
+                "{schema}.{field}: {shown}"
+            );
+        }
+    }
+    for (shown, set) in [
+        (property("InstallmentDue", "status"), "InstallmentStatus"),
+        (parameter("/v1/payments", "payment_type"), "PaymentKind"),
+        (parameter("/v1/metadata/jobs", "status"), "JobStatus"),
+    ] {
+        assert!(
+            shown.contains(&format!("schemas/{set}\"")),
+            "{set}: {shown}"
+        );
+    }
 }

@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL cluster from the installed binaries, for `lakehouse-api dev` and the
+//! A throwaway PostgreSQL cluster from the installed binaries, for `lakehouse-dev dev` and the
 //! tests when `DATABASE_URL` is unset.
 //!
 //! `initdb` refuses to run as root, so as root the cluster is created and run as the `postgres`

@@ -16,14 +16,13 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use futures_util::StreamExt;
 
 use super::records::{Format, RawRecord, RecordChunks, Splitter};
 use super::{holds_nul, stored_report, upload_report, ImportQuery, ImportReport, Lines};

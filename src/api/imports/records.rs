@@ -223,6 +223,49 @@ impl RecordChunks {
 mod tests {
     use super::*;
 
+    fn body(frames: &[&'static str]) -> Body {
+        let frames: Vec<Result<&'static str, std::io::Error>> =
+            frames.iter().map(|f| Ok(*f)).collect();
+        Body::from_stream(futures_util::stream::iter(frames))
+    }
+
+    fn later() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(30)
+    }
+
+    fn numbers(chunk: Option<Vec<RawRecord>>) -> Vec<i32> {
+        chunk.unwrap_or_default().iter().map(|r| r.number).collect()
+    }
+
+    #[tokio::test]
+    async fn records_come_a_chunk_at_a_time_and_the_last_with_the_end_of_the_body() {
+        let frames = body(&["{\"a\":1}\n{\"a\":2}\n{\"a\"", ":3}\n{\"a\":4}\n{\"a\":5}"]);
+        let splitter = Splitter::new(Format::NdJson, 1024);
+        let mut records = RecordChunks::new(frames, splitter, 1 << 20, later(), 2);
+        assert_eq!(numbers(records.next().await.ok().flatten()), [1, 2]);
+        assert_eq!(numbers(records.next().await.ok().flatten()), [3, 4]);
+        // The fifth has no newline after it: only the end of the body lets it out.
+        assert_eq!(numbers(records.next().await.ok().flatten()), [5]);
+        assert!(matches!(records.next().await, Ok(None)));
+        assert_eq!(records.read(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_or_past_the_deadline_is_refused() {
+        let splitter = || Splitter::new(Format::NdJson, 1024);
+        let frames = body(&["{\"a\":1}\n", "{\"a\":2}\n"]);
+        let mut over = RecordChunks::new(frames, splitter(), 10, later(), 100);
+        assert!(matches!(over.next().await, Err(ApiError::PayloadTooLarge)));
+        let never =
+            Body::from_stream(futures_util::stream::pending::<Result<&str, std::io::Error>>());
+        let mut late = RecordChunks::new(never, splitter(), 1 << 20, Instant::now(), 100);
+        assert!(matches!(late.next().await, Err(ApiError::RequestTimeout)));
+        let unclosed = body(&["[{\"a\":1}"]);
+        let array = Splitter::new(Format::JsonArray, 1024);
+        let mut broken = RecordChunks::new(unclosed, array, 1 << 20, later(), 100);
+        assert!(matches!(broken.next().await, Err(ApiError::BadRequest(_))));
+    }
+
     fn split(format: Format, body: &str, chunk: usize) -> Result<Vec<String>, SplitError> {
         let mut s = Splitter::new(format, 1 << 20);
         let mut out = Vec::new();

@@ -55,16 +55,22 @@ pub fn run(command: &mut Command) -> (bool, String, String) {
 impl TestApp {
     /// `lakehouse-dev seed` with `args` into this app's database, under its keys: the lab data,
     /// and the volume the arguments ask for.
-    pub fn seed(&self, args: &[&str]) {
-        let (ok, _, stderr) = run(dev_command()
-            .arg("seed")
+    /// It runs as a child the test's runtime awaits, so the app's own tasks go on meanwhile.
+    pub async fn seed(&self, args: &[&str]) {
+        let mut seed = dev_command();
+        seed.arg("seed")
             .args(args)
             .env("DATABASE_URL", &self.owner_url)
             .env(
                 "PII_ENCRYPTION_KEY",
                 STANDARD.encode(TEST_PII_ENCRYPTION_KEY),
             )
-            .env("PII_HASH_KEY", STANDARD.encode(TEST_PII_HASH_KEY)));
-        assert!(ok, "seed {args:?}: {stderr}");
+            .env("PII_HASH_KEY", STANDARD.encode(TEST_PII_HASH_KEY));
+        let output = tokio::process::Command::from(seed).output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "seed {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
