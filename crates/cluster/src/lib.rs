@@ -34,7 +34,6 @@ impl TempCluster {
         let bin = find_bin_dir()?;
         let as_postgres = is_root();
         let root = fresh_root()?;
-        fs::create_dir_all(&root)?;
         let password_bytes: [u8; 18] = random()?;
         let password: String = password_bytes.iter().map(|b| format!("{b:02x}")).collect();
         fs::write(root.join("pwfile"), &password)?;
@@ -47,7 +46,7 @@ impl TempCluster {
                 return Err("could not hand the cluster directory to the postgres OS user".into());
             }
         }
-        let mut cluster = Self {
+        let cluster = Self {
             root,
             bin,
             as_postgres,
@@ -71,16 +70,7 @@ impl TempCluster {
             ],
         )?;
         cluster.include_production_settings()?;
-        // A freshly probed port can be taken before the server binds it; try a few.
-        let mut last_error = None;
-        for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.run("pg_ctl", &cluster.start_args()) {
-                Ok(()) => return Ok(cluster),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| "the cluster did not start".into()))
+        cluster.start_on_a_free_port("the cluster")
     }
 
     /// A hot standby of `primary`, streaming from it: a base backup (`pg_basebackup -R`, which
@@ -89,8 +79,7 @@ impl TempCluster {
     /// connections. Its logins are the primary's.
     pub fn standby_of(primary: &TempCluster, options: &str) -> CliResult<Self> {
         let root = fresh_root()?;
-        fs::create_dir_all(&root)?;
-        let mut standby = Self {
+        let standby = Self {
             root,
             bin: primary.bin.clone(),
             as_postgres: primary.as_postgres,
@@ -117,15 +106,21 @@ impl TempCluster {
                 "fast",
             ],
         )?;
+        standby.start_on_a_free_port("the standby")
+    }
+
+    /// Starts the server; a freshly probed port can be taken before the server binds it, so
+    /// it tries a few.
+    fn start_on_a_free_port(mut self, what: &str) -> CliResult<Self> {
         let mut last_error = None;
         for _ in 0..5 {
-            standby.port = free_port()?;
-            match standby.run("pg_ctl", &standby.start_args()) {
-                Ok(()) => return Ok(standby),
+            self.port = free_port()?;
+            match self.run("pg_ctl", &self.start_args()) {
+                Ok(()) => return Ok(self),
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| "the standby did not start".into()))
+        Err(last_error.unwrap_or_else(|| format!("{what} did not start").into()))
     }
 
     /// The production settings (`deploy/postgresql.conf`), included from the cluster's own
@@ -387,10 +382,13 @@ fn random<const N: usize>() -> CliResult<[u8; N]> {
     Ok(bytes)
 }
 
-/// A directory of its own under the temporary folder, named after this process.
+/// A new directory of its own under the temporary folder, named after this process.
 fn fresh_root() -> CliResult<PathBuf> {
     let suffix = u32::from_le_bytes(random()?);
-    Ok(std::env::temp_dir().join(format!("lakehouse-pg-{}-{suffix:08x}", std::process::id())))
+    let root =
+        std::env::temp_dir().join(format!("lakehouse-pg-{}-{suffix:08x}", std::process::id()));
+    fs::create_dir_all(&root)?;
+    Ok(root)
 }
 
 fn free_port() -> CliResult<u16> {
